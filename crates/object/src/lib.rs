@@ -1,0 +1,54 @@
+//! Object storage for Nectar.
+//!
+//! Every byte of file data lives in an object store as an immutable block. This crate
+//! defines the narrow [`ObjectStore`] trait that the rest of Nectar uses (put a whole
+//! object, get it or a byte range of it, head, delete, list) and its implementations:
+//! OpenDAL-backed stores for local directories and S3-compatible services, an in-process
+//! memory store, a prefix wrapper that places a volume under `<volume-name>/`, and a
+//! fault-injecting wrapper for tests. Keeping the trait this small is what lets later
+//! backends (HDFS, WebDAV, ...) and wrappers (encryption, sharding) slot in without
+//! touching the data path.
+
+mod error;
+mod mem;
+
+pub use error::{Error, Result};
+pub use mem::MemStore;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::ops::Range;
+
+/// One listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Key relative to the store's root (the prefix of a wrapper is removed).
+    pub key: String,
+    pub size: u64,
+}
+
+/// The operations Nectar needs from an object store. Objects are written whole and
+/// never modified, so there is no append or partial write.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// A human-readable location, without secrets (e.g. `file:///var/nectar/` or
+    /// `s3://127.0.0.1:8333/bucket/`).
+    fn describe(&self) -> String;
+    /// Stores `data` under `key`, replacing any previous object.
+    async fn put(&self, key: &str, data: Bytes) -> Result<()>;
+    /// Reads the whole object, or only `range` of it. A missing object is
+    /// [`Error::NotFound`].
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes>;
+    /// The size of an object, or `None` if it does not exist.
+    async fn head(&self, key: &str) -> Result<Option<u64>>;
+    /// Deletes an object; deleting a missing object succeeds.
+    async fn delete(&self, key: &str) -> Result<()>;
+    /// Lists objects whose key starts with `prefix`, in key order, starting after
+    /// `start_after`, at most `limit` of them.
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ObjectInfo>>;
+}

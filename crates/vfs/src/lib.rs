@@ -1,0 +1,1 @@
+//! nectar-vfs
