@@ -1,1 +1,27 @@
-//! nectar-meta
+//! Nectar's metadata: the file-system tree, attributes, chunk slice lists, sessions.
+//!
+//! The design: one transactional, ordered key-value interface ([`kv::KvTxn`] run by a
+//! [`kv::KvEngine`]) that every engine implements (memory, SQLite, and later Redis,
+//! PostgreSQL, MySQL, etcd, TiKV), and all file-system logic written once above it in
+//! [`Meta`]. Keys and values use JuiceFS's transactional-KV schema byte for byte
+//! ([`keys`], [`types`]), so volumes and dumps move between the two systems. Every
+//! operation is a single transaction: when it returns, every client sees its effect.
+//!
+//! `Meta` is synchronous; callers run it on threads that may block (the FUSE adapter
+//! uses a blocking pool), which keeps transaction bodies simple closures that an engine
+//! can re-run on conflict.
+
+pub mod data;
+pub mod error;
+pub mod keys;
+pub mod kv;
+pub mod meta;
+pub mod namespace;
+pub mod slice;
+pub mod types;
+pub mod xattr;
+
+pub use error::{Error, Result};
+pub use meta::{Meta, SliceDeleter};
+pub use namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE};
+pub use types::*;

@@ -1,0 +1,277 @@
+//! File data in metadata: open/close, chunk slice lists, writes, truncate, deletion.
+//!
+//! A write appends one 24-byte record to the chunk's value and moves the length and
+//! mtime in the same transaction, so a slice becomes visible atomically and only after
+//! the data layer stored its blocks. Truncating down drops whole chunks past the new end
+//! and covers the tail of the last one with a hole record (id 0), so stale bytes never
+//! reappear when the file grows again. Slice references are counted under `K`; when a
+//! count falls below zero the slice is handed to the registered deleter after commit.
+
+use crate::error::{sys, Error, Result};
+use crate::keys;
+use crate::kv::{prefix_end, KvTxn};
+use crate::meta::{space_of, Meta};
+use crate::namespace::{check_access, get_attr, put_attr};
+use crate::types::*;
+use libc::{EFBIG, EINVAL, EISDIR, ENOENT, EPERM};
+
+/// Drops one reference to a slice; returns it when this was the last one.
+fn deref_slice(tx: &mut dyn KvTxn, s: &Slice) -> Result<Option<(u64, u32)>> {
+    if s.id == 0 {
+        return Ok(None);
+    }
+    let k = keys::slice_ref(s.id, s.size);
+    if tx.incr_by(&k, -1)? < 0 {
+        tx.delete(&k)?;
+        return Ok(Some((s.id, s.size)));
+    }
+    Ok(None)
+}
+
+/// Open flags relevant to permissions.
+fn access_mask(flags: i32) -> u32 {
+    match flags & libc::O_ACCMODE {
+        libc::O_RDONLY => 4,
+        libc::O_WRONLY => 2,
+        _ => 6,
+    }
+}
+
+impl Meta {
+    /// Opens an inode: checks rights and counts the open, so an unlink while open keeps
+    /// the data until [`Meta::close`].
+    pub fn open(&self, ctx: &Ctx, ino: Ino, flags: i32) -> Result<Attr> {
+        let attr = self.get_attr(ino)?;
+        if attr.typ == FileType::Directory && flags & libc::O_ACCMODE != libc::O_RDONLY {
+            return sys(EISDIR);
+        }
+        let mut mask = access_mask(flags);
+        if flags & libc::O_TRUNC != 0 {
+            mask |= 2;
+        }
+        check_access(ctx, &attr, mask)?;
+        if attr.flags & 1 != 0 && mask & 2 != 0 {
+            // FLAG_IMMUTABLE
+            return sys(EPERM);
+        }
+        *self.open_files.lock().entry(ino).or_insert(0) += 1;
+        Ok(attr)
+    }
+
+    /// Counts an open without checks (a file this client just created).
+    pub fn opened(&self, ino: Ino) {
+        *self.open_files.lock().entry(ino).or_insert(0) += 1;
+    }
+
+    /// Closes one open; at the last close of an unlinked file, deletes it.
+    pub fn close(&self, ino: Ino) -> Result<()> {
+        {
+            let mut open = self.open_files.lock();
+            match open.get_mut(&ino) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    return Ok(());
+                }
+                Some(_) => {
+                    open.remove(&ino);
+                }
+                None => return Ok(()),
+            }
+        }
+        let sid = self.session_id();
+        let sustained = self
+            .kv
+            .read(|tx| tx.get(&keys::sustained(sid, ino)))?
+            .is_some();
+        if sustained {
+            self.release_sustained(sid, ino)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes an unlinked inode a session kept open (unless it got a name again).
+    pub(crate) fn release_sustained(&self, sid: u64, ino: Ino) -> Result<()> {
+        let len = self.kv.txn(|tx| {
+            tx.delete(&keys::sustained(sid, ino))?;
+            let attr = match get_attr(tx, ino) {
+                Ok(a) => a,
+                Err(Error::Sys(ENOENT)) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            if attr.nlink > 0 {
+                return Ok(None);
+            }
+            self.remove_inode(tx, ino, &attr)?;
+            Ok(Some(attr.length))
+        })?;
+        if let Some(len) = len {
+            self.delete_file_data(ino, len)?;
+        }
+        Ok(())
+    }
+
+    /// The slice records of one chunk, in write order.
+    pub fn read_chunk(&self, ino: Ino, index: u32) -> Result<Vec<Slice>> {
+        let v = self.kv.read(|tx| tx.get(&keys::chunk(ino, index)))?;
+        match v {
+            Some(v) => Slice::decode_all(&v),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Commits a stored slice: record `slice` at `slice.pos` of chunk `index`, extend the
+    /// length to cover it, set mtime. Returns the attributes and the chunk's record count.
+    pub fn write_slice(
+        &self,
+        ino: Ino,
+        index: u32,
+        slice: Slice,
+        mtime: Time,
+    ) -> Result<(Attr, usize)> {
+        let end = ((index as u64) << CHUNK_BITS) + slice.pos as u64 + slice.len as u64;
+        if end > MAX_FILE_SIZE {
+            return sys(EFBIG);
+        }
+        self.kv.txn(|tx| {
+            let mut attr = get_attr(tx, ino)?;
+            if attr.typ != FileType::File {
+                return sys(EPERM);
+            }
+            let mut delta = 0;
+            if end > attr.length {
+                delta = space_of(end) - space_of(attr.length);
+                self.check_limits(tx, delta, 0)?;
+                attr.length = end;
+            }
+            let key = keys::chunk(ino, index);
+            tx.append(&key, &slice.encode())?;
+            let count = tx.get(&key)?.map(|v| v.len() / SLICE_LEN).unwrap_or(1);
+            attr.mtime = mtime;
+            attr.ctime = Time::now();
+            // Writing clears set-user-id (and set-group-id if group-executable), as a
+            // local file system does for unprivileged writers.
+            if attr.mode & 0o6000 != 0 {
+                attr.mode &= !0o4000;
+                if attr.mode & 0o010 != 0 {
+                    attr.mode &= !0o2000;
+                }
+            }
+            put_attr(tx, ino, &attr)?;
+            self.update_usage(tx, delta, 0)?;
+            Ok((attr, count))
+        })
+    }
+
+    /// Sets the length of a file.
+    pub fn truncate(&self, ctx: &Ctx, ino: Ino, length: u64) -> Result<Attr> {
+        if length > MAX_FILE_SIZE {
+            return sys(EFBIG);
+        }
+        let (attr, freed) = self.kv.txn(|tx| {
+            let mut attr = get_attr(tx, ino)?;
+            match attr.typ {
+                FileType::File => {}
+                FileType::Directory => return sys(EISDIR),
+                _ => return sys(EINVAL),
+            }
+            check_access(ctx, &attr, 2)?;
+            let old = attr.length;
+            let delta = space_of(length) - space_of(old);
+            if delta > 0 {
+                self.check_limits(tx, delta, 0)?;
+            }
+            let mut freed = Vec::new();
+            if length < old {
+                // Whole chunks past the new end go; the last kept chunk gets a hole over
+                // its tail.
+                let first_gone = length.div_ceil(CHUNK_SIZE) as u32;
+                let begin = keys::chunk(ino, first_gone);
+                let end = prefix_end(&keys::chunk_prefix(ino));
+                loop {
+                    let rows = tx.scan(&begin, &end, 1000)?;
+                    if rows.is_empty() {
+                        break;
+                    }
+                    for (k, v) in rows {
+                        for s in Slice::decode_all(&v)? {
+                            freed.extend(deref_slice(tx, &s)?);
+                        }
+                        tx.delete(&k)?;
+                    }
+                }
+                if !length.is_multiple_of(CHUNK_SIZE) {
+                    let index = (length >> CHUNK_BITS) as u32;
+                    let pos = (length % CHUNK_SIZE) as u32;
+                    let chunk_end = (old - ((index as u64) << CHUNK_BITS)).min(CHUNK_SIZE) as u32;
+                    if chunk_end > pos {
+                        let key = keys::chunk(ino, index);
+                        if tx.get(&key)?.is_some() {
+                            let hole = Slice {
+                                pos,
+                                id: 0,
+                                size: 0,
+                                off: 0,
+                                len: chunk_end - pos,
+                            };
+                            tx.append(&key, &hole.encode())?;
+                        }
+                    }
+                }
+            }
+            let now = Time::now();
+            attr.length = length;
+            attr.mtime = now;
+            attr.ctime = now;
+            put_attr(tx, ino, &attr)?;
+            self.update_usage(tx, delta, 0)?;
+            Ok((attr, freed))
+        })?;
+        self.delete_slices(freed);
+        Ok(attr)
+    }
+
+    /// Releases the data of a deleted file: drops its chunks in batches (each its own
+    /// transaction, so huge files never make one giant transaction), then its `D` key.
+    pub fn delete_file_data(&self, ino: Ino, length: u64) -> Result<()> {
+        let begin = keys::chunk_prefix(ino);
+        let end = prefix_end(&begin);
+        loop {
+            let (done, freed) = self.kv.txn(|tx| {
+                let rows = tx.scan(&begin, &end, 100)?;
+                let mut freed = Vec::new();
+                for (k, v) in &rows {
+                    for s in Slice::decode_all(v)? {
+                        freed.extend(deref_slice(tx, &s)?);
+                    }
+                    tx.delete(k)?;
+                }
+                if rows.is_empty() {
+                    tx.delete(&keys::del_file(ino, length))?;
+                }
+                Ok((rows.is_empty(), freed))
+            })?;
+            self.delete_slices(freed);
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Finishes deletions a crashed client left behind (`D` keys).
+    pub fn cleanup_deleted_files(&self) -> Result<usize> {
+        let rows = self.kv.read(|tx| tx.scan(b"D", b"E", 10_000))?;
+        let mut n = 0;
+        for (k, _) in rows {
+            if k.len() != 17 {
+                continue;
+            }
+            let (Some(ino), Some(len)) = (keys::read_ino(&k[1..9]), keys::read_u64_be(&k[9..17]))
+            else {
+                continue;
+            };
+            self.delete_file_data(ino, len)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,132 @@
+//! The key schema, identical to JuiceFS's transactional-KV engines.
+//!
+//! Inode numbers inside keys are 8-byte little-endian (spreading hot ranges); every other
+//! integer is big-endian. See DESIGN.md for the table of keys and values.
+
+use crate::types::Ino;
+
+fn with_ino(tag: u8, ino: Ino, extra: usize) -> Vec<u8> {
+    let mut k = Vec::with_capacity(10 + extra);
+    k.push(tag);
+    k.extend_from_slice(&ino.to_le_bytes());
+    k
+}
+
+pub const SETTING: &[u8] = b"setting";
+
+pub fn counter(name: &str) -> Vec<u8> {
+    let mut k = b"C".to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// `A<ino>`: the prefix of every key of one inode.
+pub fn inode_prefix(ino: Ino) -> Vec<u8> {
+    with_ino(b'A', ino, 0)
+}
+
+pub fn attr(ino: Ino) -> Vec<u8> {
+    let mut k = with_ino(b'A', ino, 1);
+    k.push(b'I');
+    k
+}
+
+pub fn dentry(parent: Ino, name: &[u8]) -> Vec<u8> {
+    let mut k = with_ino(b'A', parent, 1 + name.len());
+    k.push(b'D');
+    k.extend_from_slice(name);
+    k
+}
+
+/// Prefix of all entries of a directory.
+pub fn dentry_prefix(parent: Ino) -> Vec<u8> {
+    dentry(parent, b"")
+}
+
+pub fn parent(ino: Ino, parent: Ino) -> Vec<u8> {
+    let mut k = with_ino(b'A', ino, 9);
+    k.push(b'P');
+    k.extend_from_slice(&parent.to_le_bytes());
+    k
+}
+
+pub fn chunk(ino: Ino, index: u32) -> Vec<u8> {
+    let mut k = with_ino(b'A', ino, 5);
+    k.push(b'C');
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+pub fn chunk_prefix(ino: Ino) -> Vec<u8> {
+    let mut k = with_ino(b'A', ino, 1);
+    k.push(b'C');
+    k
+}
+
+pub fn symlink(ino: Ino) -> Vec<u8> {
+    let mut k = with_ino(b'A', ino, 1);
+    k.push(b'S');
+    k
+}
+
+pub fn xattr(ino: Ino, name: &[u8]) -> Vec<u8> {
+    let mut k = with_ino(b'A', ino, 1 + name.len());
+    k.push(b'X');
+    k.extend_from_slice(name);
+    k
+}
+
+pub fn xattr_prefix(ino: Ino) -> Vec<u8> {
+    xattr(ino, b"")
+}
+
+/// `D<ino><length>`: a file whose data waits for deletion.
+pub fn del_file(ino: Ino, length: u64) -> Vec<u8> {
+    let mut k = with_ino(b'D', ino, 8);
+    k.extend_from_slice(&length.to_be_bytes());
+    k
+}
+
+/// `K<id><size>`: slice reference count minus one.
+pub fn slice_ref(id: u64, size: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(13);
+    k.push(b'K');
+    k.extend_from_slice(&id.to_be_bytes());
+    k.extend_from_slice(&size.to_be_bytes());
+    k
+}
+
+pub fn session_expire(sid: u64) -> Vec<u8> {
+    let mut k = b"SE".to_vec();
+    k.extend_from_slice(&sid.to_be_bytes());
+    k
+}
+
+pub fn session_info(sid: u64) -> Vec<u8> {
+    let mut k = b"SI".to_vec();
+    k.extend_from_slice(&sid.to_be_bytes());
+    k
+}
+
+/// `SS<sid><ino>`: an unlinked inode kept alive because the session still has it open.
+pub fn sustained(sid: u64, ino: Ino) -> Vec<u8> {
+    let mut k = b"SS".to_vec();
+    k.extend_from_slice(&sid.to_be_bytes());
+    k.extend_from_slice(&ino.to_le_bytes());
+    k
+}
+
+pub fn sustained_prefix(sid: u64) -> Vec<u8> {
+    let mut k = b"SS".to_vec();
+    k.extend_from_slice(&sid.to_be_bytes());
+    k
+}
+
+/// Decodes a little-endian inode number from 8 bytes.
+pub fn read_ino(b: &[u8]) -> Option<Ino> {
+    Some(Ino::from_le_bytes(b.get(..8)?.try_into().ok()?))
+}
+
+pub fn read_u64_be(b: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(b.get(..8)?.try_into().ok()?))
+}

@@ -1,0 +1,187 @@
+//! `sqlite3://PATH`: the embedded default engine.
+//!
+//! One table `kv(k BLOB PRIMARY KEY, v BLOB)` in a WAL-mode database. SQLite allows one
+//! writer at a time, so write transactions take the write lock up front with
+//! `BEGIN IMMEDIATE` (no deadlock-prone lock upgrades) on one connection guarded by a
+//! mutex; read-only transactions use a small pool of other connections and run beside
+//! the writer thanks to WAL. Several processes may open the same file (two mounts of a
+//! volume on one machine): they wait for each other through the busy timeout, and a
+//! timeout surfaces as a temporary error that the transaction runner retries.
+
+use super::{KvEngine, KvTxn, TxnBody};
+use crate::error::{Error, Result};
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
+use std::path::PathBuf;
+use std::time::Duration;
+
+const READ_POOL: usize = 8;
+
+pub struct SqliteEngine {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn map_err(e: rusqlite::Error) -> Error {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
+            Error::engine(format!("sqlite: {e}"), true)
+        }
+        Some(ErrorCode::DiskFull) => Error::engine("sqlite: the disk is full", false),
+        _ => Error::engine(format!("sqlite: {e}"), false),
+    }
+}
+
+impl SqliteEngine {
+    /// Opens (creating if needed) the database at `spec`, the part of the URL after
+    /// `sqlite3://`; a query string such as `?cache=shared` is ignored.
+    pub fn open(spec: &str) -> Result<Self> {
+        let path = spec.split('?').next().unwrap_or_default();
+        if path.is_empty() {
+            return Err(Error::Invalid(
+                "sqlite3:// URL without a path: use sqlite3:///var/lib/nectar/NAME.db".into(),
+            ));
+        }
+        let path = PathBuf::from(path);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.is_dir() {
+                return Err(Error::Invalid(format!(
+                    "cannot open sqlite database {}: directory {} does not exist",
+                    path.display(),
+                    dir.display()
+                )));
+            }
+        }
+        let writer = Self::connect(&path)?;
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode=WAL;
+                 CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID;",
+            )
+            .map_err(|e| {
+                Error::Invalid(format!(
+                    "cannot open sqlite database {}: {e}",
+                    path.display()
+                ))
+            })?;
+        Ok(SqliteEngine {
+            path,
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn connect(path: &PathBuf) -> Result<Connection> {
+        let conn = Connection::open(path).map_err(|e| {
+            Error::Invalid(format!(
+                "cannot open sqlite database {}: {e}",
+                path.display()
+            ))
+        })?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(map_err)?;
+        // WAL with synchronous=NORMAL survives a killed process; only an OS crash may
+        // lose the last commits, never consistency.
+        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF;")
+            .map_err(map_err)?;
+        Ok(conn)
+    }
+
+    fn run(conn: &Connection, body: &mut TxnBody<'_>, begin: &str) -> Result<()> {
+        conn.execute_batch(begin).map_err(map_err)?;
+        let mut tx = SqliteTxn { conn };
+        match body(&mut tx) {
+            Ok(()) => match conn.execute_batch("COMMIT") {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    Err(map_err(e))
+                }
+            },
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+}
+
+struct SqliteTxn<'a> {
+    conn: &'a Connection,
+}
+
+impl KvTxn for SqliteTxn<'_> {
+    fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT v FROM kv WHERE k = ?1")
+            .map_err(map_err)?;
+        st.query_row(params![key], |r| r.get::<_, Vec<u8>>(0))
+            .optional()
+            .map_err(map_err)
+    }
+
+    fn scan(&mut self, begin: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT k, v FROM kv WHERE k >= ?1 AND k < ?2 ORDER BY k LIMIT ?3")
+            .map_err(map_err)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = st
+            .query_map(params![begin, end, limit], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(map_err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+    }
+
+    fn set(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO kv (k, v) VALUES (?1, ?2) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+            )
+            .map_err(map_err)?;
+        st.execute(params![key, value]).map_err(map_err)?;
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Result<()> {
+        let mut st = self
+            .conn
+            .prepare_cached("DELETE FROM kv WHERE k = ?1")
+            .map_err(map_err)?;
+        st.execute(params![key]).map_err(map_err)?;
+        Ok(())
+    }
+}
+
+impl KvEngine for SqliteEngine {
+    fn name(&self) -> &'static str {
+        "sqlite3"
+    }
+
+    fn attempt(&self, body: &mut TxnBody<'_>, read_only: bool) -> Result<()> {
+        if !read_only {
+            let conn = self.writer.lock();
+            return Self::run(&conn, body, "BEGIN IMMEDIATE");
+        }
+        let conn = match self.readers.lock().pop() {
+            Some(c) => c,
+            None => Self::connect(&self.path)?,
+        };
+        let res = Self::run(&conn, body, "BEGIN");
+        let mut pool = self.readers.lock();
+        if pool.len() < READ_POOL {
+            pool.push(conn);
+        }
+        res
+    }
+
+    fn reset(&self) -> Result<()> {
+        self.writer
+            .lock()
+            .execute_batch("DELETE FROM kv")
+            .map_err(map_err)
+    }
+}

@@ -1,0 +1,413 @@
+//! [`Meta`]: the file system's metadata, written once over the [`Kv`] trait.
+//!
+//! Every operation is one transaction, so once it returns every client sees it. This file
+//! holds the volume lifecycle (format, load), id allocation, sessions and statfs; the
+//! namespace, data and xattr operations are `impl Meta` blocks in their own files.
+//!
+//! Ids are handed out in batches (inodes 1024, slices 4096 per client) so that creating
+//! a file costs one counter bump per thousand files, not one per file. Data objects are
+//! never deleted here: when a transaction drops the last reference to a slice, the slice
+//! is passed, after commit, to the deleter the data layer registered.
+
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::kv::{open_engine, Kv, KvTxn};
+use crate::types::*;
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+const INODE_BATCH: u64 = 1024;
+const SLICE_BATCH: u64 = 4096;
+/// A session not refreshed for this long is dead (JuiceFS: 5 heartbeats of 12 s).
+pub const SESSION_TIMEOUT_SECS: i64 = 60;
+
+/// Receives slices whose last reference is gone, to delete their objects.
+pub type SliceDeleter = Arc<dyn Fn(Vec<(u64, u32)>) + Send + Sync>;
+
+/// Space an inode is charged for: its length rounded up to 4 KiB, and at least 4 KiB.
+pub(crate) fn space_of(length: u64) -> i64 {
+    if length == 0 {
+        4096
+    } else {
+        (length.div_ceil(4096) * 4096) as i64
+    }
+}
+
+#[derive(Default)]
+struct Range {
+    next: u64,
+    end: u64,
+}
+
+pub struct Meta {
+    pub(crate) kv: Kv,
+    url: String,
+    format: RwLock<Option<Format>>,
+    sid: AtomicU64,
+    inodes: Mutex<Range>,
+    slices: Mutex<Range>,
+    /// How many times this client has each inode open.
+    pub(crate) open_files: Mutex<HashMap<Ino, u32>>,
+    deleter: RwLock<Option<SliceDeleter>>,
+}
+
+fn now_secs() -> i64 {
+    Time::now().sec
+}
+
+impl Meta {
+    /// Connects to the engine named by `url` (nothing is read yet).
+    pub fn connect(url: &str) -> Result<Arc<Meta>> {
+        let engine = open_engine(url)?;
+        Ok(Arc::new(Meta {
+            kv: Kv::new(engine),
+            url: redact_url(url),
+            format: RwLock::new(None),
+            sid: AtomicU64::new(0),
+            inodes: Mutex::new(Range::default()),
+            slices: Mutex::new(Range::default()),
+            open_files: Mutex::new(HashMap::new()),
+            deleter: RwLock::new(None),
+        }))
+    }
+
+    /// The META-URL with any password removed.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn kv(&self) -> &Kv {
+        &self.kv
+    }
+
+    /// Creates the volume, or with `force` updates an existing one's settings (keeping
+    /// its UUID). Returns the stored format.
+    pub fn format(&self, mut fmt: Format, force: bool) -> Result<Format> {
+        let stored = self.kv.txn(|tx| {
+            let old = match tx.get(keys::SETTING)? {
+                Some(v) => Some(parse_format(&v)?),
+                None => None,
+            };
+            if let Some(old) = &old {
+                if !force {
+                    return Err(Error::Invalid(format!(
+                        "volume {:?} is already formatted in {} (UUID {}); use --force to update its settings, or another META-URL",
+                        old.name, self.url, old.uuid
+                    )));
+                }
+                if old.name != fmt.name {
+                    return Err(Error::Invalid(format!(
+                        "the database holds volume {:?}, not {:?}: a volume cannot be renamed",
+                        old.name, fmt.name
+                    )));
+                }
+                fmt.uuid = old.uuid.clone();
+            }
+            let json = serde_json::to_vec(&fmt)
+                .map_err(|e| Error::Invalid(format!("cannot encode settings: {e}")))?;
+            tx.set(keys::SETTING, &json)?;
+            if tx.get(&keys::attr(ROOT_INODE))?.is_none() {
+                let mut root = Attr::new(FileType::Directory, 0o777, 0, 0);
+                root.nlink = 2;
+                root.length = 4 << 10;
+                root.parent = ROOT_INODE;
+                tx.set(&keys::attr(ROOT_INODE), &root.encode())?;
+                tx.set(&keys::counter("nextInode"), &2i64.to_le_bytes())?;
+                tx.set(&keys::counter("nextChunk"), &1i64.to_le_bytes())?;
+                tx.set(&keys::counter("nextSession"), &0i64.to_le_bytes())?;
+                tx.set(&keys::counter("usedSpace"), &space_of(0).to_le_bytes())?;
+                tx.set(&keys::counter("totalInodes"), &1i64.to_le_bytes())?;
+            }
+            Ok(fmt.clone())
+        })?;
+        *self.format.write() = Some(stored.clone());
+        Ok(stored)
+    }
+
+    /// Reads the volume's settings.
+    pub fn load(&self) -> Result<Format> {
+        let v = self.kv.read(|tx| tx.get(keys::SETTING))?.ok_or_else(|| {
+            Error::NotFormatted(format!(
+                "no volume in {}: create one with `nectar format {} NAME`",
+                self.url, self.url
+            ))
+        })?;
+        let fmt = parse_format(&v)?;
+        *self.format.write() = Some(fmt.clone());
+        Ok(fmt)
+    }
+
+    /// The settings loaded by [`Meta::load`] or [`Meta::format`].
+    pub fn get_format(&self) -> Result<Format> {
+        self.format
+            .read()
+            .clone()
+            .ok_or_else(|| Error::NotFormatted("volume settings not loaded".into()))
+    }
+
+    /// Registers who deletes the objects of unreferenced slices.
+    pub fn set_slice_deleter(&self, d: SliceDeleter) {
+        *self.deleter.write() = Some(d);
+    }
+
+    pub(crate) fn delete_slices(&self, slices: Vec<(u64, u32)>) {
+        if slices.is_empty() {
+            return;
+        }
+        match self.deleter.read().as_ref() {
+            Some(d) => d(slices),
+            None => tracing::warn!(
+                "{} unreferenced slices left in storage (no deleter registered); `nectar gc` will find them",
+                slices.len()
+            ),
+        }
+    }
+
+    fn alloc(&self, range: &Mutex<Range>, counter: &str, batch: u64) -> Result<u64> {
+        let mut r = range.lock();
+        if r.next >= r.end {
+            let key = keys::counter(counter);
+            let end = self.kv.txn(|tx| tx.incr_by(&key, batch as i64))? as u64;
+            r.next = end - batch;
+            r.end = end;
+        }
+        let id = r.next;
+        r.next += 1;
+        Ok(id)
+    }
+
+    pub(crate) fn next_inode(&self) -> Result<Ino> {
+        loop {
+            let ino = self.alloc(&self.inodes, "nextInode", INODE_BATCH)?;
+            // Inode numbers of the trash and of internal files are never handed out.
+            if ino > ROOT_INODE && ino < TRASH_INODE {
+                return Ok(ino);
+            }
+        }
+    }
+
+    /// A new volume-unique slice id.
+    pub fn new_slice_id(&self) -> Result<u64> {
+        self.alloc(&self.slices, "nextChunk", SLICE_BATCH)
+    }
+
+    // ----- sessions -------------------------------------------------------------------
+
+    /// Registers this client's session; returns its id.
+    pub fn new_session(&self, info: &SessionInfo) -> Result<u64> {
+        let json = serde_json::to_vec(info).map_err(|e| Error::Invalid(e.to_string()))?;
+        let sid = self.kv.txn(|tx| {
+            let sid = tx.incr_by(&keys::counter("nextSession"), 1)? as u64;
+            tx.set(
+                &keys::session_expire(sid),
+                &(now_secs() + SESSION_TIMEOUT_SECS).to_be_bytes(),
+            )?;
+            tx.set(&keys::session_info(sid), &json)?;
+            Ok(sid)
+        })?;
+        self.sid.store(sid, Ordering::Relaxed);
+        Ok(sid)
+    }
+
+    pub fn session_id(&self) -> u64 {
+        self.sid.load(Ordering::Relaxed)
+    }
+
+    /// The heartbeat: extends this session's lease.
+    pub fn refresh_session(&self) -> Result<()> {
+        let sid = self.session_id();
+        if sid == 0 {
+            return Ok(());
+        }
+        self.kv.txn(|tx| {
+            if tx.get(&keys::session_info(sid))?.is_none() {
+                // Another client declared us dead and cleaned up; keep the id, re-register.
+                tracing::warn!("session {sid} had expired and was cleaned by another client");
+            }
+            tx.set(
+                &keys::session_expire(sid),
+                &(now_secs() + SESSION_TIMEOUT_SECS).to_be_bytes(),
+            )
+        })
+    }
+
+    /// Ends this client's session: frees what it kept alive.
+    pub fn close_session(&self) -> Result<()> {
+        let sid = self.sid.swap(0, Ordering::Relaxed);
+        if sid != 0 {
+            self.clean_session(sid)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a session and deletes the unlinked files it kept open.
+    pub(crate) fn clean_session(&self, sid: u64) -> Result<()> {
+        let prefix = keys::sustained_prefix(sid);
+        let end = crate::kv::prefix_end(&prefix);
+        loop {
+            let batch = self.kv.read(|tx| tx.scan(&prefix, &end, 100))?;
+            if batch.is_empty() {
+                break;
+            }
+            for (k, _) in batch {
+                if let Some(ino) = keys::read_ino(&k[prefix.len()..]) {
+                    self.release_sustained(sid, ino)?;
+                } else {
+                    self.kv.txn(|tx| tx.delete(&k))?;
+                }
+            }
+        }
+        self.kv.txn(|tx| {
+            tx.delete(&keys::session_expire(sid))?;
+            tx.delete(&keys::session_info(sid))
+        })
+    }
+
+    /// Lists sessions, live or not yet cleaned.
+    pub fn list_sessions(&self) -> Result<Vec<Session>> {
+        let rows = self.kv.read(|tx| tx.scan(b"SE", b"SF", usize::MAX))?;
+        let mut out = Vec::new();
+        for (k, v) in rows {
+            let Some(sid) = keys::read_u64_be(&k[2..]) else {
+                continue;
+            };
+            let expire = keys::read_u64_be(&v).unwrap_or(0) as i64;
+            let (info, sustained) = self.kv.read(|tx| {
+                let info = tx.get(&keys::session_info(sid))?;
+                let p = keys::sustained_prefix(sid);
+                let s = tx.scan(&p, &crate::kv::prefix_end(&p), 10_000)?;
+                Ok((info, s))
+            })?;
+            let info = info
+                .and_then(|v| serde_json::from_slice(&v).ok())
+                .unwrap_or_default();
+            let sustained = sustained
+                .iter()
+                .filter_map(|(k, _)| keys::read_ino(&k[10..]))
+                .collect();
+            out.push(Session {
+                sid,
+                expire,
+                info,
+                sustained,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Cleans sessions whose lease ran out (their client died). Returns how many.
+    pub fn clean_stale_sessions(&self) -> Result<usize> {
+        let now = now_secs();
+        let stale: Vec<u64> = self
+            .list_sessions()?
+            .into_iter()
+            .filter(|s| s.expire < now && s.sid != self.session_id())
+            .map(|s| s.sid)
+            .collect();
+        for sid in &stale {
+            tracing::info!("cleaning stale session {sid}");
+            self.clean_session(*sid)?;
+        }
+        Ok(stale.len())
+    }
+
+    // ----- statfs ---------------------------------------------------------------------
+
+    pub fn statfs(&self) -> Result<StatFs> {
+        let fmt = self.get_format()?;
+        let (used, inodes) = self.kv.read(|tx| {
+            let u = tx.get(&keys::counter("usedSpace"))?;
+            let i = tx.get(&keys::counter("totalInodes"))?;
+            let p = |v: Option<Vec<u8>>| v.map(|v| crate::kv::parse_counter(&v)).transpose();
+            Ok((
+                p(u)?.unwrap_or(0).max(0) as u64,
+                p(i)?.unwrap_or(0).max(0) as u64,
+            ))
+        })?;
+        let total_space = if fmt.capacity > 0 {
+            fmt.capacity
+        } else {
+            // No limit: report 1 PiB, growing with use so `df` never shows the volume full.
+            (1u64 << 50).max(used.saturating_mul(2))
+        };
+        let avail_inodes = if fmt.inodes > 0 {
+            fmt.inodes.saturating_sub(inodes)
+        } else {
+            (10u64 << 20).max(inodes)
+        };
+        Ok(StatFs {
+            total_space,
+            avail_space: total_space.saturating_sub(used),
+            used_inodes: inodes,
+            avail_inodes,
+        })
+    }
+
+    /// Checks the volume's capacity and inode limits before adding `space` bytes and
+    /// `inodes` inodes.
+    pub(crate) fn check_limits(&self, tx: &mut dyn KvTxn, space: i64, inodes: i64) -> Result<()> {
+        let fmt = self.format.read();
+        let Some(fmt) = fmt.as_ref() else {
+            return Ok(());
+        };
+        if space > 0 && fmt.capacity > 0 {
+            let used = tx
+                .get(&keys::counter("usedSpace"))?
+                .map(|v| crate::kv::parse_counter(&v))
+                .transpose()?
+                .unwrap_or(0);
+            if used + space > fmt.capacity as i64 {
+                return Err(Error::Sys(libc::ENOSPC));
+            }
+        }
+        if inodes > 0 && fmt.inodes > 0 {
+            let used = tx
+                .get(&keys::counter("totalInodes"))?
+                .map(|v| crate::kv::parse_counter(&v))
+                .transpose()?
+                .unwrap_or(0);
+            if used + inodes > fmt.inodes as i64 {
+                return Err(Error::Sys(libc::ENOSPC));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn update_usage(&self, tx: &mut dyn KvTxn, space: i64, inodes: i64) -> Result<()> {
+        if space != 0 {
+            tx.incr_by(&keys::counter("usedSpace"), space)?;
+        }
+        if inodes != 0 {
+            tx.incr_by(&keys::counter("totalInodes"), inodes)?;
+        }
+        Ok(())
+    }
+
+    /// Counter value (for tests and `status`).
+    pub fn counter(&self, name: &str) -> Result<i64> {
+        let key = keys::counter(name);
+        Ok(self
+            .kv
+            .read(|tx| tx.get(&key))?
+            .map(|v| crate::kv::parse_counter(&v))
+            .transpose()?
+            .unwrap_or(0))
+    }
+}
+
+fn parse_format(v: &[u8]) -> Result<Format> {
+    serde_json::from_slice(v).map_err(|e| Error::Corrupt(format!("volume settings: {e}")))
+}
+
+/// Removes the password from a URL for messages and session info.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("****"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,692 @@
+//! Namespace operations: lookup, attributes, create, link, unlink, rename, readdir.
+//!
+//! Each public method is one transaction. Directory link counts follow the local
+//! convention (2 + subdirectories); a file with several names has `parent == 0` and one
+//! `A<ino>P<parent>` counter per parent directory. When the last name of a file goes
+//! while this client still has it open, the inode is kept as a *sustained* inode of the
+//! session and deleted at the last close; otherwise its data is released right after
+//! the transaction commits.
+
+use crate::error::{sys, Error, Result};
+use crate::keys;
+use crate::kv::{prefix_end, KvTxn};
+use crate::meta::{space_of, Meta};
+use crate::types::*;
+use libc::{EACCES, EEXIST, EINVAL, EISDIR, ENAMETOOLONG, ENOENT, ENOTDIR, ENOTEMPTY, EPERM};
+
+pub const RENAME_NOREPLACE: u32 = 1;
+pub const RENAME_EXCHANGE: u32 = 2;
+
+pub(crate) fn get_attr(tx: &mut dyn KvTxn, ino: Ino) -> Result<Attr> {
+    match tx.get(&keys::attr(ino))? {
+        Some(v) => Attr::decode(&v),
+        None => sys(ENOENT),
+    }
+}
+
+pub(crate) fn put_attr(tx: &mut dyn KvTxn, ino: Ino, attr: &Attr) -> Result<()> {
+    tx.set(&keys::attr(ino), &attr.encode())
+}
+
+fn encode_entry(typ: FileType, ino: Ino) -> [u8; 9] {
+    let mut b = [0u8; 9];
+    b[0] = typ as u8;
+    b[1..].copy_from_slice(&ino.to_be_bytes());
+    b
+}
+
+fn decode_entry(v: &[u8]) -> Result<(FileType, Ino)> {
+    if v.len() != 9 {
+        return Err(Error::Corrupt(format!(
+            "directory entry of {} bytes",
+            v.len()
+        )));
+    }
+    Ok((
+        FileType::from_u8(v[0])?,
+        u64::from_be_bytes(v[1..9].try_into().unwrap_or_default()),
+    ))
+}
+
+pub(crate) fn get_entry(
+    tx: &mut dyn KvTxn,
+    parent: Ino,
+    name: &[u8],
+) -> Result<Option<(FileType, Ino)>> {
+    tx.get(&keys::dentry(parent, name))?
+        .map(|v| decode_entry(&v))
+        .transpose()
+}
+
+/// Whether `ctx` has the `mask` rights (4 read, 2 write, 1 execute) on `attr`.
+pub fn access_ok(ctx: &Ctx, attr: &Attr, mask: u32) -> bool {
+    let mode = attr.mode as u32;
+    if ctx.uid == 0 {
+        // Root may do anything, but execute needs some execute bit on non-directories.
+        return mask & 1 == 0 || attr.typ == FileType::Directory || mode & 0o111 != 0;
+    }
+    let bits = if ctx.uid == attr.uid {
+        mode >> 6
+    } else if ctx.in_group(attr.gid) {
+        mode >> 3
+    } else {
+        mode
+    } & 7;
+    bits & mask == mask
+}
+
+pub(crate) fn check_access(ctx: &Ctx, attr: &Attr, mask: u32) -> Result<()> {
+    if ctx.check_permission && !access_ok(ctx, attr, mask) {
+        return sys(EACCES);
+    }
+    Ok(())
+}
+
+/// The sticky-directory rule for removing or replacing an entry.
+fn check_sticky(ctx: &Ctx, dir: &Attr, victim: &Attr) -> Result<()> {
+    if ctx.check_permission
+        && dir.mode & 0o1000 != 0
+        && ctx.uid != 0
+        && ctx.uid != dir.uid
+        && ctx.uid != victim.uid
+    {
+        return sys(EPERM);
+    }
+    Ok(())
+}
+
+pub(crate) fn check_name(name: &[u8]) -> Result<()> {
+    if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+        return sys(EINVAL);
+    }
+    if name.len() > MAX_NAME {
+        return sys(ENAMETOOLONG);
+    }
+    Ok(())
+}
+
+fn dir_attr(tx: &mut dyn KvTxn, ino: Ino) -> Result<Attr> {
+    let a = get_attr(tx, ino)?;
+    if a.typ != FileType::Directory {
+        return sys(ENOTDIR);
+    }
+    Ok(a)
+}
+
+/// What dropping one name of an inode led to.
+pub(crate) enum Dropped {
+    /// Other names remain.
+    StillLinked,
+    /// No name remains but this client has it open: kept until the last close.
+    Sustained,
+    /// Gone; a file's data must be released (length given).
+    Deleted { file_length: Option<u64> },
+}
+
+impl Meta {
+    pub fn get_attr(&self, ino: Ino) -> Result<Attr> {
+        self.kv.read(|tx| get_attr(tx, ino))
+    }
+
+    /// Checks `mask` rights of `ctx` on an inode (the `access` call).
+    pub fn access(&self, ctx: &Ctx, ino: Ino, mask: u32) -> Result<()> {
+        let attr = self.get_attr(ino)?;
+        if !access_ok(ctx, &attr, mask) {
+            return sys(EACCES);
+        }
+        Ok(())
+    }
+
+    pub fn lookup(&self, ctx: &Ctx, parent: Ino, name: &[u8]) -> Result<(Ino, Attr)> {
+        if name.len() > MAX_NAME {
+            return sys(ENAMETOOLONG);
+        }
+        self.kv.read(|tx| {
+            let pattr = dir_attr(tx, parent)?;
+            check_access(ctx, &pattr, 1)?;
+            let ino = match name {
+                b"." => parent,
+                b".." => {
+                    if parent == ROOT_INODE {
+                        ROOT_INODE
+                    } else {
+                        pattr.parent
+                    }
+                }
+                _ => match get_entry(tx, parent, name)? {
+                    Some((_, ino)) => ino,
+                    None => return sys(ENOENT),
+                },
+            };
+            Ok((ino, get_attr(tx, ino)?))
+        })
+    }
+
+    /// Creates a node of any type. `mode` holds the permission bits (07777); `umask` is
+    /// applied to them. Symlinks pass their target.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mknod(
+        &self,
+        ctx: &Ctx,
+        parent: Ino,
+        name: &[u8],
+        typ: FileType,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        target: &[u8],
+    ) -> Result<(Ino, Attr)> {
+        check_name(name)?;
+        if typ == FileType::Symlink && (target.is_empty() || target.len() > MAX_SYMLINK) {
+            return sys(if target.is_empty() {
+                libc::ENOENT
+            } else {
+                ENAMETOOLONG
+            });
+        }
+        let ino = self.next_inode()?;
+        self.kv.txn(|tx| {
+            let mut pattr = dir_attr(tx, parent)?;
+            if pattr.nlink == 0 {
+                return sys(ENOENT);
+            }
+            check_access(ctx, &pattr, 3)?;
+            if get_entry(tx, parent, name)?.is_some() {
+                return sys(EEXIST);
+            }
+            let space = space_of(0);
+            self.check_limits(tx, space, 1)?;
+            let mut perm = (mode & 0o7777) as u16;
+            if typ != FileType::Symlink {
+                perm &= !(umask as u16 & 0o777);
+            } else {
+                perm = 0o777;
+            }
+            let mut attr = Attr::new(typ, perm, ctx.uid, ctx.gid);
+            if pattr.mode & 0o2000 != 0 {
+                // A setgid directory passes its group on, and its setgid bit to subdirs.
+                attr.gid = pattr.gid;
+                if typ == FileType::Directory {
+                    attr.mode |= 0o2000;
+                } else if ctx.uid != 0 && !ctx.in_group(pattr.gid) && ctx.check_permission {
+                    attr.mode &= !0o2000;
+                }
+            }
+            attr.parent = parent;
+            attr.rdev = rdev;
+            match typ {
+                FileType::Directory => {
+                    attr.nlink = 2;
+                    attr.length = 4 << 10;
+                }
+                FileType::Symlink => {
+                    attr.length = target.len() as u64;
+                    tx.set(&keys::symlink(ino), target)?;
+                }
+                _ => {}
+            }
+            put_attr(tx, ino, &attr)?;
+            tx.set(&keys::dentry(parent, name), &encode_entry(typ, ino))?;
+            pattr.mtime = attr.ctime;
+            pattr.ctime = attr.ctime;
+            if typ == FileType::Directory {
+                pattr.nlink += 1;
+            }
+            put_attr(tx, parent, &pattr)?;
+            self.update_usage(tx, space, 1)?;
+            Ok((ino, attr))
+        })
+    }
+
+    pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
+        self.kv.read(|tx| match tx.get(&keys::symlink(ino))? {
+            Some(t) => Ok(t),
+            None => {
+                let a = get_attr(tx, ino)?;
+                if a.typ != FileType::Symlink {
+                    return sys(EINVAL);
+                }
+                Err(Error::Corrupt(format!("symlink {ino} has no target")))
+            }
+        })
+    }
+
+    /// Adds a name for an existing non-directory inode.
+    pub fn link(&self, ctx: &Ctx, ino: Ino, parent: Ino, name: &[u8]) -> Result<Attr> {
+        check_name(name)?;
+        self.kv.txn(|tx| {
+            let mut pattr = dir_attr(tx, parent)?;
+            if pattr.nlink == 0 {
+                return sys(ENOENT);
+            }
+            check_access(ctx, &pattr, 3)?;
+            let mut attr = get_attr(tx, ino)?;
+            if attr.typ == FileType::Directory {
+                return sys(EPERM);
+            }
+            if attr.nlink == 0 {
+                return sys(ENOENT);
+            }
+            if get_entry(tx, parent, name)?.is_some() {
+                return sys(EEXIST);
+            }
+            if attr.parent != 0 {
+                tx.incr_by(&keys::parent(ino, attr.parent), 1)?;
+                attr.parent = 0;
+            }
+            tx.incr_by(&keys::parent(ino, parent), 1)?;
+            let now = Time::now();
+            attr.nlink += 1;
+            attr.ctime = now;
+            put_attr(tx, ino, &attr)?;
+            tx.set(&keys::dentry(parent, name), &encode_entry(attr.typ, ino))?;
+            pattr.mtime = now;
+            pattr.ctime = now;
+            put_attr(tx, parent, &pattr)?;
+            Ok(attr)
+        })
+    }
+
+    /// Drops one name (in `parent`) of a non-directory inode, inside a transaction.
+    pub(crate) fn drop_link(
+        &self,
+        tx: &mut dyn KvTxn,
+        parent: Ino,
+        ino: Ino,
+        attr: &mut Attr,
+        now: Time,
+    ) -> Result<Dropped> {
+        if attr.parent == 0 {
+            let k = keys::parent(ino, parent);
+            if tx.incr_by(&k, -1)? <= 0 {
+                tx.delete(&k)?;
+            }
+        }
+        attr.nlink = attr.nlink.saturating_sub(1);
+        attr.ctime = now;
+        if attr.nlink > 0 {
+            put_attr(tx, ino, attr)?;
+            return Ok(Dropped::StillLinked);
+        }
+        if attr.typ == FileType::File && self.open_files.lock().contains_key(&ino) {
+            put_attr(tx, ino, attr)?;
+            tx.set(&keys::sustained(self.session_id(), ino), &[1])?;
+            return Ok(Dropped::Sustained);
+        }
+        self.remove_inode(tx, ino, attr)?;
+        Ok(Dropped::Deleted {
+            file_length: (attr.typ == FileType::File).then_some(attr.length),
+        })
+    }
+
+    /// Deletes an inode with no names left; a file's data is queued under `D`.
+    pub(crate) fn remove_inode(&self, tx: &mut dyn KvTxn, ino: Ino, attr: &Attr) -> Result<()> {
+        tx.delete(&keys::attr(ino))?;
+        if attr.typ == FileType::Symlink {
+            tx.delete(&keys::symlink(ino))?;
+        }
+        let xp = keys::xattr_prefix(ino);
+        for (k, _) in tx.scan(&xp, &prefix_end(&xp), usize::MAX)? {
+            tx.delete(&k)?;
+        }
+        if attr.typ == FileType::File {
+            tx.set(
+                &keys::del_file(ino, attr.length),
+                &Time::now().sec.to_be_bytes(),
+            )?;
+        }
+        let space = if attr.typ == FileType::File {
+            space_of(attr.length)
+        } else {
+            space_of(0)
+        };
+        self.update_usage(tx, -space, -1)
+    }
+
+    pub(crate) fn after_drop(&self, ino: Ino, d: Dropped) -> Result<()> {
+        if let Dropped::Deleted {
+            file_length: Some(len),
+        } = d
+        {
+            self.delete_file_data(ino, len)?;
+        }
+        Ok(())
+    }
+
+    pub fn unlink(&self, ctx: &Ctx, parent: Ino, name: &[u8]) -> Result<()> {
+        if name.len() > MAX_NAME {
+            return sys(ENAMETOOLONG);
+        }
+        let (ino, dropped) = self.kv.txn(|tx| {
+            let mut pattr = dir_attr(tx, parent)?;
+            check_access(ctx, &pattr, 3)?;
+            let (typ, ino) = get_entry(tx, parent, name)?.ok_or(Error::Sys(ENOENT))?;
+            if typ == FileType::Directory {
+                return sys(EISDIR);
+            }
+            let now = Time::now();
+            let mut attr = match get_attr(tx, ino) {
+                Ok(a) => a,
+                Err(Error::Sys(ENOENT)) => {
+                    // A dangling entry: remove it.
+                    tx.delete(&keys::dentry(parent, name))?;
+                    return Ok((ino, Dropped::StillLinked));
+                }
+                Err(e) => return Err(e),
+            };
+            check_sticky(ctx, &pattr, &attr)?;
+            tx.delete(&keys::dentry(parent, name))?;
+            pattr.mtime = now;
+            pattr.ctime = now;
+            put_attr(tx, parent, &pattr)?;
+            let d = self.drop_link(tx, parent, ino, &mut attr, now)?;
+            Ok((ino, d))
+        })?;
+        self.after_drop(ino, dropped)
+    }
+
+    pub fn rmdir(&self, ctx: &Ctx, parent: Ino, name: &[u8]) -> Result<()> {
+        match name {
+            b"." => return sys(EINVAL),
+            b".." => return sys(ENOTEMPTY),
+            _ if name.len() > MAX_NAME => return sys(ENAMETOOLONG),
+            _ => {}
+        }
+        self.kv.txn(|tx| {
+            let mut pattr = dir_attr(tx, parent)?;
+            check_access(ctx, &pattr, 3)?;
+            let (typ, ino) = get_entry(tx, parent, name)?.ok_or(Error::Sys(ENOENT))?;
+            if typ != FileType::Directory {
+                return sys(ENOTDIR);
+            }
+            let attr = get_attr(tx, ino)?;
+            check_sticky(ctx, &pattr, &attr)?;
+            let dp = keys::dentry_prefix(ino);
+            if tx.exists(&dp, &prefix_end(&dp))? {
+                return sys(ENOTEMPTY);
+            }
+            let now = Time::now();
+            tx.delete(&keys::dentry(parent, name))?;
+            self.remove_inode(tx, ino, &attr)?;
+            pattr.nlink = pattr.nlink.saturating_sub(1);
+            pattr.mtime = now;
+            pattr.ctime = now;
+            put_attr(tx, parent, &pattr)
+        })
+    }
+
+    /// Whether directory `ino` is `ancestor` or lies below it.
+    fn is_within(tx: &mut dyn KvTxn, mut ino: Ino, ancestor: Ino) -> Result<bool> {
+        for _ in 0..100_000 {
+            if ino == ancestor {
+                return Ok(true);
+            }
+            if ino == ROOT_INODE {
+                return Ok(false);
+            }
+            let a = get_attr(tx, ino)?;
+            if a.parent == 0 || a.parent == ino {
+                return Ok(false);
+            }
+            ino = a.parent;
+        }
+        Err(Error::Corrupt(format!("directory loop above inode {ino}")))
+    }
+
+    /// Renames (or with RENAME_EXCHANGE swaps) an entry. Returns the moved inode and its
+    /// attributes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rename(
+        &self,
+        ctx: &Ctx,
+        psrc: Ino,
+        nsrc: &[u8],
+        pdst: Ino,
+        ndst: &[u8],
+        flags: u32,
+    ) -> Result<(Ino, Attr)> {
+        if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0
+            || flags & RENAME_NOREPLACE != 0 && flags & RENAME_EXCHANGE != 0
+        {
+            return sys(EINVAL);
+        }
+        for n in [nsrc, ndst] {
+            if n == b"." || n == b".." {
+                return sys(if n == b"." { EINVAL } else { ENOTEMPTY });
+            }
+            check_name(n)?;
+        }
+        let exchange = flags & RENAME_EXCHANGE != 0;
+        let (ino, attr, dropped) = self.kv.txn(|tx| {
+            let mut sp = dir_attr(tx, psrc)?;
+            let mut dp = if pdst == psrc {
+                sp.clone()
+            } else {
+                dir_attr(tx, pdst)?
+            };
+            if dp.nlink == 0 {
+                return sys(ENOENT);
+            }
+            check_access(ctx, &sp, 3)?;
+            check_access(ctx, &dp, 3)?;
+            let (styp, sino) = get_entry(tx, psrc, nsrc)?.ok_or(Error::Sys(ENOENT))?;
+            let mut sattr = get_attr(tx, sino)?;
+            check_sticky(ctx, &sp, &sattr)?;
+            let dst = get_entry(tx, pdst, ndst)?;
+            if psrc == pdst && nsrc == ndst {
+                return Ok((sino, sattr, None));
+            }
+            if exchange && dst.is_none() {
+                return sys(ENOENT);
+            }
+            if flags & RENAME_NOREPLACE != 0 && dst.is_some() {
+                return sys(EEXIST);
+            }
+            if styp == FileType::Directory && psrc != pdst && Self::is_within(tx, pdst, sino)? {
+                return sys(EINVAL);
+            }
+            let now = Time::now();
+            let mut dropped = None;
+            if let Some((dtyp, dino)) = dst {
+                if dino == sino && !exchange {
+                    // Two names of one file: POSIX says do nothing.
+                    return Ok((sino, sattr, None));
+                }
+                let mut dattr = get_attr(tx, dino)?;
+                check_sticky(ctx, &dp, &dattr)?;
+                if exchange {
+                    if dtyp == FileType::Directory
+                        && psrc != pdst
+                        && Self::is_within(tx, psrc, dino)?
+                    {
+                        return sys(EINVAL);
+                    }
+                    tx.set(&keys::dentry(psrc, nsrc), &encode_entry(dtyp, dino))?;
+                    dattr.ctime = now;
+                    self.move_parent(tx, dino, &mut dattr, pdst, psrc)?;
+                    put_attr(tx, dino, &dattr)?;
+                    if psrc != pdst && dtyp == FileType::Directory {
+                        dp.nlink -= 1;
+                        sp.nlink += 1;
+                    }
+                } else {
+                    match (styp == FileType::Directory, dtyp == FileType::Directory) {
+                        (false, true) => return sys(EISDIR),
+                        (true, false) => return sys(ENOTDIR),
+                        _ => {}
+                    }
+                    if dtyp == FileType::Directory {
+                        let p = keys::dentry_prefix(dino);
+                        if tx.exists(&p, &prefix_end(&p))? {
+                            return sys(ENOTEMPTY);
+                        }
+                        self.remove_inode(tx, dino, &dattr)?;
+                        dp.nlink -= 1;
+                    } else {
+                        dropped = Some((dino, self.drop_link(tx, pdst, dino, &mut dattr, now)?));
+                    }
+                }
+            }
+            if !exchange {
+                tx.delete(&keys::dentry(psrc, nsrc))?;
+            }
+            tx.set(&keys::dentry(pdst, ndst), &encode_entry(styp, sino))?;
+            sattr.ctime = now;
+            self.move_parent(tx, sino, &mut sattr, psrc, pdst)?;
+            put_attr(tx, sino, &sattr)?;
+            if psrc != pdst && styp == FileType::Directory {
+                sp.nlink -= 1;
+                dp.nlink += 1;
+            }
+            sp.mtime = now;
+            sp.ctime = now;
+            dp.mtime = now;
+            dp.ctime = now;
+            if psrc == pdst {
+                // One directory: the link-count changes cancel out; keep `dp`'s view.
+                put_attr(tx, pdst, &dp)?;
+            } else {
+                put_attr(tx, psrc, &sp)?;
+                put_attr(tx, pdst, &dp)?;
+            }
+            Ok((sino, sattr, dropped))
+        })?;
+        if let Some((dino, d)) = dropped {
+            self.after_drop(dino, d)?;
+        }
+        Ok((ino, attr))
+    }
+
+    /// Records that one name of `ino` moved from directory `from` to `to`.
+    fn move_parent(
+        &self,
+        tx: &mut dyn KvTxn,
+        ino: Ino,
+        attr: &mut Attr,
+        from: Ino,
+        to: Ino,
+    ) -> Result<()> {
+        if from == to {
+            return Ok(());
+        }
+        if attr.parent != 0 {
+            attr.parent = to;
+        } else {
+            let k = keys::parent(ino, from);
+            if tx.incr_by(&k, -1)? <= 0 {
+                tx.delete(&k)?;
+            }
+            tx.incr_by(&keys::parent(ino, to), 1)?;
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` entries of a directory after the name `after` (exclusive), in name
+    /// order, with attributes when `plus`. "." and ".." are not included.
+    pub fn readdir(
+        &self,
+        ctx: &Ctx,
+        ino: Ino,
+        after: Option<&[u8]>,
+        limit: usize,
+        plus: bool,
+    ) -> Result<Vec<Entry>> {
+        self.kv.read(|tx| {
+            let attr = dir_attr(tx, ino)?;
+            check_access(ctx, &attr, 4)?;
+            let prefix = keys::dentry_prefix(ino);
+            let begin = match after {
+                Some(name) => {
+                    let mut b = keys::dentry(ino, name);
+                    b.push(0);
+                    b
+                }
+                None => prefix.clone(),
+            };
+            let rows = tx.scan(&begin, &prefix_end(&prefix), limit)?;
+            let mut entries = Vec::with_capacity(rows.len());
+            for (k, v) in rows {
+                let (typ, child) = decode_entry(&v)?;
+                entries.push(Entry {
+                    ino: child,
+                    name: k[prefix.len()..].to_vec(),
+                    typ,
+                    attr: None,
+                });
+            }
+            if plus && !entries.is_empty() {
+                let keys: Vec<Vec<u8>> = entries.iter().map(|e| keys::attr(e.ino)).collect();
+                let attrs = tx.gets(&keys)?;
+                for (e, a) in entries.iter_mut().zip(attrs) {
+                    e.attr = a.map(|a| Attr::decode(&a)).transpose()?;
+                }
+                entries.retain(|e| e.attr.is_some());
+            }
+            Ok(entries)
+        })
+    }
+
+    /// Changes attributes (not the length: see [`Meta::truncate`]).
+    pub fn setattr(&self, ctx: &Ctx, ino: Ino, set: &SetAttr) -> Result<Attr> {
+        self.kv.txn(|tx| {
+            let mut attr = get_attr(tx, ino)?;
+            let now = Time::now();
+            let owner = ctx.uid == 0 || ctx.uid == attr.uid;
+            let mut changed = false;
+            if set.uid.is_some() || set.gid.is_some() {
+                let new_uid = set.uid.unwrap_or(attr.uid);
+                let new_gid = set.gid.unwrap_or(attr.gid);
+                if ctx.check_permission
+                    && ctx.uid != 0
+                    && (new_uid != attr.uid
+                        || !owner
+                        || (new_gid != attr.gid && !ctx.in_group(new_gid)))
+                {
+                    return sys(EPERM);
+                }
+                if ctx.check_permission && ctx.uid != 0 {
+                    // chown by a non-root user clears set-user-id, and set-group-id when
+                    // group-executable. (Through FUSE the kernel sends the new mode.)
+                    if attr.typ != FileType::Directory {
+                        attr.mode &= !0o4000;
+                        if attr.mode & 0o010 != 0 {
+                            attr.mode &= !0o2000;
+                        }
+                    }
+                }
+                attr.uid = new_uid;
+                attr.gid = new_gid;
+                changed = true;
+            }
+            if let Some(mode) = set.mode {
+                if ctx.check_permission && !owner {
+                    return sys(EPERM);
+                }
+                let mut m = (mode & 0o7777) as u16;
+                if ctx.check_permission && ctx.uid != 0 && !ctx.in_group(attr.gid) {
+                    m &= !0o2000;
+                }
+                attr.mode = m;
+                changed = true;
+            }
+            for (t, target) in [(set.atime, &mut attr.atime), (set.mtime, &mut attr.mtime)] {
+                if let Some(t) = t {
+                    *target = match t {
+                        TimeSet::Now => now,
+                        TimeSet::At(t) => t,
+                    };
+                    changed = true;
+                }
+            }
+            if let Some(f) = set.flags {
+                attr.flags = f;
+                changed = true;
+            }
+            if changed {
+                attr.ctime = set.ctime.unwrap_or(now);
+                put_attr(tx, ino, &attr)?;
+            }
+            Ok(attr)
+        })
+    }
+}

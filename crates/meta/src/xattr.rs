@@ -1,0 +1,87 @@
+//! Extended attributes, stored one key per name under `A<ino>X<name>`.
+
+use crate::error::{sys, Error, Result};
+use crate::keys;
+use crate::kv::prefix_end;
+use crate::meta::Meta;
+use crate::namespace::{get_attr, put_attr};
+use crate::types::*;
+use libc::{E2BIG, EEXIST, EINVAL, ENODATA, ERANGE};
+
+pub const XATTR_CREATE: i32 = 1;
+pub const XATTR_REPLACE: i32 = 2;
+
+fn check_xattr_name(name: &[u8]) -> Result<()> {
+    if name.is_empty() {
+        return sys(EINVAL);
+    }
+    if name.len() > MAX_XATTR_NAME {
+        return sys(ERANGE);
+    }
+    Ok(())
+}
+
+impl Meta {
+    pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
+        check_xattr_name(name)?;
+        if value.len() > MAX_XATTR_VALUE {
+            return sys(E2BIG);
+        }
+        if flags & !(XATTR_CREATE | XATTR_REPLACE) != 0 {
+            return sys(EINVAL);
+        }
+        self.kv.txn(|tx| {
+            let mut attr = get_attr(tx, ino)?;
+            let key = keys::xattr(ino, name);
+            let exists = tx.get(&key)?.is_some();
+            if flags & XATTR_CREATE != 0 && exists {
+                return sys(EEXIST);
+            }
+            if flags & XATTR_REPLACE != 0 && !exists {
+                return sys(ENODATA);
+            }
+            tx.set(&key, value)?;
+            attr.ctime = Time::now();
+            put_attr(tx, ino, &attr)
+        })
+    }
+
+    pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
+        check_xattr_name(name)?;
+        self.kv.read(|tx| match tx.get(&keys::xattr(ino, name))? {
+            Some(v) => Ok(v),
+            None => {
+                get_attr(tx, ino)?;
+                sys(ENODATA)
+            }
+        })
+    }
+
+    /// Names, each followed by a zero byte (the `listxattr` format).
+    pub fn listxattr(&self, ino: Ino) -> Result<Vec<u8>> {
+        self.kv.read(|tx| {
+            get_attr(tx, ino)?;
+            let p = keys::xattr_prefix(ino);
+            let mut out = Vec::new();
+            for (k, _) in tx.scan(&p, &prefix_end(&p), usize::MAX)? {
+                out.extend_from_slice(&k[p.len()..]);
+                out.push(0);
+            }
+            Ok(out)
+        })
+    }
+
+    pub fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<()> {
+        check_xattr_name(name)?;
+        self.kv.txn(|tx| {
+            let mut attr = get_attr(tx, ino)?;
+            let key = keys::xattr(ino, name);
+            if tx.get(&key)?.is_none() {
+                return Err(Error::Sys(ENODATA));
+            }
+            tx.delete(&key)?;
+            attr.ctime = Time::now();
+            put_attr(tx, ino, &attr)
+        })
+    }
+}

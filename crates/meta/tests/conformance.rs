@@ -1,0 +1,705 @@
+//! The metadata conformance suite: one test body, run on every engine.
+//!
+//! Memory and SQLite always run. Other engines run when `NECTAR_TEST_META_URLS` holds a
+//! space-separated list of META-URLs of real servers (CI starts them); each URL's
+//! database is wiped first, so never point it at a volume you care about.
+
+use nectar_meta::kv::KvTxn;
+use nectar_meta::*;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+fn root() -> Ctx {
+    Ctx::root()
+}
+
+fn user(uid: u32) -> Ctx {
+    Ctx {
+        uid,
+        gid: uid,
+        gids: vec![],
+        pid: 1,
+        check_permission: true,
+    }
+}
+
+fn new_format(name: &str) -> Format {
+    Format {
+        name: name.into(),
+        uuid: "00000000-0000-0000-0000-000000000001".into(),
+        storage: "memory".into(),
+        bucket: String::new(),
+        access_key: None,
+        secret_key: None,
+        block_size: 4096,
+        compression: None,
+        hash_prefix: false,
+        capacity: 0,
+        inodes: 0,
+        trash_days: 0,
+        meta_version: 1,
+        min_client_version: None,
+        dir_stats: false,
+        enable_acl: false,
+    }
+}
+
+type Deleted = Arc<Mutex<Vec<(u64, u32)>>>;
+
+fn setup(url: &str) -> (Arc<Meta>, Deleted) {
+    let m = Meta::connect(url).unwrap();
+    m.kv().reset().unwrap();
+    m.format(new_format("test"), false).unwrap();
+    let deleted: Deleted = Default::default();
+    let d = deleted.clone();
+    m.set_slice_deleter(Arc::new(move |s| d.lock().unwrap().extend(s)));
+    (m, deleted)
+}
+
+fn errno<T: std::fmt::Debug>(r: Result<T>) -> i32 {
+    match r {
+        Err(e) => e.errno(),
+        Ok(v) => panic!("expected an error, got {v:?}"),
+    }
+}
+
+fn create(m: &Meta, parent: Ino, name: &str) -> Ino {
+    m.mknod(
+        &root(),
+        parent,
+        name.as_bytes(),
+        FileType::File,
+        0o644,
+        0o022,
+        0,
+        b"",
+    )
+    .unwrap()
+    .0
+}
+
+fn mkdir(m: &Meta, parent: Ino, name: &str) -> Ino {
+    m.mknod(
+        &root(),
+        parent,
+        name.as_bytes(),
+        FileType::Directory,
+        0o755,
+        0,
+        0,
+        b"",
+    )
+    .unwrap()
+    .0
+}
+
+fn write(m: &Meta, ino: Ino, index: u32, pos: u32, id: u64, len: u32) -> Attr {
+    let s = Slice {
+        pos,
+        id,
+        size: len,
+        off: 0,
+        len,
+    };
+    m.write_slice(ino, index, s, Time::now()).unwrap().0
+}
+
+fn run_all(url: &str) {
+    format_and_load(url);
+    create_lookup_and_errors(url);
+    directories_and_nlink(url);
+    unlink_releases_data(url);
+    open_file_survives_unlink(url);
+    hard_links(url);
+    rename_rules(url);
+    readdir_paging(url);
+    xattrs(url);
+    truncate_and_holes(url);
+    permissions(url);
+    counters_are_exact(url);
+    sessions(url);
+    concurrent_transactions(url);
+}
+
+fn format_and_load(url: &str) {
+    let m = Meta::connect(url).unwrap();
+    m.kv().reset().unwrap();
+    assert!(matches!(m.load(), Err(Error::NotFormatted(_))));
+    let f = m.format(new_format("vol"), false).unwrap();
+    let err = m.format(new_format("vol"), false).unwrap_err().to_string();
+    assert!(err.contains("already formatted"), "{err}");
+    let mut again = new_format("vol");
+    again.uuid = "other".into();
+    again.trash_days = 3;
+    let f2 = m.format(again, true).unwrap();
+    assert_eq!(f2.uuid, f.uuid, "--force keeps the UUID");
+    assert_eq!(f2.trash_days, 3);
+    assert!(m.format(new_format("renamed"), true).is_err());
+    let m2 = Meta::connect(url).unwrap();
+    assert_eq!(m2.load().unwrap(), f2);
+    let root = m2.get_attr(ROOT_INODE).unwrap();
+    assert_eq!(root.typ, FileType::Directory);
+    assert_eq!(root.nlink, 2);
+}
+
+fn create_lookup_and_errors(url: &str) {
+    let (m, _) = setup(url);
+    let (ino, attr) = m
+        .mknod(
+            &user(5),
+            ROOT_INODE,
+            b"f",
+            FileType::File,
+            0o666,
+            0o022,
+            0,
+            b"",
+        )
+        .unwrap();
+    assert_eq!(attr.mode, 0o644);
+    assert_eq!((attr.uid, attr.gid, attr.parent), (5, 5, ROOT_INODE));
+    let (i2, a2) = m.lookup(&root(), ROOT_INODE, b"f").unwrap();
+    assert_eq!((i2, a2), (ino, attr));
+    assert_eq!(
+        errno(m.lookup(&root(), ROOT_INODE, b"missing")),
+        libc::ENOENT
+    );
+    assert_eq!(
+        errno(m.mknod(&root(), ROOT_INODE, b"f", FileType::File, 0o644, 0, 0, b"")),
+        libc::EEXIST
+    );
+    let long = vec![b'x'; 256];
+    assert_eq!(
+        errno(m.mknod(&root(), ROOT_INODE, &long, FileType::File, 0o644, 0, 0, b"")),
+        libc::ENAMETOOLONG
+    );
+    assert!(m
+        .mknod(
+            &root(),
+            ROOT_INODE,
+            &long[..255],
+            FileType::File,
+            0o644,
+            0,
+            0,
+            b""
+        )
+        .is_ok());
+    assert_eq!(
+        errno(m.mknod(&root(), ino, b"x", FileType::File, 0o644, 0, 0, b"")),
+        libc::ENOTDIR
+    );
+    assert_eq!(
+        errno(m.mknod(
+            &root(),
+            ROOT_INODE,
+            b"a/b",
+            FileType::File,
+            0o644,
+            0,
+            0,
+            b""
+        )),
+        libc::EINVAL
+    );
+    let (s, sattr) = m
+        .mknod(
+            &root(),
+            ROOT_INODE,
+            b"link",
+            FileType::Symlink,
+            0o777,
+            0,
+            0,
+            b"/target/path",
+        )
+        .unwrap();
+    assert_eq!(sattr.length, 12);
+    assert_eq!(m.readlink(s).unwrap(), b"/target/path");
+    assert_eq!(errno(m.readlink(ino)), libc::EINVAL);
+    let (dev, dattr) = m
+        .mknod(
+            &root(),
+            ROOT_INODE,
+            b"dev",
+            FileType::CharDev,
+            0o600,
+            0,
+            0x0103,
+            b"",
+        )
+        .unwrap();
+    assert_eq!(dattr.rdev, 0x0103);
+    assert_eq!(m.get_attr(dev).unwrap().typ, FileType::CharDev);
+}
+
+fn directories_and_nlink(url: &str) {
+    let (m, _) = setup(url);
+    let d = mkdir(&m, ROOT_INODE, "d");
+    assert_eq!(m.get_attr(ROOT_INODE).unwrap().nlink, 3);
+    let sub = mkdir(&m, d, "sub");
+    assert_eq!(m.get_attr(d).unwrap().nlink, 3);
+    assert_eq!(m.lookup(&root(), sub, b"..").unwrap().0, d);
+    assert_eq!(m.lookup(&root(), d, b".").unwrap().0, d);
+    create(&m, sub, "file");
+    assert_eq!(errno(m.rmdir(&root(), d, b"sub")), libc::ENOTEMPTY);
+    assert_eq!(errno(m.unlink(&root(), d, b"sub")), libc::EISDIR);
+    assert_eq!(errno(m.rmdir(&root(), sub, b"file")), libc::ENOTDIR);
+    m.unlink(&root(), sub, b"file").unwrap();
+    m.rmdir(&root(), d, b"sub").unwrap();
+    assert_eq!(m.get_attr(d).unwrap().nlink, 2);
+    assert_eq!(errno(m.get_attr(sub)), libc::ENOENT);
+    // A setgid directory passes its group and the bit on.
+    m.setattr(
+        &root(),
+        d,
+        &SetAttr {
+            mode: Some(0o2777),
+            gid: Some(77),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (_, a) = m
+        .mknod(
+            &user(5),
+            d,
+            b"inherits",
+            FileType::Directory,
+            0o755,
+            0,
+            0,
+            b"",
+        )
+        .unwrap();
+    assert_eq!(a.gid, 77);
+    assert_eq!(a.mode & 0o2000, 0o2000);
+}
+
+fn unlink_releases_data(url: &str) {
+    let (m, deleted) = setup(url);
+    let f = create(&m, ROOT_INODE, "f");
+    let id1 = m.new_slice_id().unwrap();
+    let id2 = m.new_slice_id().unwrap();
+    assert_ne!(id1, id2);
+    write(&m, f, 0, 0, id1, 1000);
+    let a = write(&m, f, 1, 5, id2, 10);
+    assert_eq!(a.length, CHUNK_SIZE + 15);
+    m.unlink(&root(), ROOT_INODE, b"f").unwrap();
+    let mut d = deleted.lock().unwrap().clone();
+    d.sort();
+    assert_eq!(d, vec![(id1, 1000), (id2, 10)]);
+    assert!(m.read_chunk(f, 0).unwrap().is_empty());
+    assert_eq!(m.cleanup_deleted_files().unwrap(), 0, "no D key left");
+}
+
+fn open_file_survives_unlink(url: &str) {
+    let (m, deleted) = setup(url);
+    let sid = m.new_session(&SessionInfo::default()).unwrap();
+    let f = create(&m, ROOT_INODE, "f");
+    m.opened(f);
+    let id = m.new_slice_id().unwrap();
+    write(&m, f, 0, 0, id, 100);
+    m.unlink(&root(), ROOT_INODE, b"f").unwrap();
+    assert!(deleted.lock().unwrap().is_empty(), "data kept while open");
+    let a = m.get_attr(f).unwrap();
+    assert_eq!((a.nlink, a.length), (0, 100));
+    // Still writable through the handle.
+    write(&m, f, 0, 100, m.new_slice_id().unwrap(), 50);
+    let sessions = m.list_sessions().unwrap();
+    let me = sessions.iter().find(|s| s.sid == sid).unwrap();
+    assert_eq!(me.sustained, vec![f]);
+    m.close(f).unwrap();
+    assert_eq!(errno(m.get_attr(f)), libc::ENOENT);
+    assert_eq!(deleted.lock().unwrap().len(), 2);
+    // A session that dies with an open unlinked file is cleaned by another client.
+    let g = create(&m, ROOT_INODE, "g");
+    m.opened(g);
+    m.unlink(&root(), ROOT_INODE, b"g").unwrap();
+    m.close_session().unwrap();
+    assert_eq!(errno(m.get_attr(g)), libc::ENOENT);
+    m.close(g).unwrap();
+}
+
+fn hard_links(url: &str) {
+    let (m, deleted) = setup(url);
+    let d = mkdir(&m, ROOT_INODE, "d");
+    let f = create(&m, ROOT_INODE, "f");
+    write(&m, f, 0, 0, m.new_slice_id().unwrap(), 10);
+    let a = m.link(&root(), f, d, b"f2").unwrap();
+    assert_eq!((a.nlink, a.parent), (2, 0));
+    assert_eq!(m.lookup(&root(), d, b"f2").unwrap().0, f);
+    assert_eq!(
+        errno(m.link(&root(), d, ROOT_INODE, b"dirlink")),
+        libc::EPERM
+    );
+    assert_eq!(errno(m.link(&root(), f, d, b"f2")), libc::EEXIST);
+    // Renaming one name over another name of the same file does nothing.
+    m.rename(&root(), ROOT_INODE, b"f", d, b"f2", 0).unwrap();
+    assert_eq!(m.get_attr(f).unwrap().nlink, 2);
+    assert!(m.lookup(&root(), ROOT_INODE, b"f").is_ok());
+    m.unlink(&root(), ROOT_INODE, b"f").unwrap();
+    assert_eq!(m.get_attr(f).unwrap().nlink, 1);
+    assert!(deleted.lock().unwrap().is_empty());
+    m.unlink(&root(), d, b"f2").unwrap();
+    assert_eq!(deleted.lock().unwrap().len(), 1);
+    assert_eq!(errno(m.get_attr(f)), libc::ENOENT);
+}
+
+fn rename_rules(url: &str) {
+    let (m, deleted) = setup(url);
+    let a = mkdir(&m, ROOT_INODE, "a");
+    let b = mkdir(&m, ROOT_INODE, "b");
+    let sub = mkdir(&m, a, "sub");
+    let f = create(&m, a, "f");
+    // Across directories.
+    m.rename(&root(), a, b"f", b, b"g", 0).unwrap();
+    assert_eq!(m.lookup(&root(), b, b"g").unwrap().0, f);
+    assert_eq!(errno(m.lookup(&root(), a, b"f")), libc::ENOENT);
+    assert_eq!(m.get_attr(f).unwrap().parent, b);
+    // A directory moves and the link counts follow.
+    m.rename(&root(), a, b"sub", b, b"sub", 0).unwrap();
+    assert_eq!(m.get_attr(a).unwrap().nlink, 2);
+    assert_eq!(m.get_attr(b).unwrap().nlink, 3);
+    assert_eq!(m.lookup(&root(), sub, b"..").unwrap().0, b);
+    // Into its own subtree.
+    assert_eq!(
+        errno(m.rename(&root(), ROOT_INODE, b"b", sub, b"x", 0)),
+        libc::EINVAL
+    );
+    // Over an existing file: the victim's data goes.
+    let h = create(&m, b, "h");
+    write(&m, h, 0, 0, 999, 5);
+    m.rename(&root(), b, b"g", b, b"h", 0).unwrap();
+    assert_eq!(m.lookup(&root(), b, b"h").unwrap().0, f);
+    assert_eq!(errno(m.get_attr(h)), libc::ENOENT);
+    assert_eq!(*deleted.lock().unwrap(), vec![(999, 5)]);
+    // Type mismatches and non-empty targets.
+    create(&m, sub, "inside");
+    let empty = mkdir(&m, b, "empty");
+    assert_eq!(
+        errno(m.rename(&root(), b, b"h", b, b"empty", 0)),
+        libc::EISDIR
+    );
+    assert_eq!(
+        errno(m.rename(&root(), b, b"empty", b, b"h", 0)),
+        libc::ENOTDIR
+    );
+    assert_eq!(
+        errno(m.rename(&root(), b, b"empty", b, b"sub", 0)),
+        libc::ENOTEMPTY
+    );
+    m.rename(&root(), b, b"sub", b, b"empty", 0).unwrap();
+    assert_eq!(errno(m.get_attr(empty)), libc::ENOENT);
+    assert_eq!(m.get_attr(b).unwrap().nlink, 3);
+    // NOREPLACE and EXCHANGE.
+    let x = create(&m, a, "x");
+    let y = mkdir(&m, b, "y");
+    assert_eq!(
+        errno(m.rename(&root(), a, b"x", b, b"h", RENAME_NOREPLACE)),
+        libc::EEXIST
+    );
+    assert_eq!(
+        errno(m.rename(&root(), a, b"x", b, b"none", RENAME_EXCHANGE)),
+        libc::ENOENT
+    );
+    m.rename(&root(), a, b"x", b, b"y", RENAME_EXCHANGE)
+        .unwrap();
+    assert_eq!(m.lookup(&root(), a, b"x").unwrap().0, y);
+    assert_eq!(m.lookup(&root(), b, b"y").unwrap().0, x);
+    assert_eq!(m.get_attr(y).unwrap().parent, a);
+    assert_eq!(m.get_attr(a).unwrap().nlink, 3);
+    assert_eq!(m.get_attr(b).unwrap().nlink, 3);
+    assert_eq!(errno(m.rename(&root(), a, b"x", b, b"y", 7)), libc::EINVAL);
+    // A failed rename loses neither name.
+    assert!(m.lookup(&root(), a, b"x").is_ok() && m.lookup(&root(), b, b"y").is_ok());
+}
+
+fn readdir_paging(url: &str) {
+    let (m, _) = setup(url);
+    let d = mkdir(&m, ROOT_INODE, "d");
+    let mut names: Vec<String> = (0..250).map(|i| format!("n{i:04}")).collect();
+    for n in &names {
+        create(&m, d, n);
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = m.readdir(&root(), d, after.as_deref(), 64, true).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page
+            .iter()
+            .all(|e| e.attr.as_ref().map(|a| a.typ) == Some(FileType::File)));
+        after = Some(page.last().unwrap().name.clone());
+        // Entries added and removed while listing do not break paging.
+        if seen.is_empty() {
+            m.unlink(&root(), d, b"n0200").unwrap();
+            create(&m, d, "zzz");
+        }
+        seen.extend(page.into_iter().map(|e| String::from_utf8(e.name).unwrap()));
+    }
+    names.retain(|n| n != "n0200");
+    names.push("zzz".into());
+    assert_eq!(seen, names);
+}
+
+fn xattrs(url: &str) {
+    let (m, _) = setup(url);
+    let f = create(&m, ROOT_INODE, "f");
+    assert_eq!(errno(m.getxattr(f, b"user.a")), libc::ENODATA);
+    m.setxattr(f, b"user.a", b"1", 0).unwrap();
+    assert_eq!(errno(m.setxattr(f, b"user.a", b"2", 1)), libc::EEXIST);
+    assert_eq!(errno(m.setxattr(f, b"user.b", b"2", 2)), libc::ENODATA);
+    m.setxattr(f, b"user.a", b"3", 2).unwrap();
+    m.setxattr(f, b"user.b", b"", 0).unwrap();
+    assert_eq!(m.getxattr(f, b"user.a").unwrap(), b"3");
+    assert_eq!(m.getxattr(f, b"user.b").unwrap(), b"");
+    assert_eq!(m.listxattr(f).unwrap(), b"user.a\0user.b\0");
+    m.removexattr(f, b"user.a").unwrap();
+    assert_eq!(errno(m.removexattr(f, b"user.a")), libc::ENODATA);
+    assert_eq!(m.listxattr(f).unwrap(), b"user.b\0");
+    assert_eq!(
+        errno(m.setxattr(f, b"user.big", &vec![0; 65537], 0)),
+        libc::E2BIG
+    );
+    assert_eq!(errno(m.getxattr(12345678, b"user.a")), libc::ENOENT);
+}
+
+fn truncate_and_holes(url: &str) {
+    let (m, deleted) = setup(url);
+    let f = create(&m, ROOT_INODE, "f");
+    write(&m, f, 0, 0, 11, 1000);
+    write(&m, f, 2, 0, 12, 1000);
+    let a = m.truncate(&root(), f, 500).unwrap();
+    assert_eq!(a.length, 500);
+    assert_eq!(*deleted.lock().unwrap(), vec![(12, 1000)]);
+    let view = slice::resolve(&m.read_chunk(f, 0).unwrap());
+    assert_eq!(
+        view.last().unwrap().id,
+        0,
+        "the cut tail is a hole: {view:?}"
+    );
+    assert_eq!(view.last().unwrap().pos, 500);
+    let a = m.truncate(&root(), f, 3 * CHUNK_SIZE).unwrap();
+    assert_eq!(a.length, 3 * CHUNK_SIZE);
+    assert_eq!(
+        errno(m.truncate(&root(), f, MAX_FILE_SIZE + 1)),
+        libc::EFBIG
+    );
+    let d = mkdir(&m, ROOT_INODE, "d");
+    assert_eq!(errno(m.truncate(&root(), d, 0)), libc::EISDIR);
+}
+
+fn permissions(url: &str) {
+    let (m, _) = setup(url);
+    let d = m
+        .mknod(
+            &user(5),
+            ROOT_INODE,
+            b"private",
+            FileType::Directory,
+            0o700,
+            0,
+            0,
+            b"",
+        )
+        .unwrap()
+        .0;
+    assert_eq!(
+        errno(m.mknod(&user(6), d, b"x", FileType::File, 0o644, 0, 0, b"")),
+        libc::EACCES
+    );
+    assert_eq!(errno(m.lookup(&user(6), d, b"x")), libc::EACCES);
+    assert!(m
+        .mknod(&root(), d, b"x", FileType::File, 0o600, 0, 0, b"")
+        .is_ok());
+    let f = m
+        .mknod(&user(5), d, b"mine", FileType::File, 0o600, 0, 0, b"")
+        .unwrap()
+        .0;
+    assert_eq!(errno(m.open(&user(6), f, libc::O_RDONLY)), libc::EACCES);
+    assert!(m.open(&user(5), f, libc::O_RDWR).is_ok());
+    assert_eq!(
+        errno(m.setattr(
+            &user(6),
+            f,
+            &SetAttr {
+                mode: Some(0o777),
+                ..Default::default()
+            }
+        )),
+        libc::EPERM
+    );
+    assert_eq!(
+        errno(m.setattr(
+            &user(5),
+            f,
+            &SetAttr {
+                uid: Some(6),
+                ..Default::default()
+            }
+        )),
+        libc::EPERM
+    );
+    assert!(m.access(&user(5), f, 6).is_ok());
+    assert_eq!(errno(m.access(&user(6), f, 4)), libc::EACCES);
+    // Sticky directory: others may not remove what they do not own.
+    let t = mkdir(&m, ROOT_INODE, "tmp");
+    m.setattr(
+        &root(),
+        t,
+        &SetAttr {
+            mode: Some(0o1777),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    m.mknod(&user(5), t, b"owned", FileType::File, 0o644, 0, 0, b"")
+        .unwrap();
+    assert_eq!(errno(m.unlink(&user(6), t, b"owned")), libc::EPERM);
+    m.unlink(&user(5), t, b"owned").unwrap();
+    m.close(f).unwrap();
+}
+
+fn counters_are_exact(url: &str) {
+    let (m, _) = setup(url);
+    let base_inodes = m.counter("totalInodes").unwrap();
+    let base_space = m.counter("usedSpace").unwrap();
+    let d = mkdir(&m, ROOT_INODE, "d");
+    let f = create(&m, d, "f");
+    write(&m, f, 0, 0, 1, 10_000);
+    assert_eq!(m.counter("totalInodes").unwrap(), base_inodes + 2);
+    assert_eq!(m.counter("usedSpace").unwrap(), base_space + 4096 + 12288);
+    m.truncate(&root(), f, 0).unwrap();
+    assert_eq!(m.counter("usedSpace").unwrap(), base_space + 8192);
+    m.unlink(&root(), d, b"f").unwrap();
+    m.rmdir(&root(), ROOT_INODE, b"d").unwrap();
+    assert_eq!(m.counter("totalInodes").unwrap(), base_inodes);
+    assert_eq!(m.counter("usedSpace").unwrap(), base_space);
+    let st = m.statfs().unwrap();
+    assert_eq!(st.used_inodes as i64, base_inodes);
+    // Limits.
+    let mut fmt = m.get_format().unwrap();
+    fmt.inodes = base_inodes as u64 + 1;
+    fmt.capacity = 1 << 20;
+    m.format(fmt, true).unwrap();
+    let g = create(&m, ROOT_INODE, "g");
+    assert_eq!(
+        errno(m.mknod(&root(), ROOT_INODE, b"h", FileType::File, 0o644, 0, 0, b"")),
+        libc::ENOSPC
+    );
+    assert_eq!(
+        errno(m.write_slice(
+            g,
+            0,
+            Slice {
+                pos: 0,
+                id: 5,
+                size: 2 << 20,
+                off: 0,
+                len: 2 << 20
+            },
+            Time::now()
+        )),
+        libc::ENOSPC
+    );
+    assert_eq!(m.statfs().unwrap().total_space, 1 << 20);
+}
+
+fn sessions(url: &str) {
+    let (m, _) = setup(url);
+    let info = SessionInfo {
+        version: "test".into(),
+        host_name: "h".into(),
+        ip_addrs: vec![],
+        mount_point: "/mnt/x".into(),
+        process_id: 42,
+    };
+    let sid = m.new_session(&info).unwrap();
+    m.refresh_session().unwrap();
+    let list = m.list_sessions().unwrap();
+    let s = list.iter().find(|s| s.sid == sid).unwrap();
+    assert_eq!(s.info.mount_point, "/mnt/x");
+    assert_eq!(s.info.process_id, 42);
+    // Another client sees an expired session and cleans it.
+    m.kv()
+        .txn(|tx| tx.set(&keys::session_expire(sid), &1i64.to_be_bytes()))
+        .unwrap();
+    let other = Meta::connect(url).unwrap();
+    other.load().unwrap();
+    assert_eq!(other.clean_stale_sessions().unwrap(), 1);
+    assert!(m.list_sessions().unwrap().iter().all(|s| s.sid != sid));
+}
+
+fn concurrent_transactions(url: &str) {
+    let (m, _) = setup(url);
+    let d = mkdir(&m, ROOT_INODE, "d");
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    create(&m, d, &format!("t{t}-{i}"));
+                    m.kv().txn(|tx| tx.incr_by(b"Ctest", 1)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(m.counter("test").unwrap(), 100);
+    assert_eq!(m.readdir(&root(), d, None, 1000, false).unwrap().len(), 100);
+    let mut inos: HashMap<Ino, ()> = HashMap::new();
+    for e in m.readdir(&root(), d, None, 1000, false).unwrap() {
+        assert!(
+            inos.insert(e.ino, ()).is_none(),
+            "inode {} handed out twice",
+            e.ino
+        );
+    }
+}
+
+#[test]
+fn memory_engine() {
+    run_all("memory://conformance");
+}
+
+#[test]
+fn sqlite_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    run_all(&format!("sqlite3://{}/meta.db", dir.path().display()));
+}
+
+#[test]
+fn sqlite_bad_paths() {
+    let e = Meta::connect("sqlite3:///nonexistent-dir/x/meta.db")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("does not exist"), "{e}");
+    let e = Meta::connect("nosuch://x").err().unwrap().to_string();
+    assert!(e.contains("unknown metadata engine"), "{e}");
+    let e = Meta::connect("just-a-path").err().unwrap().to_string();
+    assert!(e.contains("invalid META-URL"), "{e}");
+}
+
+#[test]
+fn external_engines() {
+    let urls = std::env::var("NECTAR_TEST_META_URLS").unwrap_or_default();
+    if urls.trim().is_empty() {
+        eprintln!(
+            "skipped: NECTAR_TEST_META_URLS is not set (no database servers to test against)"
+        );
+        return;
+    }
+    for url in urls.split_whitespace() {
+        eprintln!("conformance on {}", meta::redact_url(url));
+        run_all(url);
+    }
+}
+
+#[allow(dead_code)]
+fn assert_txn_trait_object(_: &mut dyn KvTxn) {}
