@@ -1,1 +1,116 @@
-fn main() {}
+//! `nectar`: the command-line entry point. Each subcommand parses its flags (named as
+//! JuiceFS names them where they mean the same thing) and calls the libraries; no
+//! file-system behaviour lives here.
+
+mod format;
+mod mount;
+mod status;
+mod umount;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "nectar", version, about = "A distributed POSIX file system over object storage", long_about = None)]
+struct Cli {
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a volume (or update its settings with --force).
+    Format(format::FormatArgs),
+    /// Mount a volume.
+    Mount(mount::MountArgs),
+    /// Unmount a volume.
+    Umount(umount::UmountArgs),
+    /// Show a volume's settings and its live sessions.
+    Status(status::StatusArgs),
+    /// Show the inode, size, chunks, slices and objects of a path in a mounted volume.
+    Info(status::InfoArgs),
+    /// Print the version.
+    Version,
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NECTAR_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default},opendal=warn,fuser=warn"))
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let res = match cli.command {
+        Command::Format(a) => format::run(a),
+        Command::Mount(a) => mount::run(a),
+        Command::Umount(a) => umount::run(a),
+        Command::Status(a) => status::run(a),
+        Command::Info(a) => status::info(a),
+        Command::Version => {
+            println!("nectar {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nectar: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A runtime for commands that touch object storage.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(4)
+        .max_blocking_threads(512)
+        .thread_name("nectar-io")
+        .build()?)
+}
+
+/// The META-URL with `META_PASSWORD` applied (so a password stays out of the process
+/// list).
+pub(crate) fn meta_url(url: &str) -> String {
+    match std::env::var("META_PASSWORD") {
+        Ok(pw) if !pw.is_empty() => match url::Url::parse(url) {
+            Ok(mut u) if u.password().is_none() && u.has_host() => {
+                let _ = u.set_password(Some(&pw));
+                u.to_string()
+            }
+            _ => url.to_string(),
+        },
+        _ => url.to_string(),
+    }
+}
+
+/// The object store of a volume, with credentials from the environment when given.
+pub(crate) fn store_config(fmt: &nectar_meta::Format) -> nectar_object::StoreConfig {
+    nectar_object::StoreConfig {
+        storage: fmt.storage.clone(),
+        bucket: fmt.bucket.clone(),
+        access_key: std::env::var("ACCESS_KEY")
+            .ok()
+            .or_else(|| fmt.access_key.clone()),
+        secret_key: std::env::var("SECRET_KEY")
+            .ok()
+            .or_else(|| fmt.secret_key.clone()),
+        prefix: format!("{}/", fmt.name),
+    }
+}

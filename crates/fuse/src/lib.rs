@@ -1,1 +1,678 @@
-//! nectar-fuse
+//! The FUSE adapter: kernel request in, [`Vfs`] call, reply out — and nothing else.
+//!
+//! fuser runs several worker threads, each with its own cloned `/dev/fuse` descriptor.
+//! A worker only decodes the request: the call itself runs on the tokio blocking pool
+//! and replies from there (fuser's reply objects are `Send`), so no worker ever waits on
+//! the database or the object store, and a slow request never holds up the others.
+//! Errors become errnos here; unexpected ones (not ENOENT and friends) are logged once
+//! with the operation they broke.
+
+use fuser::{
+    Config, Errno, FileAttr, FileHandle, FileType as FuseType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
+};
+use nectar_meta::{Attr, Ctx, FileType, SetAttr, Time, TimeSet};
+use nectar_vfs::Vfs;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::runtime::Handle;
+
+/// How the kernel side of a mount is set up.
+#[derive(Debug, Clone)]
+pub struct FuseOptions {
+    /// Extra `-o` options, as given by the user.
+    pub options: Vec<String>,
+    pub read_only: bool,
+    pub threads: usize,
+    /// Ask the kernel to cache writes (`-o writeback_cache`).
+    pub writeback_cache: bool,
+    /// Name shown in /proc/mounts.
+    pub fsname: String,
+}
+
+pub struct NectarFs {
+    vfs: Arc<Vfs>,
+    rt: Handle,
+    writeback_cache: bool,
+}
+
+fn to_fuse_type(t: FileType) -> FuseType {
+    match t {
+        FileType::File => FuseType::RegularFile,
+        FileType::Directory => FuseType::Directory,
+        FileType::Symlink => FuseType::Symlink,
+        FileType::Fifo => FuseType::NamedPipe,
+        FileType::BlockDev => FuseType::BlockDevice,
+        FileType::CharDev => FuseType::CharDevice,
+        FileType::Socket => FuseType::Socket,
+    }
+}
+
+fn to_file_attr(ino: u64, a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size: a.length,
+        blocks: a.length.div_ceil(512),
+        atime: a.atime.to_system_time(),
+        mtime: a.mtime.to_system_time(),
+        ctime: a.ctime.to_system_time(),
+        crtime: a.ctime.to_system_time(),
+        kind: to_fuse_type(a.typ),
+        perm: a.mode,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+fn ctx(req: &Request) -> Ctx {
+    Ctx {
+        uid: req.uid(),
+        gid: req.gid(),
+        gids: Vec::new(),
+        pid: req.pid(),
+        // Mounted with default_permissions: the kernel checks access with the caller's
+        // full credentials before a request reaches us.
+        check_permission: false,
+    }
+}
+
+fn errno(op: &str, e: nectar_vfs::Error) -> Errno {
+    if !e.is_expected() {
+        tracing::error!("{op}: {e}");
+    }
+    Errno::from_i32(e.errno())
+}
+
+fn time_set(t: Option<TimeOrNow>) -> Option<TimeSet> {
+    t.map(|t| match t {
+        TimeOrNow::Now => TimeSet::Now,
+        TimeOrNow::SpecificTime(t) => TimeSet::At(Time::from_system_time(t)),
+    })
+}
+
+impl NectarFs {
+    pub fn new(vfs: Arc<Vfs>, rt: Handle, writeback_cache: bool) -> Self {
+        NectarFs {
+            vfs,
+            rt,
+            writeback_cache,
+        }
+    }
+
+    /// Runs `f` on the blocking pool with the VFS.
+    fn spawn(&self, f: impl FnOnce(&Vfs) + Send + 'static) {
+        let vfs = self.vfs.clone();
+        self.rt.spawn_blocking(move || f(&vfs));
+    }
+
+    fn reply_entry(vfs: &Vfs, reply: ReplyEntry, res: nectar_vfs::Result<(u64, Attr)>, op: &str) {
+        match res {
+            Ok((ino, attr)) => {
+                let ttl = if attr.typ == FileType::Directory {
+                    vfs.config().dir_entry_timeout
+                } else {
+                    vfs.config().entry_timeout
+                };
+                reply.entry_with_ttls(
+                    &ttl,
+                    &vfs.config().attr_timeout,
+                    &to_file_attr(ino, &attr),
+                    Generation(0),
+                );
+            }
+            Err(e) => reply.error(errno(op, e)),
+        }
+    }
+}
+
+fn name_vec(name: &OsStr) -> Vec<u8> {
+    name.as_bytes().to_vec()
+}
+
+impl Filesystem for NectarFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let mut wanted = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_ASYNC_READ
+            | InitFlags::FUSE_BIG_WRITES
+            | InitFlags::FUSE_MAX_PAGES
+            | InitFlags::FUSE_CACHE_SYMLINKS;
+        if self.writeback_cache {
+            wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
+        }
+        let supported = config.capabilities() & wanted;
+        let _ = config.add_capabilities(supported);
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        let _ = config.set_time_granularity(Duration::from_nanos(1));
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if let Err(e) = self.vfs.shutdown() {
+            tracing::error!("unmount: {e}");
+        }
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let (c, name) = (ctx(req), name_vec(name));
+        self.spawn(move |vfs| {
+            let res = vfs.lookup(&c, parent.0, &name);
+            Self::reply_entry(vfs, reply, res, "lookup");
+        });
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.spawn(move |vfs| match vfs.getattr(ino.0) {
+            Ok(a) => reply.attr(&vfs.config().attr_timeout, &to_file_attr(ino.0, &a)),
+            Err(e) => reply.error(errno("getattr", e)),
+        });
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let c = ctx(req);
+        let set = SetAttr {
+            mode,
+            uid,
+            gid,
+            atime: time_set(atime),
+            mtime: time_set(mtime),
+            ctime: ctime.map(Time::from_system_time),
+            flags: None,
+        };
+        self.spawn(move |vfs| match vfs.setattr(&c, ino.0, &set, size) {
+            Ok(a) => reply.attr(&vfs.config().attr_timeout, &to_file_attr(ino.0, &a)),
+            Err(e) => reply.error(errno("setattr", e)),
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.spawn(move |vfs| match vfs.readlink(ino.0) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(errno("readlink", e)),
+        });
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let (c, name) = (ctx(req), name_vec(name));
+        self.spawn(move |vfs| {
+            let res = vfs.mknod(&c, parent.0, &name, mode, umask, rdev);
+            Self::reply_entry(vfs, reply, res, "mknod");
+        });
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let (c, name) = (ctx(req), name_vec(name));
+        self.spawn(move |vfs| {
+            let res = vfs.mkdir(&c, parent.0, &name, mode, umask);
+            Self::reply_entry(vfs, reply, res, "mkdir");
+        });
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (c, name) = (ctx(req), name_vec(name));
+        self.spawn(move |vfs| match vfs.unlink(&c, parent.0, &name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("unlink", e)),
+        });
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (c, name) = (ctx(req), name_vec(name));
+        self.spawn(move |vfs| match vfs.rmdir(&c, parent.0, &name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("rmdir", e)),
+        });
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let (c, name, target) = (
+            ctx(req),
+            name_vec(link_name),
+            target.as_os_str().as_bytes().to_vec(),
+        );
+        self.spawn(move |vfs| {
+            let res = vfs.symlink(&c, parent.0, &name, &target);
+            Self::reply_entry(vfs, reply, res, "symlink");
+        });
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (c, name, newname) = (ctx(req), name_vec(name), name_vec(newname));
+        self.spawn(move |vfs| {
+            match vfs.rename(&c, parent.0, &name, newparent.0, &newname, flags.bits()) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("rename", e)),
+            }
+        });
+    }
+
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let (c, name) = (ctx(req), name_vec(newname));
+        self.spawn(move |vfs| {
+            let res = vfs.link(&c, ino.0, newparent.0, &name).map(|a| (ino.0, a));
+            Self::reply_entry(vfs, reply, res, "link");
+        });
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let c = ctx(req);
+        self.spawn(move |vfs| match vfs.open(&c, ino.0, flags.0) {
+            Ok(o) => {
+                let mut f = FopenFlags::empty();
+                if o.keep_cache {
+                    f |= FopenFlags::FOPEN_KEEP_CACHE;
+                }
+                if flags.0 & libc::O_DIRECT != 0 {
+                    f |= FopenFlags::FOPEN_DIRECT_IO;
+                }
+                reply.opened(FileHandle(o.fh), f)
+            }
+            Err(e) => reply.error(errno("open", e)),
+        });
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let (c, name) = (ctx(req), name_vec(name));
+        self.spawn(
+            move |vfs| match vfs.create(&c, parent.0, &name, mode, umask, flags) {
+                Ok((ino, o)) => {
+                    let mut f = FopenFlags::empty();
+                    if flags & libc::O_DIRECT != 0 {
+                        f |= FopenFlags::FOPEN_DIRECT_IO;
+                    }
+                    reply.created(
+                        &vfs.config().entry_timeout,
+                        &to_file_attr(ino, &o.attr),
+                        Generation(0),
+                        FileHandle(o.fh),
+                        f,
+                    )
+                }
+                Err(e) => reply.error(errno("create", e)),
+            },
+        );
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.spawn(move |vfs| match vfs.read(fh.0, offset, size as usize) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(errno("read", e)),
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let data = data.to_vec();
+        self.spawn(move |vfs| match vfs.write(fh.0, offset, &data) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno("write", e)),
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |vfs| match vfs.flush(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("flush", e)),
+        });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |vfs| match vfs.release(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("release", e)),
+        });
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |vfs| match vfs.fsync(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("fsync", e)),
+        });
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let c = ctx(req);
+        self.spawn(move |vfs| match vfs.opendir(&c, ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno("opendir", e)),
+        });
+    }
+
+    fn readdir(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let c = ctx(req);
+        self.spawn(move |vfs| match vfs.readdir(&c, fh.0, offset, false) {
+            Ok(entries) => {
+                for e in entries {
+                    if reply.add(
+                        INodeNo(e.ino),
+                        e.next_offset,
+                        to_fuse_type(e.typ),
+                        OsStr::from_bytes(&e.name),
+                    ) {
+                        break;
+                    }
+                }
+                reply.ok()
+            }
+            Err(e) => reply.error(errno("readdir", e)),
+        });
+    }
+
+    fn readdirplus(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let c = ctx(req);
+        self.spawn(move |vfs| match vfs.readdir(&c, fh.0, offset, true) {
+            Ok(entries) => {
+                let cfg = vfs.config();
+                for e in entries {
+                    let Some(attr) = e.attr.as_ref() else {
+                        continue;
+                    };
+                    let ttl = if e.typ == FileType::Directory {
+                        cfg.dir_entry_timeout
+                    } else {
+                        cfg.entry_timeout
+                    };
+                    let fa = to_file_attr(e.ino, attr);
+                    if reply.add(
+                        INodeNo(e.ino),
+                        e.next_offset,
+                        OsStr::from_bytes(&e.name),
+                        &ttl,
+                        &fa,
+                        Generation(0),
+                    ) {
+                        break;
+                    }
+                }
+                reply.ok()
+            }
+            Err(e) => reply.error(errno("readdirplus", e)),
+        });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        match self.vfs.releasedir(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("releasedir", e)),
+        }
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Every directory change is a committed transaction already.
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.spawn(move |vfs| match vfs.statfs() {
+            Ok(s) => {
+                let bsize = 4096u64;
+                let blocks = s.total_space / bsize;
+                let avail = s.avail_space / bsize;
+                reply.statfs(
+                    blocks,
+                    avail,
+                    avail,
+                    s.used_inodes + s.avail_inodes,
+                    s.avail_inodes,
+                    bsize as u32,
+                    255,
+                    bsize as u32,
+                )
+            }
+            Err(e) => reply.error(errno("statfs", e)),
+        });
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let (name, value) = (name_vec(name), value.to_vec());
+        self.spawn(move |vfs| match vfs.setxattr(ino.0, &name, &value, flags) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("setxattr", e)),
+        });
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let name = name_vec(name);
+        self.spawn(move |vfs| match vfs.getxattr(ino.0, &name) {
+            Ok(v) => reply_xattr(reply, &v, size),
+            Err(e) => reply.error(errno("getxattr", e)),
+        });
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.spawn(move |vfs| match vfs.listxattr(ino.0) {
+            Ok(v) => reply_xattr(reply, &v, size),
+            Err(e) => reply.error(errno("listxattr", e)),
+        });
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name_vec(name);
+        self.spawn(move |vfs| match vfs.removexattr(ino.0, &name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("removexattr", e)),
+        });
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        let c = ctx(req);
+        self.spawn(move |vfs| match vfs.access(&c, ino.0, mask.bits() as u32) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno("access", e)),
+        });
+    }
+}
+
+/// The xattr reply protocol: size 0 asks for the length; too small a buffer is ERANGE.
+fn reply_xattr(reply: ReplyXattr, value: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(value);
+    }
+}
+
+/// The fuser configuration for a mount.
+pub fn fuse_config(opts: &FuseOptions) -> Config {
+    let mut mount_options = vec![
+        MountOption::FSName(opts.fsname.clone()),
+        MountOption::Subtype("nectar".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+    ];
+    let mut acl = SessionACL::Owner;
+    if opts.read_only {
+        mount_options.push(MountOption::RO);
+    }
+    for o in &opts.options {
+        match o.as_str() {
+            "allow_other" => acl = SessionACL::All,
+            "allow_root" => acl = SessionACL::RootAndOwner,
+            "ro" => mount_options.push(MountOption::RO),
+            "writeback_cache" | "default_permissions" | "" => {}
+            "dev" => mount_options.push(MountOption::Dev),
+            "nodev" => mount_options.push(MountOption::NoDev),
+            "suid" => mount_options.push(MountOption::Suid),
+            "nosuid" => mount_options.push(MountOption::NoSuid),
+            "exec" => mount_options.push(MountOption::Exec),
+            "noexec" => mount_options.push(MountOption::NoExec),
+            other => mount_options.push(MountOption::CUSTOM(other.to_string())),
+        }
+    }
+    let mut cfg = Config::default();
+    cfg.mount_options = mount_options;
+    cfg.acl = acl;
+    cfg.n_threads = Some(opts.threads.max(1));
+    cfg.clone_fd = opts.threads > 1;
+    cfg
+}
+
+/// Mounts and serves until the file system is unmounted. Returns a handle to unmount.
+pub fn mount(
+    fs: NectarFs,
+    mountpoint: &Path,
+    opts: &FuseOptions,
+) -> std::io::Result<fuser::Session<NectarFs>> {
+    fuser::Session::new(fs, mountpoint, &fuse_config(opts))
+}

@@ -9,11 +9,25 @@
 //! backends (HDFS, WebDAV, ...) and wrappers (encryption, sharding) slot in without
 //! touching the data path.
 
+mod check;
+mod config;
 mod error;
+mod fault;
 mod mem;
+mod opendal;
+mod prefix;
+mod s3;
 
+pub use check::check_store;
+pub use config::{create_bucket, create_store, StoreConfig};
 pub use error::{Error, Result};
+pub use fault::FaultStore;
 pub use mem::MemStore;
+pub use opendal::OpendalStore;
+pub use prefix::PrefixStore;
+
+#[cfg(test)]
+mod tests;
 
 use async_trait::async_trait;
 use bytes::Bytes;

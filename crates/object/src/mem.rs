@@ -71,17 +71,18 @@ impl ObjectStore for MemStore {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<ObjectInfo>> {
+        use std::ops::Bound;
         let objects = self.objects.lock();
-        let iter = objects.range::<str, _>((
-            match start_after {
-                Some(s) => std::ops::Bound::Excluded(s),
-                None => std::ops::Bound::Included(prefix),
-            },
-            std::ops::Bound::Unbounded,
-        ));
-        Ok(iter
-            .filter(|(k, _)| k.starts_with(prefix))
-            .take_while(|(k, _)| k.starts_with(prefix) || k.as_str() < prefix)
+        // Start at whichever comes later, the prefix or just after `start_after`, so a
+        // resume point that sorts before the prefix neither skips keys nor scans from the
+        // front of the map; stop at the first key past the prefix.
+        let lower = match start_after {
+            Some(s) if s >= prefix => Bound::Excluded(s),
+            _ => Bound::Included(prefix),
+        };
+        Ok(objects
+            .range::<str, _>((lower, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit)
             .map(|(k, v)| ObjectInfo {
                 key: k.clone(),

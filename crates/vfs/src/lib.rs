@@ -1,1 +1,929 @@
-//! nectar-vfs
+//! Nectar's kernel-free POSIX layer.
+//!
+//! [`Vfs`] turns file-system calls — by inode number and file handle, as FUSE delivers
+//! them — into metadata transactions ([`nectar_meta::Meta`]) and block I/O
+//! ([`nectar_chunk::ChunkStore`]). Every rule of file-system behaviour that is not a
+//! metadata rule lives here: handles, pending writes and when they are committed,
+//! reading through slices with readahead, directory streams. The FUSE adapter only
+//! translates, so everything here is tested without a kernel.
+//!
+//! Calls are synchronous and may block: the adapter runs each on a blocking-pool thread,
+//! and block I/O runs on the tokio runtime the `Vfs` was given (`Handle::block_on`).
+//! A mount of a subdirectory maps the kernel's root inode (1) to that directory.
+
+mod dir;
+mod error;
+mod file;
+
+pub use dir::DirEntry;
+pub use error::{Error, Result};
+
+use bytes::Bytes;
+use dir::DirStream;
+use file::{FileInner, FileState, PendingSlice};
+use libc::{EBADF, EFBIG, EINVAL, EISDIR, EROFS};
+use nectar_chunk::ChunkStore;
+use nectar_meta::{
+    Attr, Ctx, FileType, Ino, Meta, SetAttr, Slice, StatFs, Time, CHUNK_BITS, CHUNK_SIZE,
+    MAX_FILE_SIZE, ROOT_INODE,
+};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio::runtime::Handle as Runtime;
+
+use error::sys;
+
+/// Options of a mount that the VFS honours.
+#[derive(Debug, Clone)]
+pub struct VfsConfig {
+    pub attr_timeout: Duration,
+    pub entry_timeout: Duration,
+    pub dir_entry_timeout: Duration,
+    pub read_only: bool,
+    /// Largest readahead window of a sequential reader, in bytes.
+    pub max_readahead: u64,
+}
+
+impl Default for VfsConfig {
+    fn default() -> Self {
+        VfsConfig {
+            attr_timeout: Duration::from_secs(1),
+            entry_timeout: Duration::from_secs(1),
+            dir_entry_timeout: Duration::from_secs(1),
+            read_only: false,
+            max_readahead: 32 << 20,
+        }
+    }
+}
+
+enum HandleKind {
+    File(Arc<FileState>),
+    Dir(Mutex<DirStream>),
+}
+
+/// Readahead state of one handle: where the last read ended and the current window.
+#[derive(Default)]
+struct ReadAhead {
+    last_end: u64,
+    window: u64,
+}
+
+struct Handle {
+    ino: Ino,
+    kind: HandleKind,
+    readahead: Mutex<ReadAhead>,
+}
+
+/// Result of an open.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub fh: u64,
+    pub attr: Attr,
+    /// The file did not change since this client last had it open: the kernel may keep
+    /// its page cache.
+    pub keep_cache: bool,
+}
+
+pub struct Vfs {
+    meta: Arc<Meta>,
+    store: Arc<ChunkStore>,
+    rt: Runtime,
+    cfg: VfsConfig,
+    /// The inode mounted as the root (1, or a subdirectory's inode).
+    root: Ino,
+    files: Mutex<HashMap<Ino, Arc<FileState>>>,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    next_fh: AtomicU64,
+    stopped: AtomicBool,
+}
+
+/// Where in a file a piece of a read comes from.
+struct Segment {
+    buf_off: usize,
+    id: u64,
+    size: u32,
+    off: u32,
+    len: u32,
+}
+
+impl Vfs {
+    /// Builds the VFS and starts its background committer. `root` is the inode to show
+    /// as the mount's root.
+    pub fn new(
+        meta: Arc<Meta>,
+        store: Arc<ChunkStore>,
+        rt: Runtime,
+        cfg: VfsConfig,
+        root: Ino,
+    ) -> Arc<Vfs> {
+        let deleter_store = store.clone();
+        let deleter_rt = rt.clone();
+        meta.set_slice_deleter(Arc::new(move |slices| {
+            let store = deleter_store.clone();
+            deleter_rt.spawn(async move {
+                for (id, size) in slices {
+                    if let Err(e) = store.remove(id, size).await {
+                        tracing::warn!("cannot delete slice {id}: {e}; `nectar gc` will find it");
+                    }
+                }
+            });
+        }));
+        let vfs = Arc::new(Vfs {
+            meta,
+            store,
+            rt,
+            cfg,
+            root,
+            files: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            stopped: AtomicBool::new(false),
+        });
+        let weak = Arc::downgrade(&vfs);
+        std::thread::Builder::new()
+            .name("nectar-committer".into())
+            .spawn(move || committer(weak))
+            .ok();
+        vfs
+    }
+
+    pub fn meta(&self) -> &Arc<Meta> {
+        &self.meta
+    }
+
+    pub fn store(&self) -> &Arc<ChunkStore> {
+        &self.store
+    }
+
+    pub fn config(&self) -> &VfsConfig {
+        &self.cfg
+    }
+
+    /// Kernel inode number to metadata inode number.
+    fn to_meta(&self, ino: Ino) -> Ino {
+        if ino == ROOT_INODE {
+            self.root
+        } else {
+            ino
+        }
+    }
+
+    /// Metadata inode number to kernel inode number.
+    fn to_kernel(&self, ino: Ino) -> Ino {
+        if ino == self.root {
+            ROOT_INODE
+        } else {
+            ino
+        }
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.cfg.read_only {
+            return sys(EROFS);
+        }
+        Ok(())
+    }
+
+    fn handle(&self, fh: u64) -> Result<Arc<Handle>> {
+        self.handles
+            .lock()
+            .get(&fh)
+            .cloned()
+            .ok_or(Error::Sys(EBADF))
+    }
+
+    fn file_handle(&self, fh: u64) -> Result<(Arc<Handle>, Arc<FileState>)> {
+        let h = self.handle(fh)?;
+        match &h.kind {
+            HandleKind::File(f) => {
+                let f = f.clone();
+                Ok((h, f))
+            }
+            HandleKind::Dir(_) => sys(EISDIR),
+        }
+    }
+
+    fn add_handle(&self, ino: Ino, kind: HandleKind) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let h = Arc::new(Handle {
+            ino,
+            kind,
+            readahead: Mutex::new(ReadAhead::default()),
+        });
+        self.handles.lock().insert(fh, h);
+        fh
+    }
+
+    /// Attributes with this client's uncommitted length folded in.
+    fn merge_pending(&self, ino: Ino, mut attr: Attr) -> Attr {
+        if let Some(f) = self.files.lock().get(&ino).cloned() {
+            let mut inner = f.inner.lock();
+            if inner.is_dirty() {
+                attr.length = attr.length.max(inner.attr.length);
+                attr.mtime = attr.mtime.max(inner.attr.mtime);
+            } else {
+                inner.attr = attr.clone();
+            }
+        }
+        attr
+    }
+
+    // ----- namespace ------------------------------------------------------------------
+
+    pub fn lookup(&self, ctx: &Ctx, parent: Ino, name: &[u8]) -> Result<(Ino, Attr)> {
+        let parent = self.to_meta(parent);
+        let (ino, attr) = if parent == self.root && name == b".." {
+            (self.root, self.meta.get_attr(self.root)?)
+        } else {
+            self.meta.lookup(ctx, parent, name)?
+        };
+        Ok((self.to_kernel(ino), self.merge_pending(ino, attr)))
+    }
+
+    pub fn getattr(&self, ino: Ino) -> Result<Attr> {
+        let ino = self.to_meta(ino);
+        let attr = self.meta.get_attr(ino)?;
+        Ok(self.merge_pending(ino, attr))
+    }
+
+    /// Changes attributes; `size` truncates or extends the file.
+    pub fn setattr(&self, ctx: &Ctx, ino: Ino, set: &SetAttr, size: Option<u64>) -> Result<Attr> {
+        self.check_writable()?;
+        let ino = self.to_meta(ino);
+        let mut attr = None;
+        if let Some(size) = size {
+            attr = Some(self.truncate(ctx, ino, size)?);
+        }
+        if set.mode.is_some()
+            || set.uid.is_some()
+            || set.gid.is_some()
+            || set.atime.is_some()
+            || set.mtime.is_some()
+            || set.flags.is_some()
+        {
+            attr = Some(self.meta.setattr(ctx, ino, set)?);
+        }
+        let attr = match attr {
+            Some(a) => a,
+            None => self.meta.get_attr(ino)?,
+        };
+        Ok(self.merge_pending(ino, attr))
+    }
+
+    fn truncate(&self, ctx: &Ctx, ino: Ino, size: u64) -> Result<Attr> {
+        let file = self.files.lock().get(&ino).cloned();
+        match file {
+            Some(f) => {
+                let mut inner = f.inner.lock();
+                self.commit(ino, &mut inner)?;
+                let attr = self.meta.truncate(ctx, ino, size)?;
+                inner.slices.clear();
+                inner.attr = attr.clone();
+                Ok(attr)
+            }
+            None => Ok(self.meta.truncate(ctx, ino, size)?),
+        }
+    }
+
+    /// Creates a non-directory, non-symlink node. `mode` carries the type bits.
+    pub fn mknod(
+        &self,
+        ctx: &Ctx,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+    ) -> Result<(Ino, Attr)> {
+        self.check_writable()?;
+        let typ = FileType::from_mode(mode).ok_or(Error::Sys(EINVAL))?;
+        if typ == FileType::Directory || typ == FileType::Symlink {
+            return sys(EINVAL);
+        }
+        let (ino, attr) =
+            self.meta
+                .mknod(ctx, self.to_meta(parent), name, typ, mode, umask, rdev, b"")?;
+        Ok((self.to_kernel(ino), attr))
+    }
+
+    pub fn mkdir(
+        &self,
+        ctx: &Ctx,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+    ) -> Result<(Ino, Attr)> {
+        self.check_writable()?;
+        let (ino, attr) = self.meta.mknod(
+            ctx,
+            self.to_meta(parent),
+            name,
+            FileType::Directory,
+            mode,
+            umask,
+            0,
+            b"",
+        )?;
+        Ok((ino, attr))
+    }
+
+    pub fn symlink(
+        &self,
+        ctx: &Ctx,
+        parent: Ino,
+        name: &[u8],
+        target: &[u8],
+    ) -> Result<(Ino, Attr)> {
+        self.check_writable()?;
+        Ok(self.meta.mknod(
+            ctx,
+            self.to_meta(parent),
+            name,
+            FileType::Symlink,
+            0o777,
+            0,
+            0,
+            target,
+        )?)
+    }
+
+    pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
+        Ok(self.meta.readlink(self.to_meta(ino))?)
+    }
+
+    pub fn unlink(&self, ctx: &Ctx, parent: Ino, name: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        Ok(self.meta.unlink(ctx, self.to_meta(parent), name)?)
+    }
+
+    pub fn rmdir(&self, ctx: &Ctx, parent: Ino, name: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        Ok(self.meta.rmdir(ctx, self.to_meta(parent), name)?)
+    }
+
+    pub fn rename(
+        &self,
+        ctx: &Ctx,
+        parent: Ino,
+        name: &[u8],
+        new_parent: Ino,
+        new_name: &[u8],
+        flags: u32,
+    ) -> Result<()> {
+        self.check_writable()?;
+        self.meta.rename(
+            ctx,
+            self.to_meta(parent),
+            name,
+            self.to_meta(new_parent),
+            new_name,
+            flags,
+        )?;
+        Ok(())
+    }
+
+    pub fn link(&self, ctx: &Ctx, ino: Ino, new_parent: Ino, new_name: &[u8]) -> Result<Attr> {
+        self.check_writable()?;
+        let ino = self.to_meta(ino);
+        let attr = self
+            .meta
+            .link(ctx, ino, self.to_meta(new_parent), new_name)?;
+        Ok(self.merge_pending(ino, attr))
+    }
+
+    pub fn statfs(&self) -> Result<StatFs> {
+        Ok(self.meta.statfs()?)
+    }
+
+    pub fn access(&self, ctx: &Ctx, ino: Ino, mask: u32) -> Result<()> {
+        Ok(self.meta.access(ctx, self.to_meta(ino), mask)?)
+    }
+
+    // ----- xattrs ---------------------------------------------------------------------
+
+    pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
+        self.check_writable()?;
+        Ok(self.meta.setxattr(self.to_meta(ino), name, value, flags)?)
+    }
+
+    pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
+        if name == INFO_XATTR {
+            return Ok(self.info(ino)?.into_bytes());
+        }
+        Ok(self.meta.getxattr(self.to_meta(ino), name)?)
+    }
+
+    pub fn listxattr(&self, ino: Ino) -> Result<Vec<u8>> {
+        Ok(self.meta.listxattr(self.to_meta(ino))?)
+    }
+
+    pub fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        Ok(self.meta.removexattr(self.to_meta(ino), name)?)
+    }
+
+    // ----- files ----------------------------------------------------------------------
+
+    fn file_state(&self, ino: Ino, attr: &Attr) -> (Arc<FileState>, bool) {
+        let mut files = self.files.lock();
+        match files.get(&ino) {
+            Some(f) => (f.clone(), true),
+            None => {
+                let f = Arc::new(FileState::new(ino, attr.clone()));
+                files.insert(ino, f.clone());
+                (f, false)
+            }
+        }
+    }
+
+    fn open_state(&self, ino: Ino, attr: Attr) -> Opened {
+        let (file, existed) = self.file_state(ino, &attr);
+        *file.handles.lock() += 1;
+        let mut keep_cache = false;
+        {
+            let mut inner = file.inner.lock();
+            if existed && inner.attr.mtime == attr.mtime && inner.attr.length == attr.length {
+                keep_cache = true;
+            } else if !inner.is_dirty() {
+                // Someone else changed the file: forget what we resolved.
+                inner.slices.clear();
+                inner.attr = attr.clone();
+            }
+        }
+        let fh = self.add_handle(ino, HandleKind::File(file));
+        Opened {
+            fh,
+            attr,
+            keep_cache,
+        }
+    }
+
+    pub fn open(&self, ctx: &Ctx, ino: Ino, flags: i32) -> Result<Opened> {
+        let ino = self.to_meta(ino);
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+            self.check_writable()?;
+        }
+        let attr = self.meta.open(ctx, ino, flags)?;
+        if attr.typ == FileType::Directory {
+            self.meta.close(ino)?;
+            return sys(EISDIR);
+        }
+        let attr = self.merge_pending(ino, attr);
+        Ok(self.open_state(ino, attr))
+    }
+
+    /// Creates and opens a regular file. Without O_EXCL an existing file is opened.
+    pub fn create(
+        &self,
+        ctx: &Ctx,
+        parent: Ino,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        flags: i32,
+    ) -> Result<(Ino, Opened)> {
+        self.check_writable()?;
+        let parent = self.to_meta(parent);
+        match self
+            .meta
+            .mknod(ctx, parent, name, FileType::File, mode, umask, 0, b"")
+        {
+            Ok((ino, attr)) => {
+                self.meta.opened(ino);
+                Ok((self.to_kernel(ino), self.open_state(ino, attr)))
+            }
+            Err(nectar_meta::Error::Sys(libc::EEXIST)) if flags & libc::O_EXCL == 0 => {
+                let (ino, _) = self.meta.lookup(ctx, parent, name)?;
+                let opened = self.open(ctx, self.to_kernel(ino), flags)?;
+                Ok((self.to_kernel(ino), opened))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes `data` at `off`; returns the bytes written.
+    pub fn write(&self, fh: u64, off: u64, data: &[u8]) -> Result<usize> {
+        self.check_writable()?;
+        let (_, file) = self.file_handle(fh)?;
+        let end = off
+            .checked_add(data.len() as u64)
+            .ok_or(Error::Sys(EFBIG))?;
+        if end > MAX_FILE_SIZE {
+            return sys(EFBIG);
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let mut inner = file.inner.lock();
+        // Under buffer pressure, commit our own half-filled blocks first: waiting for
+        // space while holding them could wait forever.
+        if self.store.buffered() > self.store.buffer_capacity() / 10 * 8 {
+            self.commit(file.ino, &mut inner)?;
+        }
+        let now = Time::now();
+        let mut pos = off;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let index = (pos >> CHUNK_BITS) as u32;
+            let in_chunk = (pos & (CHUNK_SIZE - 1)) as u32;
+            let n = rest.len().min((CHUNK_SIZE - in_chunk as u64) as usize);
+            let list = inner.pending.entry(index).or_default();
+            let continues = list
+                .last()
+                .is_some_and(|s| s.pos as u64 + s.writer.len() as u64 == in_chunk as u64);
+            if !continues {
+                let id = self.meta.new_slice_id()?;
+                list.push(PendingSlice {
+                    pos: in_chunk,
+                    writer: self.store.writer(id),
+                    last_write: now,
+                });
+            }
+            let Some(slice) = list.last_mut() else {
+                return sys(libc::EIO);
+            };
+            if let Err(e) = self.rt.block_on(slice.writer.append(&rest[..n])) {
+                inner.write_error = Some(libc::EIO);
+                return Err(e.into());
+            }
+            slice.last_write = now;
+            let full = slice.pos as u64 + slice.writer.len() as u64 >= CHUNK_SIZE;
+            inner.has_full |= full;
+            pos += n as u64;
+            rest = &rest[n..];
+        }
+        let t = Instant::now();
+        inner.dirty_since.get_or_insert(t);
+        inner.last_write = Some(t);
+        inner.attr.length = inner.attr.length.max(end);
+        inner.attr.mtime = now;
+        Ok(data.len())
+    }
+
+    /// Commits every pending slice of a file: waits for its blocks, then records the
+    /// slices in metadata chunk by chunk, oldest first.
+    fn commit(&self, ino: Ino, inner: &mut FileInner) -> Result<()> {
+        if inner.pending.is_empty() {
+            return match inner.write_error.take() {
+                Some(e) => sys(e),
+                None => Ok(()),
+            };
+        }
+        let mut pending = std::mem::take(&mut inner.pending);
+        inner.dirty_since = None;
+        inner.last_write = None;
+        inner.has_full = false;
+        let sizes: Vec<nectar_chunk::Result<u32>> = self.rt.block_on(futures::future::join_all(
+            pending
+                .values_mut()
+                .flat_map(|list| list.iter_mut().map(|s| s.writer.finish())),
+        ));
+        let mut failure: Option<Error> = None;
+        let mut sizes = sizes.into_iter();
+        for (index, list) in pending {
+            inner.slices.remove(&index);
+            for s in list {
+                let size = match sizes.next() {
+                    Some(Ok(size)) => size,
+                    Some(Err(e)) => {
+                        tracing::error!("inode {ino}: storing slice {} failed: {e}", s.writer.id());
+                        failure.get_or_insert(e.into());
+                        self.rt.block_on(s.writer.abort());
+                        continue;
+                    }
+                    None => continue,
+                };
+                if size == 0 || failure.is_some() {
+                    // After a failure later slices are dropped too: committing them
+                    // without the earlier one would reorder writes.
+                    if size > 0 {
+                        self.rt.block_on(s.writer.abort());
+                    }
+                    continue;
+                }
+                let slice = Slice {
+                    pos: s.pos,
+                    id: s.writer.id(),
+                    size,
+                    off: 0,
+                    len: size,
+                };
+                match self.meta.write_slice(ino, index, slice, s.last_write) {
+                    Ok((attr, _count)) => {
+                        let length = inner.attr.length.max(attr.length);
+                        inner.attr = attr;
+                        inner.attr.length = length;
+                    }
+                    Err(e) => {
+                        if !matches!(e, nectar_meta::Error::Sys(_)) {
+                            tracing::error!(
+                                "inode {ino}: committing slice {} failed: {e}",
+                                slice.id
+                            );
+                        }
+                        failure.get_or_insert(e.into());
+                        self.rt.block_on(s.writer.abort());
+                    }
+                }
+            }
+        }
+        if let Some(e) = failure {
+            // Uncommitted data is gone; report it now and the length reverts to what
+            // metadata holds.
+            if let Ok(a) = self.meta.get_attr(ino) {
+                inner.attr = a;
+            }
+            return Err(e);
+        }
+        match inner.write_error.take() {
+            Some(e) => sys(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Commits pending writes of the file behind `fh` (flush and fsync).
+    pub fn flush(&self, fh: u64) -> Result<()> {
+        let (_, file) = self.file_handle(fh)?;
+        let mut inner = file.inner.lock();
+        self.commit(file.ino, &mut inner)
+    }
+
+    pub fn fsync(&self, fh: u64) -> Result<()> {
+        self.flush(fh)
+    }
+
+    /// Closes a file handle: commits, then forgets the inode when no handle is left.
+    pub fn release(&self, fh: u64) -> Result<()> {
+        let (h, file) = self.file_handle(fh)?;
+        let res = {
+            let mut inner = file.inner.lock();
+            self.commit(file.ino, &mut inner)
+        };
+        self.handles.lock().remove(&fh);
+        let last = {
+            let mut n = file.handles.lock();
+            *n = n.saturating_sub(1);
+            *n == 0
+        };
+        if last {
+            let mut files = self.files.lock();
+            if files.get(&h.ino).is_some_and(|f| Arc::ptr_eq(f, &file)) && *file.handles.lock() == 0
+            {
+                files.remove(&h.ino);
+            }
+        }
+        self.meta.close(h.ino)?;
+        res
+    }
+
+    /// Reads up to `size` bytes at `off`.
+    pub fn read(&self, fh: u64, off: u64, size: usize) -> Result<Bytes> {
+        let (h, file) = self.file_handle(fh)?;
+        let (segments, len) = {
+            let mut inner = file.inner.lock();
+            if inner.is_dirty() {
+                self.commit(file.ino, &mut inner)?;
+            }
+            let length = inner.attr.length;
+            if off >= length || size == 0 {
+                return Ok(Bytes::new());
+            }
+            let end = length.min(off + size as u64);
+            let segs = self.segments(file.ino, &mut inner, off, end)?;
+            self.readahead(&h, file.ino, &mut inner, off, end, length);
+            (segs, (end - off) as usize)
+        };
+        if segments.len() == 1 && segments[0].len as usize == len {
+            let s = &segments[0];
+            return Ok(self
+                .rt
+                .block_on(self.store.read(s.id, s.size, s.off, s.len as usize))?);
+        }
+        let mut buf = vec![0u8; len];
+        let parts = self.rt.block_on(futures::future::join_all(
+            segments
+                .iter()
+                .map(|s| self.store.read(s.id, s.size, s.off, s.len as usize)),
+        ));
+        for (s, data) in segments.iter().zip(parts) {
+            let data = data?;
+            let n = data.len().min(s.len as usize);
+            buf[s.buf_off..s.buf_off + n].copy_from_slice(&data[..n]);
+        }
+        Ok(Bytes::from(buf))
+    }
+
+    /// The stored pieces that make up [off, end) of a file; holes are left out.
+    fn segments(
+        &self,
+        ino: Ino,
+        inner: &mut FileInner,
+        off: u64,
+        end: u64,
+    ) -> Result<Vec<Segment>> {
+        let mut out = Vec::new();
+        let mut pos = off;
+        while pos < end {
+            let index = (pos >> CHUNK_BITS) as u32;
+            let chunk_start = (index as u64) << CHUNK_BITS;
+            let chunk_end = (chunk_start + CHUNK_SIZE).min(end);
+            let segs = match inner.resolved(index) {
+                Some(s) => s,
+                None => {
+                    let records = self.meta.read_chunk(ino, index)?;
+                    inner.set_resolved(index, &records)
+                }
+            };
+            let (lo, hi) = (pos - chunk_start, chunk_end - chunk_start);
+            for s in segs.iter() {
+                let (s_lo, s_hi) = (s.pos as u64, s.pos as u64 + s.len as u64);
+                if s_hi <= lo || s_lo >= hi || s.id == 0 {
+                    continue;
+                }
+                let from = s_lo.max(lo);
+                let to = s_hi.min(hi);
+                out.push(Segment {
+                    buf_off: (chunk_start + from - off) as usize,
+                    id: s.id,
+                    size: s.size,
+                    off: s.off + (from - s_lo) as u32,
+                    len: (to - from) as u32,
+                });
+            }
+            pos = chunk_end;
+        }
+        Ok(out)
+    }
+
+    /// Sequential readers get a window that doubles up to `max_readahead`; a reader that
+    /// jumps around gets none.
+    fn readahead(
+        &self,
+        h: &Handle,
+        ino: Ino,
+        inner: &mut FileInner,
+        off: u64,
+        end: u64,
+        length: u64,
+    ) {
+        let mut ra = h.readahead.lock();
+        let block = self.store.config().block_size as u64;
+        if off == ra.last_end || (off == 0 && ra.last_end == 0) {
+            ra.window = (ra.window * 2).clamp(block, self.cfg.max_readahead.max(block));
+        } else {
+            ra.window = 0;
+        }
+        ra.last_end = end;
+        if ra.window == 0 || end >= length {
+            return;
+        }
+        let ahead_end = length.min(end + ra.window);
+        if let Ok(segs) = self.segments(ino, inner, end, ahead_end) {
+            for s in segs {
+                self.store.prefetch(s.id, s.size, s.off, s.len);
+            }
+        }
+    }
+
+    // ----- directories ----------------------------------------------------------------
+
+    pub fn opendir(&self, ctx: &Ctx, ino: Ino) -> Result<u64> {
+        let mino = self.to_meta(ino);
+        let attr = self.meta.get_attr(mino)?;
+        if attr.typ != FileType::Directory {
+            return sys(libc::ENOTDIR);
+        }
+        if ctx.check_permission {
+            self.meta.access(ctx, mino, 4)?;
+        }
+        let parent = if mino == self.root {
+            ROOT_INODE
+        } else {
+            self.to_kernel(attr.parent)
+        };
+        Ok(self.add_handle(
+            mino,
+            HandleKind::Dir(Mutex::new(DirStream::new(ino, parent))),
+        ))
+    }
+
+    /// Entries from `offset` on (0 = the start). Each entry carries the offset of the
+    /// one after it. With `plus`, entries carry attributes.
+    pub fn readdir(&self, ctx: &Ctx, fh: u64, offset: u64, plus: bool) -> Result<Vec<DirEntry>> {
+        let h = self.handle(fh)?;
+        let HandleKind::Dir(stream) = &h.kind else {
+            return sys(libc::ENOTDIR);
+        };
+        let mut stream = stream.lock();
+        let mut entries = stream.read(&self.meta, ctx, h.ino, offset, plus)?;
+        for e in entries.iter_mut() {
+            e.ino = self.to_kernel(e.ino);
+        }
+        Ok(entries)
+    }
+
+    pub fn releasedir(&self, fh: u64) -> Result<()> {
+        self.handles.lock().remove(&fh);
+        Ok(())
+    }
+
+    // ----- inspection and shutdown ----------------------------------------------------
+
+    /// A report on one inode: its size and, for a file, chunks, slices and object keys.
+    pub fn info(&self, ino: Ino) -> Result<String> {
+        use std::fmt::Write;
+        let mino = self.to_meta(ino);
+        let attr = self.getattr(ino)?;
+        let mut out = String::new();
+        let _ = writeln!(out, "inode: {mino}");
+        let _ = writeln!(out, "type: {:?}", attr.typ);
+        let _ = writeln!(out, "size: {}", attr.length);
+        let _ = writeln!(out, "links: {}", attr.nlink);
+        if attr.typ == FileType::File {
+            let chunks = attr.length.div_ceil(CHUNK_SIZE) as u32;
+            let _ = writeln!(out, "chunks:");
+            for index in 0..chunks {
+                let records = self.meta.read_chunk(mino, index)?;
+                if records.is_empty() {
+                    continue;
+                }
+                let _ = writeln!(out, "  chunk {index}: {} slice records", records.len());
+                for r in &records {
+                    let _ = writeln!(
+                        out,
+                        "    slice id={} size={} off={} len={} pos={}",
+                        r.id, r.size, r.off, r.len, r.pos
+                    );
+                    if r.id != 0 {
+                        for key in self.store.block_keys(r.id, r.size) {
+                            let _ = writeln!(out, "      object: {key}");
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Commits every pending write (on unmount).
+    pub fn flush_all(&self) -> Result<()> {
+        let files: Vec<Arc<FileState>> = self.files.lock().values().cloned().collect();
+        let mut first_err = None;
+        for f in files {
+            let mut inner = f.inner.lock();
+            if let Err(e) = self.commit(f.ino, &mut inner) {
+                tracing::error!("inode {}: pending writes lost at shutdown: {e}", f.ino);
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Stops background work after committing everything.
+    pub fn shutdown(&self) -> Result<()> {
+        let r = self.flush_all();
+        self.stopped.store(true, Ordering::Relaxed);
+        r
+    }
+
+    /// One pass of the background committer.
+    fn commit_due(&self) {
+        let now = Instant::now();
+        let pressure = self.store.buffered() > self.store.buffer_capacity() / 2;
+        let files: Vec<Arc<FileState>> = self.files.lock().values().cloned().collect();
+        for f in files {
+            let mut inner = if pressure {
+                f.inner.lock()
+            } else {
+                match f.inner.try_lock() {
+                    Some(g) => g,
+                    None => continue,
+                }
+            };
+            if inner.flush_due(now) || (pressure && inner.is_dirty()) {
+                if let Err(e) = self.commit(f.ino, &mut inner) {
+                    tracing::error!("inode {}: background commit failed: {e}", f.ino);
+                    inner.write_error = Some(e.errno());
+                }
+            }
+        }
+    }
+}
+
+/// The name of the virtual xattr that returns [`Vfs::info`].
+pub const INFO_XATTR: &[u8] = b"nectar.info";
+
+fn committer(vfs: Weak<Vfs>) {
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let Some(vfs) = vfs.upgrade() else { return };
+        if vfs.stopped.load(Ordering::Relaxed) {
+            return;
+        }
+        vfs.commit_due();
+    }
+}

@@ -1,0 +1,394 @@
+//! [`ChunkStore`]: the shared state of the block store and its read side.
+//!
+//! One `ChunkStore` per mounted volume holds the object store, the codec, the memory
+//! cache, the buffer budget, the upload and download limits, and the table of block
+//! fetches in flight. A read is split into the blocks it covers, which are fetched
+//! concurrently: a cached block is served from memory; a small part of an uncompressed
+//! block nobody is fetching is read with a ranged GET (cheap for random readers, and
+//! sequential readers are served by the vfs readahead through [`ChunkStore::prefetch`]);
+//! anything else fetches the whole block. Whole-block fetches run in their own tasks
+//! registered in the in-flight table, so every concurrent reader (and prefetch) of a
+//! block waits on the same GET, a reader that gives up does not cancel it for the
+//! others, and the decoded block lands in the cache for the next reader. The task puts
+//! the block in the cache *before* leaving the table, and a reader checks the cache
+//! under the table's lock, so a block is never fetched twice at once.
+
+use crate::buffer::{BufferPool, Reservation};
+use crate::cache::MemCache;
+use crate::key::{block_len, blocks};
+use crate::retry::retry;
+use crate::writer::SliceWriter;
+use crate::{block_key, ChunkConfig, Codec, Error, Result};
+use bytes::{Bytes, BytesMut};
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, StreamExt};
+use nectar_object::ObjectStore;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// Concurrent DELETEs of one `remove` (JuiceFS's `--max-deletes` default).
+const MAX_DELETES: usize = 10;
+
+/// A whole-block fetch that several readers can wait on.
+type Fetch = Shared<BoxFuture<'static, Result<Bytes>>>;
+
+/// The block store of a volume. See the crate documentation.
+pub struct ChunkStore {
+    inner: Arc<Inner>,
+}
+
+/// State shared by the store, its writers and its background tasks.
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) cfg: ChunkConfig,
+    codec: Codec,
+    pub(crate) cache: MemCache,
+    pub(crate) buffer: BufferPool,
+    uploads: Semaphore,
+    downloads: Semaphore,
+    inflight: Mutex<HashMap<String, Fetch>>,
+}
+
+enum Lookup {
+    Cached(Bytes),
+    Fetching(Fetch),
+}
+
+impl ChunkStore {
+    /// A block store over `store`. Settings out of range are clamped (see
+    /// [`ChunkConfig::validate`] to report them instead).
+    pub fn new(store: Arc<dyn ObjectStore>, cfg: ChunkConfig) -> Arc<Self> {
+        let cfg = cfg.normalized();
+        Arc::new(Self {
+            inner: Arc::new(Inner {
+                store,
+                codec: Codec::new(cfg.compression),
+                cache: MemCache::new(cfg.mem_cache_size),
+                buffer: BufferPool::new(cfg.buffer_size),
+                uploads: Semaphore::new(cfg.max_uploads),
+                downloads: Semaphore::new(cfg.max_downloads),
+                inflight: Mutex::new(HashMap::new()),
+                cfg,
+            }),
+        })
+    }
+
+    /// The settings in effect (after clamping).
+    pub fn config(&self) -> &ChunkConfig {
+        &self.inner.cfg
+    }
+
+    /// The object store the blocks live in.
+    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner.store
+    }
+
+    /// A writer for a new slice with the volume-unique `id`.
+    pub fn writer(self: &Arc<Self>, id: u64) -> SliceWriter {
+        SliceWriter::new(self.inner.clone(), id)
+    }
+
+    /// Bytes `[off, off+len)` of slice `(id, size)`, clamped to `size`.
+    pub async fn read(&self, id: u64, size: u32, off: u32, len: usize) -> Result<Bytes> {
+        let end = (off as u64).saturating_add(len as u64).min(size as u64);
+        if off as u64 >= end {
+            return Ok(Bytes::new());
+        }
+        let bs = self.inner.cfg.block_size as u64;
+        let (first, last) = (off as u64 / bs, (end - 1) / bs);
+        let mut parts: Vec<_> = (first..=last)
+            .map(|i| {
+                let index = i as u32;
+                let blen = block_len(size, self.inner.cfg.block_size, index);
+                let bstart = i * bs;
+                let from = (off as u64).max(bstart) - bstart;
+                let to = end.min(bstart + blen as u64) - bstart;
+                let key = self.inner.key(id, index, blen);
+                self.inner
+                    .clone()
+                    .read_block(key, blen, from as usize..to as usize)
+            })
+            .collect();
+        if parts.len() == 1 {
+            if let Some(one) = parts.pop() {
+                // The common case: one block, handed out without a copy.
+                return one.await;
+            }
+        }
+        let parts = futures::future::try_join_all(parts).await?;
+        let mut out = BytesMut::with_capacity((end - off as u64) as usize);
+        for p in parts {
+            out.extend_from_slice(&p);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Fetches the blocks covering `[off, off+len)` into the memory cache in the
+    /// background. A block already cached or being fetched is skipped; the bytes in
+    /// flight count against `buffer_size` and prefetching stops when it is full (a
+    /// prefetch is a hint and never waits); errors are only logged.
+    pub fn prefetch(self: &Arc<Self>, id: u64, size: u32, off: u32, len: u32) {
+        let end = (off as u64 + len as u64).min(size as u64);
+        if off as u64 >= end || !self.inner.cache.enabled() {
+            // Without a cache the fetched block would be thrown away at once.
+            return;
+        }
+        let bs = self.inner.cfg.block_size as u64;
+        for i in (off as u64 / bs)..=((end - 1) / bs) {
+            let index = i as u32;
+            let blen = block_len(size, self.inner.cfg.block_size, index);
+            let key = self.inner.key(id, index, blen);
+            if self.inner.cache.contains(&key) || self.inner.inflight.lock().contains_key(&key) {
+                continue;
+            }
+            let Some(res) = self.inner.buffer.try_reserve(blen as usize) else {
+                tracing::debug!("prefetch of {key} skipped: buffer full");
+                return;
+            };
+            // Not awaited: the task runs on its own and fills the cache.
+            let _ = self.inner.lookup_or_fetch(&key, blen, Some(res));
+        }
+    }
+
+    /// Deletes every block of a slice (missing blocks are fine) and drops it from the
+    /// cache. All blocks are tried; the first error is returned.
+    pub async fn remove(&self, id: u64, size: u32) -> Result<()> {
+        let keys = self.block_keys(id, size);
+        for k in &keys {
+            self.inner.cache.remove(k);
+        }
+        let results: Vec<Result<()>> = futures::stream::iter(keys)
+            .map(|k| async move { self.inner.delete(&k, None).await })
+            .buffer_unordered(MAX_DELETES)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    /// Object keys of the blocks of a slice, for `nectar info`.
+    pub fn block_keys(&self, id: u64, size: u32) -> Vec<String> {
+        blocks(size, self.inner.cfg.block_size)
+            .map(|(i, len)| self.inner.key(id, i, len))
+            .collect()
+    }
+
+    /// Buffered bytes in use now: write buffers not yet uploaded plus prefetches in
+    /// flight (for metrics and tests).
+    pub fn buffered(&self) -> u64 {
+        self.inner.buffer.used()
+    }
+
+    /// The buffer budget in effect (`buffer_size`, raised to one block).
+    pub fn buffer_capacity(&self) -> u64 {
+        self.inner.buffer.capacity()
+    }
+
+    /// Bytes of decoded blocks in the memory cache now.
+    pub fn cached_bytes(&self) -> u64 {
+        self.inner.cache.used()
+    }
+}
+
+impl fmt::Debug for ChunkStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChunkStore")
+            .field("store", &self.inner.store.describe())
+            .field("config", &self.inner.cfg)
+            .finish()
+    }
+}
+
+impl Inner {
+    pub(crate) fn key(&self, id: u64, index: u32, len: u32) -> String {
+        block_key(id, index, len, self.cfg.hash_prefix)
+    }
+
+    /// Encodes and stores one block, then keeps it in the cache so this client reads
+    /// its fresh writes without a GET. Stops early once `cancel` is set.
+    pub(crate) async fn upload(
+        &self,
+        key: &str,
+        raw: Bytes,
+        id: u64,
+        cancel: &AtomicBool,
+    ) -> Result<()> {
+        let _permit = self
+            .uploads
+            .acquire()
+            .await
+            .map_err(|_| Error::Internal("upload semaphore closed".into()))?;
+        let stored = self.encode(key, raw.clone()).await?;
+        retry("put", key, self.cfg.io_retries, Some((cancel, id)), || {
+            self.store.put(key, stored.clone())
+        })
+        .await?;
+        self.cache.insert(key, raw);
+        Ok(())
+    }
+
+    /// Deletes one object, retrying temporary errors; a missing object is fine.
+    pub(crate) async fn delete(&self, key: &str, cancel: Option<(&AtomicBool, u64)>) -> Result<()> {
+        self.cache.remove(key);
+        match retry("delete", key, self.cfg.io_retries, cancel, || {
+            self.store.delete(key)
+        })
+        .await
+        {
+            Err(e) if e.is_not_found() => Ok(()),
+            r => r,
+        }
+    }
+
+    async fn encode(&self, key: &str, raw: Bytes) -> Result<Bytes> {
+        if !self.codec.is_costly() {
+            return self.codec.encode(key, raw);
+        }
+        // Compressing megabytes takes milliseconds: keep it off the async workers.
+        let (codec, k) = (self.codec.clone(), key.to_string());
+        tokio::task::spawn_blocking(move || codec.encode(&k, raw))
+            .await
+            .map_err(|e| Error::Internal(format!("encode task of {key}: {e}")))?
+    }
+
+    async fn decode(&self, key: &str, stored: Bytes, len: usize) -> Result<Bytes> {
+        if !self.codec.is_costly() {
+            return self.codec.decode(key, stored, len);
+        }
+        let (codec, k) = (self.codec.clone(), key.to_string());
+        tokio::task::spawn_blocking(move || codec.decode(&k, stored, len))
+            .await
+            .map_err(|e| Error::Internal(format!("decode task of {key}: {e}")))?
+    }
+
+    /// One GET (whole object or a range) under the download limit, with retries.
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
+        let _permit = self
+            .downloads
+            .acquire()
+            .await
+            .map_err(|_| Error::Internal("download semaphore closed".into()))?;
+        retry("get", key, self.cfg.io_retries, None, || {
+            self.store.get(key, range.clone())
+        })
+        .await
+    }
+
+    /// Bytes `range` of block `key` (of length `len`).
+    async fn read_block(
+        self: Arc<Self>,
+        key: String,
+        len: u32,
+        range: Range<usize>,
+    ) -> Result<Bytes> {
+        if let Some(b) = self.cache.get(&key) {
+            return sub_range(&key, b, range);
+        }
+        let small = range.len() < len as usize
+            && (!self.cache.enabled() || range.len() <= len as usize / 4);
+        if self.codec.is_identity() && small {
+            // A whole-block GET already running serves this read at no extra cost.
+            let running = self.inflight.lock().get(&key).cloned();
+            if let Some(f) = running {
+                return sub_range(&key, f.await?, range);
+            }
+            let want = range.len();
+            let data = self
+                .get(&key, Some(range.start as u64..range.end as u64))
+                .await?;
+            if data.len() != want {
+                return Err(Error::corrupt(
+                    &key,
+                    format!(
+                        "ranged read of {want} bytes at {} returned {}: the block is shorter than its key says",
+                        range.start,
+                        data.len()
+                    ),
+                ));
+            }
+            return Ok(data);
+        }
+        let block = match self.lookup_or_fetch(&key, len, None) {
+            Lookup::Cached(b) => b,
+            Lookup::Fetching(f) => f.await?,
+        };
+        sub_range(&key, block, range)
+    }
+
+    /// The cached block, or the whole-block fetch in flight for it, started now if
+    /// there is none. `res` (prefetch only) is the buffer reservation the fetch holds
+    /// until it ends.
+    fn lookup_or_fetch(self: &Arc<Self>, key: &str, len: u32, res: Option<Reservation>) -> Lookup {
+        let mut inflight = self.inflight.lock();
+        if let Some(f) = inflight.get(key) {
+            return Lookup::Fetching(f.clone());
+        }
+        // Checked under the table's lock: a fetch task caches its block before it
+        // leaves the table, so a block missing from both is really not here.
+        if let Some(b) = self.cache.get(key) {
+            return Lookup::Cached(b);
+        }
+        let background = res.is_some();
+        let (inner, k) = (self.clone(), key.to_string());
+        let task = tokio::spawn(async move {
+            let _res = res;
+            // Made inside the task, not under the table's lock: its drop takes the lock.
+            let guard = Unregister { inner, key: k };
+            let inner = &guard.inner;
+            let r = inner.fetch_block(&guard.key, len).await;
+            match &r {
+                Ok(b) => inner.cache.insert(&guard.key, b.clone()),
+                Err(e) if background => tracing::warn!("prefetch of {} failed: {e}", guard.key),
+                Err(_) => {}
+            }
+            // `guard` drops here (or on a panic) and takes the entry out of the table.
+            r
+        });
+        let k = key.to_string();
+        let fetch: Fetch = async move {
+            task.await
+                .unwrap_or_else(|e| Err(Error::Internal(format!("fetch task of {k}: {e}"))))
+        }
+        .boxed()
+        .shared();
+        inflight.insert(key.to_string(), fetch.clone());
+        Lookup::Fetching(fetch)
+    }
+
+    /// GETs and decodes a whole block, checking its length.
+    async fn fetch_block(&self, key: &str, len: u32) -> Result<Bytes> {
+        let stored = self.get(key, None).await?;
+        self.decode(key, stored, len as usize).await
+    }
+}
+
+/// Removes a fetch from the in-flight table when its task ends, however it ends.
+struct Unregister {
+    inner: Arc<Inner>,
+    key: String,
+}
+
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        self.inner.inflight.lock().remove(&self.key);
+    }
+}
+
+/// `range` of a decoded block, checked rather than trusted.
+fn sub_range(key: &str, block: Bytes, range: Range<usize>) -> Result<Bytes> {
+    if range.end > block.len() {
+        return Err(Error::corrupt(
+            key,
+            format!(
+                "block has {} bytes, wanted up to {}",
+                block.len(),
+                range.end
+            ),
+        ));
+    }
+    Ok(block.slice(range))
+}

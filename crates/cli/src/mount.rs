@@ -1,0 +1,383 @@
+//! `nectar mount`: serve a volume through FUSE, in the foreground or as a daemon.
+//!
+//! With `-d` the command starts itself again in a new session with its output going to
+//! the log file, then waits until the mount point is really mounted (or the child died,
+//! whose log it then shows), so a script can use the mount as soon as the command
+//! returns. SIGINT and SIGTERM commit pending writes, then unmount.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use nectar_chunk::{ChunkConfig, ChunkStore, Compression};
+use nectar_fuse::{FuseOptions, NectarFs};
+use nectar_meta::{Ctx, Meta, SessionInfo, ROOT_INODE};
+use nectar_vfs::{Vfs, VfsConfig};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const DAEMON_ENV: &str = "NECTAR_DAEMON_CHILD";
+
+#[derive(Args, Clone)]
+pub struct MountArgs {
+    /// Metadata engine URL of the volume.
+    meta_url: String,
+    /// Directory to mount on.
+    mountpoint: PathBuf,
+    /// Run in the background; returns once the mount is ready.
+    #[arg(short = 'd', long)]
+    background: bool,
+    /// Log file of a background mount.
+    #[arg(long, default_value = "/var/log/nectar.log")]
+    log: PathBuf,
+    /// Where a background mount writes its process id (default: next to the log,
+    /// named after the mount point).
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    /// FUSE options, comma-separated (allow_other, allow_root, writeback_cache, nodev...).
+    #[arg(short = 'o')]
+    options: Vec<String>,
+    /// Mount read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// Mount only this subdirectory of the volume.
+    #[arg(long)]
+    subdir: Option<String>,
+    /// Memory for write buffers and readahead, in MiB.
+    #[arg(long, default_value_t = 300)]
+    buffer_size: u64,
+    /// Memory cache of blocks for readers, in MiB.
+    #[arg(long, default_value_t = 256)]
+    cache_size: u64,
+    /// Concurrent uploads of blocks.
+    #[arg(long, default_value_t = 20)]
+    max_uploads: usize,
+    /// Kernel attribute cache, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    attr_cache: f64,
+    /// Kernel entry cache of files, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    entry_cache: f64,
+    /// Kernel entry cache of directories, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    dir_entry_cache: f64,
+    /// Session heartbeat interval, in seconds.
+    #[arg(long, default_value_t = 12)]
+    heartbeat: u64,
+    /// FUSE worker threads.
+    #[arg(long, default_value_t = 8)]
+    threads: usize,
+}
+
+fn secs(name: &str, v: f64) -> Result<Duration> {
+    if !v.is_finite() || v < 0.0 {
+        bail!("--{name} must be a number of seconds >= 0, not {v}");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// Whether `path` is a mount point right now (per /proc/self/mountinfo), and its
+/// file-system type.
+pub(crate) fn mount_type(path: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let target = path.to_str()?;
+    info.lines().rev().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let mp = fields.get(4)?.replace("\\040", " ");
+        if mp != target {
+            return None;
+        }
+        let sep = fields.iter().position(|f| *f == "-")?;
+        fields.get(sep + 1).map(|s| s.to_string())
+    })
+}
+
+fn check_mountpoint(mp: &Path) -> Result<PathBuf> {
+    let abs = if mp.is_absolute() {
+        mp.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(mp)
+    };
+    if let Some(t) = mount_type(&abs) {
+        bail!(
+            "{} is busy: a {t} file system is mounted there already (unmount it with `nectar umount {}`)",
+            abs.display(),
+            abs.display()
+        );
+    }
+    match std::fs::metadata(&abs) {
+        Ok(m) if m.is_dir() => Ok(abs),
+        Ok(_) => bail!("mount point {} is not a directory", abs.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!(
+                "mount point {} does not exist: create it with `mkdir -p {}`",
+                abs.display(),
+                abs.display()
+            )
+        }
+        Err(e) => bail!("cannot use mount point {}: {e}", abs.display()),
+    }
+}
+
+pub fn run(a: MountArgs) -> Result<()> {
+    let mp = check_mountpoint(&a.mountpoint)?;
+    if !Path::new("/dev/fuse").exists() {
+        bail!("/dev/fuse is missing: load the fuse module (modprobe fuse) or install fuse3");
+    }
+    if a.background && std::env::var_os(DAEMON_ENV).is_none() {
+        return daemonize(&a, &mp);
+    }
+    serve(&a, &mp)
+}
+
+fn pid_file(a: &MountArgs, mp: &Path) -> PathBuf {
+    a.pid_file.clone().unwrap_or_else(|| {
+        let name: String = mp
+            .to_string_lossy()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let dir = a
+            .log
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        dir.join(format!("nectar{name}.pid"))
+    })
+}
+
+/// Starts the serving process in the background and waits for the mount.
+fn daemonize(a: &MountArgs, mp: &Path) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    if let Some(dir) = a.log.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create log directory {}", dir.display()))?;
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&a.log)
+        .with_context(|| format!("cannot open log file {}", a.log.display()))?;
+    let start_len = log.metadata().map(|m| m.len()).unwrap_or(0);
+    let exe = std::env::current_exe()?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1))
+        .env(DAEMON_ENV, "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe and only detaches the child from our terminal.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("cannot start the mount process")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if mount_type(mp).is_some_and(|t| t.starts_with("fuse")) {
+            let pf = pid_file(a, mp);
+            if let Err(e) = std::fs::write(&pf, format!("{}\n", child.id())) {
+                eprintln!(
+                    "nectar: warning: cannot write pid file {}: {e}",
+                    pf.display()
+                );
+            }
+            eprintln!(
+                "nectar: {} is mounted (pid {}, log {})",
+                mp.display(),
+                child.id(),
+                a.log.display()
+            );
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            let log = std::fs::read(&a.log).unwrap_or_default();
+            let tail = String::from_utf8_lossy(&log[(start_len as usize).min(log.len())..]);
+            bail!(
+                "the mount process exited ({status}) before the mount was ready:\n{}",
+                tail.trim_end()
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!(
+                "the mount was not ready after 60 s; see {}",
+                a.log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Connects everything and serves until unmounted or signalled.
+fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
+    let rt = crate::runtime()?;
+    let url = crate::meta_url(&a.meta_url);
+    let meta = Meta::connect(&url)?;
+    let fmt = meta.load()?;
+    let compression = Compression::from_str(fmt.compression.as_deref().unwrap_or("none"))
+        .map_err(|e| anyhow::anyhow!("volume settings: {e}"))?;
+    let store = nectar_object::create_store(&crate::store_config(&fmt))?;
+    rt.block_on(nectar_object::check_store(store.as_ref()))
+        .context("the volume's object storage is not usable")?;
+    let chunk_cfg = ChunkConfig {
+        block_size: fmt.block_size as usize * 1024,
+        compression,
+        hash_prefix: fmt.hash_prefix,
+        max_uploads: a.max_uploads.max(1),
+        buffer_size: a.buffer_size.max(32) << 20,
+        mem_cache_size: a.cache_size << 20,
+        ..ChunkConfig::default()
+    };
+    chunk_cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let chunks = {
+        let _guard = rt.enter();
+        ChunkStore::new(store, chunk_cfg)
+    };
+    let root = match &a.subdir {
+        None => ROOT_INODE,
+        Some(sub) => resolve_subdir(&meta, sub)?,
+    };
+    let read_only = a.read_only || a.options.iter().any(|o| o.split(',').any(|x| x == "ro"));
+    let options: Vec<String> = a
+        .options
+        .iter()
+        .flat_map(|o| o.split(',').map(str::to_string))
+        .filter(|o| !o.is_empty())
+        .collect();
+    let writeback_cache = options.iter().any(|o| o == "writeback_cache");
+    let vfs_cfg = VfsConfig {
+        attr_timeout: secs("attr-cache", a.attr_cache)?,
+        entry_timeout: secs("entry-cache", a.entry_cache)?,
+        dir_entry_timeout: secs("dir-entry-cache", a.dir_entry_cache)?,
+        read_only,
+        max_readahead: (fmt.block_size as u64 * 1024) * 8,
+    };
+    let info = SessionInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        host_name: hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        ip_addrs: Vec::new(),
+        mount_point: mp.display().to_string(),
+        process_id: std::process::id(),
+    };
+    let sid = meta.new_session(&info)?;
+    tracing::info!(
+        "volume {} ({}) session {sid}, mounting on {}",
+        fmt.name,
+        meta.url(),
+        mp.display()
+    );
+    let vfs = Vfs::new(meta.clone(), chunks, rt.handle().clone(), vfs_cfg, root);
+    let stop = Arc::new(AtomicBool::new(false));
+    start_heartbeat(
+        meta.clone(),
+        Duration::from_secs(a.heartbeat.max(1)),
+        stop.clone(),
+    );
+    let fs = NectarFs::new(vfs.clone(), rt.handle().clone(), writeback_cache);
+    let fopts = FuseOptions {
+        options,
+        read_only,
+        threads: a.threads,
+        writeback_cache,
+        fsname: format!("nectar:{}", fmt.name),
+    };
+    let session = match nectar_fuse::mount(fs, mp, &fopts) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = meta.close_session();
+            bail!(
+                "cannot mount on {}: {e} (is fuse3 installed and /dev/fuse usable?)",
+                mp.display()
+            );
+        }
+    };
+    let bg = session.spawn().context("cannot start the FUSE session")?;
+    let signalled = Arc::new(AtomicBool::new(false));
+    {
+        let signalled = signalled.clone();
+        rt.spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = int.recv() => {},
+                _ = term.recv() => {},
+            }
+            signalled.store(true, Ordering::SeqCst);
+        });
+    }
+    while !bg.guard.is_finished() && !signalled.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if signalled.load(Ordering::SeqCst) {
+        tracing::info!(
+            "signal received: committing pending writes and unmounting {}",
+            mp.display()
+        );
+        if let Err(e) = vfs.flush_all() {
+            tracing::error!("{e}");
+        }
+        if let Err(e) = bg.umount_and_join() {
+            tracing::warn!("unmount of {}: {e}; trying a lazy unmount", mp.display());
+            crate::umount::lazy_unmount(mp);
+        }
+    } else if let Err(e) = bg.join() {
+        tracing::warn!("FUSE session ended with: {e}");
+    }
+    stop.store(true, Ordering::SeqCst);
+    let res = vfs.shutdown();
+    if let Err(e) = meta.close_session() {
+        tracing::warn!("cannot close session {sid}: {e}");
+    }
+    tracing::info!("{} unmounted", mp.display());
+    res.map_err(|e| anyhow::anyhow!("pending writes were lost: {e}"))
+}
+
+fn resolve_subdir(meta: &Meta, sub: &str) -> Result<u64> {
+    let mut ino = ROOT_INODE;
+    for part in sub.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        let (child, attr) = meta
+            .lookup(&Ctx::root(), ino, part.as_bytes())
+            .with_context(|| format!("--subdir {sub}: {part} not found"))?;
+        if attr.typ != nectar_meta::FileType::Directory {
+            bail!("--subdir {sub}: {part} is not a directory");
+        }
+        ino = child;
+    }
+    Ok(ino)
+}
+
+/// Keeps the session alive and cleans up after dead clients.
+fn start_heartbeat(meta: Arc<Meta>, every: Duration, stop: Arc<AtomicBool>) {
+    std::thread::Builder::new()
+        .name("nectar-heartbeat".into())
+        .spawn(move || {
+            let mut last_clean = Instant::now() - Duration::from_secs(3600);
+            while !stop.load(Ordering::SeqCst) {
+                if let Err(e) = meta.refresh_session() {
+                    tracing::warn!("session heartbeat failed: {e}");
+                }
+                if last_clean.elapsed() > Duration::from_secs(60) {
+                    last_clean = Instant::now();
+                    if let Err(e) = meta.clean_stale_sessions() {
+                        tracing::warn!("cleaning stale sessions failed: {e}");
+                    }
+                }
+                let until = Instant::now() + every;
+                while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        })
+        .ok();
+}

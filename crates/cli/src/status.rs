@@ -1,0 +1,88 @@
+//! `nectar status` and `nectar info`.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use nectar_meta::Meta;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Metadata engine URL of the volume.
+    meta_url: String,
+}
+
+#[derive(Args)]
+pub struct InfoArgs {
+    /// Paths inside a mounted volume.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+}
+
+pub fn run(a: StatusArgs) -> Result<()> {
+    let meta = Meta::connect(&crate::meta_url(&a.meta_url))?;
+    let fmt = meta.load()?;
+    let stat = meta.statfs()?;
+    let now = nectar_meta::Time::now().sec;
+    let sessions: Vec<serde_json::Value> = meta
+        .list_sessions()?
+        .into_iter()
+        .map(|s| {
+            serde_json::json!({
+                "Sid": s.sid,
+                "Expire": s.expire,
+                "Alive": s.expire >= now,
+                "Version": s.info.version,
+                "HostName": s.info.host_name,
+                "MountPoint": s.info.mount_point,
+                "ProcessID": s.info.process_id,
+                "Sustained": s.sustained,
+            })
+        })
+        .collect();
+    let out = serde_json::json!({
+        "Setting": fmt.redacted(),
+        "Usage": { "UsedSpace": stat.total_space - stat.avail_space, "UsedInodes": stat.used_inodes },
+        "Sessions": sessions,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+fn getxattr(path: &CString, name: &CString) -> std::io::Result<Vec<u8>> {
+    // SAFETY: the pointers are valid NUL-terminated strings and a buffer of `len` bytes.
+    let len = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    if len < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut buf = vec![0u8; len as usize + 4096];
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+pub fn info(a: InfoArgs) -> Result<()> {
+    let name = CString::new(nectar_vfs::INFO_XATTR)?;
+    for p in &a.paths {
+        let c = CString::new(p.as_os_str().as_bytes()).context("path contains a NUL byte")?;
+        match getxattr(&c, &name) {
+            Ok(report) => println!("{}:\n{}", p.display(), String::from_utf8_lossy(&report)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                bail!("{}: no such file or directory", p.display())
+            }
+            Err(e) => bail!("{}: not inside a mounted Nectar volume ({e})", p.display()),
+        }
+    }
+    Ok(())
+}

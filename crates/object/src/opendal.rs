@@ -1,0 +1,691 @@
+//! [`ObjectStore`] over Apache OpenDAL: local directories, S3-compatible services and
+//! OpenDAL's in-memory service.
+//!
+//! An [`OpendalStore`] is an OpenDAL `Operator` wrapped in two layers, a per-attempt
+//! timeout (inner) and a retry with exponential backoff and jitter for errors OpenDAL
+//! marks temporary (outer), so a stalled request is cut off and tried again rather than
+//! hanging a writer. Everything else is translation: object keys are checked before they
+//! reach OpenDAL (which would silently normalise `a//b` or `/a`), a range read past the
+//! end is clamped like [`crate::MemStore`] does, and OpenDAL's errors become this
+//! crate's [`Error`] with a message that says what to check (credentials, a missing
+//! bucket, a server that is down, a full disk). Listing uses the service's own
+//! recursive, resumable listing where it has one (S3); the local file system only lists
+//! one directory at a time, so there the store walks the tree depth-first in key order,
+//! skipping every directory that cannot hold a key after `start_after`, which keeps a
+//! paged listing of a large volume proportional to the page, not to the volume.
+
+use crate::{Error, ObjectInfo, ObjectStore, Result};
+use ::opendal::layers::{RetryEvent, RetryLayer, TimeoutLayer};
+use ::opendal::{EntryMode, ErrorKind, Operator};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use std::cell::Cell;
+use std::error::Error as StdError;
+use std::io;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Once;
+use std::time::Duration;
+
+/// Time one attempt of a request (a stat, a delete, opening a read or a write) may take
+/// before it is abandoned and retried.
+pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time one read or write of a body chunk may stall.
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// Retries after the first attempt of an operation that failed with a temporary error.
+const RETRIES: usize = 3;
+const RETRY_MIN_DELAY: Duration = Duration::from_millis(200);
+const RETRY_MAX_DELAY: Duration = Duration::from_secs(5);
+/// Directory under the root of a file store where OpenDAL writes an object before
+/// renaming it into place, so a crash never leaves a half-written object under its key.
+pub(crate) const FS_TMP_DIR: &str = ".nectar-tmp";
+/// Page size asked of a service that lists natively.
+const LIST_PAGE: usize = 1000;
+
+/// What is behind the operator; decides hints in error messages and how to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Fs,
+    S3,
+    Memory,
+    Other,
+}
+
+/// An [`ObjectStore`] backed by an OpenDAL operator.
+pub struct OpendalStore {
+    op: Operator,
+    backend: Backend,
+    /// `describe()`: a location without secrets, ending in `/`.
+    describe: String,
+    /// The location as a user would type or reach it, used in error messages
+    /// (`http://127.0.0.1:8333/bucket`, `/var/nectar`).
+    location: String,
+    /// Whether the service lists recursively from a resume point by itself.
+    native_list: bool,
+}
+
+/// Makes OpenDAL's HTTP transport (reqwest) the process default. The workspace builds
+/// OpenDAL without its constructor-time registration, so nothing else installs it.
+pub(crate) fn init_opendal() {
+    static INIT: Once = Once::new();
+    INIT.call_once(::opendal::install_default);
+}
+
+tokio::task_local! {
+    /// Set by the retry layer's notifier when it retries the current call.
+    static RETRIED: Cell<bool>;
+}
+
+/// An OpenDAL error and whether the retry layer had retried the call.
+///
+/// The retry layer marks every error it returns "persistent", whether it was temporary
+/// (and retried until the retries ran out) or permanent (returned at once), so the
+/// error alone no longer says whether trying later may help. Its notifier runs only
+/// before a retry, within the task of the call: a task-local flag set there tells the
+/// two cases apart.
+struct Failed {
+    err: ::opendal::Error,
+    retried: bool,
+}
+
+/// Runs one OpenDAL call, noting whether it was retried.
+async fn attempt<T>(
+    fut: impl std::future::IntoFuture<Output = ::opendal::Result<T>>,
+) -> std::result::Result<T, Failed> {
+    RETRIED
+        .scope(Cell::new(false), async move {
+            fut.await.map_err(|err| Failed {
+                err,
+                retried: RETRIED.with(|r| r.get()),
+            })
+        })
+        .await
+}
+
+impl OpendalStore {
+    /// Wraps any OpenDAL operator, adding the timeout and retry layers. `describe` is
+    /// the location shown to users (without secrets).
+    pub fn new(op: Operator, describe: impl Into<String>) -> Self {
+        let describe = describe.into();
+        Self::with_backend(op, Backend::Other, describe.clone(), describe)
+    }
+
+    pub(crate) fn with_backend(
+        op: Operator,
+        backend: Backend,
+        describe: String,
+        location: String,
+    ) -> Self {
+        init_opendal();
+        let cap = op.info().capability();
+        // S3 lists everything under a prefix, in key order, from a resume point; the
+        // file system and the memory service cannot resume, so we walk them ourselves.
+        let native_list = cap.list_with_recursive && cap.list_with_start_after;
+        let op = op
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(OP_TIMEOUT)
+                    .with_io_timeout(IO_TIMEOUT),
+            )
+            .layer(
+                RetryLayer::new()
+                    .with_max_times(RETRIES)
+                    .with_min_delay(RETRY_MIN_DELAY)
+                    .with_max_delay(RETRY_MAX_DELAY)
+                    .with_jitter()
+                    .with_notify(|ev: RetryEvent<'_>| {
+                        let _ = RETRIED.try_with(|r| r.set(true));
+                        tracing::warn!(
+                            op = ?ev.op,
+                            attempt = ev.attempt,
+                            retry_in = ?ev.retry_after,
+                            "object storage request failed, retrying: {}",
+                            ev.err
+                        );
+                    }),
+            );
+        let mut describe = describe;
+        if !describe.ends_with('/') {
+            describe.push('/');
+        }
+        Self {
+            op,
+            backend,
+            describe,
+            location,
+            native_list,
+        }
+    }
+
+    /// A store on a local directory, created if missing. Objects are files under it;
+    /// a key's `/` separated parts become directories.
+    pub fn fs(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        let shown = dir.display().to_string();
+        if shown.is_empty() {
+            return Err(Error::Config(
+                "the bucket of a file store must be a local directory, got an empty path".into(),
+            ));
+        }
+        // OpenDAL would create the root itself, but its error would not say which
+        // directory or why; a file in the way is also worth its own message.
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            return Err(Error::Config(format!(
+                "cannot create the storage directory {shown}: {e}; check that the path is a \
+                 directory the user running nectar may create and write"
+            )));
+        }
+        let root = dir.canonicalize().map_err(|e| {
+            Error::Config(format!("cannot resolve the storage directory {shown}: {e}"))
+        })?;
+        let root_str = root.to_str().ok_or_else(|| {
+            Error::Config(format!(
+                "the storage directory {shown} is not valid UTF-8; choose another path"
+            ))
+        })?;
+        let tmp = root.join(FS_TMP_DIR);
+        let builder = ::opendal::services::Fs::default()
+            .root(root_str)
+            .atomic_write_dir(tmp.to_str().unwrap_or(root_str));
+        let op = Operator::new(builder).map_err(|e| {
+            Error::Config(format!("cannot open the storage directory {shown}: {e}"))
+        })?;
+        Ok(Self::with_backend(
+            op,
+            Backend::Fs,
+            format!("file://{root_str}/"),
+            root_str.to_string(),
+        ))
+    }
+
+    /// A store in OpenDAL's memory service (for tests of this adapter; the `memory`
+    /// storage type uses [`crate::MemStore`]).
+    pub fn memory() -> Result<Self> {
+        let op = Operator::new(::opendal::services::Memory::default())
+            .map_err(|e| Error::Config(format!("cannot create a memory operator: {e}")))?;
+        Ok(Self::with_backend(
+            op,
+            Backend::Memory,
+            "opendal-memory://".into(),
+            "opendal-memory://".into(),
+        ))
+    }
+
+    /// The wrapped operator (with the retry and timeout layers).
+    pub fn operator(&self) -> &Operator {
+        &self.op
+    }
+
+    /// Translates an OpenDAL error of an operation on `key` into ours.
+    fn map_err(&self, what: &str, key: &str, f: Failed) -> Error {
+        map_opendal_error(self.backend, &self.location, what, key, f.err, f.retried)
+    }
+
+    async fn read_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, RangeError> {
+        match attempt(self.op.read_with(key).range(range)).await {
+            Ok(b) => Ok(b.to_bytes()),
+            // The memory and file services refuse a range past the end; on S3 the
+            // server sends what there is and OpenDAL's completeness check refuses that.
+            Err(f)
+                if f.err.kind() == ErrorKind::RangeNotSatisfied
+                    || (f.err.kind() == ErrorKind::Unexpected
+                        && f.err.message().contains("reader got too little data")) =>
+            {
+                Err(RangeError::PastEnd)
+            }
+            Err(f) => Err(RangeError::Other(self.map_err("get", key, f))),
+        }
+    }
+
+    /// The entries of one directory (non-recursive): `(path, is_dir, size)`, where a
+    /// directory's path ends in `/`.
+    async fn list_dir(&self, dir: &str) -> Result<Vec<(String, bool, u64)>> {
+        let path = if dir.is_empty() { "/" } else { dir };
+        let entries = match attempt(self.op.list(path)).await {
+            Ok(v) => v,
+            // A directory removed since its parent was listed holds nothing.
+            Err(f) if f.err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(f) => return Err(self.map_err("list", dir, f)),
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let (path, meta) = entry.into_parts();
+            // The listing includes the directory itself.
+            if path == dir || path == "/" || path.is_empty() {
+                continue;
+            }
+            match meta.mode() {
+                EntryMode::DIR => {
+                    if dir.is_empty() && path == format!("{FS_TMP_DIR}/") {
+                        continue;
+                    }
+                    let p = if path.ends_with('/') {
+                        path
+                    } else {
+                        format!("{path}/")
+                    };
+                    out.push((p, true, 0));
+                }
+                EntryMode::FILE => out.push((path, false, meta.content_length())),
+                // Sockets, fifos and the like are not objects.
+                EntryMode::Unknown => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Lists by walking directories depth-first. Sorting each directory's entries by
+    /// path, with a directory's path ending in `/`, visits keys in exactly the byte
+    /// order of the full keys (`d/a.b` < `d/a/b` because `.` < `/`).
+    async fn list_walk(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ObjectInfo>> {
+        enum Item {
+            Dir(String),
+            File(String, u64),
+        }
+        let start_dir = match prefix.rfind('/') {
+            Some(i) => &prefix[..=i],
+            None => "",
+        };
+        let mut out = Vec::new();
+        // Pending items, the smallest on top.
+        let mut stack = vec![Item::Dir(start_dir.to_string())];
+        while let Some(item) = stack.pop() {
+            match item {
+                Item::File(key, size) => {
+                    out.push(ObjectInfo { key, size });
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+                Item::Dir(dir) => {
+                    let mut children: Vec<_> = self
+                        .list_dir(&dir)
+                        .await?
+                        .into_iter()
+                        .filter(|(path, is_dir, _)| {
+                            if *is_dir {
+                                dir_may_match(path, prefix, start_after)
+                            } else {
+                                path.starts_with(prefix)
+                                    && start_after.is_none_or(|s| path.as_str() > s)
+                            }
+                        })
+                        .collect();
+                    children.sort_by(|a, b| b.0.cmp(&a.0));
+                    stack.extend(children.into_iter().map(|(path, is_dir, size)| {
+                        if is_dir {
+                            Item::Dir(path)
+                        } else {
+                            Item::File(path, size)
+                        }
+                    }));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn list_native(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ObjectInfo>> {
+        let mut fut = self
+            .op
+            .lister_with(prefix)
+            .recursive(true)
+            .limit(limit.min(LIST_PAGE));
+        if let Some(s) = start_after {
+            fut = fut.start_after(s);
+        }
+        let mut lister = attempt(fut)
+            .await
+            .map_err(|f| self.map_err("list", prefix, f))?;
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some(entry) = attempt(lister.try_next())
+                .await
+                .map_err(|f| self.map_err("list", prefix, f))?
+            else {
+                break;
+            };
+            let (path, meta) = entry.into_parts();
+            // Directory markers made by other tools (`dir/`) are not objects; the
+            // service may also echo a resume point or a key outside the prefix.
+            if path.ends_with('/')
+                || meta.mode() == EntryMode::DIR
+                || !path.starts_with(prefix)
+                || start_after.is_some_and(|s| path.as_str() <= s)
+            {
+                continue;
+            }
+            out.push(ObjectInfo {
+                key: path,
+                size: meta.content_length(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+enum RangeError {
+    /// The range ends past the end of the object.
+    PastEnd,
+    Other(Error),
+}
+
+/// Whether the subtree under directory `dir` (ending in `/`) may hold a key that starts
+/// with `prefix` and sorts after `start_after`.
+fn dir_may_match(dir: &str, prefix: &str, start_after: Option<&str>) -> bool {
+    if !(dir.starts_with(prefix) || prefix.starts_with(dir)) {
+        return false;
+    }
+    // Every key in the subtree starts with `dir`. If `start_after` is past `dir` and
+    // does not start with it, it differs from `dir` at some byte where it is larger,
+    // so it is larger than every key of the subtree.
+    match start_after {
+        Some(s) => s <= dir || s.starts_with(dir),
+        None => true,
+    }
+}
+
+/// Rejects keys that OpenDAL would rewrite (`/a`, `a//b`, `a/`) or that name no object
+/// (``, `.`/`..` segments), so two different keys never reach the same object.
+pub(crate) fn validate_key(key: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Err(Error::Permanent(format!(
+            "invalid object key {key:?}: {why} (this is a bug in the caller)"
+        )))
+    };
+    if key.is_empty() {
+        return bad("empty");
+    }
+    if key.contains('\0') {
+        return bad("contains a NUL byte");
+    }
+    if key.starts_with('/') || key.ends_with('/') {
+        return bad("starts or ends with '/'");
+    }
+    if key
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return bad("has an empty, '.' or '..' path segment");
+    }
+    Ok(())
+}
+
+fn error_chain<'a>(
+    e: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(e), |e: &&'a (dyn StdError + 'static)| {
+        let e: &'a (dyn StdError + 'static) = *e;
+        e.source()
+    })
+}
+
+/// The messages of an error and its sources, without repeats (wrappers often repeat
+/// their source's text).
+fn chain_text(e: &(dyn StdError + 'static)) -> String {
+    let mut text = String::new();
+    for err in error_chain(e) {
+        let msg = err.to_string();
+        if msg.is_empty() || text.contains(&msg) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&msg);
+    }
+    text
+}
+
+fn is_disk_full(e: &(dyn StdError + 'static)) -> bool {
+    error_chain(e).any(|err| {
+        err.downcast_ref::<io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+            )
+        })
+    })
+}
+
+/// Whether the request never reached a server: refused, unreachable, unknown host.
+fn is_connect_failure(e: &(dyn StdError + 'static)) -> bool {
+    error_chain(e).any(|err| {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            if matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::HostUnreachable
+                    | io::ErrorKind::NetworkUnreachable
+                    | io::ErrorKind::AddrNotAvailable
+            ) {
+                return true;
+            }
+        }
+        let msg = err.to_string();
+        msg.contains("dns error")
+            || msg.contains("tcp connect error")
+            || msg.contains("client error (Connect)")
+    })
+}
+
+/// The S3 error code inside OpenDAL's message (`S3Error { code: "AccessDenied", ...`).
+fn s3_code(message: &str) -> Option<&str> {
+    let rest = &message[message.find("code: \"")? + 7..];
+    Some(&rest[..rest.find('"')?])
+}
+
+pub(crate) fn map_opendal_error(
+    backend: Backend,
+    location: &str,
+    what: &str,
+    key: &str,
+    e: ::opendal::Error,
+    retried: bool,
+) -> Error {
+    let text = chain_text(&e);
+    let ctx = if key.is_empty() {
+        format!("{what} on {location}")
+    } else {
+        format!("{what} {key} on {location}")
+    };
+    if is_disk_full(&e) {
+        return Error::NoSpace(format!(
+            "{ctx}: {text}; free space on the disk or use another --bucket"
+        ));
+    }
+    let code = s3_code(e.message()).unwrap_or_default().to_string();
+    match e.kind() {
+        ErrorKind::NotFound => return Error::NotFound(key.to_string()),
+        // A directory of a file store is not an object.
+        ErrorKind::IsADirectory if matches!(what, "get" | "head" | "delete") => {
+            return Error::NotFound(key.to_string())
+        }
+        ErrorKind::PermissionDenied => {
+            return Error::Permanent(match backend {
+                Backend::S3 => format!(
+                    "access denied by {location}{}: check the credentials \
+                     (--access-key/--secret-key) and that they may read and write the bucket",
+                    if code.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({code})")
+                    }
+                ),
+                Backend::Fs => format!(
+                    "{ctx}: permission denied: check that the user running nectar may read \
+                     and write {location} ({text})"
+                ),
+                _ => format!("{ctx}: permission denied: {text}"),
+            })
+        }
+        ErrorKind::ConfigInvalid if code == "NoSuchBucket" => {
+            return Error::Config(no_such_bucket(location));
+        }
+        ErrorKind::ConfigInvalid => return Error::Config(format!("{ctx}: {text}")),
+        ErrorKind::RateLimited => {
+            return Error::Temporary(format!("{ctx}: throttled by the server: {text}"))
+        }
+        _ => {}
+    }
+    // OpenDAL calls these temporary; on a file store they mean the key names a
+    // directory, or passes through a file: there is no such object, and no retry helps.
+    if let Some(io) = error_chain(&e).find_map(|x| x.downcast_ref::<io::Error>()) {
+        if matches!(
+            io.kind(),
+            io::ErrorKind::IsADirectory | io::ErrorKind::NotADirectory
+        ) {
+            return match what {
+                "get" | "head" | "delete" => Error::NotFound(key.to_string()),
+                _ => Error::Permanent(format!(
+                    "{ctx}: the key collides with an object or directory of another key: {text}"
+                )),
+            };
+        }
+    }
+    if backend == Backend::S3 && is_connect_failure(&e) {
+        // The innermost cause ("Connection refused") says it all; the wrappers only
+        // repeat the URL.
+        let cause = error_chain(&e)
+            .last()
+            .map(|c| c.to_string())
+            .unwrap_or(text);
+        return Error::Temporary(format!(
+            "cannot reach {location}: is the server running? ({cause})"
+        ));
+    }
+    // A temporary error that outlived every retry comes back "persistent"; so does a
+    // permanent one, hence `retried` (see `Failed`).
+    if e.is_temporary() || retried {
+        return Error::Temporary(format!("{ctx}: {text}"));
+    }
+    let hint = match code.as_str() {
+        "AuthorizationHeaderMalformed"
+        | "PermanentRedirect"
+        | "IllegalLocationConstraintException" => {
+            "; the bucket is probably in another region: set AWS_REGION"
+        }
+        "InvalidAccessKeyId" | "SignatureDoesNotMatch" => {
+            "; check the credentials (--access-key/--secret-key)"
+        }
+        _ => "",
+    };
+    Error::Permanent(format!("{ctx}: {text}{hint}"))
+}
+
+/// The message for a bucket that does not exist; `location` is its URL.
+pub(crate) fn no_such_bucket(location: &str) -> String {
+    let (endpoint, bucket) = match location.rsplit_once('/') {
+        Some((e, b)) if e.contains("://") && !e.ends_with('/') => (e, b),
+        _ => (location, "BUCKET"),
+    };
+    format!(
+        "the bucket {location} does not exist: create it first, e.g. with \
+         `aws s3 mb s3://{bucket} --endpoint-url {endpoint}`"
+    )
+}
+
+#[async_trait]
+impl ObjectStore for OpendalStore {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        validate_key(key)?;
+        attempt(self.op.write(key, data))
+            .await
+            .map(|_| ())
+            .map_err(|f| self.map_err("put", key, f))
+    }
+
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
+        validate_key(key)?;
+        let Some(range) = range else {
+            return attempt(self.op.read(key))
+                .await
+                .map(|b| b.to_bytes())
+                .map_err(|f| self.map_err("get", key, f));
+        };
+        if range.start >= range.end {
+            // Nothing to read, but a missing object is still an error.
+            return match self.head(key).await? {
+                Some(_) => Ok(Bytes::new()),
+                None => Err(Error::NotFound(key.to_string())),
+            };
+        }
+        match self.read_range(key, range.clone()).await {
+            // OpenDAL refuses a range that ends past the object; clamp it to the size,
+            // as MemStore does (callers ask for whole blocks whose length they may not
+            // know exactly). This costs a stat only in that unusual case.
+            Err(RangeError::PastEnd) => match self.head(key).await? {
+                None => Err(Error::NotFound(key.to_string())),
+                Some(size) if range.start >= size => Ok(Bytes::new()),
+                Some(size) => match self.read_range(key, range.start..size).await {
+                    Ok(b) => Ok(b),
+                    // Shrunk in between: report it rather than loop.
+                    Err(RangeError::PastEnd) => Err(Error::Temporary(format!(
+                        "object {key} changed size while being read"
+                    ))),
+                    Err(RangeError::Other(e)) => Err(e),
+                },
+            },
+            Err(RangeError::Other(e)) => Err(e),
+            Ok(b) => Ok(b),
+        }
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<u64>> {
+        validate_key(key)?;
+        match attempt(self.op.stat(key)).await {
+            Ok(meta) if meta.mode() == EntryMode::FILE => Ok(Some(meta.content_length())),
+            Ok(_) => Ok(None),
+            Err(f) => match self.map_err("head", key, f) {
+                Error::NotFound(_) => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        validate_key(key)?;
+        match attempt(self.op.delete(key)).await {
+            Ok(()) => Ok(()),
+            Err(f) => match self.map_err("delete", key, f) {
+                Error::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ObjectInfo>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        if prefix.starts_with('/') || prefix.contains("//") {
+            // OpenDAL would normalise these to other prefixes; no valid key has them.
+            return Ok(Vec::new());
+        }
+        if self.native_list {
+            self.list_native(prefix, start_after, limit).await
+        } else {
+            self.list_walk(prefix, start_after, limit).await
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Directory streams: paged listings whose memory stays bounded.
+//!
+//! A stream holds one page of entries (a window) and the name it ended at. Offsets are
+//! positions in the listing: 1 and 2 follow "." and "..", entry `i` (from 0) is followed
+//! by offset `i + 3`. The kernel reads forward, so the next page is fetched after the
+//! last name seen — entries added or removed meanwhile never make the listing skip or
+//! repeat a name that stayed. Seeking back restarts from the beginning.
+
+use crate::error::Result;
+use nectar_meta::{Attr, Ctx, FileType, Ino, Meta};
+
+const PAGE: usize = 1024;
+
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub ino: Ino,
+    pub name: Vec<u8>,
+    pub typ: FileType,
+    pub attr: Option<Attr>,
+    /// The offset of the entry after this one.
+    pub next_offset: u64,
+}
+
+pub(crate) struct DirStream {
+    ino: Ino,
+    parent: Ino,
+    window: Vec<nectar_meta::Entry>,
+    /// Index in the listing of `window[0]`.
+    window_start: u64,
+    eof: bool,
+}
+
+impl DirStream {
+    pub fn new(ino: Ino, parent: Ino) -> Self {
+        DirStream {
+            ino,
+            parent,
+            window: Vec::new(),
+            window_start: 0,
+            eof: false,
+        }
+    }
+
+    fn restart(&mut self) {
+        self.window.clear();
+        self.window_start = 0;
+        self.eof = false;
+    }
+
+    fn next_page(&mut self, meta: &Meta, ctx: &Ctx, mino: Ino, plus: bool) -> Result<()> {
+        let after = self.window.last().map(|e| e.name.clone());
+        let loaded_before = self.window_start + self.window.len() as u64;
+        let page = if after.is_none() && self.window_start > 0 {
+            Vec::new()
+        } else {
+            meta.readdir(ctx, mino, after.as_deref(), PAGE, plus)?
+        };
+        self.eof = page.len() < PAGE;
+        self.window_start = loaded_before;
+        self.window = page;
+        Ok(())
+    }
+
+    /// Entries starting at `offset`: at most one page.
+    pub fn read(
+        &mut self,
+        meta: &Meta,
+        ctx: &Ctx,
+        mino: Ino,
+        offset: u64,
+        plus: bool,
+    ) -> Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        let dot_attr = |ino: Ino| -> Option<Attr> {
+            if plus {
+                meta.get_attr(if ino == self.ino { mino } else { ino }).ok()
+            } else {
+                None
+            }
+        };
+        if offset == 0 {
+            out.push(DirEntry {
+                ino: self.ino,
+                name: b".".to_vec(),
+                typ: FileType::Directory,
+                attr: dot_attr(self.ino),
+                next_offset: 1,
+            });
+        }
+        if offset <= 1 {
+            out.push(DirEntry {
+                ino: self.parent,
+                name: b"..".to_vec(),
+                typ: FileType::Directory,
+                attr: dot_attr(self.parent),
+                next_offset: 2,
+            });
+        }
+        let index = offset.saturating_sub(2);
+        if index < self.window_start
+            || (offset == 0 && self.window_start + self.window.len() as u64 > 0)
+        {
+            self.restart();
+        }
+        if self.window.is_empty() && !self.eof {
+            self.next_page(meta, ctx, mino, plus)?;
+        }
+        while index >= self.window_start + self.window.len() as u64 && !self.eof {
+            self.next_page(meta, ctx, mino, plus)?;
+        }
+        if index < self.window_start {
+            return Ok(out);
+        }
+        let skip = (index - self.window_start) as usize;
+        for (i, e) in self.window.iter().enumerate().skip(skip) {
+            if plus && e.attr.is_none() {
+                continue;
+            }
+            out.push(DirEntry {
+                ino: e.ino,
+                name: e.name.clone(),
+                typ: e.typ,
+                attr: e.attr.clone(),
+                next_offset: self.window_start + i as u64 + 3,
+            });
+        }
+        Ok(out)
+    }
+}

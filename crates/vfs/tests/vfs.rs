@@ -1,0 +1,332 @@
+//! VFS behaviour without a kernel: memory metadata, in-memory and fault-injecting object
+//! stores, and a small block size so that block and chunk edges are crossed cheaply.
+
+use nectar_chunk::{ChunkConfig, ChunkStore};
+use nectar_meta::{Ctx, Format, Meta, SessionInfo, SetAttr, ROOT_INODE};
+use nectar_object::{FaultStore, MemStore, ObjectStore};
+use nectar_vfs::{Vfs, VfsConfig};
+use rand::{Rng, SeedableRng};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+struct Env {
+    vfs: Arc<Vfs>,
+    objects: Arc<MemStore>,
+    fault: Arc<FaultStore>,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn env() -> Env {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let name = format!("vfs-test-{}", N.fetch_add(1, Ordering::Relaxed));
+    let meta = Meta::connect(&format!("memory://{name}")).unwrap();
+    meta.format(
+        Format {
+            name: "vol".into(),
+            uuid: "u".into(),
+            storage: "memory".into(),
+            bucket: String::new(),
+            access_key: None,
+            secret_key: None,
+            block_size: 64,
+            compression: None,
+            hash_prefix: false,
+            capacity: 0,
+            inodes: 0,
+            trash_days: 0,
+            meta_version: 1,
+            min_client_version: None,
+            dir_stats: false,
+            enable_acl: false,
+        },
+        false,
+    )
+    .unwrap();
+    meta.new_session(&SessionInfo::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let objects = Arc::new(MemStore::new());
+    let fault = Arc::new(FaultStore::new(objects.clone() as Arc<dyn ObjectStore>));
+    let cfg = ChunkConfig {
+        block_size: 64 << 10,
+        buffer_size: 8 << 20,
+        io_retries: 1,
+        ..ChunkConfig::default()
+    };
+    let store = {
+        let _g = rt.enter();
+        ChunkStore::new(fault.clone() as Arc<dyn ObjectStore>, cfg)
+    };
+    let vfs = Vfs::new(
+        meta,
+        store,
+        rt.handle().clone(),
+        VfsConfig::default(),
+        ROOT_INODE,
+    );
+    Env {
+        vfs,
+        objects,
+        fault,
+        _rt: rt,
+    }
+}
+
+fn root() -> Ctx {
+    Ctx::root()
+}
+
+fn create(v: &Vfs, name: &str) -> (u64, u64) {
+    let (ino, o) = v
+        .create(&root(), ROOT_INODE, name.as_bytes(), 0o644, 0, libc::O_RDWR)
+        .unwrap();
+    (ino, o.fh)
+}
+
+fn read_all(v: &Vfs, fh: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < len {
+        let chunk = v.read(fh, out.len() as u64, 100_000).unwrap();
+        if chunk.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    out
+}
+
+#[test]
+fn write_read_back_across_blocks_and_chunks() {
+    let e = env();
+    let (ino, fh) = create(&e.vfs, "f");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let data: Vec<u8> = (0..300_000).map(|_| rng.gen()).collect();
+    for piece in data.chunks(7000) {
+        let off = (piece.as_ptr() as usize - data.as_ptr() as usize) as u64;
+        e.vfs.write(fh, off, piece).unwrap();
+    }
+    assert_eq!(
+        e.vfs.getattr(ino).unwrap().length,
+        300_000,
+        "pending length visible before commit"
+    );
+    e.vfs.flush(fh).unwrap();
+    assert_eq!(read_all(&e.vfs, fh, data.len()), data);
+    // One slice for a sequential writer.
+    let info = e.vfs.info(ino).unwrap();
+    assert_eq!(info.matches("slice id=").count(), 1, "{info}");
+    // Crossing a chunk boundary (64 MiB) sparsely.
+    let far = (64u64 << 20) - 10;
+    e.vfs.write(fh, far, b"0123456789abcdefghij").unwrap();
+    e.vfs.release(fh).unwrap();
+    let o = e.vfs.open(&root(), ino, libc::O_RDONLY).unwrap();
+    assert_eq!(o.attr.length, far + 20);
+    assert_eq!(
+        &e.vfs.read(o.fh, far, 20).unwrap()[..],
+        b"0123456789abcdefghij"
+    );
+    // The hole in between reads as zeros.
+    assert!(e
+        .vfs
+        .read(o.fh, 400_000, 5000)
+        .unwrap()
+        .iter()
+        .all(|b| *b == 0));
+    e.vfs.release(o.fh).unwrap();
+}
+
+#[test]
+fn overwrites_win_in_order() {
+    let e = env();
+    let (_, fh) = create(&e.vfs, "f");
+    e.vfs.write(fh, 0, &[1u8; 1000]).unwrap();
+    e.vfs.write(fh, 100, &[2u8; 100]).unwrap();
+    e.vfs.write(fh, 150, &[3u8; 10]).unwrap();
+    e.vfs.write(fh, 1000, &[4u8; 10]).unwrap();
+    let got = read_all(&e.vfs, fh, 1010);
+    let mut want = vec![1u8; 1010];
+    want[100..200].fill(2);
+    want[150..160].fill(3);
+    want[1000..].fill(4);
+    assert_eq!(got, want);
+}
+
+#[test]
+fn random_writes_match_a_model() {
+    let e = env();
+    let (_, fh) = create(&e.vfs, "f");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let mut model = Vec::new();
+    for round in 0..300 {
+        let off = rng.gen_range(0..200_000usize);
+        let len = rng.gen_range(1..20_000usize);
+        let byte = rng.gen::<u8>();
+        e.vfs.write(fh, off as u64, &vec![byte; len]).unwrap();
+        if model.len() < off + len {
+            model.resize(off + len, 0);
+        }
+        model[off..off + len].fill(byte);
+        if round % 37 == 0 {
+            let new_len = rng.gen_range(0..model.len() + 1);
+            e.vfs
+                .setattr(&root(), 2, &SetAttr::default(), Some(new_len as u64))
+                .unwrap();
+            model.resize(new_len, 0);
+        }
+        if round % 10 == 0 {
+            assert_eq!(read_all(&e.vfs, fh, model.len()), model, "round {round}");
+        }
+    }
+    e.vfs.release(fh).unwrap();
+    let o = e.vfs.open(&root(), 2, libc::O_RDONLY).unwrap();
+    assert_eq!(read_all(&e.vfs, o.fh, model.len()), model);
+}
+
+#[test]
+fn truncate_then_extend_reads_zeros() {
+    let e = env();
+    let (ino, fh) = create(&e.vfs, "f");
+    e.vfs.write(fh, 0, &[7u8; 200_000]).unwrap();
+    e.vfs
+        .setattr(&root(), ino, &SetAttr::default(), Some(1000))
+        .unwrap();
+    e.vfs
+        .setattr(&root(), ino, &SetAttr::default(), Some(200_000))
+        .unwrap();
+    let got = read_all(&e.vfs, fh, 200_000);
+    assert_eq!(got.len(), 200_000);
+    assert!(got[..1000].iter().all(|b| *b == 7));
+    assert!(
+        got[1000..].iter().all(|b| *b == 0),
+        "old bytes came back after truncate"
+    );
+}
+
+#[test]
+fn unlinked_file_stays_usable_until_last_close() {
+    let e = env();
+    let (ino, fh) = create(&e.vfs, "f");
+    e.vfs.write(fh, 0, b"still here").unwrap();
+    e.vfs.flush(fh).unwrap();
+    let before = e.objects.len();
+    assert!(before > 0);
+    e.vfs.unlink(&root(), ROOT_INODE, b"f").unwrap();
+    assert!(e.vfs.lookup(&root(), ROOT_INODE, b"f").is_err());
+    e.vfs.write(fh, 10, b", and more").unwrap();
+    assert_eq!(read_all(&e.vfs, fh, 100), b"still here, and more");
+    e.vfs.release(fh).unwrap();
+    assert!(e.vfs.getattr(ino).is_err());
+    // Objects are deleted in the background.
+    for _ in 0..100 {
+        if e.objects.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(e.objects.len(), 0, "blocks of the deleted file remain");
+}
+
+#[test]
+fn readdir_offsets_are_stable() {
+    let e = env();
+    for i in 0..2500 {
+        e.vfs
+            .mknod(
+                &root(),
+                ROOT_INODE,
+                format!("f{i:05}").as_bytes(),
+                libc::S_IFREG | 0o644,
+                0,
+                0,
+            )
+            .unwrap();
+    }
+    let fh = e.vfs.opendir(&root(), ROOT_INODE).unwrap();
+    let mut names = Vec::new();
+    let mut offset = 0;
+    loop {
+        let batch = e.vfs.readdir(&root(), fh, offset, true).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        // The kernel takes only part of a batch and asks again from the last offset.
+        for ent in batch.iter().take(100) {
+            names.push(String::from_utf8(ent.name.clone()).unwrap());
+            offset = ent.next_offset;
+        }
+    }
+    assert_eq!(names.len(), 2502);
+    assert_eq!(&names[..3], &[".", "..", "f00000"]);
+    assert_eq!(names.last().unwrap(), "f02499");
+    // Rewind.
+    let again = e.vfs.readdir(&root(), fh, 0, false).unwrap();
+    assert_eq!(again[0].name, b".");
+    e.vfs.releasedir(fh).unwrap();
+}
+
+#[test]
+fn failed_upload_reports_error_and_keeps_committed_data() {
+    let e = env();
+    let (ino, fh) = create(&e.vfs, "f");
+    e.vfs.write(fh, 0, &[1u8; 100_000]).unwrap();
+    e.vfs.flush(fh).unwrap();
+    e.fault.break_puts(true);
+    let _ = e.vfs.write(fh, 100_000, &[2u8; 100_000]);
+    assert!(
+        e.vfs.flush(fh).is_err(),
+        "flush must report the failed upload"
+    );
+    e.fault.break_puts(false);
+    assert_eq!(e.vfs.getattr(ino).unwrap().length, 100_000);
+    assert_eq!(read_all(&e.vfs, fh, 100_000), vec![1u8; 100_000]);
+    e.vfs.release(fh).unwrap();
+}
+
+#[test]
+fn read_only_refuses_changes() {
+    let e = env();
+    let meta = e.vfs.meta().clone();
+    let store = e.vfs.store().clone();
+    let ro = Vfs::new(
+        meta,
+        store,
+        e._rt.handle().clone(),
+        VfsConfig {
+            read_only: true,
+            ..VfsConfig::default()
+        },
+        ROOT_INODE,
+    );
+    let err = ro
+        .create(&root(), ROOT_INODE, b"x", 0o644, 0, libc::O_RDWR)
+        .unwrap_err();
+    assert_eq!(err.errno(), libc::EROFS);
+    assert_eq!(
+        ro.mkdir(&root(), ROOT_INODE, b"d", 0o755, 0)
+            .unwrap_err()
+            .errno(),
+        libc::EROFS
+    );
+}
+
+#[test]
+fn subdir_root_is_mapped() {
+    let e = env();
+    let (sub, _) = e.vfs.mkdir(&root(), ROOT_INODE, b"sub", 0o755, 0).unwrap();
+    e.vfs
+        .mknod(&root(), sub, b"inside", libc::S_IFREG | 0o644, 0, 0)
+        .unwrap();
+    let v = Vfs::new(
+        e.vfs.meta().clone(),
+        e.vfs.store().clone(),
+        e._rt.handle().clone(),
+        VfsConfig::default(),
+        sub,
+    );
+    assert!(v.lookup(&root(), ROOT_INODE, b"inside").is_ok());
+    assert!(v.lookup(&root(), ROOT_INODE, b"sub").is_err());
+    assert_eq!(v.lookup(&root(), ROOT_INODE, b"..").unwrap().0, ROOT_INODE);
+}
