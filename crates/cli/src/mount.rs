@@ -297,7 +297,14 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
             );
         }
     };
-    let bg = session.spawn().context("cannot start the FUSE session")?;
+    let bg = std::mem::ManuallyDrop::new(session.spawn().context("cannot start the FUSE session")?);
+    // fuser 0.18 unmounts the mount point again when its session object is dropped, and
+    // its "already unmounted" check is inverted: after an external `umount` it would
+    // unmount whatever was mounted on the same path since. So the session object is
+    // never dropped (the process exits right after) and unmounting is done here.
+    // SAFETY: `bg` is never dropped or used again except through this one read of its
+    // join handle, so the handle is owned exactly once.
+    let guard = unsafe { std::ptr::read(&bg.guard) };
     let signalled = Arc::new(AtomicBool::new(false));
     {
         let signalled = signalled.clone();
@@ -316,7 +323,7 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
             signalled.store(true, Ordering::SeqCst);
         });
     }
-    while !bg.guard.is_finished() && !signalled.load(Ordering::SeqCst) {
+    while !guard.is_finished() && !signalled.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
     }
     if signalled.load(Ordering::SeqCst) {
@@ -327,12 +334,15 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
         if let Err(e) = vfs.flush_all() {
             tracing::error!("{e}");
         }
-        if let Err(e) = bg.umount_and_join() {
-            tracing::warn!("unmount of {}: {e}; trying a lazy unmount", mp.display());
+        if !crate::umount::unmount(mp) {
+            tracing::warn!("{} is busy; detaching it lazily", mp.display());
             crate::umount::lazy_unmount(mp);
         }
-    } else if let Err(e) = bg.join() {
-        tracing::warn!("FUSE session ended with: {e}");
+    }
+    match guard.join() {
+        Ok(Err(e)) => tracing::warn!("FUSE session ended with: {e}"),
+        Err(_) => tracing::error!("the FUSE session thread panicked"),
+        Ok(Ok(())) => {}
     }
     stop.store(true, Ordering::SeqCst);
     let res = vfs.shutdown();

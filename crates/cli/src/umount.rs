@@ -26,6 +26,24 @@ fn fuse_connection(mp: &Path) -> Option<String> {
     })
 }
 
+/// A plain unmount; false if it failed (busy, or not permitted).
+pub(crate) fn unmount(mp: &Path) -> bool {
+    let ok = |c: &mut Command| {
+        c.stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    ok(Command::new("fusermount3").arg("-u").arg(mp)) || ok(Command::new("umount").arg(mp))
+}
+
+fn busy(mp: &Path) -> bool {
+    Command::new("fusermount3")
+        .arg("-u")
+        .arg(mp)
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("busy"))
+}
+
 /// Aborts the kernel connection (so nothing waits on a dead process) and detaches.
 pub(crate) fn lazy_unmount(mp: &Path) {
     if let Some(conn) = fuse_connection(mp) {
@@ -57,37 +75,18 @@ pub fn run(a: UmountArgs) -> Result<()> {
     }
     if a.force {
         lazy_unmount(&mp);
-    } else {
-        let out = Command::new("fusermount3").arg("-u").arg(&mp).output();
-        let ok = match out {
-            Ok(o) if o.status.success() => true,
-            Ok(o) => {
-                let msg = String::from_utf8_lossy(&o.stderr);
-                if msg.contains("busy") {
-                    bail!(
-                        "{} is busy (files are open there); close them, or use --force",
-                        mp.display()
-                    );
-                }
-                Command::new("umount")
-                    .arg(&mp)
-                    .status()
-                    .map(|s| s.success())
-                    .unwrap_or(false)
-            }
-            Err(_) => Command::new("umount")
-                .arg(&mp)
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false),
-        };
-        if !ok {
+    } else if !unmount(&mp) {
+        if busy(&mp) {
             bail!(
-                "cannot unmount {}: try `nectar umount --force {}`",
-                mp.display(),
+                "{} is busy (files are open there); close them, or use --force",
                 mp.display()
             );
         }
+        bail!(
+            "cannot unmount {}: try `nectar umount --force {}`",
+            mp.display(),
+            mp.display()
+        );
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while crate::mount::mount_type(&mp).is_some() {

@@ -613,6 +613,21 @@ impl Filesystem for NectarFs {
         });
     }
 
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // No ioctls: tell callers (isatty and friends) quietly.
+        reply.error(Errno::ENOTTY);
+    }
+
     fn access(&self, req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
         let c = ctx(req);
         self.spawn(move |vfs| match vfs.access(&c, ino.0, mask.bits() as u32) {
@@ -641,7 +656,14 @@ pub fn fuse_config(opts: &FuseOptions) -> Config {
         MountOption::DefaultPermissions,
         MountOption::NoAtime,
     ];
-    let mut acl = SessionACL::Owner;
+    // As root, let every user in (as JuiceFS does): a volume shared by a cluster is
+    // used by many accounts, and access is checked per file by default_permissions.
+    // SAFETY: geteuid has no preconditions.
+    let mut acl = if unsafe { libc::geteuid() } == 0 {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
     if opts.read_only {
         mount_options.push(MountOption::RO);
     }

@@ -8,6 +8,13 @@
 //! fault-injecting wrapper for tests. Keeping the trait this small is what lets later
 //! backends (HDFS, WebDAV, ...) and wrappers (encryption, sharding) slot in without
 //! touching the data path.
+//!
+//! Entry points: [`create_store`] turns a volume's [`StoreConfig`] (`--storage`,
+//! `--bucket`, keys, the volume's prefix) into a store; [`create_bucket`] makes a
+//! missing S3 bucket at `format` time; [`check_store`] proves at `format`/`mount` that
+//! the store is reachable, writable and accepts the credentials. Errors are classified
+//! once, here, as temporary (worth retrying), permanent, configuration or a full disk,
+//! and their messages say what to check.
 
 mod check;
 mod config;
@@ -50,8 +57,8 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn describe(&self) -> String;
     /// Stores `data` under `key`, replacing any previous object.
     async fn put(&self, key: &str, data: Bytes) -> Result<()>;
-    /// Reads the whole object, or only `range` of it. A missing object is
-    /// [`Error::NotFound`].
+    /// Reads the whole object, or only `range` of it; a range reaching past the end is
+    /// cut at the end. A missing object is [`Error::NotFound`].
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes>;
     /// The size of an object, or `None` if it does not exist.
     async fn head(&self, key: &str) -> Result<Option<u64>>;

@@ -185,6 +185,7 @@ impl OpendalStore {
             ))
         })?;
         let tmp = root.join(FS_TMP_DIR);
+        remove_stale_temp_files(&tmp);
         let builder = ::opendal::services::Fs::default()
             .root(root_str)
             .atomic_write_dir(tmp.to_str().unwrap_or(root_str));
@@ -379,6 +380,24 @@ enum RangeError {
     /// The range ends past the end of the object.
     PastEnd,
     Other(Error),
+}
+
+/// Removes what writes that failed or were cut off left in the temp directory. Only
+/// files older than an hour: another process may be writing to the same directory now.
+fn remove_stale_temp_files(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    let cutoff = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t < cutoff);
+        if stale && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Whether the subtree under directory `dir` (ending in `/`) may hold a key that starts

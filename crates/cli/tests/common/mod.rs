@@ -1,0 +1,217 @@
+//! Harness for tests that mount the real `nectar` binary through FUSE.
+//!
+//! A [`Mount`] unmounts (forcefully if needed) and kills its process when dropped, so a
+//! failing assertion never leaves a hung mount behind for the next test.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_nectar");
+
+/// Why mount tests cannot run here, if they cannot.
+pub fn skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("mount tests need root".into());
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return Some("/dev/fuse is missing".into());
+    }
+    if Command::new("fusermount3").arg("-V").output().is_err() {
+        return Some("fusermount3 is not installed (apt-get install fuse3)".into());
+    }
+    None
+}
+
+/// Returns early from a test that cannot run here, saying why.
+#[macro_export]
+macro_rules! require_fuse {
+    () => {
+        if let Some(why) = common::skip_reason() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+pub fn nectar(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run nectar")
+}
+
+pub fn nectar_ok(args: &[&str]) -> Output {
+    let out = nectar(args);
+    assert!(
+        out.status.success(),
+        "nectar {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A formatted volume on SQLite + a local directory in a temporary directory.
+pub struct Volume {
+    pub dir: tempfile::TempDir,
+    pub meta_url: String,
+}
+
+impl Volume {
+    pub fn new(extra: &[&str]) -> Volume {
+        let dir = tempfile::tempdir().unwrap();
+        let meta_url = format!("sqlite3://{}/meta.db", dir.path().display());
+        let bucket = dir.path().join("data");
+        let mut args = vec![
+            "format",
+            &meta_url,
+            "testvol",
+            "--bucket",
+            bucket.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        nectar_ok(&args);
+        Volume { dir, meta_url }
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    pub fn mount(&self, name: &str, extra: &[&str]) -> Mount {
+        Mount::start(&self.meta_url, &self.path(name), extra)
+    }
+}
+
+pub fn is_mounted(mp: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let target = mp.to_str().unwrap();
+    info.lines().any(|l| l.split(' ').nth(4) == Some(target))
+}
+
+pub struct Mount {
+    pub mp: PathBuf,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Mount {
+    /// Mounts in the foreground as a child process and waits until the mount is live.
+    pub fn start(meta_url: &str, mp: &Path, extra: &[&str]) -> Mount {
+        std::fs::create_dir_all(mp).unwrap();
+        let log = mp.with_extension("log");
+        let logf = std::fs::File::create(&log).unwrap();
+        let child = Command::new(BIN)
+            .arg("mount")
+            .arg(meta_url)
+            .arg(mp)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("start nectar mount");
+        let mut m = Mount {
+            mp: mp.to_path_buf(),
+            child: Some(child),
+            log,
+        };
+        m.wait_ready();
+        m
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !is_mounted(&self.mp) {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("mount exited ({status}): {}", self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mount not ready: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.mp.join(p)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Unmounts cleanly and waits for the process; returns its log.
+    pub fn unmount(mut self) -> String {
+        let out = nectar(&["umount", self.mp.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "umount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let status = wait_exit(self.child.as_mut().unwrap(), Duration::from_secs(30));
+        assert!(
+            status.success(),
+            "mount process failed: {}",
+            self.log_text()
+        );
+        self.child = None;
+        self.log_text()
+    }
+}
+
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if is_mounted(&self.mp) {
+            let _ = Command::new(BIN)
+                .args(["umount", "--force"])
+                .arg(&self.mp)
+                .output();
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A fast deterministic byte stream (xorshift), to write and verify big files.
+pub struct Pattern(u64);
+
+impl Pattern {
+    pub fn new(seed: u64) -> Self {
+        Pattern(seed | 1)
+    }
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+    }
+}

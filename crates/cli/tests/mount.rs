@@ -1,0 +1,628 @@
+//! The real binary, really mounted: everyday POSIX work, big files, builds, two mounts of
+//! one volume, crashes and bad input.
+
+mod common;
+
+use common::*;
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn cstr(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+fn errno_of(r: i32) -> i32 {
+    if r == 0 {
+        0
+    } else {
+        std::io::Error::last_os_error().raw_os_error().unwrap()
+    }
+}
+
+fn renameat2(from: &Path, to: &Path, flags: u32) -> i32 {
+    let (a, b) = (cstr(from), cstr(to));
+    // SAFETY: valid NUL-terminated paths; AT_FDCWD resolves them like rename(2).
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            flags,
+        )
+    };
+    errno_of(r)
+}
+
+#[test]
+fn everyday_posix_operations() {
+    require_fuse!();
+    let vol = Volume::new(&[]);
+    let m = vol.mount("mnt", &[]);
+    let p = |s: &str| m.path(s);
+
+    // Files: create, O_EXCL, O_TRUNC, O_APPEND, random writes, sparse holes.
+    fs::write(p("a"), b"hello world").unwrap();
+    assert_eq!(fs::read(p("a")).unwrap(), b"hello world");
+    let e = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(p("a"))
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+    let mut f = OpenOptions::new().append(true).open(p("a")).unwrap();
+    f.write_all(b", again").unwrap();
+    drop(f);
+    assert_eq!(fs::read(p("a")).unwrap(), b"hello world, again");
+    fs::write(p("a"), b"short").unwrap();
+    assert_eq!(fs::read(p("a")).unwrap(), b"short");
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(p("sparse"))
+        .unwrap();
+    f.seek(SeekFrom::Start(10 << 20)).unwrap();
+    f.write_all(b"end").unwrap();
+    f.seek(SeekFrom::Start(100)).unwrap();
+    f.write_all(b"mid").unwrap();
+    f.sync_all().unwrap();
+    let mut all = Vec::new();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.read_to_end(&mut all).unwrap();
+    assert_eq!(all.len(), (10 << 20) + 3);
+    assert!(all[..100].iter().all(|b| *b == 0) && &all[100..103] == b"mid");
+    assert!(all[103..10 << 20].iter().all(|b| *b == 0) && &all[10 << 20..] == b"end");
+    // ftruncate down and up: the cut part reads as zeros.
+    f.set_len(101).unwrap();
+    f.set_len(200).unwrap();
+    let mut buf = vec![0u8; 200];
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.read_exact(&mut buf).unwrap();
+    assert_eq!(buf[100], b'm');
+    assert!(buf[101..].iter().all(|b| *b == 0));
+    drop(f);
+
+    // Directories, rename flavours, links.
+    fs::create_dir_all(p("d1/d2/d3")).unwrap();
+    assert_eq!(fs::metadata(p("d1")).unwrap().nlink(), 3);
+    assert_eq!(
+        fs::remove_dir(p("d1")).unwrap_err().raw_os_error(),
+        Some(libc::ENOTEMPTY)
+    );
+    fs::write(p("d1/x"), b"x").unwrap();
+    fs::write(p("y"), b"y").unwrap();
+    fs::rename(p("d1/x"), p("d1/d2/x2")).unwrap();
+    fs::rename(p("y"), p("d1/d2/x2")).unwrap();
+    assert_eq!(fs::read(p("d1/d2/x2")).unwrap(), b"y");
+    fs::write(p("z"), b"z").unwrap();
+    assert_eq!(
+        renameat2(&p("z"), &p("d1/d2/x2"), libc::RENAME_NOREPLACE),
+        libc::EEXIST
+    );
+    assert_eq!(renameat2(&p("z"), &p("d1/d2/x2"), libc::RENAME_EXCHANGE), 0);
+    assert_eq!(fs::read(p("z")).unwrap(), b"y");
+    assert_eq!(fs::read(p("d1/d2/x2")).unwrap(), b"z");
+    assert_eq!(renameat2(&p("d1"), &p("d1/d2/inside"), 0), libc::EINVAL);
+    fs::hard_link(p("z"), p("d1/zlink")).unwrap();
+    assert_eq!(fs::metadata(p("z")).unwrap().nlink(), 2);
+    fs::remove_file(p("z")).unwrap();
+    assert_eq!(fs::read(p("d1/zlink")).unwrap(), b"y");
+    std::os::unix::fs::symlink("d1/zlink", p("sym")).unwrap();
+    assert_eq!(fs::read_link(p("sym")).unwrap(), Path::new("d1/zlink"));
+    assert_eq!(fs::read(p("sym")).unwrap(), b"y");
+
+    // Special files.
+    let fifo = cstr(&p("fifo"));
+    // SAFETY: valid path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    assert!(fs::metadata(p("fifo")).unwrap().file_type().is_fifo());
+    let dev = cstr(&p("chardev"));
+    // SAFETY: valid path.
+    assert_eq!(
+        unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3)) },
+        0
+    );
+    let md = fs::metadata(p("chardev")).unwrap();
+    assert!(md.file_type().is_char_device());
+    assert_eq!(md.rdev(), libc::makedev(1, 3));
+    let sock = std::os::unix::net::UnixListener::bind(p("sock")).unwrap();
+    assert!(fs::metadata(p("sock")).unwrap().file_type().is_socket());
+    drop(sock);
+
+    // Attributes: chmod, chown, nanosecond utimens.
+    fs::set_permissions(p("a"), fs::Permissions::from_mode(0o640)).unwrap();
+    assert_eq!(fs::metadata(p("a")).unwrap().mode() & 0o7777, 0o640);
+    std::os::unix::fs::chown(p("a"), Some(1000), Some(1001)).unwrap();
+    let md = fs::metadata(p("a")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (1000, 1001));
+    let t = std::time::UNIX_EPOCH + Duration::new(1_600_000_000, 123_456_789);
+    File::options()
+        .write(true)
+        .open(p("a"))
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+    let md = fs::metadata(p("a")).unwrap();
+    assert_eq!((md.mtime(), md.mtime_nsec()), (1_600_000_000, 123_456_789));
+
+    // Extended attributes.
+    let a = cstr(&p("a"));
+    let (name, val) = (CString::new("user.color").unwrap(), b"blue");
+    // SAFETY: valid path, name and value buffers.
+    assert_eq!(
+        unsafe {
+            libc::setxattr(
+                a.as_ptr(),
+                name.as_ptr(),
+                val.as_ptr().cast(),
+                val.len(),
+                libc::XATTR_CREATE,
+            )
+        },
+        0
+    );
+    let r = unsafe {
+        libc::setxattr(
+            a.as_ptr(),
+            name.as_ptr(),
+            val.as_ptr().cast(),
+            val.len(),
+            libc::XATTR_CREATE,
+        )
+    };
+    assert_eq!(errno_of(r), libc::EEXIST);
+    let mut out = [0u8; 16];
+    let n = unsafe {
+        libc::getxattr(
+            a.as_ptr(),
+            name.as_ptr(),
+            out.as_mut_ptr().cast(),
+            out.len(),
+        )
+    };
+    assert_eq!(&out[..n as usize], val);
+    let n = unsafe { libc::getxattr(a.as_ptr(), name.as_ptr(), out.as_mut_ptr().cast(), 2) };
+    assert_eq!(
+        (n, std::io::Error::last_os_error().raw_os_error()),
+        (-1, Some(libc::ERANGE))
+    );
+    let n = unsafe { libc::listxattr(a.as_ptr(), out.as_mut_ptr().cast(), out.len()) };
+    assert_eq!(&out[..n as usize], b"user.color\0");
+    assert_eq!(unsafe { libc::removexattr(a.as_ptr(), name.as_ptr()) }, 0);
+    let n = unsafe {
+        libc::getxattr(
+            a.as_ptr(),
+            name.as_ptr(),
+            out.as_mut_ptr().cast(),
+            out.len(),
+        )
+    };
+    assert_eq!(
+        (n, std::io::Error::last_os_error().raw_os_error()),
+        (-1, Some(libc::ENODATA))
+    );
+
+    // An unlinked file stays readable and writable through its handle.
+    fs::write(p("gone"), b"before").unwrap();
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p("gone"))
+        .unwrap();
+    fs::remove_file(p("gone")).unwrap();
+    assert!(!p("gone").exists());
+    f.seek(SeekFrom::End(0)).unwrap();
+    f.write_all(b" and after").unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    let mut s = String::new();
+    f.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "before and after");
+    drop(f);
+
+    // A big directory lists completely.
+    fs::create_dir(p("many")).unwrap();
+    for i in 0..3000 {
+        File::create(p(&format!("many/f{i}"))).unwrap();
+    }
+    assert_eq!(fs::read_dir(p("many")).unwrap().count(), 3000);
+
+    // statfs and names too long.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let root = cstr(&m.mp);
+    assert_eq!(unsafe { libc::statvfs(root.as_ptr(), &mut st) }, 0);
+    assert!(st.f_blocks > 0 && st.f_files > 3000 && st.f_namemax == 255);
+    let long = "x".repeat(256);
+    assert_eq!(
+        File::create(p(&long)).unwrap_err().raw_os_error(),
+        Some(libc::ENAMETOOLONG)
+    );
+
+    // nectar info shows chunks, slices and object keys.
+    fs::write(p("info-me"), vec![7u8; 5 << 20]).unwrap();
+    let out = nectar_ok(&["info", p("info-me").to_str().unwrap()]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("size: 5242880") && report.contains("chunks/0/0/"),
+        "{report}"
+    );
+    assert_eq!(report.matches("object: ").count(), 2, "{report}");
+    m.unmount();
+}
+
+#[test]
+fn one_gib_file_keeps_its_checksum() {
+    require_fuse!();
+    let vol = Volume::new(&[]);
+    let m = vol.mount("mnt", &[]);
+    const SIZE: usize = 1 << 30;
+    let mut pattern = Pattern::new(42);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut crc = crc32fast::Hasher::new();
+    let mut f = File::create(m.path("big")).unwrap();
+    for _ in 0..SIZE / buf.len() {
+        pattern.fill(&mut buf);
+        crc.update(&buf);
+        f.write_all(&buf).unwrap();
+    }
+    f.sync_all().unwrap();
+    drop(f);
+    let written = crc.finalize();
+    m.unmount();
+    // Cold read through a fresh mount.
+    let m = vol.mount("mnt", &[]);
+    assert_eq!(fs::metadata(m.path("big")).unwrap().len(), SIZE as u64);
+    let mut f = File::open(m.path("big")).unwrap();
+    let mut crc = crc32fast::Hasher::new();
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        crc.update(&buf[..n]);
+    }
+    drop(f);
+    assert_eq!(
+        crc.finalize(),
+        written,
+        "1 GiB read back differs from what was written"
+    );
+    m.unmount();
+}
+
+#[test]
+fn untar_and_compile_a_source_tree() {
+    require_fuse!();
+    // The zstd C library ships inside the zstd-sys crate that the build already fetched.
+    let Some(krate) = find_crate_archive("zstd-sys-") else {
+        eprintln!("skipped: no zstd-sys crate archive in the cargo cache to build");
+        return;
+    };
+    let vol = Volume::new(&[]);
+    let m = vol.mount("mnt", &[]);
+    let st = Command::new("tar")
+        .arg("xzf")
+        .arg(&krate)
+        .arg("-C")
+        .arg(&m.mp)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let src = fs::read_dir(&m.mp)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap()
+        .join("zstd");
+    fs::write(
+        src.join("Makefile"),
+        "SRCS := $(shell find lib -name '*.c' -not -path '*/legacy/*' -not -path '*/deprecated/*')\n\
+         OBJS := $(SRCS:.c=.o)\n\
+         CFLAGS := -O1 -DZSTD_DISABLE_ASM -Ilib -Ilib/common\n\
+         roundtrip: roundtrip.c libzstd.a\n\tcc $(CFLAGS) -o $@ roundtrip.c libzstd.a -lpthread\n\
+         libzstd.a: $(OBJS)\n\tar rcs $@ $(OBJS)\n",
+    )
+    .unwrap();
+    fs::write(
+        src.join("roundtrip.c"),
+        r#"#include <stdio.h>
+#include <string.h>
+#include <zstd.h>
+int main(void) {
+    static char in[1 << 20], packed[1 << 21], out[1 << 20];
+    for (size_t i = 0; i < sizeof in; i++) in[i] = (char)(i % 251 + i / 4096);
+    size_t n = ZSTD_compress(packed, sizeof packed, in, sizeof in, 3);
+    if (ZSTD_isError(n)) return 1;
+    size_t m = ZSTD_decompress(out, sizeof out, packed, n);
+    if (m != sizeof in || memcmp(in, out, m)) return 2;
+    printf("ok %zu\n", n);
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let out = Command::new("make")
+        .args(["-s", "-j4", "roundtrip"])
+        .current_dir(&src)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "make inside the mount failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(src.join("roundtrip")).output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.starts_with(b"ok "),
+        "{out:?}"
+    );
+    // Clean and rebuild: objects are overwritten and deleted many times.
+    let st = Command::new("sh").arg("-c").arg("find lib -name '*.o' -delete && rm -f libzstd.a roundtrip && make -s -j4 roundtrip && ./roundtrip").current_dir(&src).status().unwrap();
+    assert!(st.success());
+    m.unmount();
+}
+
+fn find_crate_archive(prefix: &str) -> Option<std::path::PathBuf> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))?;
+    for reg in fs::read_dir(home.join("registry/cache")).ok()? {
+        let reg = reg.ok()?.path();
+        for f in fs::read_dir(&reg).ok()? {
+            let f = f.ok()?.path();
+            if f.file_name()?.to_string_lossy().starts_with(prefix) {
+                return Some(f);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn two_mounts_see_each_others_closed_files() {
+    require_fuse!();
+    let vol = Volume::new(&[]);
+    let a = vol.mount("a", &[]);
+    let b = vol.mount("b", &[]);
+    fs::write(a.path("from-a"), b"written by a").unwrap();
+    assert_eq!(fs::read(b.path("from-a")).unwrap(), b"written by a");
+    fs::create_dir(b.path("dir-b")).unwrap();
+    fs::write(b.path("dir-b/f"), vec![9u8; 3 << 20]).unwrap();
+    assert_eq!(fs::read(a.path("dir-b/f")).unwrap(), vec![9u8; 3 << 20]);
+    // A change to a file the other mount has seen shows up once its 1 s caches expire.
+    fs::write(a.path("from-a"), b"changed by a, longer").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(fs::read(b.path("from-a")).unwrap(), b"changed by a, longer");
+    fs::remove_file(b.path("from-a")).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!a.path("from-a").exists());
+    // Both sessions are listed.
+    let out = nectar_ok(&["status", &vol.meta_url]);
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        status.contains(a.mp.to_str().unwrap()) && status.contains(b.mp.to_str().unwrap()),
+        "{status}"
+    );
+    assert!(!status.contains("SecretKey\": \"") || status.contains("removed"));
+    a.unmount();
+    b.unmount();
+}
+
+#[test]
+fn background_mount_and_clean_signal_exit() {
+    require_fuse!();
+    let vol = Volume::new(&[]);
+    let mp = vol.path("mnt");
+    fs::create_dir(&mp).unwrap();
+    let log = vol.path("bg.log");
+    let pidf = vol.path("bg.pid");
+    nectar_ok(&[
+        "mount",
+        "-d",
+        &vol.meta_url,
+        mp.to_str().unwrap(),
+        "--log",
+        log.to_str().unwrap(),
+        "--pid-file",
+        pidf.to_str().unwrap(),
+    ]);
+    let guard = Mount {
+        mp: mp.clone(),
+        child: None,
+        log: log.clone(),
+    };
+    assert!(
+        is_mounted(&mp),
+        "mount -d returned before the mount was ready"
+    );
+    fs::write(mp.join("f"), b"data").unwrap();
+    let pid: i32 = fs::read_to_string(&pidf).unwrap().trim().parse().unwrap();
+    // SIGTERM: commit, unmount, exit.
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while is_mounted(&mp) || Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGTERM did not unmount: {}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = nectar_ok(&["status", &vol.meta_url]);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(mp.to_str().unwrap()),
+        "session not closed"
+    );
+    drop(guard);
+    let m = vol.mount("mnt", &[]);
+    assert_eq!(fs::read(m.path("f")).unwrap(), b"data");
+    m.unmount();
+}
+
+#[test]
+fn killed_mount_is_cleared_by_force_umount() {
+    require_fuse!();
+    let vol = Volume::new(&[]);
+    let mut m = vol.mount("mnt", &[]);
+    fs::write(m.path("kept"), b"committed before the crash").unwrap();
+    m.child.as_mut().unwrap().kill().unwrap();
+    m.child.as_mut().unwrap().wait().unwrap();
+    let e = fs::metadata(m.path("kept")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN));
+    let out = nectar(&["umount", m.mp.to_str().unwrap()]);
+    let _ = out; // A plain umount may or may not manage; --force must.
+    if is_mounted(&m.mp) {
+        nectar_ok(&["umount", "--force", m.mp.to_str().unwrap()]);
+    }
+    assert!(!is_mounted(&m.mp));
+    drop(m);
+    let m = vol.mount("mnt", &[]);
+    assert_eq!(
+        fs::read(m.path("kept")).unwrap(),
+        b"committed before the crash"
+    );
+    m.unmount();
+}
+
+#[test]
+fn read_only_and_subdir_mounts() {
+    require_fuse!();
+    let vol = Volume::new(&[]);
+    let m = vol.mount("mnt", &[]);
+    fs::create_dir_all(m.path("team/data")).unwrap();
+    fs::write(m.path("team/data/f"), b"team file").unwrap();
+    m.unmount();
+    let ro = vol.mount("ro", &["--read-only", "--subdir", "team"]);
+    assert_eq!(fs::read(ro.path("data/f")).unwrap(), b"team file");
+    let e = fs::write(ro.path("data/new"), b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    ro.unmount();
+}
+
+fn stderr_of(args: &[&str]) -> String {
+    let out = nectar(args);
+    assert!(!out.status.success(), "nectar {args:?} should have failed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let url = format!("sqlite3://{d}/meta.db");
+    assert!(stderr_of(&["status", "not-a-url"]).contains("invalid META-URL"));
+    assert!(stderr_of(&["status", "nosuch://x"]).contains("unknown metadata engine"));
+    assert!(stderr_of(&["status", "sqlite3:///no/such/dir/m.db"]).contains("does not exist"));
+    assert!(stderr_of(&["status", &url]).contains("nectar format"));
+    assert!(stderr_of(&["format", &url, "Bad_Name"]).contains("invalid volume name"));
+    assert!(stderr_of(&["format", &url, "vol", "--block-size", "99999"]).contains("--block-size"));
+    assert!(stderr_of(&["format", &url, "vol", "--storage", "s3"]).contains("--bucket is required"));
+    assert!(stderr_of(&[
+        "format",
+        &url,
+        "vol",
+        "--storage",
+        "gopher",
+        "--bucket",
+        "x"
+    ])
+    .contains("gopher"));
+    let unreachable = stderr_of(&[
+        "format",
+        &url,
+        "vol",
+        "--storage",
+        "s3",
+        "--bucket",
+        "http://127.0.0.1:1/b",
+        "--access-key",
+        "a",
+        "--secret-key",
+        "b",
+    ]);
+    assert!(unreachable.contains("127.0.0.1:1"), "{unreachable}");
+    nectar_ok(&["format", &url, "vol", "--bucket", &format!("{d}/data")]);
+    assert!(
+        stderr_of(&["format", &url, "vol", "--bucket", &format!("{d}/data")])
+            .contains("already exists")
+    );
+    nectar_ok(&[
+        "format",
+        &url,
+        "vol",
+        "--bucket",
+        &format!("{d}/data"),
+        "--force",
+        "--trash-days",
+        "0",
+    ]);
+    assert!(stderr_of(&["mount", &url, &format!("{d}/missing")]).contains("does not exist"));
+    fs::write(dir.path().join("file"), b"").unwrap();
+    assert!(stderr_of(&["mount", &url, &format!("{d}/file")]).contains("not a directory"));
+    assert!(stderr_of(&["umount", &format!("{d}/data")]).contains("not mounted"));
+    if skip_reason().is_none() {
+        let m = Mount::start(&url, &dir.path().join("mnt"), &[]);
+        assert!(stderr_of(&["mount", &url, m.mp.to_str().unwrap()]).contains("busy"));
+        m.unmount();
+    }
+}
+
+#[test]
+fn full_local_disk_fails_writes_but_keeps_stored_data() {
+    require_fuse!();
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    fs::create_dir(&small).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    if !st.success() {
+        eprintln!("skipped: cannot mount a small tmpfs to fill");
+        return;
+    }
+    struct Umount(std::path::PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _tmpfs = Umount(small.clone());
+    let url = format!("sqlite3://{}/meta.db", dir.path().display());
+    nectar_ok(&[
+        "format",
+        &url,
+        "vol",
+        "--bucket",
+        small.join("data").to_str().unwrap(),
+    ]);
+    let m = Mount::start(&url, &dir.path().join("mnt"), &[]);
+    fs::write(m.path("fits"), vec![1u8; 4 << 20]).unwrap();
+    let res = (|| -> std::io::Result<()> {
+        let mut f = File::create(m.path("too-big"))?;
+        for _ in 0..32 {
+            f.write_all(&[2u8; 1 << 20])?;
+        }
+        f.sync_all()
+    })();
+    let e = res.expect_err("writing 32 MiB into 16 MiB must fail");
+    assert!(
+        matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EIO)),
+        "{e}"
+    );
+    assert_eq!(
+        fs::read(m.path("fits")).unwrap(),
+        vec![1u8; 4 << 20],
+        "data stored before the disk filled is damaged"
+    );
+    drop(m);
+}
