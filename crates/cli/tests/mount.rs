@@ -626,3 +626,85 @@ fn full_local_disk_fails_writes_but_keeps_stored_data() {
     );
     drop(m);
 }
+
+/// The S3 server given by NECTAR_TEST_S3 (a bucket URL) and its keys.
+fn s3_env() -> Option<(String, String, String)> {
+    let url = std::env::var("NECTAR_TEST_S3")
+        .ok()
+        .filter(|u| !u.is_empty())?;
+    let ak = std::env::var("NECTAR_TEST_S3_ACCESS_KEY").unwrap_or_default();
+    let sk = std::env::var("NECTAR_TEST_S3_SECRET_KEY").unwrap_or_default();
+    Some((url, ak, sk))
+}
+
+#[test]
+fn s3_storage_mount() {
+    require_fuse!();
+    let Some((bucket, ak, sk)) = s3_env() else {
+        eprintln!(
+            "skipped: NECTAR_TEST_S3 is not set (scripts/start-seaweedfs.sh starts a server)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite3://{}/meta.db", dir.path().display());
+    let name = format!("s3vol{}", std::process::id());
+    // Wrong credentials are refused with a message that names them.
+    let wrong = stderr_of(&[
+        "format",
+        &url,
+        &name,
+        "--storage",
+        "s3",
+        "--bucket",
+        &bucket,
+        "--access-key",
+        &ak,
+        "--secret-key",
+        "wrong",
+    ]);
+    assert!(
+        wrong.contains("credentials") || wrong.contains("denied"),
+        "{wrong}"
+    );
+    let out = Command::new(BIN)
+        .args([
+            "format",
+            &url,
+            &name,
+            "--storage",
+            "s3",
+            "--bucket",
+            &bucket,
+        ])
+        .env("ACCESS_KEY", &ak)
+        .env("SECRET_KEY", &sk)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = String::from_utf8_lossy(&nectar_ok(&["status", &url]).stdout).into_owned();
+    assert!(
+        !status.contains(&sk) || sk.is_empty(),
+        "status shows the secret key"
+    );
+    let m = Mount::start(&url, &dir.path().join("mnt"), &[]);
+    let mut pattern = Pattern::new(7);
+    let mut data = vec![0u8; 9 << 20];
+    pattern.fill(&mut data);
+    fs::write(m.path("blob"), &data).unwrap();
+    fs::write(m.path("small"), b"tiny").unwrap();
+    m.unmount();
+    let m = Mount::start(&url, &dir.path().join("mnt"), &[]);
+    assert_eq!(fs::read(m.path("blob")).unwrap(), data);
+    assert_eq!(fs::read(m.path("small")).unwrap(), b"tiny");
+    let report =
+        String::from_utf8_lossy(&nectar_ok(&["info", m.path("blob").to_str().unwrap()]).stdout)
+            .into_owned();
+    assert_eq!(report.matches("object: ").count(), 3, "{report}");
+    fs::remove_file(m.path("blob")).unwrap();
+    m.unmount();
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (`.ci/run` calls exactly this). Run as root on
+# Debian: it installs what is missing, checks formatting and lints, starts a local
+# S3 server (SeaweedFS) on 127.0.0.1, runs every Rust test (unit, metadata conformance,
+# data path, VFS, and real FUSE mounts), runs pjdfstest on a mount, and stops what it
+# started even when a step fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+scripts/install-deps.sh
+
+echo "== format and lints" >&2
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+WORK=$(mktemp -d /tmp/nectar-test.XXXXXX)
+export NECTAR_WEED_PKG=$ROOT/.cache/weed-pkg
+cleanup() {
+    scripts/stop-seaweedfs.sh "$WORK/seaweed" >/dev/null 2>&1 || true
+    # Any mount a failed test left behind.
+    grep -o " $WORK[^ ]*\| /tmp/\.tmp[^ ]*" /proc/self/mounts 2>/dev/null | while read -r m; do
+        umount -l "$m" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo "== S3 server" >&2
+eval "$(scripts/start-seaweedfs.sh "$WORK/seaweed")"
+
+echo "== Rust tests" >&2
+cargo build --workspace --all-targets --quiet
+cargo test --workspace --quiet 2>&1 | tee "$WORK/cargo-test.log"
+
+echo "== pjdfstest" >&2
+scripts/pjdfstest.sh target/debug/nectar
