@@ -8,6 +8,7 @@
 
 pub mod memory;
 pub mod sqlite;
+// Engines for database servers; each registers its schemes in `open_engine` below.
 
 use crate::error::{Error, Result};
 use std::time::Duration;
