@@ -708,3 +708,65 @@ fn s3_storage_mount() {
     fs::remove_file(m.path("blob")).unwrap();
     m.unmount();
 }
+
+#[test]
+fn fallocate_seek_hole_and_copy_file_range() {
+    use std::os::fd::AsRawFd;
+    require_fuse!();
+    let vol = Volume::new(&[]);
+    let m = vol.mount("mnt", &[]);
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(m.path("f"))
+        .unwrap();
+    let fd = f.as_raw_fd();
+    // SAFETY: fd is open for the whole block; the buffers outlive the calls.
+    unsafe {
+        assert_eq!(libc::posix_fallocate(fd, 0, 8 << 20), 0);
+        assert_eq!(fs::metadata(m.path("f")).unwrap().len(), 8 << 20);
+        assert_eq!(
+            libc::pwrite(fd, [3u8; 4096].as_ptr().cast(), 4096, 1 << 20),
+            4096
+        );
+        assert_eq!(
+            libc::fallocate(
+                fd,
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                (1 << 20) + 1024,
+                1024
+            ),
+            0
+        );
+        let mut buf = [9u8; 4096];
+        assert_eq!(
+            libc::pread(fd, buf.as_mut_ptr().cast(), 4096, 1 << 20),
+            4096
+        );
+        assert!(
+            buf[..1024].iter().all(|b| *b == 3)
+                && buf[1024..2048].iter().all(|b| *b == 0)
+                && buf[2048..].iter().all(|b| *b == 3)
+        );
+        assert_eq!(libc::lseek(fd, 0, libc::SEEK_DATA), 1 << 20);
+        assert_eq!(libc::lseek(fd, 1 << 20, libc::SEEK_HOLE), (1 << 20) + 1024);
+        let g = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(m.path("g"))
+            .unwrap();
+        let (mut off_in, mut off_out) = (1i64 << 20, 0i64);
+        let n = libc::copy_file_range(fd, &mut off_in, g.as_raw_fd(), &mut off_out, 4096, 0);
+        assert_eq!(n, 4096);
+        drop(g);
+    }
+    drop(f);
+    let g = fs::read(m.path("g")).unwrap();
+    assert_eq!(g.len(), 4096);
+    assert!(g[..1024].iter().all(|b| *b == 3) && g[1024..2048].iter().all(|b| *b == 0));
+    m.unmount();
+}

@@ -613,6 +613,70 @@ impl Filesystem for NectarFs {
         });
     }
 
+    fn fallocate(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let c = ctx(req);
+        self.spawn(
+            move |vfs| match vfs.fallocate(&c, fh.0, mode, offset, length) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("fallocate", e)),
+            },
+        );
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: fuser::ReplyLseek,
+    ) {
+        if offset < 0 {
+            return reply.error(Errno::ENXIO);
+        }
+        self.spawn(move |vfs| match vfs.lseek(fh.0, offset as u64, whence) {
+            Ok(off) => reply.offset(off as i64),
+            Err(e) => reply.error(errno("lseek", e)),
+        });
+    }
+
+    fn copy_file_range(
+        &self,
+        req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        if flags.bits() != 0 {
+            return reply.error(Errno::EINVAL);
+        }
+        let c = ctx(req);
+        // The reply carries a 32-bit count; callers loop for the rest.
+        let len = len.min(u32::MAX as u64 & !0xfff);
+        self.spawn(move |vfs| {
+            match vfs.copy_file_range(&c, fh_in.0, offset_in, fh_out.0, offset_out, len) {
+                Ok(n) => reply.written(n as u32),
+                Err(e) => reply.error(errno("copy_file_range", e)),
+            }
+        });
+    }
+
     fn ioctl(
         &self,
         _req: &Request,

@@ -275,3 +275,230 @@ impl Meta {
         Ok(n)
     }
 }
+
+/// `fallocate` mode bits (Linux values).
+pub const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
+pub const FALLOC_FL_PUNCH_HOLE: i32 = 0x02;
+pub const FALLOC_FL_ZERO_RANGE: i32 = 0x10;
+
+/// Splits `[off, off+len)` of a file at chunk boundaries: (chunk index, position in the
+/// chunk, length) for each piece.
+fn chunk_pieces(off: u64, len: u64) -> impl Iterator<Item = (u32, u32, u32)> {
+    let end = off + len;
+    let mut pos = off;
+    std::iter::from_fn(move || {
+        if pos >= end {
+            return None;
+        }
+        let index = (pos >> CHUNK_BITS) as u32;
+        let in_chunk = pos & (CHUNK_SIZE - 1);
+        let n = (CHUNK_SIZE - in_chunk).min(end - pos);
+        pos += n;
+        Some((index, in_chunk as u32, n as u32))
+    })
+}
+
+/// Covers `[off, off+len)` with hole records (reads as zeros).
+fn write_holes(tx: &mut dyn KvTxn, ino: Ino, off: u64, len: u64) -> Result<()> {
+    for (index, pos, n) in chunk_pieces(off, len) {
+        let hole = Slice {
+            pos,
+            id: 0,
+            size: 0,
+            off: 0,
+            len: n,
+        };
+        tx.append(&keys::chunk(ino, index), &hole.encode())?;
+    }
+    Ok(())
+}
+
+impl Meta {
+    /// Allocates, zeroes or punches a range (`fallocate(2)`). Space is never reserved:
+    /// files are sparse, so allocation only moves the length.
+    pub fn fallocate(&self, ctx: &Ctx, ino: Ino, mode: i32, off: u64, len: u64) -> Result<Attr> {
+        let known = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
+        if mode & !known != 0 {
+            return sys(libc::EOPNOTSUPP);
+        }
+        if mode & FALLOC_FL_PUNCH_HOLE != 0
+            && (mode & FALLOC_FL_KEEP_SIZE == 0 || mode & FALLOC_FL_ZERO_RANGE != 0)
+        {
+            return sys(libc::EOPNOTSUPP);
+        }
+        if len == 0 {
+            return sys(EINVAL);
+        }
+        let end = off.checked_add(len).ok_or(Error::Sys(EFBIG))?;
+        if end > MAX_FILE_SIZE {
+            return sys(EFBIG);
+        }
+        self.kv.txn(|tx| {
+            let mut attr = get_attr(tx, ino)?;
+            match attr.typ {
+                FileType::File => {}
+                FileType::Directory => return sys(EISDIR),
+                _ => return sys(libc::ENODEV),
+            }
+            check_access(ctx, &attr, 2)?;
+            let old = attr.length;
+            let grows = mode & FALLOC_FL_KEEP_SIZE == 0 && end > old;
+            if mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) != 0 && off < old {
+                write_holes(tx, ino, off, end.min(old) - off)?;
+            }
+            let now = Time::now();
+            if grows {
+                let delta = space_of(end) - space_of(old);
+                self.check_limits(tx, delta, 0)?;
+                self.update_usage(tx, delta, 0)?;
+                attr.length = end;
+            }
+            if grows || mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) != 0 {
+                attr.mtime = now;
+                attr.ctime = now;
+                put_attr(tx, ino, &attr)?;
+            }
+            Ok(attr)
+        })
+    }
+
+    /// Copies `len` bytes from `src` at `off_in` to `dst` at `off_out` by sharing the
+    /// source's slices (no data moves): the destination gets records pointing at the
+    /// same objects, and each shared slice's reference count goes up. Returns the bytes
+    /// copied (less than `len` at the end of the source) and the new attributes of `dst`.
+    pub fn copy_file_range(
+        &self,
+        ctx: &Ctx,
+        src: Ino,
+        off_in: u64,
+        dst: Ino,
+        off_out: u64,
+        len: u64,
+    ) -> Result<(u64, Attr)> {
+        if off_in.checked_add(len).is_none()
+            || off_out.checked_add(len).is_none_or(|e| e > MAX_FILE_SIZE)
+        {
+            return sys(EFBIG);
+        }
+        self.kv.txn(|tx| {
+            let sattr = get_attr(tx, src)?;
+            let mut dattr = if dst == src {
+                sattr.clone()
+            } else {
+                get_attr(tx, dst)?
+            };
+            for a in [&sattr, &dattr] {
+                match a.typ {
+                    FileType::File => {}
+                    FileType::Directory => return sys(EISDIR),
+                    _ => return sys(EINVAL),
+                }
+            }
+            check_access(ctx, &sattr, 4)?;
+            check_access(ctx, &dattr, 2)?;
+            if off_in >= sattr.length {
+                return Ok((0, dattr));
+            }
+            let n = len.min(sattr.length - off_in);
+            if src == dst && off_in < off_out + n && off_out < off_in + n {
+                return sys(EINVAL);
+            }
+            // Read every source chunk first: with src == dst, writes must not feed reads.
+            let mut pieces: Vec<(u64, Slice)> = Vec::new(); // (destination offset, record)
+            for (index, pos, piece_len) in chunk_pieces(off_in, n) {
+                let records = match tx.get(&keys::chunk(src, index))? {
+                    Some(v) => Slice::decode_all(&v)?,
+                    None => Vec::new(),
+                };
+                let view = crate::slice::resolve(&records);
+                let (lo, hi) = (pos as u64, pos as u64 + piece_len as u64);
+                let chunk_start = (index as u64) << CHUNK_BITS;
+                let mut cursor = lo;
+                for s in view.iter() {
+                    let (s_lo, s_hi) = (s.pos as u64, s.pos as u64 + s.len as u64);
+                    if s_hi <= lo || s_lo >= hi {
+                        continue;
+                    }
+                    let from = s_lo.max(lo);
+                    let to = s_hi.min(hi);
+                    if from > cursor {
+                        pieces.push((
+                            chunk_start + cursor - off_in + off_out,
+                            Slice {
+                                pos: 0,
+                                id: 0,
+                                size: 0,
+                                off: 0,
+                                len: (from - cursor) as u32,
+                            },
+                        ));
+                    }
+                    let rec = Slice {
+                        pos: 0,
+                        off: s.off + (from - s_lo) as u32,
+                        len: (to - from) as u32,
+                        ..*s
+                    };
+                    pieces.push((chunk_start + from - off_in + off_out, rec));
+                    cursor = to;
+                }
+                if cursor < hi {
+                    pieces.push((
+                        chunk_start + cursor - off_in + off_out,
+                        Slice {
+                            pos: 0,
+                            id: 0,
+                            size: 0,
+                            off: 0,
+                            len: (hi - cursor) as u32,
+                        },
+                    ));
+                }
+            }
+            // Write them at the destination, split again at its chunk boundaries.
+            for (dst_off, rec) in pieces {
+                let mut skip = 0u32;
+                for (index, pos, piece_len) in chunk_pieces(dst_off, rec.len as u64) {
+                    let part = Slice {
+                        pos,
+                        off: if rec.id == 0 { 0 } else { rec.off + skip },
+                        len: piece_len,
+                        ..rec
+                    };
+                    tx.append(&keys::chunk(dst, index), &part.encode())?;
+                    if part.id != 0 {
+                        tx.incr_by(&keys::slice_ref(part.id, part.size), 1)?;
+                    }
+                    skip += piece_len;
+                }
+            }
+            let end = off_out + n;
+            let now = Time::now();
+            if end > dattr.length {
+                let delta = space_of(end) - space_of(dattr.length);
+                self.check_limits(tx, delta, 0)?;
+                self.update_usage(tx, delta, 0)?;
+                dattr.length = end;
+            }
+            dattr.mtime = now;
+            dattr.ctime = now;
+            put_attr(tx, dst, &dattr)?;
+            Ok((n, dattr))
+        })
+    }
+
+    /// Chunk indexes of a file that hold records, from `from` on, at most `limit`.
+    pub fn chunk_indexes(&self, ino: Ino, from: u32, limit: usize) -> Result<Vec<u32>> {
+        let begin = keys::chunk(ino, from);
+        let end = prefix_end(&keys::chunk_prefix(ino));
+        let rows = self.kv.read(|tx| tx.scan(&begin, &end, limit))?;
+        Ok(rows
+            .iter()
+            .filter_map(|(k, _)| {
+                k.get(10..14)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_be_bytes)
+            })
+            .collect())
+    }
+}

@@ -115,6 +115,7 @@ fn run_all(url: &str) {
     readdir_paging(url);
     xattrs(url);
     truncate_and_holes(url);
+    fallocate_and_copy(url);
     permissions(url);
     counters_are_exact(url);
     sessions(url);
@@ -490,6 +491,95 @@ fn truncate_and_holes(url: &str) {
     );
     let d = mkdir(&m, ROOT_INODE, "d");
     assert_eq!(errno(m.truncate(&root(), d, 0)), libc::EISDIR);
+}
+
+fn fallocate_and_copy(url: &str) {
+    use nectar_meta::data::{FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE};
+    let (m, deleted) = setup(url);
+    let f = create(&m, ROOT_INODE, "f");
+    write(&m, f, 0, 0, 21, 1000);
+    // Default mode grows the length; KEEP_SIZE does not.
+    assert_eq!(m.fallocate(&root(), f, 0, 0, 5000).unwrap().length, 5000);
+    assert_eq!(
+        m.fallocate(&root(), f, FALLOC_FL_KEEP_SIZE, 0, 9000)
+            .unwrap()
+            .length,
+        5000
+    );
+    assert_eq!(
+        m.fallocate(&root(), f, 0, 100, 10).unwrap().length,
+        5000,
+        "allocation inside the file keeps the length"
+    );
+    // Punch a hole: length kept, the range reads as zeros.
+    let a = m
+        .fallocate(
+            &root(),
+            f,
+            FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+            100,
+            200,
+        )
+        .unwrap();
+    assert_eq!(a.length, 5000);
+    let view = slice::resolve(&m.read_chunk(f, 0).unwrap());
+    let hole = view.iter().find(|s| s.pos == 100).unwrap();
+    assert_eq!((hole.id, hole.len), (0, 200));
+    assert_eq!(view.iter().find(|s| s.pos == 300).unwrap().off, 300);
+    // Zero a range past the end: the length grows.
+    assert_eq!(
+        m.fallocate(&root(), f, FALLOC_FL_ZERO_RANGE, 4000, 3000)
+            .unwrap()
+            .length,
+        7000
+    );
+    assert_eq!(
+        errno(m.fallocate(&root(), f, FALLOC_FL_PUNCH_HOLE, 0, 10)),
+        libc::EOPNOTSUPP
+    );
+    assert_eq!(
+        errno(m.fallocate(&root(), f, 0x08, 0, 10)),
+        libc::EOPNOTSUPP
+    );
+    assert_eq!(errno(m.fallocate(&root(), f, 0, 0, 0)), libc::EINVAL);
+    let d = mkdir(&m, ROOT_INODE, "d");
+    assert_eq!(errno(m.fallocate(&root(), d, 0, 0, 10)), libc::EISDIR);
+    // Copy shares slices: the source's slice gains a reference.
+    let g = create(&m, ROOT_INODE, "g");
+    let (n, ga) = m
+        .copy_file_range(&root(), f, 0, g, CHUNK_SIZE - 50, 1000)
+        .unwrap();
+    assert_eq!((n, ga.length), (1000, CHUNK_SIZE + 950));
+    let c0 = slice::resolve(&m.read_chunk(g, 0).unwrap());
+    let c1 = slice::resolve(&m.read_chunk(g, 1).unwrap());
+    assert_eq!(
+        (c0[0].pos, c0[0].id, c0[0].off, c0[0].len),
+        ((CHUNK_SIZE - 50) as u32, 21, 0, 50)
+    );
+    assert_eq!((c1[0].pos, c1[0].id, c1[0].off, c1[0].len), (0, 21, 50, 50));
+    assert_eq!(
+        (c1[1].pos, c1[1].id, c1[1].len),
+        (50, 0, 200),
+        "the punched hole is copied as a hole"
+    );
+    assert_eq!(
+        m.copy_file_range(&root(), f, 7000, g, 0, 10).unwrap().0,
+        0,
+        "nothing past the source end"
+    );
+    assert_eq!(
+        errno(m.copy_file_range(&root(), f, 0, f, 10, 100)),
+        libc::EINVAL,
+        "overlapping ranges of one file"
+    );
+    // Deleting the source keeps the shared slice; deleting the copy too releases it.
+    m.unlink(&root(), ROOT_INODE, b"f").unwrap();
+    assert!(
+        deleted.lock().unwrap().is_empty(),
+        "a slice still used by the copy was deleted"
+    );
+    m.unlink(&root(), ROOT_INODE, b"g").unwrap();
+    assert_eq!(*deleted.lock().unwrap(), vec![(21, 1000)]);
 }
 
 fn permissions(url: &str) {

@@ -645,6 +645,121 @@ impl Vfs {
         }
     }
 
+    /// Commits the pending writes of an inode, if this client has it open.
+    fn commit_inode(&self, ino: Ino) -> Result<Option<Arc<FileState>>> {
+        let Some(f) = self.files.lock().get(&ino).cloned() else {
+            return Ok(None);
+        };
+        let mut inner = f.inner.lock();
+        self.commit(ino, &mut inner)?;
+        drop(inner);
+        Ok(Some(f))
+    }
+
+    /// After a metadata change to a file's data: forget resolved slices, take the new
+    /// attributes.
+    fn data_changed(&self, file: Option<Arc<FileState>>, attr: &Attr) {
+        if let Some(f) = file {
+            let mut inner = f.inner.lock();
+            inner.slices.clear();
+            inner.attr = attr.clone();
+        }
+    }
+
+    /// `fallocate(2)`: allocate (move the length), punch a hole, or zero a range.
+    pub fn fallocate(&self, ctx: &Ctx, fh: u64, mode: i32, off: u64, len: u64) -> Result<()> {
+        self.check_writable()?;
+        let (h, _) = self.file_handle(fh)?;
+        let file = self.commit_inode(h.ino)?;
+        let attr = self.meta.fallocate(ctx, h.ino, mode, off, len)?;
+        self.data_changed(file, &attr);
+        Ok(())
+    }
+
+    /// `copy_file_range(2)` by sharing slices in metadata: no data passes through here.
+    #[allow(clippy::too_many_arguments)]
+    pub fn copy_file_range(
+        &self,
+        ctx: &Ctx,
+        fh_in: u64,
+        off_in: u64,
+        fh_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> Result<u64> {
+        self.check_writable()?;
+        let (src, _) = self.file_handle(fh_in)?;
+        let (dst, _) = self.file_handle(fh_out)?;
+        self.commit_inode(src.ino)?;
+        let file = self.commit_inode(dst.ino)?;
+        let (n, attr) = self
+            .meta
+            .copy_file_range(ctx, src.ino, off_in, dst.ino, off_out, len)?;
+        self.data_changed(file, &attr);
+        Ok(n)
+    }
+
+    /// `lseek` with SEEK_DATA or SEEK_HOLE; other kinds of seek never reach a file
+    /// system.
+    pub fn lseek(&self, fh: u64, offset: u64, whence: i32) -> Result<u64> {
+        let (h, file) = self.file_handle(fh)?;
+        let mut inner = file.inner.lock();
+        self.commit(h.ino, &mut inner)?;
+        let length = inner.attr.length;
+        if offset >= length {
+            return sys(libc::ENXIO);
+        }
+        match whence {
+            libc::SEEK_DATA => {
+                let mut from = (offset >> CHUNK_BITS) as u32;
+                loop {
+                    let indexes = self.meta.chunk_indexes(h.ino, from, 64)?;
+                    let Some(&last) = indexes.last() else {
+                        return sys(libc::ENXIO);
+                    };
+                    for index in indexes {
+                        let chunk_start = (index as u64) << CHUNK_BITS;
+                        let chunk_end = (chunk_start + CHUNK_SIZE).min(length);
+                        let start = offset.max(chunk_start);
+                        if start >= chunk_end {
+                            continue;
+                        }
+                        if let Some(seg) =
+                            self.segments(h.ino, &mut inner, start, chunk_end)?.first()
+                        {
+                            return Ok(start + seg.buf_off as u64);
+                        }
+                    }
+                    if last == u32::MAX || ((last as u64 + 1) << CHUNK_BITS) >= length {
+                        return sys(libc::ENXIO);
+                    }
+                    from = last + 1;
+                }
+            }
+            libc::SEEK_HOLE => {
+                let mut pos = offset;
+                while pos < length {
+                    let chunk_end = (((pos >> CHUNK_BITS) + 1) << CHUNK_BITS).min(length);
+                    let segs = self.segments(h.ino, &mut inner, pos, chunk_end)?;
+                    // Data runs from `pos` while segments follow each other without a gap.
+                    let mut covered = pos;
+                    for s in &segs {
+                        if pos + s.buf_off as u64 != covered {
+                            break;
+                        }
+                        covered += s.len as u64;
+                    }
+                    if covered < chunk_end {
+                        return Ok(covered);
+                    }
+                    pos = chunk_end;
+                }
+                Ok(length)
+            }
+            _ => sys(libc::EINVAL),
+        }
+    }
+
     /// Commits pending writes of the file behind `fh` (flush and fsync).
     pub fn flush(&self, fh: u64) -> Result<()> {
         let (_, file) = self.file_handle(fh)?;

@@ -330,3 +330,89 @@ fn subdir_root_is_mapped() {
     assert!(v.lookup(&root(), ROOT_INODE, b"sub").is_err());
     assert_eq!(v.lookup(&root(), ROOT_INODE, b"..").unwrap().0, ROOT_INODE);
 }
+
+#[test]
+fn fallocate_punch_and_zero_read_back() {
+    let e = env();
+    let (ino, fh) = create(&e.vfs, "f");
+    e.vfs.write(fh, 0, &[5u8; 300_000]).unwrap();
+    // Pending writes are committed first, so the punch is not undone by them.
+    e.vfs
+        .fallocate(&root(), fh, 0x01 | 0x02, 1000, 5000)
+        .unwrap();
+    let got = read_all(&e.vfs, fh, 300_000);
+    assert!(
+        got[..1000].iter().all(|b| *b == 5)
+            && got[1000..6000].iter().all(|b| *b == 0)
+            && got[6000..].iter().all(|b| *b == 5)
+    );
+    e.vfs.fallocate(&root(), fh, 0, 0, 1 << 20).unwrap();
+    assert_eq!(e.vfs.getattr(ino).unwrap().length, 1 << 20);
+    e.vfs.fallocate(&root(), fh, 0x10, 200_000, 50_000).unwrap();
+    let got = read_all(&e.vfs, fh, 1 << 20);
+    assert_eq!(got.len(), 1 << 20);
+    assert!(
+        got[200_000..250_000].iter().all(|b| *b == 0)
+            && got[250_000..300_000].iter().all(|b| *b == 5)
+    );
+    assert!(got[300_000..].iter().all(|b| *b == 0));
+}
+
+#[test]
+fn lseek_finds_data_and_holes() {
+    let e = env();
+    let (_, fh) = create(&e.vfs, "f");
+    let far = 3 * (64u64 << 20) + 4096;
+    e.vfs.write(fh, 1 << 20, &[1u8; 8192]).unwrap();
+    e.vfs.write(fh, far, &[2u8; 100]).unwrap();
+    let (data, hole) = (libc::SEEK_DATA, libc::SEEK_HOLE);
+    assert_eq!(e.vfs.lseek(fh, 0, data).unwrap(), 1 << 20);
+    assert_eq!(
+        e.vfs.lseek(fh, (1 << 20) + 10, data).unwrap(),
+        (1 << 20) + 10
+    );
+    assert_eq!(e.vfs.lseek(fh, 0, hole).unwrap(), 0);
+    assert_eq!(e.vfs.lseek(fh, 1 << 20, hole).unwrap(), (1 << 20) + 8192);
+    assert_eq!(
+        e.vfs.lseek(fh, (1 << 20) + 8192, data).unwrap(),
+        far,
+        "skips the empty chunks between"
+    );
+    assert_eq!(
+        e.vfs.lseek(fh, far, hole).unwrap(),
+        far + 100,
+        "the end of the file is a hole"
+    );
+    assert_eq!(
+        e.vfs.lseek(fh, far + 100, data).unwrap_err().errno(),
+        libc::ENXIO
+    );
+}
+
+#[test]
+fn copy_file_range_shares_slices() {
+    let e = env();
+    let (_, a) = create(&e.vfs, "a");
+    let (b_ino, b) = create(&e.vfs, "b");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let data: Vec<u8> = (0..500_000).map(|_| rng.gen()).collect();
+    e.vfs.write(a, 0, &data).unwrap();
+    let puts_before = e.fault.puts();
+    let n = e
+        .vfs
+        .copy_file_range(&root(), a, 1000, b, 7, 400_000)
+        .unwrap();
+    assert_eq!(n, 400_000);
+    assert_eq!(e.vfs.getattr(b_ino).unwrap().length, 400_007);
+    let got = read_all(&e.vfs, b, 400_007);
+    assert!(got[..7].iter().all(|x| *x == 0));
+    assert_eq!(&got[7..], &data[1000..401_000]);
+    // Only the pending tail of `a` was uploaded; the copy moved no data.
+    assert!(
+        e.fault.puts() - puts_before <= 8,
+        "copy_file_range uploaded data"
+    );
+    // Writes to the copy do not change the source.
+    e.vfs.write(b, 7, &[0xAA; 100]).unwrap();
+    assert_eq!(read_all(&e.vfs, a, 500_000), data);
+}
