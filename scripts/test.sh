@@ -2,7 +2,7 @@
 # The whole test suite, as CI runs it (`.ci/run` calls exactly this). Run as root on
 # Debian: it installs what is missing, checks formatting and lints, starts a local
 # S3 server (SeaweedFS) on 127.0.0.1, runs every Rust test (unit, metadata conformance,
-# data path, VFS, and real FUSE mounts), runs pjdfstest on a mount, and stops what it
+# data path, VFS, and real FUSE mounts), runs pjdfstest and fsx on mounts, and stops what it
 # started even when a step fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,3 +35,6 @@ cargo test --workspace --quiet 2>&1 | tee "$WORK/cargo-test.log"
 
 echo "== pjdfstest" >&2
 scripts/pjdfstest.sh target/debug/nectar
+
+echo "== fsx" >&2
+scripts/fsx.sh target/debug/nectar "${NECTAR_FSX_OPS:-100000}"

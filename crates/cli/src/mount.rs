@@ -255,6 +255,7 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
         dir_entry_timeout: secs("dir-entry-cache", a.dir_entry_cache)?,
         read_only,
         max_readahead: (fmt.block_size as u64 * 1024) * 8,
+        ..VfsConfig::default()
     };
     let info = SessionInfo {
         version: env!("CARGO_PKG_VERSION").to_string(),

@@ -502,3 +502,45 @@ impl Meta {
             .collect())
     }
 }
+
+impl Meta {
+    /// Swaps the first `old.len()` records of a chunk for one record `new` (compaction),
+    /// if the chunk still begins with exactly those records; records appended since are
+    /// kept after it. Returns false (and changes nothing) when the chunk changed. The old
+    /// slices lose their reference; `new` starts with one.
+    pub fn replace_chunk_prefix(
+        &self,
+        ino: Ino,
+        index: u32,
+        old: &[Slice],
+        new: Option<Slice>,
+    ) -> Result<bool> {
+        let prefix: Vec<u8> = old.iter().flat_map(|s| s.encode()).collect();
+        let key = keys::chunk(ino, index);
+        let (done, freed) = self.kv.txn(|tx| {
+            let Some(value) = tx.get(&key)? else {
+                return Ok((false, Vec::new()));
+            };
+            if !value.starts_with(&prefix) {
+                return Ok((false, Vec::new()));
+            }
+            let mut v = Vec::with_capacity(value.len() - prefix.len() + SLICE_LEN);
+            if let Some(n) = &new {
+                v.extend_from_slice(&n.encode());
+            }
+            v.extend_from_slice(&value[prefix.len()..]);
+            if v.is_empty() {
+                tx.delete(&key)?;
+            } else {
+                tx.set(&key, &v)?;
+            }
+            let mut freed = Vec::new();
+            for s in old {
+                freed.extend(deref_slice(tx, s)?);
+            }
+            Ok((true, freed))
+        })?;
+        self.delete_slices(freed);
+        Ok(done)
+    }
+}

@@ -793,3 +793,40 @@ fn external_engines() {
 
 #[allow(dead_code)]
 fn assert_txn_trait_object(_: &mut dyn KvTxn) {}
+
+#[test]
+fn compaction_swaps_a_chunk_prefix() {
+    let (m, deleted) = setup("memory://compaction");
+    let f = create(&m, ROOT_INODE, "f");
+    write(&m, f, 0, 0, 31, 100);
+    write(&m, f, 0, 50, 32, 100);
+    let old = m.read_chunk(f, 0).unwrap();
+    write(&m, f, 0, 10, 33, 5); // lands after the compaction read
+    let new = Slice {
+        pos: 0,
+        id: 34,
+        size: 150,
+        off: 0,
+        len: 150,
+    };
+    assert!(m.replace_chunk_prefix(f, 0, &old, Some(new)).unwrap());
+    let now = m.read_chunk(f, 0).unwrap();
+    assert_eq!(
+        now,
+        vec![
+            new,
+            Slice {
+                pos: 10,
+                id: 33,
+                size: 5,
+                off: 0,
+                len: 5
+            }
+        ]
+    );
+    let mut d = deleted.lock().unwrap().clone();
+    d.sort();
+    assert_eq!(d, vec![(31, 100), (32, 100)]);
+    // A stale view is refused.
+    assert!(!m.replace_chunk_prefix(f, 0, &old, Some(new)).unwrap());
+}

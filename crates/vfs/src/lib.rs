@@ -45,6 +45,9 @@ pub struct VfsConfig {
     pub read_only: bool,
     /// Largest readahead window of a sequential reader, in bytes.
     pub max_readahead: u64,
+    /// How long the objects of a slice that lost its last reference are kept, so a
+    /// reader that resolved the old slice list just before finishes its read.
+    pub delete_delay: Duration,
 }
 
 impl Default for VfsConfig {
@@ -55,6 +58,7 @@ impl Default for VfsConfig {
             dir_entry_timeout: Duration::from_secs(1),
             read_only: false,
             max_readahead: 32 << 20,
+            delete_delay: Duration::from_secs(2),
         }
     }
 }
@@ -98,7 +102,12 @@ pub struct Vfs {
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
     stopped: AtomicBool,
+    /// Chunks with many slice records, waiting for compaction.
+    fragmented: Mutex<std::collections::HashSet<(Ino, u32)>>,
 }
+
+/// A chunk with this many slice records gets compacted into one slice.
+const COMPACT_AT: usize = 64;
 
 /// Where in a file a piece of a read comes from.
 struct Segment {
@@ -121,9 +130,11 @@ impl Vfs {
     ) -> Arc<Vfs> {
         let deleter_store = store.clone();
         let deleter_rt = rt.clone();
+        let delay = cfg.delete_delay;
         meta.set_slice_deleter(Arc::new(move |slices| {
             let store = deleter_store.clone();
             deleter_rt.spawn(async move {
+                tokio::time::sleep(delay).await;
                 for (id, size) in slices {
                     if let Err(e) = store.remove(id, size).await {
                         tracing::warn!("cannot delete slice {id}: {e}; `nectar gc` will find it");
@@ -141,6 +152,7 @@ impl Vfs {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             stopped: AtomicBool::new(false),
+            fragmented: Mutex::new(Default::default()),
         });
         let weak = Arc::downgrade(&vfs);
         std::thread::Builder::new()
@@ -613,7 +625,10 @@ impl Vfs {
                     len: size,
                 };
                 match self.meta.write_slice(ino, index, slice, s.last_write) {
-                    Ok((attr, _count)) => {
+                    Ok((attr, count)) => {
+                        if count >= COMPACT_AT {
+                            self.fragmented.lock().insert((ino, index));
+                        }
                         let length = inner.attr.length.max(attr.length);
                         inner.attr = attr;
                         inner.attr.length = length;
@@ -632,8 +647,9 @@ impl Vfs {
             }
         }
         if let Some(e) = failure {
-            // Uncommitted data is gone; report it now and the length reverts to what
-            // metadata holds.
+            // Uncommitted data is gone; report it now (this covers any earlier error of
+            // a background commit) and the length reverts to what metadata holds.
+            inner.write_error = None;
             if let Ok(a) = self.meta.get_attr(ino) {
                 inner.attr = a;
             }
@@ -1005,6 +1021,59 @@ impl Vfs {
         r
     }
 
+    /// Rewrites a chunk's visible data as one slice and swaps it in for the records it
+    /// was built from. Records committed meanwhile stay after it; if the chunk changed
+    /// in any other way the new slice is thrown away.
+    pub fn compact_chunk(&self, ino: Ino, index: u32) -> Result<()> {
+        let records = self.meta.read_chunk(ino, index)?;
+        if records.len() < 2 {
+            return Ok(());
+        }
+        let view = nectar_meta::slice::resolve(&records);
+        let data: Vec<&Slice> = view.iter().filter(|s| s.id != 0).collect();
+        let mut writer = None;
+        let mut new = None;
+        if let (Some(first), Some(last)) = (data.first(), data.last()) {
+            let start = first.pos;
+            let mut buf = vec![0u8; (last.pos + last.len - start) as usize];
+            let parts = self.rt.block_on(futures::future::join_all(
+                data.iter()
+                    .map(|s| self.store.read(s.id, s.size, s.off, s.len as usize)),
+            ));
+            for (s, part) in data.iter().zip(parts) {
+                let part = part?;
+                let at = (s.pos - start) as usize;
+                buf[at..at + part.len()].copy_from_slice(&part);
+            }
+            let mut w = self.store.writer(self.meta.new_slice_id()?);
+            self.rt.block_on(w.append(&buf))?;
+            let size = self.rt.block_on(w.finish())?;
+            new = Some(Slice {
+                pos: start,
+                id: w.id(),
+                size,
+                off: 0,
+                len: size,
+            });
+            writer = Some(w);
+        }
+        let swapped = self.meta.replace_chunk_prefix(ino, index, &records, new)?;
+        if !swapped {
+            if let Some(w) = writer {
+                self.rt.block_on(w.abort());
+            }
+            return Ok(());
+        }
+        if let Some(f) = self.files.lock().get(&ino).cloned() {
+            f.inner.lock().slices.remove(&index);
+        }
+        tracing::debug!(
+            "inode {ino} chunk {index}: {} records compacted",
+            records.len()
+        );
+        Ok(())
+    }
+
     /// One pass of the background committer.
     fn commit_due(&self) {
         let now = Instant::now();
@@ -1040,5 +1109,13 @@ fn committer(vfs: Weak<Vfs>) {
             return;
         }
         vfs.commit_due();
+        let chunks: Vec<(Ino, u32)> = vfs.fragmented.lock().drain().collect();
+        for (ino, index) in chunks {
+            if let Err(e) = vfs.compact_chunk(ino, index) {
+                if !e.is_expected() {
+                    tracing::warn!("inode {ino} chunk {index}: compaction failed: {e}");
+                }
+            }
+        }
     }
 }

@@ -60,13 +60,11 @@ fn env() -> Env {
         let _g = rt.enter();
         ChunkStore::new(fault.clone() as Arc<dyn ObjectStore>, cfg)
     };
-    let vfs = Vfs::new(
-        meta,
-        store,
-        rt.handle().clone(),
-        VfsConfig::default(),
-        ROOT_INODE,
-    );
+    let vfs_cfg = VfsConfig {
+        delete_delay: std::time::Duration::from_millis(100),
+        ..VfsConfig::default()
+    };
+    let vfs = Vfs::new(meta, store, rt.handle().clone(), vfs_cfg, ROOT_INODE);
     Env {
         vfs,
         objects,
@@ -220,7 +218,7 @@ fn unlinked_file_stays_usable_until_last_close() {
     e.vfs.release(fh).unwrap();
     assert!(e.vfs.getattr(ino).is_err());
     // Objects are deleted in the background.
-    for _ in 0..100 {
+    for _ in 0..300 {
         if e.objects.is_empty() {
             break;
         }
@@ -415,4 +413,54 @@ fn copy_file_range_shares_slices() {
     // Writes to the copy do not change the source.
     e.vfs.write(b, 7, &[0xAA; 100]).unwrap();
     assert_eq!(read_all(&e.vfs, a, 500_000), data);
+}
+
+#[test]
+fn fragmented_chunks_are_compacted() {
+    let e = env();
+    let (ino, fh) = create(&e.vfs, "f");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut model = vec![0u8; 100_000];
+    for _ in 0..200 {
+        let off = rng.gen_range(0..99_000usize);
+        let len = rng.gen_range(1..1000usize);
+        let b = rng.gen::<u8>();
+        e.vfs.write(fh, off as u64, &vec![b; len]).unwrap();
+        model[off..off + len].fill(b);
+        e.vfs.flush(fh).unwrap();
+    }
+    e.vfs.write(fh, 99_999, &[model[99_999]]).unwrap();
+    e.vfs.flush(fh).unwrap();
+    let records = |v: &Vfs| v.meta().read_chunk(ino, 0).unwrap().len();
+    let mut n = records(&e.vfs);
+    for _ in 0..100 {
+        if n < 64 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        n = records(&e.vfs);
+    }
+    assert!(n < 64, "chunk still has {n} records");
+    assert_eq!(read_all(&e.vfs, fh, model.len()), model);
+    e.vfs.release(fh).unwrap();
+    let o = e.vfs.open(&root(), ino, libc::O_RDONLY).unwrap();
+    assert_eq!(read_all(&e.vfs, o.fh, model.len()), model);
+    // The objects of compacted slices are deleted (after the delay); what is left is
+    // exactly what the chunk references.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let live: std::collections::HashSet<String> = e
+        .vfs
+        .meta()
+        .read_chunk(ino, 0)
+        .unwrap()
+        .iter()
+        .filter(|s| s.id != 0)
+        .flat_map(|s| e.vfs.store().block_keys(s.id, s.size))
+        .collect();
+    assert_eq!(
+        e.objects.len(),
+        live.len(),
+        "leaked or missing block objects; live {live:?}, records {:?}",
+        e.vfs.meta().read_chunk(ino, 0).unwrap()
+    );
 }
