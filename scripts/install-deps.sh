@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building, mounting and testing Nectar need on Debian: FUSE 3, the xattr
-# and ACL tools, fio, curl. Packages already present are left alone; `apt-get update`
+# and ACL tools, fio, curl, and protoc (the etcd client's build needs it). Packages already present are left alone; `apt-get update`
 # runs only when something is missing. Run as root.
 set -euo pipefail
 
-PACKAGES=(fuse3 libfuse3-dev pkg-config attr acl fio curl ca-certificates tar make gcc)
+PACKAGES=(fuse3 libfuse3-dev pkg-config attr acl fio curl ca-certificates tar make gcc protobuf-compiler)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (`.ci/run` calls exactly this). Run as root on
 # Debian: it installs what is missing, checks formatting and lints, starts a local
-# S3 server (SeaweedFS) on 127.0.0.1, runs every Rust test (unit, metadata conformance,
+# S3 server (SeaweedFS) and the metadata servers (Redis, PostgreSQL, MariaDB, etcd) on
+# 127.0.0.1, runs every Rust test (unit, metadata conformance on every engine,
 # data path, VFS, and real FUSE mounts), runs pjdfstest and fsx on mounts, and stops what it
 # started even when a step fails.
 set -euo pipefail
@@ -15,9 +16,14 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 WORK=$(mktemp -d /tmp/nectar-test.XXXXXX)
+# Database servers run as their own users and must reach their directories here.
+chmod 755 "$WORK"
 export NECTAR_WEED_PKG=$ROOT/.cache/weed-pkg
 cleanup() {
     scripts/stop-seaweedfs.sh "$WORK/seaweed" >/dev/null 2>&1 || true
+    for s in redis postgres mariadb etcd; do
+        scripts/stop-$s.sh "$WORK/$s" >/dev/null 2>&1 || true
+    done
     # Any mount a failed test left behind.
     grep -o " $WORK[^ ]*\| /tmp/\.tmp[^ ]*" /proc/self/mounts 2>/dev/null | while read -r m; do
         umount -l "$m" 2>/dev/null || true
@@ -28,6 +34,13 @@ trap cleanup EXIT
 
 echo "== S3 server" >&2
 eval "$(scripts/start-seaweedfs.sh "$WORK/seaweed")"
+
+echo "== metadata servers" >&2
+eval "$(scripts/start-redis.sh "$WORK/redis")"
+eval "$(scripts/start-postgres.sh "$WORK/postgres")"
+eval "$(scripts/start-mariadb.sh "$WORK/mariadb")"
+eval "$(scripts/start-etcd.sh "$WORK/etcd")"
+export NECTAR_TEST_META_URLS="$NECTAR_TEST_REDIS_URL $NECTAR_TEST_POSTGRES_URL $NECTAR_TEST_MYSQL_URL $NECTAR_TEST_ETCD_URL"
 
 echo "== Rust tests" >&2
 cargo build --workspace --all-targets --quiet

@@ -770,3 +770,61 @@ fn fallocate_seek_hole_and_copy_file_range() {
     assert!(g[..1024].iter().all(|b| *b == 3) && g[1024..2048].iter().all(|b| *b == 0));
     m.unmount();
 }
+
+/// Everyday work and two mounts of one volume on each database server given in
+/// NECTAR_TEST_META_URLS (the same servers the conformance suite uses).
+#[test]
+fn mounts_on_every_metadata_engine() {
+    require_fuse!();
+    let urls = std::env::var("NECTAR_TEST_META_URLS").unwrap_or_default();
+    if urls.trim().is_empty() {
+        eprintln!("skipped: NECTAR_TEST_META_URLS is not set (scripts/test.sh starts the servers)");
+        return;
+    }
+    for url in urls.split_whitespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let bucket = dir.path().join("data");
+        // The conformance suite leaves a volume named "test" behind: take it over.
+        let out = nectar(&[
+            "format",
+            url,
+            "test",
+            "--bucket",
+            bucket.to_str().unwrap(),
+            "--force",
+        ]);
+        assert!(
+            out.status.success(),
+            "format on {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let a = Mount::start(url, &dir.path().join("a"), &[]);
+        let b = Mount::start(url, &dir.path().join("b"), &[]);
+        let top = format!("run{}", std::process::id());
+        fs::create_dir_all(a.path(&format!("{top}/sub"))).unwrap();
+        let mut data = vec![0u8; 5 << 20];
+        Pattern::new(11).fill(&mut data);
+        fs::write(a.path(&format!("{top}/sub/file")), &data).unwrap();
+        fs::rename(
+            a.path(&format!("{top}/sub/file")),
+            a.path(&format!("{top}/moved")),
+        )
+        .unwrap();
+        assert_eq!(
+            fs::read(b.path(&format!("{top}/moved"))).unwrap(),
+            data,
+            "on {url}"
+        );
+        for i in 0..50 {
+            fs::write(b.path(&format!("{top}/sub/f{i}")), format!("{i}")).unwrap();
+        }
+        assert_eq!(
+            fs::read_dir(a.path(&format!("{top}/sub"))).unwrap().count(),
+            50,
+            "on {url}"
+        );
+        fs::remove_dir_all(b.path(&top)).unwrap();
+        a.unmount();
+        b.unmount();
+    }
+}

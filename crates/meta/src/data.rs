@@ -237,7 +237,9 @@ impl Meta {
         let end = prefix_end(&begin);
         loop {
             let (done, freed) = self.kv.txn(|tx| {
-                let rows = tx.scan(&begin, &end, 100)?;
+                // Small batches: engines such as etcd cap the operations of a
+                // transaction (128 by default), and every slice of a chunk costs two.
+                let rows = tx.scan(&begin, &end, 8)?;
                 let mut freed = Vec::new();
                 for (k, v) in &rows {
                     for s in Slice::decode_all(v)? {

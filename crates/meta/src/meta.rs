@@ -401,13 +401,53 @@ fn parse_format(v: &[u8]) -> Result<Format> {
     serde_json::from_slice(v).map_err(|e| Error::Corrupt(format!("volume settings: {e}")))
 }
 
-/// Removes the password from a URL for messages and session info.
+/// Removes the password from a URL for messages and session info. Works without a
+/// URL parser, because JuiceFS-style URLs such as `mysql://u:pw@(host:3306)/db` are not
+/// valid URLs.
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("****"));
-            u.to_string()
-        }
-        _ => url.to_string(),
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    // The user info ends at the last '@' of the authority (a password may contain '@',
+    // and the `(host:port)` form has its '/' only after the host).
+    let Some(at) = rest[..authority_end.max(rest.find(")/").map_or(0, |p| p + 1))].rfind('@')
+    else {
+        return url.to_string();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:****@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("redis://:secret@127.0.0.1:6379/1"),
+            "redis://:****@127.0.0.1:6379/1"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p@ss@h:5432/db?sslmode=disable"),
+            "postgres://u:****@h:5432/db?sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("mysql://nectar:pw@(127.0.0.1:3306)/nectar2"),
+            "mysql://nectar:****@(127.0.0.1:3306)/nectar2"
+        );
+        assert_eq!(
+            redact_url("etcd://root:pw@h1:2379,h2:2379/pfx"),
+            "etcd://root:****@h1:2379,h2:2379/pfx"
+        );
+        assert_eq!(
+            redact_url("sqlite3:///var/lib/nectar/a@b.db"),
+            "sqlite3:///var/lib/nectar/a@b.db"
+        );
+        assert_eq!(redact_url("redis://h:6379/1"), "redis://h:6379/1");
+        assert_eq!(redact_url("no-scheme"), "no-scheme");
     }
 }

@@ -6,9 +6,11 @@
 //! tries with growing random backoff), a read-only fast path, and helpers for counters.
 //! Keys and values are opaque bytes; the key schema lives in `keys.rs`.
 
+pub mod etcd;
 pub mod memory;
+pub mod redis;
+pub mod sql;
 pub mod sqlite;
-// Engines for database servers; each registers its schemes in `open_engine` below.
 
 use crate::error::{Error, Result};
 use std::time::Duration;
@@ -162,13 +164,17 @@ pub fn open_engine(url: &str) -> Result<Box<dyn KvEngine>> {
     match scheme {
         "memory" => Ok(Box::new(memory::MemoryEngine::shared(rest))),
         "sqlite3" | "sqlite" => Ok(Box::new(sqlite::SqliteEngine::open(rest)?)),
-        "redis" | "rediss" | "postgres" | "postgresql" | "mysql" | "etcd" | "tikv" => {
-            Err(Error::Invalid(format!(
-                "metadata engine {scheme}:// is not supported by this build yet; use sqlite3://PATH"
-            )))
-        }
+        "postgres" | "postgresql" | "mysql" => Ok(Box::new(sql::SqlEngine::open(scheme, rest)?)),
+        "etcd" => Ok(Box::new(etcd::EtcdEngine::open(rest)?)),
+        "redis" | "rediss" => Ok(Box::new(redis::RedisEngine::open(url)?)),
+        "tikv" => Err(Error::Invalid(format!(
+            "metadata engine {scheme}:// is not supported by this build yet; use sqlite3://PATH"
+        ))),
         other => Err(Error::Invalid(format!(
-            "unknown metadata engine {other:?} in META-URL {url:?}: supported: sqlite3://PATH, memory://NAME"
+            "unknown metadata engine {other:?} in META-URL {}: supported: sqlite3://PATH, \
+             redis[s]://HOST:PORT/DB, postgres://USER@HOST:PORT/DB, mysql://USER@HOST:PORT/DB, \
+             etcd://HOST:PORT/PREFIX, memory://NAME",
+            crate::meta::redact_url(url)
         ))),
     }
 }

@@ -1,0 +1,2088 @@
+//! `redis://` and `rediss://` (TLS): metadata in Redis, standalone, behind Sentinel, or in
+//! a Redis Cluster.
+//!
+//! Design. Every key of the schema is one Redis string, its name the volume's prefix
+//! followed by the key's bytes. A transaction runs on one connection taken from a
+//! deadpool pool, so nothing else ever shares it while it holds a `WATCH`: each key is
+//! `WATCH`ed in the same round trip that reads it (and read once: later reads of the
+//! attempt come from a cache), writes are buffered in the attempt and overlaid on its own
+//! reads and scans, and the commit is one `MULTI` … `EXEC` holding all of them. If
+//! anything watched changed since it was read, Redis refuses the `EXEC`, and the attempt
+//! returns [`Error::Conflict`] for the `Kv` runner to retry; an attempt that read but wrote
+//! nothing still sends an empty `MULTI`/`EXEC`, which validates its reads. Read-only
+//! transactions skip `WATCH` and `MULTI` (each read is current, the whole is not a
+//! snapshot). Scans never walk the keyspace: every key that some scan may visit is also a
+//! member of an ordered index, one sorted set per *scan domain* (all scores 0, so members
+//! sort by their bytes and `ZRANGEBYLEX` answers a range in O(log N + M)), maintained in
+//! the same `MULTI` as the write itself. A scan `WATCH`es its domain's sorted set, so a key
+//! inserted into or removed from a listed range makes the scanning transaction conflict.
+//!
+//! Scan domains. The domain of a key is its first 1, 2 or 10 bytes, decided by its first
+//! bytes only (never by a byte past the domain's own length, so every key that starts
+//! with a domain belongs to that domain):
+//!
+//! | key | domain | holds |
+//! |---|---|---|
+//! | `A<ino 8 bytes><t>…`, t ∉ {I, S} | first 10 bytes | dentries `D`, xattrs `X`, chunks `C`, parents `P` of one inode |
+//! | `A<ino>I`, `A<ino>S` | none | attribute, symlink target: never scanned |
+//! | `C…`, `s…` | none | counters, `setting`: never scanned |
+//! | `SS<sid 8 bytes>…` | first 10 bytes | inodes kept open by one session |
+//! | `S<x>…` (x ≠ S), `Q<x>…` | first 2 bytes | `SE`, `SI`, `QD` |
+//! | anything else | first byte | `D`, `K`, `L`, `U`, `F`, `P`, `R` |
+//!
+//! A key shorter than its domain is not indexed. A scan `[begin, end)` is served from one
+//! index when `begin` has a domain `D` and `end <= prefix_end(D)`, i.e. when every key of
+//! the range starts with `D`; this holds for every scan the metadata layer makes. Any
+//! other range (a whole inode `A<ino>`, everything for a dump) falls back to `SCAN MATCH`
+//! over the volume's keys: correct results, time proportional to the volume, and weaker
+//! isolation (it watches the keys and indexes it finds, but not a key of an unindexed kind
+//! or a new domain created inside the range meanwhile).
+//!
+//! Key mapping. Data key = PREFIX + key; the sorted set of domain `D` = PREFIX + 0xFF + D
+//! (no key of the schema starts with 0xFF, and the engine refuses such keys); members are
+//! the key bytes after `D`. PREFIX is empty by default: the URL's database number keeps
+//! volumes apart, so a volume owns its database. `?prefix=STR` puts several volumes in one
+//! database. In a Redis Cluster there is only database 0, and all keys of a volume must
+//! live in one hash slot for `MULTI` and `WATCH` to work, so PREFIX is the hash tag
+//! `{DB}` (or `{STR}` from `?prefix=`): the engine finds the master owning that slot with
+//! `CLUSTER SLOTS` and talks to it like a standalone server. Behind Sentinel it asks the
+//! sentinels for the master's address (and checks its `ROLE`), and a background task asks
+//! them again every second so a failover is followed within about a second. A `MOVED`,
+//! `ASK`, `READONLY`, `NOREPLICAS` or lost connection makes it look the master up again
+//! before the next attempt (the error itself is temporary, so the attempt is retried).
+//! Redis replicates asynchronously: a write the old master accepts after its replica was
+//! promoted is lost, so masters behind Sentinel should run with `min-replicas-to-write 1`
+//! (as scripts/start-redis.sh does), which makes the old master refuse it instead.
+//! `reset()` deletes PREFIX* with `SCAN MATCH` — the one place where a keyspace scan is
+//! fine.
+//!
+//! Memory: an empty file costs about 370 bytes of Redis memory (attribute string, dentry
+//! string, and the dentry's member in its directory's sorted set).
+//!
+//! URL: `redis[s]://[USER[:PASSWORD]@]HOST[:PORT][,HOST[:PORT]...][/DB][?OPTIONS]`.
+//! One host: a standalone server or any node of a cluster (detected with `INFO cluster`).
+//! Several hosts: cluster seed nodes, or sentinels with `?sentinel=MASTER_NAME`. The port
+//! defaults to 6379 (26379 for sentinels). A user without a password takes it from
+//! `META_PASSWORD`; sentinels themselves authenticate with `SENTINEL_PASSWORD` when set.
+//! Options: `sentinel=NAME`, `prefix=STR`, `pool-size=N` (connections, default 32), and
+//! for `rediss://`: `tls-ca-cert-file=PEM`, `tls-cert-file=PEM`, `tls-key-file=PEM`,
+//! `insecure-skip-verify=true`.
+//!
+//! The client is async; the engine owns a small tokio runtime and blocks on it from the
+//! calling thread, which is never an async task (see docs/ARCHITECTURE.md). Connections
+//! time out after 5 s and commands after 10 s, so a dead server becomes a temporary error.
+
+use super::{prefix_end, KvEngine, KvTxn, TxnBody};
+use crate::error::{Error, Result};
+use deadpool_redis::{Pool, PoolError, Runtime, Timeouts};
+use parking_lot::Mutex;
+use redis::{
+    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline,
+    RedisConnectionInfo, RedisError, Value,
+};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+const DEFAULT_PORT: u16 = 6379;
+const DEFAULT_SENTINEL_PORT: u16 = 26379;
+const DEFAULT_POOL_SIZE: usize = 32;
+
+/// Deadline of establishing one connection (TCP, TLS, AUTH, SELECT).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of one command or pipeline: long enough for a big `MULTI` on a busy server,
+/// short enough that a hung server becomes a retried temporary error.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a transaction waits for a free pooled connection.
+const POOL_WAIT: Duration = Duration::from_secs(20);
+
+/// First byte of every index key after the prefix; no schema key starts with it.
+const INDEX_TAG: u8 = 0xFF;
+
+/// Keys per command when a commit or a reset sends many (keeps each command moderate).
+const BATCH: usize = 512;
+
+/// Read-only scan of one domain in one round trip: the members of the range and the
+/// values of their keys, as a flat list `member, value, member, value, …` (a value is nil
+/// when its key vanished, which cannot happen inside the script, but costs nothing to
+/// allow). ARGV: min, max, limit (negative: none), data-key prefix (PREFIX + domain).
+/// MGET goes in slices because Lua's `unpack` has a stack limit.
+const SCAN_SCRIPT: &str = r#"
+local m
+if tonumber(ARGV[3]) < 0 then
+  m = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], ARGV[2])
+else
+  m = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, ARGV[3])
+end
+local out = {}
+for i = 1, #m, 500 do
+  local ks = {}
+  for j = i, math.min(i + 499, #m) do ks[#ks + 1] = ARGV[4] .. m[j] end
+  local vs = redis.call('MGET', unpack(ks))
+  for j = 1, #vs do
+    out[#out + 1] = m[i + j - 1]
+    out[#out + 1] = vs[j]
+  end
+end
+return out
+"#;
+
+// ---------------------------------------------------------------------------------------
+// Scan domains
+// ---------------------------------------------------------------------------------------
+
+/// Length of the scan domain of keys starting like `key`, or `None` for kinds of keys that
+/// are never indexed. Looks only at bytes before the length it returns, so all keys that
+/// share a domain agree on it.
+fn domain_len(key: &[u8]) -> Option<usize> {
+    match *key.first()? {
+        // Attributes and symlink targets are read by key, never scanned.
+        b'A' => match key.get(9) {
+            Some(b'I') | Some(b'S') => None,
+            _ => Some(10),
+        },
+        // Counters and `setting`.
+        b'C' | b's' => None,
+        b'S' => match key.get(1) {
+            Some(b'S') => Some(10),
+            _ => Some(2),
+        },
+        b'Q' => Some(2),
+        _ => Some(1),
+    }
+}
+
+/// The domain (index) a key belongs to, if any.
+fn domain_of(key: &[u8]) -> Option<&[u8]> {
+    let len = domain_len(key)?;
+    key.get(..len)
+}
+
+/// The one domain holding every key of `[begin, end)`, if there is one.
+fn scan_domain<'a>(begin: &'a [u8], end: &[u8]) -> Option<&'a [u8]> {
+    let d = domain_of(begin)?;
+    (end <= prefix_end(d).as_slice()).then_some(d)
+}
+
+/// `ZRANGEBYLEX` bounds of `[begin, end)` inside domain `d` (which holds the whole range).
+fn lex_bounds(d: &[u8], begin: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut min = b"[".to_vec();
+    min.extend_from_slice(&begin[d.len()..]);
+    let max = if end >= prefix_end(d).as_slice() {
+        b"+".to_vec()
+    } else {
+        // end lies inside the domain, so it starts with d.
+        let mut m = b"(".to_vec();
+        m.extend_from_slice(&end[d.len()..]);
+        m
+    };
+    (min, max)
+}
+
+/// The longest common prefix of two byte strings.
+fn common_prefix<'a>(a: &'a [u8], b: &[u8]) -> &'a [u8] {
+    let n = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    &a[..n]
+}
+
+/// A `SCAN MATCH` pattern matching exactly the keys that start with `prefix`.
+fn glob_prefix(prefix: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(prefix.len() + 1);
+    for &b in prefix {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            p.push(b'\\');
+        }
+        p.push(b);
+    }
+    p.push(b'*');
+    p
+}
+
+// ---------------------------------------------------------------------------------------
+// URL
+// ---------------------------------------------------------------------------------------
+
+/// The parts of a Redis META-URL.
+#[derive(Debug, PartialEq)]
+struct RedisUrl {
+    tls: bool,
+    hosts: Vec<(String, u16)>,
+    user: Option<String>,
+    password: Option<String>,
+    /// The path without slashes: a database number, or a hash tag in a cluster.
+    db: String,
+    sentinel: Option<String>,
+    prefix: Option<Vec<u8>>,
+    pool_size: usize,
+    ca_file: Option<String>,
+    cert_file: Option<String>,
+    key_file: Option<String>,
+    insecure: bool,
+}
+
+fn invalid(url: &str, msg: impl std::fmt::Display) -> Error {
+    Error::Invalid(format!(
+        "invalid Redis META-URL {}: {msg}; expected redis[s]://[USER[:PASSWORD]@]HOST[:PORT][,HOST[:PORT]...][/DB][?sentinel=NAME]",
+        crate::meta::redact_url(url)
+    ))
+}
+
+/// Decodes `%XX` escapes.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn parse_url(url: &str) -> Result<RedisUrl> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| invalid(url, "no scheme"))?;
+    let tls = match scheme {
+        "redis" => false,
+        "rediss" => true,
+        other => {
+            return Err(invalid(
+                url,
+                format!("scheme {other:?} is not redis or rediss"),
+            ))
+        }
+    };
+    let rest = rest.split_once('#').map_or(rest, |(r, _)| r);
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+
+    let mut sentinel = None;
+    let mut prefix = None;
+    let mut pool_size = DEFAULT_POOL_SIZE;
+    let (mut ca_file, mut cert_file, mut key_file, mut insecure) = (None, None, None, false);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value)
+            .ok_or_else(|| invalid(url, format!("bad %-escape in option {name}")))?;
+        match name {
+            "sentinel" if !value.is_empty() => sentinel = Some(value),
+            "prefix" if !value.is_empty() => prefix = Some(value.into_bytes()),
+            "pool-size" => {
+                pool_size = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| invalid(url, "pool-size must be a positive number"))?
+            }
+            "tls-ca-cert-file" => ca_file = Some(value),
+            "tls-cert-file" => cert_file = Some(value),
+            "tls-key-file" => key_file = Some(value),
+            "insecure-skip-verify" => insecure = matches!(value.as_str(), "" | "true" | "1"),
+            _ => {
+                return Err(invalid(
+                    url,
+                    format!(
+                        "unknown or empty option {name:?} (supported: sentinel, prefix, pool-size, \
+                         tls-ca-cert-file, tls-cert-file, tls-key-file, insecure-skip-verify)"
+                    ),
+                ))
+            }
+        }
+    }
+    if !tls && (ca_file.is_some() || cert_file.is_some() || key_file.is_some() || insecure) {
+        return Err(invalid(url, "TLS options need the rediss:// scheme"));
+    }
+    if cert_file.is_some() != key_file.is_some() {
+        return Err(invalid(url, "tls-cert-file and tls-key-file go together"));
+    }
+
+    let (userinfo, hostlist) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let (mut user, mut password) = (None, None);
+    if let Some(info) = userinfo {
+        let (u, p) = match info.split_once(':') {
+            Some((u, p)) => (u, Some(p)),
+            None => (info, None),
+        };
+        let u = percent_decode(u).ok_or_else(|| invalid(url, "bad %-escape in the user"))?;
+        user = Some(u).filter(|u| !u.is_empty());
+        if let Some(p) = p {
+            password = Some(
+                percent_decode(p).ok_or_else(|| invalid(url, "bad %-escape in the password"))?,
+            );
+        }
+    }
+    let default_port = if sentinel.is_some() {
+        DEFAULT_SENTINEL_PORT
+    } else {
+        DEFAULT_PORT
+    };
+    let mut hosts = Vec::new();
+    for h in hostlist.split(',') {
+        let (host, port) = if let Some(v6) = h.strip_prefix('[') {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| invalid(url, format!("unclosed [ in host {h:?}")))?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match h.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (h, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(invalid(url, "empty host"));
+        }
+        let port = match port {
+            Some(p) => p
+                .parse()
+                .map_err(|_| invalid(url, format!("bad port {p:?}")))?,
+            None => default_port,
+        };
+        hosts.push((host.to_string(), port));
+    }
+    let db = percent_decode(path.trim_matches('/'))
+        .ok_or_else(|| invalid(url, "bad %-escape in the database"))?;
+    Ok(RedisUrl {
+        tls,
+        hosts,
+        user,
+        password,
+        db: if db.is_empty() { "0".into() } else { db },
+        sentinel,
+        prefix,
+        pool_size,
+        ca_file,
+        cert_file,
+        key_file,
+        insecure,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------
+
+/// What a failed command means for the connection it ran on.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Damage {
+    /// A server answer; the connection is fine.
+    None,
+    /// The connection may be out of step or dead: never reuse it.
+    Connection,
+    /// The server is no longer the volume's master: look it up again.
+    Topology,
+}
+
+/// Codes of every server error inside `e`: a failed pipeline or `EXEC` carries one per
+/// failed command, and only the first shows in `e.kind()`.
+fn server_codes(e: &RedisError) -> Vec<String> {
+    let mut codes: Vec<String> = e.code().map(str::to_string).into_iter().collect();
+    if let Some(errs) = e.clone().into_server_errors() {
+        codes.extend(errs.iter().map(|(_, s)| s.code().to_string()));
+    }
+    codes
+}
+
+fn damage(e: &RedisError) -> Damage {
+    // NOREPLICAS: a master cut off from its replicas (min-replicas-to-write), typically
+    // the old master during a failover.
+    const TOPOLOGY: [&str; 7] = [
+        "MOVED",
+        "ASK",
+        "READONLY",
+        "CLUSTERDOWN",
+        "MASTERDOWN",
+        "TRYAGAIN",
+        "NOREPLICAS",
+    ];
+    if server_codes(e)
+        .iter()
+        .any(|c| TOPOLOGY.contains(&c.as_str()))
+    {
+        return Damage::Topology;
+    }
+    match e.kind() {
+        ErrorKind::Server(_) => Damage::None,
+        _ if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => Damage::Topology,
+        ErrorKind::Io | ErrorKind::Parse | ErrorKind::UnexpectedReturnType => Damage::Connection,
+        _ => Damage::None,
+    }
+}
+
+/// Turns a Redis error into an engine error that says what to do; `addr` names the
+/// server for messages.
+fn map_err(e: &RedisError, addr: &str) -> Error {
+    let codes = server_codes(e);
+    let has = |c: &str| codes.iter().any(|x| x == c);
+    let text = e.to_string();
+    if e.kind() == ErrorKind::AuthenticationFailed
+        || has("WRONGPASS")
+        || text.contains("called without any password configured")
+    {
+        return Error::engine(
+            format!(
+                "Redis at {addr} refused the user name or password ({text}); fix them in the \
+                 META-URL (redis://USER:PASSWORD@HOST/DB) or set META_PASSWORD"
+            ),
+            false,
+        );
+    }
+    if has("NOAUTH") {
+        return Error::engine(
+            format!(
+                "Redis at {addr} requires a password ({text}); put it in the META-URL \
+                 (redis://:PASSWORD@HOST/DB) or set META_PASSWORD"
+            ),
+            false,
+        );
+    }
+    if has("NOPERM") {
+        return Error::engine(
+            format!("the Redis user has no permission for a command Nectar needs at {addr} ({text}); grant it +@all on the volume's keys"),
+            false,
+        );
+    }
+    if text.contains("DB index is out of range") {
+        return Error::engine(
+            format!(
+                "Redis at {addr} has no such database ({text}); use a database number below \
+                 the server's `databases` setting (16 by default)"
+            ),
+            false,
+        );
+    }
+    if has("OOM") {
+        // "full" makes the caller see ENOSPC.
+        return Error::engine(
+            format!("Redis at {addr} is full: it reached maxmemory ({text}); raise maxmemory or free memory"),
+            false,
+        );
+    }
+    if text.contains("certificate")
+        || text.contains("corrupt message")
+        || text.contains("InvalidContentType")
+    {
+        return Error::engine(
+            format!(
+                "TLS with Redis at {addr} failed ({text}); check that the server speaks TLS on \
+                 that port, and give its CA with ?tls-ca-cert-file=PEM (or \
+                 ?insecure-skip-verify=true for a test server)"
+            ),
+            false,
+        );
+    }
+    if e.is_connection_refusal() {
+        return Error::engine(
+            format!("cannot connect to Redis at {addr} ({text}); is the server running and the address right?"),
+            true,
+        );
+    }
+    if e.is_timeout() {
+        return Error::engine(
+            format!("Redis at {addr} did not answer in time ({text})"),
+            true,
+        );
+    }
+    let temporary = damage(e) != Damage::None || has("LOADING");
+    Error::engine(format!("Redis at {addr}: {text}"), temporary)
+}
+
+// ---------------------------------------------------------------------------------------
+// Engine
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq)]
+enum Mode {
+    Standalone,
+    Sentinel(String),
+    Cluster,
+}
+
+/// The master in use and the pool of connections to it.
+struct Current {
+    addr: String,
+    pool: Pool,
+}
+
+pub struct RedisEngine {
+    /// `Option` only so that `Drop` can shut it down without blocking.
+    rt: Option<tokio::runtime::Runtime>,
+    url: RedisUrl,
+    mode: Mode,
+    /// Database selected on the master (0 in a cluster).
+    db: i64,
+    /// Prefix of every key of the volume.
+    prefix: Vec<u8>,
+    tls_certs: Option<redis::TlsCertificates>,
+    /// `None` until the master is (re)discovered. Shared with the task that watches the
+    /// sentinels.
+    current: Arc<Mutex<Option<Arc<Current>>>>,
+    scan_script: redis::Script,
+    /// The hosts of the URL, for messages.
+    hosts: String,
+}
+
+impl Drop for RedisEngine {
+    fn drop(&mut self) {
+        if let Some(mut cur) = self.current.lock().take() {
+            if let Some(c) = Arc::get_mut(&mut cur) {
+                c.pool.close();
+            }
+        }
+        // Dropping a runtime blocks; shutting it down in the background never does, so
+        // the engine may be dropped from anywhere, even inside another runtime.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn read_file(path: &str, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        Error::Invalid(format!(
+            "cannot read the {what} {path} given in the Redis META-URL: {e}"
+        ))
+    })
+}
+
+impl RedisEngine {
+    /// Opens the engine for `url` and checks that the server answers.
+    pub fn open(url: &str) -> Result<Self> {
+        let mut u = parse_url(url)?;
+        if u.password.is_none() {
+            if let Ok(pw) = std::env::var("META_PASSWORD") {
+                if !pw.is_empty() {
+                    u.password = Some(pw);
+                }
+            }
+        }
+        let tls_certs = if u.tls {
+            // rustls needs one crypto provider; the workspace links two, so name one
+            // (a provider installed by the process first is kept).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let root_cert = u
+                .ca_file
+                .as_deref()
+                .map(|p| read_file(p, "CA certificate"))
+                .transpose()?;
+            let client_tls = match (&u.cert_file, &u.key_file) {
+                (Some(c), Some(k)) => Some(redis::ClientTlsConfig {
+                    client_cert: read_file(c, "client certificate")?,
+                    client_key: read_file(k, "client key")?,
+                }),
+                _ => None,
+            };
+            (root_cert.is_some() || client_tls.is_some()).then_some(redis::TlsCertificates {
+                client_tls,
+                root_cert,
+            })
+        } else {
+            None
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .thread_name("nectar-redis")
+            .build()
+            .map_err(|e| {
+                Error::engine(format!("cannot start the Redis client runtime: {e}"), false)
+            })?;
+        let hosts = u
+            .hosts
+            .iter()
+            .map(|(h, p)| format!("{h}:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut eng = RedisEngine {
+            rt: Some(rt),
+            mode: Mode::Standalone,
+            db: 0,
+            prefix: Vec::new(),
+            tls_certs,
+            current: Default::default(),
+            scan_script: redis::Script::new(SCAN_SCRIPT),
+            hosts,
+            url: u,
+        };
+        eng.mode = match &eng.url.sentinel {
+            Some(name) => Mode::Sentinel(name.clone()),
+            None => eng.block_on(eng.detect_cluster())?,
+        };
+        if eng.mode == Mode::Standalone && eng.url.hosts.len() > 1 {
+            return Err(invalid(
+                url,
+                format!(
+                    "several hosts ({}) but none is a cluster node; for Sentinel add ?sentinel=MASTER_NAME",
+                    eng.hosts
+                ),
+            ));
+        }
+        match eng.mode {
+            Mode::Cluster => {
+                // One hash slot for the whole volume: a hash tag in every key.
+                let tag = eng
+                    .url
+                    .prefix
+                    .clone()
+                    .unwrap_or_else(|| eng.url.db.clone().into_bytes());
+                eng.prefix = if tag.contains(&b'{') && tag.contains(&b'}') {
+                    tag
+                } else {
+                    [b"{".as_slice(), &tag, b"}"].concat()
+                };
+            }
+            _ => {
+                eng.db = eng.url.db.parse().ok().filter(|d| *d >= 0).ok_or_else(|| {
+                    invalid(
+                        url,
+                        format!(
+                            "database {:?} is not a number (redis://HOST:PORT/DB)",
+                            eng.url.db
+                        ),
+                    )
+                })?;
+                eng.prefix = eng.url.prefix.clone().unwrap_or_default();
+            }
+        }
+        // Fail now, with a clear message, when the server cannot be used at all.
+        let cur = eng.current()?;
+        if let Mode::Sentinel(name) = &eng.mode {
+            let sentinels = eng
+                .url
+                .hosts
+                .iter()
+                .map(|(h, p)| Ok((format!("{h}:{p}"), eng.conn_info(h, *p, 0, true)?)))
+                .collect::<Result<Vec<_>>>()?;
+            let task = watch_sentinels(sentinels, name.clone(), Arc::downgrade(&eng.current));
+            if let Some(rt) = &eng.rt {
+                rt.spawn(task);
+            }
+        }
+        eng.block_on(async {
+            let mut conn = cur.pool.get().await.map_err(|e| pool_err(e, &cur.addr))?;
+            let pong: RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+            pong.map_err(|e| map_err(&e, &cur.addr))?;
+            // A replica answers reads but refuses every write, which would only show as
+            // retries; say so now. (Sentinel and cluster lookups find masters.)
+            let role: RedisResult<Vec<Value>> = redis::cmd("ROLE").query_async(&mut conn).await;
+            if let Ok(role) = role {
+                if let (Some(Value::BulkString(r)), Some(Value::BulkString(host)), Some(Value::Int(port))) =
+                    (role.first(), role.get(1), role.get(2))
+                {
+                    if r == b"slave" {
+                        return Err(Error::engine(
+                            format!(
+                                "Redis at {} is a read-only replica of {}:{port}; point the META-URL at the master, or use Sentinel (?sentinel=NAME)",
+                                cur.addr,
+                                String::from_utf8_lossy(host)
+                            ),
+                            false,
+                        ));
+                    }
+                }
+            }
+            // Eviction would silently drop metadata.
+            let policy: RedisResult<Vec<String>> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("maxmemory-policy")
+                .query_async(&mut conn)
+                .await;
+            if let Ok(p) = policy {
+                if let Some(v) = p.get(1).filter(|v| v.as_str() != "noeviction") {
+                    tracing::warn!(
+                        "Redis at {} has maxmemory-policy {v}: it may evict metadata; set it to noeviction",
+                        cur.addr
+                    );
+                }
+            }
+            Ok::<_, Error>(())
+        })?;
+        Ok(eng)
+    }
+
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.rt
+            .as_ref()
+            .expect("the runtime lives until the engine is dropped")
+            .block_on(f)
+    }
+
+    /// Connection settings for `host:port`; sentinels get their own credentials.
+    fn conn_info(&self, host: &str, port: u16, db: i64, sentinel: bool) -> Result<ConnectionInfo> {
+        let addr = if self.url.tls {
+            ConnectionAddr::TcpTls {
+                host: host.to_string(),
+                port,
+                insecure: self.url.insecure,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(host.to_string(), port)
+        };
+        let mut settings = RedisConnectionInfo::default().set_db(db);
+        let (user, password) = if sentinel {
+            (
+                None,
+                std::env::var("SENTINEL_PASSWORD")
+                    .ok()
+                    .filter(|p| !p.is_empty()),
+            )
+        } else {
+            (self.url.user.clone(), self.url.password.clone())
+        };
+        if let Some(u) = user {
+            settings = settings.set_username(u);
+        }
+        if let Some(p) = password {
+            settings = settings.set_password(p);
+        }
+        let info = addr
+            .into_connection_info()
+            .map_err(|e| map_err(&e, &format!("{host}:{port}")))?
+            .set_redis_settings(settings);
+        match &self.tls_certs {
+            Some(certs) => Ok(redis::Client::build_with_tls(info, certs.clone())
+                .map_err(|e| {
+                    Error::Invalid(format!("bad TLS settings in the Redis META-URL: {e}"))
+                })?
+                .get_connection_info()
+                .clone()),
+            None => Ok(info),
+        }
+    }
+
+    fn conn_config() -> AsyncConnectionConfig {
+        AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+    }
+
+    /// A one-off connection (discovery), not from the pool.
+    async fn connect_once(
+        &self,
+        host: &str,
+        port: u16,
+        db: i64,
+        sentinel: bool,
+    ) -> Result<redis::aio::MultiplexedConnection> {
+        let info = self.conn_info(host, port, db, sentinel)?;
+        let addr = format!("{host}:{port}");
+        let client = redis::Client::open(info).map_err(|e| map_err(&e, &addr))?;
+        client
+            .get_multiplexed_async_connection_with_config(&Self::conn_config())
+            .await
+            .map_err(|e| map_err(&e, &addr))
+    }
+
+    /// Whether the URL's first answering host is a cluster node.
+    async fn detect_cluster(&self) -> Result<Mode> {
+        let mut last = None;
+        for (host, port) in &self.url.hosts {
+            // Database 0 exists everywhere; the URL's database is checked later.
+            let mut conn = match self.connect_once(host, *port, 0, false).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
+            let info: RedisResult<String> = redis::cmd("INFO")
+                .arg("cluster")
+                .query_async(&mut conn)
+                .await;
+            let info = info.map_err(|e| map_err(&e, &format!("{host}:{port}")))?;
+            return Ok(if info.contains("cluster_enabled:1") {
+                Mode::Cluster
+            } else {
+                Mode::Standalone
+            });
+        }
+        Err(last.unwrap_or_else(|| Error::Invalid("Redis META-URL without a host".into())))
+    }
+
+    /// Finds the master that serves the volume.
+    async fn resolve(&self) -> Result<(String, u16)> {
+        match &self.mode {
+            Mode::Standalone => {
+                let (h, p) = &self.url.hosts[0];
+                Ok((h.clone(), *p))
+            }
+            Mode::Sentinel(name) => self.resolve_sentinel(name).await,
+            Mode::Cluster => self.resolve_cluster().await,
+        }
+    }
+
+    async fn resolve_sentinel(&self, name: &str) -> Result<(String, u16)> {
+        let mut errors = Vec::new();
+        let mut unknown = 0;
+        for (host, port) in &self.url.hosts {
+            let addr = format!("{host}:{port}");
+            let mut conn = match self.connect_once(host, *port, 0, true).await {
+                Ok(c) => c,
+                Err(e) => {
+                    errors.push(e.to_string());
+                    continue;
+                }
+            };
+            let r: RedisResult<Option<(String, u16)>> = redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(name)
+                .query_async(&mut conn)
+                .await;
+            match r {
+                Ok(Some(master)) => {
+                    // A sentinel may lag behind a failover: make sure it is a master.
+                    let mut m = self.connect_once(&master.0, master.1, 0, false).await?;
+                    let role: RedisResult<Vec<Value>> =
+                        redis::cmd("ROLE").query_async(&mut m).await;
+                    let maddr = format!("{}:{}", master.0, master.1);
+                    let role = role.map_err(|e| map_err(&e, &maddr))?;
+                    if !matches!(role.first(), Some(Value::BulkString(r)) if r == b"master") {
+                        return Err(Error::engine(
+                            format!("Redis at {maddr}, named master {name:?} by sentinel {addr}, is not a master (failover in progress?)"),
+                            true,
+                        ));
+                    }
+                    return Ok(master);
+                }
+                Ok(None) => unknown += 1,
+                Err(e) => errors.push(map_err(&e, &addr).to_string()),
+            }
+        }
+        if unknown > 0 && errors.is_empty() {
+            return Err(Error::engine(
+                format!("no sentinel at {} knows a master named {name:?}; check ?sentinel= in the META-URL", self.hosts),
+                false,
+            ));
+        }
+        Err(Error::engine(
+            format!(
+                "cannot ask any sentinel at {} for master {name:?}: {}",
+                self.hosts,
+                errors.join("; ")
+            ),
+            errors
+                .iter()
+                .all(|e| !e.contains("password") && !e.contains("permission")),
+        ))
+    }
+
+    async fn resolve_cluster(&self) -> Result<(String, u16)> {
+        let mut last = None;
+        for (host, port) in &self.url.hosts {
+            let addr = format!("{host}:{port}");
+            let mut conn = match self.connect_once(host, *port, 0, false).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
+            let slot: RedisResult<i64> = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(&self.prefix)
+                .query_async(&mut conn)
+                .await;
+            let slot = slot.map_err(|e| map_err(&e, &addr))?;
+            let slots: RedisResult<Vec<Value>> = redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query_async(&mut conn)
+                .await;
+            let slots = slots.map_err(|e| map_err(&e, &addr))?;
+            // Each entry: start, end, [master ip, port, id, ...], replicas...
+            for entry in slots {
+                let Value::Array(parts) = entry else { continue };
+                let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(master))) =
+                    (parts.first(), parts.get(1), parts.get(2))
+                else {
+                    continue;
+                };
+                if !(*start..=*end).contains(&slot) {
+                    continue;
+                }
+                let ip = match master.first() {
+                    Some(Value::BulkString(b)) if !b.is_empty() => {
+                        String::from_utf8_lossy(b).into_owned()
+                    }
+                    // An empty address means "the node you asked".
+                    _ => host.clone(),
+                };
+                let Some(Value::Int(p)) = master.get(1) else {
+                    continue;
+                };
+                let p = u16::try_from(*p).map_err(|_| {
+                    Error::engine(
+                        format!("Redis cluster at {addr} reports a bad port {p}"),
+                        true,
+                    )
+                })?;
+                return Ok((ip, p));
+            }
+            return Err(Error::engine(
+                format!("no node of the Redis cluster at {addr} serves hash slot {slot} (cluster down?)"),
+                true,
+            ));
+        }
+        Err(last.unwrap_or_else(|| Error::Invalid("Redis META-URL without a host".into())))
+    }
+
+    /// The pool of the current master, discovering it first when needed.
+    fn current(&self) -> Result<Arc<Current>> {
+        if let Some(c) = self.current.lock().as_ref() {
+            return Ok(c.clone());
+        }
+        // Not under the lock: a lookup may take seconds, and the sentinel watcher must
+        // not wait for it. Threads that race here each look up; one result is kept.
+        let (host, port) = self.block_on(self.resolve())?;
+        let addr = format!("{host}:{port}");
+        let info = self.conn_info(&host, port, self.db, false)?;
+        let manager = deadpool_redis::Manager::new_with_config(info, Self::conn_config())
+            .map_err(|e| map_err(&e, &addr))?;
+        let pool = Pool::builder(manager)
+            .max_size(self.url.pool_size)
+            .runtime(Runtime::Tokio1)
+            .timeouts(Timeouts {
+                wait: Some(POOL_WAIT),
+                create: Some(CONNECT_TIMEOUT + Duration::from_secs(1)),
+                recycle: Some(RESPONSE_TIMEOUT),
+            })
+            .build()
+            .map_err(|e| {
+                Error::engine(
+                    format!("cannot build the Redis connection pool: {e}"),
+                    false,
+                )
+            })?;
+        let mut cur = self.current.lock();
+        if let Some(c) = cur.as_ref() {
+            return Ok(c.clone());
+        }
+        if self.mode != Mode::Standalone {
+            tracing::info!("redis: the volume's master is {addr}");
+        }
+        let c = Arc::new(Current { addr, pool });
+        *cur = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Forgets the master `old` so the next attempt looks it up again.
+    fn forget(&self, old: &Arc<Current>) {
+        if self.mode == Mode::Standalone {
+            return; // Nothing to look up; the pool drops dead connections itself.
+        }
+        let mut cur = self.current.lock();
+        if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, old)) {
+            old.pool.close();
+            *cur = None;
+        }
+    }
+
+    fn rkey(&self, key: &[u8]) -> Vec<u8> {
+        [self.prefix.as_slice(), key].concat()
+    }
+
+    fn zkey(&self, domain: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.prefix.len() + 1 + domain.len());
+        k.extend_from_slice(&self.prefix);
+        k.push(INDEX_TAG);
+        k.extend_from_slice(domain);
+        k
+    }
+}
+
+type RedisResult<T> = redis::RedisResult<T>;
+
+/// How often the sentinels are asked who the master is.
+const SENTINEL_POLL: Duration = Duration::from_secs(1);
+
+/// Asks the sentinels every second who the master is and drops the pool when the
+/// answer changes. Without this, a failover would be noticed only when the old master
+/// refuses a write (`READONLY`), and until Sentinel demotes it (up to ~10 s) it accepts
+/// writes that the new master never sees: they would be lost. Ends with the engine.
+async fn watch_sentinels(
+    sentinels: Vec<(String, ConnectionInfo)>,
+    name: String,
+    current: std::sync::Weak<Mutex<Option<Arc<Current>>>>,
+) {
+    let config = RedisEngine::conn_config();
+    let mut conns: Vec<Option<redis::aio::MultiplexedConnection>> =
+        sentinels.iter().map(|_| None).collect();
+    loop {
+        tokio::time::sleep(SENTINEL_POLL).await;
+        let Some(current) = current.upgrade() else {
+            return;
+        };
+        let Some(addr) = current.lock().as_ref().map(|c| c.addr.clone()) else {
+            continue;
+        };
+        for ((saddr, info), slot) in sentinels.iter().zip(conns.iter_mut()) {
+            if slot.is_none() {
+                let Ok(client) = redis::Client::open(info.clone()) else {
+                    continue;
+                };
+                *slot = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .ok();
+            }
+            let Some(conn) = slot.as_mut() else { continue };
+            let r: RedisResult<Option<(String, u16)>> = redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(&name)
+                .query_async(conn)
+                .await;
+            match r {
+                Ok(Some((h, p))) => {
+                    let master = format!("{h}:{p}");
+                    if master != addr {
+                        let mut cur = current.lock();
+                        if let Some(c) = cur.as_ref().filter(|c| c.addr == addr) {
+                            tracing::info!("redis: sentinel {saddr} names {master} as master of {name:?}; leaving {addr}");
+                            c.pool.close();
+                            *cur = None;
+                        }
+                    }
+                    break;
+                }
+                Ok(None) => break,
+                Err(_) => *slot = None,
+            }
+        }
+    }
+}
+
+fn pool_err(e: PoolError, addr: &str) -> Error {
+    match e {
+        PoolError::Backend(e) => map_err(&e, addr),
+        PoolError::Timeout(t) => Error::engine(
+            format!("timed out ({t:?}) getting a connection to Redis at {addr}; is the server up and not overloaded?"),
+            true,
+        ),
+        other => Error::engine(format!("Redis connection pool for {addr}: {other}"), true),
+    }
+}
+
+fn check_key(key: &[u8]) -> Result<()> {
+    if key.first() == Some(&INDEX_TAG) {
+        return Err(Error::Invalid(
+            "keys starting with byte 0xFF are reserved by the Redis engine".into(),
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Transactions
+// ---------------------------------------------------------------------------------------
+
+struct RedisTxn<'a> {
+    eng: &'a RedisEngine,
+    conn: &'a mut deadpool_redis::Connection,
+    addr: &'a str,
+    read_only: bool,
+    /// Redis keys watched so far (data keys and index keys).
+    watched: HashSet<Vec<u8>>,
+    /// Values read so far, by schema key; watched, so they stay valid until EXEC.
+    cache: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Buffered writes by schema key: `None` deletes.
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The worst damage a failed command did to the connection.
+    damage: Damage,
+    /// An error already returned to the body; the attempt must not commit after it.
+    failed: Option<String>,
+}
+
+impl RedisTxn<'_> {
+    fn fail(&mut self, e: RedisError) -> Error {
+        let d = damage(&e);
+        if d != Damage::None && self.damage != Damage::Topology {
+            self.damage = d;
+        }
+        let err = map_err(&e, self.addr);
+        self.failed = Some(err.to_string());
+        err
+    }
+
+    fn query<T: redis::FromRedisValue>(&mut self, p: &Pipeline) -> Result<T> {
+        let r = self.eng.block_on(p.query_async::<T>(&mut *self.conn));
+        r.map_err(|e| self.fail(e))
+    }
+
+    /// Adds a WATCH of those `keys` not watched yet (read-write transactions only).
+    fn watch(&mut self, p: &mut Pipeline, keys: impl IntoIterator<Item = Vec<u8>>) {
+        if self.read_only {
+            return;
+        }
+        let new: Vec<Vec<u8>> = keys
+            .into_iter()
+            .filter(|k| self.watched.insert(k.clone()))
+            .collect();
+        if !new.is_empty() {
+            p.cmd("WATCH").arg(&new).ignore();
+        }
+    }
+
+    /// Values of schema keys not in the buffer or the cache, watched first; they go into
+    /// the cache.
+    fn fetch(&mut self, keys: &[Vec<u8>]) -> Result<()> {
+        let missing: Vec<Vec<u8>> = keys
+            .iter()
+            .filter(|k| !self.writes.contains_key(*k) && !self.cache.contains_key(*k))
+            .cloned()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        for k in &missing {
+            check_key(k)?;
+        }
+        let rkeys: Vec<Vec<u8>> = missing.iter().map(|k| self.eng.rkey(k)).collect();
+        let mut p = redis::pipe();
+        self.watch(&mut p, rkeys.iter().cloned());
+        p.cmd("MGET").arg(&rkeys);
+        let (vals,): (Vec<Option<Vec<u8>>>,) = self.query(&p)?;
+        for (k, v) in missing.into_iter().zip(vals) {
+            self.cache.insert(k, v);
+        }
+        Ok(())
+    }
+
+    /// The value of a schema key as this attempt sees it (after `fetch`).
+    fn seen(&self, key: &[u8]) -> Option<Vec<u8>> {
+        match self.writes.get(key) {
+            Some(v) => v.clone(),
+            None => self.cache.get(key).cloned().flatten(),
+        }
+    }
+
+    /// Buffered writes inside `[begin, end)`.
+    fn pending(&self, begin: &[u8], end: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.writes
+            .range(begin.to_vec()..end.to_vec())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Keys of `[begin, end)` in domain `d` from its index, at most `limit` (none when
+    /// `None`); the index is watched first.
+    fn index_range(
+        &mut self,
+        d: &[u8],
+        begin: &[u8],
+        end: &[u8],
+        limit: Option<usize>,
+    ) -> Result<Vec<Vec<u8>>> {
+        let zk = self.eng.zkey(d);
+        let (min, max) = lex_bounds(d, begin, end);
+        let mut p = redis::pipe();
+        self.watch(&mut p, [zk.clone()]);
+        let c = p.cmd("ZRANGEBYLEX").arg(&zk).arg(&min).arg(&max);
+        if let Some(n) = limit {
+            c.arg("LIMIT").arg(0).arg(n);
+        }
+        let (members,): (Vec<Vec<u8>>,) = self.query(&p)?;
+        Ok(members
+            .into_iter()
+            .map(|m| [d, m.as_slice()].concat())
+            .collect())
+    }
+
+    /// Keys of `[begin, end)` found by walking the volume's keyspace (ranges that span
+    /// domains). Watches the indexes that cover the range.
+    fn keyspace_range(&mut self, begin: &[u8], end: &[u8]) -> Result<Vec<Vec<u8>>> {
+        tracing::debug!(
+            "redis: scan of {:?}..{:?} spans index domains; walking the keyspace",
+            String::from_utf8_lossy(begin),
+            String::from_utf8_lossy(end)
+        );
+        let common = common_prefix(begin, end).to_vec();
+        let plen = self.eng.prefix.len();
+        let mut keys = Vec::new();
+        let mut zkeys = Vec::new();
+        // Domains no longer than the common prefix are its prefixes (watching a missing
+        // key is fine); longer ones start with it and show up in the walk.
+        for l in 1..=common.len().min(10) {
+            zkeys.push(self.eng.zkey(&common[..l]));
+        }
+        for (pattern, index) in [
+            (glob_prefix(&self.eng.rkey(&common)), false),
+            (glob_prefix(&self.eng.zkey(&common)), true),
+        ] {
+            if index && self.read_only {
+                break;
+            }
+            let mut cursor: u64 = 0;
+            loop {
+                let mut p = redis::pipe();
+                p.cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000);
+                let ((next, batch),): ((u64, Vec<Vec<u8>>),) = self.query(&p)?;
+                for k in batch {
+                    let Some(raw) = k.get(plen..) else { continue };
+                    if index {
+                        let d = &raw[1..];
+                        if d < end && prefix_end(d).as_slice() > begin {
+                            zkeys.push(k.clone());
+                        }
+                    } else if raw.first() != Some(&INDEX_TAG) && raw >= begin && raw < end {
+                        keys.push(raw.to_vec());
+                    }
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        if !zkeys.is_empty() && !self.read_only {
+            let mut p = redis::pipe();
+            self.watch(&mut p, zkeys);
+            if !p.is_empty() {
+                p.cmd("PING").ignore();
+                self.query::<()>(&p)?;
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    /// Read-only scan of one domain in one round trip (a Lua script reads the index and
+    /// the values together).
+    fn scan_script(
+        &mut self,
+        d: &[u8],
+        begin: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let zk = self.eng.zkey(d);
+        let (min, max) = lex_bounds(d, begin, end);
+        let limit_arg: i64 = i64::try_from(limit).unwrap_or(-1);
+        let data_prefix = self.eng.rkey(d);
+        let mut inv = self.eng.scan_script.key(&zk);
+        inv.arg(&min).arg(&max).arg(limit_arg).arg(&data_prefix);
+        let r = self
+            .eng
+            .block_on(inv.invoke_async::<Vec<Value>>(&mut *self.conn));
+        let flat = r.map_err(|e| self.fail(e))?;
+        let mut out = Vec::with_capacity(flat.len() / 2);
+        let mut it = flat.into_iter();
+        while let (Some(m), Some(v)) = (it.next(), it.next()) {
+            if let (Value::BulkString(m), Value::BulkString(v)) = (m, v) {
+                out.push(([d, m.as_slice()].concat(), v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Queues the buffered writes (and the index updates) in `p`.
+    fn queue_writes(&self, p: &mut Pipeline) {
+        let mut sets: Vec<(Vec<u8>, &[u8])> = Vec::new();
+        let mut dels: Vec<Vec<u8>> = Vec::new();
+        let mut zadd: BTreeMap<Vec<u8>, Vec<&[u8]>> = BTreeMap::new();
+        let mut zrem: BTreeMap<Vec<u8>, Vec<&[u8]>> = BTreeMap::new();
+        for (k, v) in &self.writes {
+            let index = domain_of(k).map(|d| (self.eng.zkey(d), &k[d.len()..]));
+            match v {
+                Some(v) => {
+                    sets.push((self.eng.rkey(k), v));
+                    if let Some((zk, m)) = index {
+                        zadd.entry(zk).or_default().push(m);
+                    }
+                }
+                None => {
+                    dels.push(self.eng.rkey(k));
+                    if let Some((zk, m)) = index {
+                        zrem.entry(zk).or_default().push(m);
+                    }
+                }
+            }
+        }
+        for chunk in sets.chunks(BATCH) {
+            let c = p.cmd("MSET");
+            for (k, v) in chunk {
+                c.arg(k).arg(*v);
+            }
+        }
+        for chunk in dels.chunks(BATCH) {
+            p.cmd("DEL").arg(chunk);
+        }
+        for (zk, members) in &zadd {
+            for chunk in members.chunks(BATCH) {
+                let c = p.cmd("ZADD").arg(zk);
+                for m in chunk {
+                    c.arg(0).arg(*m);
+                }
+            }
+        }
+        for (zk, members) in &zrem {
+            for chunk in members.chunks(BATCH) {
+                p.cmd("ZREM").arg(zk).arg(chunk);
+            }
+        }
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        if let Some(msg) = self.failed.take() {
+            return Err(Error::engine(
+                format!("transaction not committed after an earlier error: {msg}"),
+                true,
+            ));
+        }
+        if self.read_only || (self.writes.is_empty() && self.watched.is_empty()) {
+            return Ok(());
+        }
+        // An empty MULTI/EXEC still checks the watches: it validates what was read.
+        let mut p = redis::pipe();
+        p.atomic();
+        self.queue_writes(&mut p);
+        match self.query::<Value>(&p)? {
+            Value::Nil => Err(Error::Conflict),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl KvTxn for RedisTxn<'_> {
+    fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.fetch(&[key.to_vec()])?;
+        Ok(self.seen(key))
+    }
+
+    fn gets(&mut self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.fetch(keys)?;
+        Ok(keys.iter().map(|k| self.seen(k)).collect())
+    }
+
+    fn scan(&mut self, begin: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        if begin >= end || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let domain = scan_domain(begin, end);
+        if let (Some(d), true) = (domain, self.read_only) {
+            return self.scan_script(d, begin, end, limit);
+        }
+        let pending = self.pending(begin, end);
+        let keys = match domain {
+            Some(d) => {
+                // Deleted keys may still be in the index: fetch enough to fill `limit`.
+                let dels = pending.iter().filter(|(_, v)| v.is_none()).count();
+                self.index_range(
+                    d,
+                    begin,
+                    end,
+                    limit.checked_add(dels).filter(|n| *n < i64::MAX as usize),
+                )?
+            }
+            None => self.keyspace_range(begin, end)?,
+        };
+        let stored: Vec<Vec<u8>> = keys
+            .into_iter()
+            .filter(|k| !self.writes.contains_key(k))
+            .collect();
+        self.fetch(&stored)?;
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for k in stored {
+            // None: deleted since the index was read; the watch makes EXEC fail anyway.
+            if let Some(v) = self.seen(&k) {
+                merged.insert(k, v);
+            }
+        }
+        for (k, v) in pending {
+            if let Some(v) = v {
+                merged.insert(k, v);
+            }
+        }
+        Ok(merged.into_iter().take(limit).collect())
+    }
+
+    fn exists(&mut self, begin: &[u8], end: &[u8]) -> Result<bool> {
+        if begin >= end {
+            return Ok(false);
+        }
+        let Some(d) = scan_domain(begin, end) else {
+            return Ok(!self.scan(begin, end, 1)?.is_empty());
+        };
+        let pending = self.pending(begin, end);
+        if pending.iter().any(|(_, v)| v.is_some()) {
+            // Still watch the range: the answer depends on it staying as it is.
+            self.index_range(d, begin, end, Some(1))?;
+            return Ok(true);
+        }
+        let keys = self.index_range(d, begin, end, Some(1 + pending.len()))?;
+        Ok(keys.iter().any(|k| !self.writes.contains_key(k)))
+    }
+
+    fn set(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        if self.read_only {
+            return Err(Error::Corrupt("write in a read-only transaction".into()));
+        }
+        check_key(key)?;
+        self.writes.insert(key.to_vec(), Some(value.to_vec()));
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &[u8]) -> Result<()> {
+        if self.read_only {
+            return Err(Error::Corrupt("write in a read-only transaction".into()));
+        }
+        check_key(key)?;
+        self.writes.insert(key.to_vec(), None);
+        Ok(())
+    }
+}
+
+impl KvEngine for RedisEngine {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn attempt(&self, body: &mut TxnBody<'_>, read_only: bool) -> Result<()> {
+        let cur = self.current()?;
+        let got = self.block_on(cur.pool.get());
+        let mut conn = match got {
+            Ok(c) => c,
+            Err(e) => {
+                if matches!(&e, PoolError::Backend(re) if damage(re) == Damage::Topology) {
+                    self.forget(&cur);
+                }
+                return Err(pool_err(e, &cur.addr));
+            }
+        };
+        let mut tx = RedisTxn {
+            eng: self,
+            conn: &mut conn,
+            addr: &cur.addr,
+            read_only,
+            watched: HashSet::new(),
+            cache: HashMap::new(),
+            writes: BTreeMap::new(),
+            damage: Damage::None,
+            failed: None,
+        };
+        let res = body(&mut tx).and_then(|()| tx.commit());
+        let damage = tx.damage;
+        if damage != Damage::None {
+            // Out of the pool: a late reply must never reach the next transaction.
+            drop(deadpool_redis::Connection::take(conn));
+        }
+        if damage == Damage::Topology {
+            self.forget(&cur);
+        }
+        res
+    }
+
+    fn reset(&self) -> Result<()> {
+        let cur = self.current()?;
+        let pattern = glob_prefix(&self.prefix);
+        self.block_on(async {
+            let mut conn = cur.pool.get().await.map_err(|e| pool_err(e, &cur.addr))?;
+            // Keys created during a pass may be missed by SCAN: repeat until a pass
+            // finds nothing.
+            for _ in 0..10 {
+                let mut cursor: u64 = 0;
+                let mut found = 0;
+                loop {
+                    let r: RedisResult<(u64, Vec<Vec<u8>>)> = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn)
+                        .await;
+                    let (next, keys) = r.map_err(|e| map_err(&e, &cur.addr))?;
+                    found += keys.len();
+                    for chunk in keys.chunks(BATCH) {
+                        let r: RedisResult<i64> =
+                            redis::cmd("UNLINK").arg(chunk).query_async(&mut conn).await;
+                        r.map_err(|e| map_err(&e, &cur.addr))?;
+                    }
+                    cursor = next;
+                    if cursor == 0 {
+                        break;
+                    }
+                }
+                if found == 0 {
+                    return Ok(());
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys;
+
+    #[test]
+    fn urls() {
+        let u = parse_url("redis://127.0.0.1:6379/1").unwrap();
+        assert_eq!(u.hosts, vec![("127.0.0.1".to_string(), 6379)]);
+        assert_eq!(
+            (u.db.as_str(), u.tls, u.user.clone(), u.password.clone()),
+            ("1", false, None, None)
+        );
+        let u = parse_url("rediss://us%40r:p%3Aw@h1,h2:7001,[::1]:7002/x?prefix=v1&pool-size=4&insecure-skip-verify=true")
+            .unwrap();
+        assert!(u.tls && u.insecure);
+        assert_eq!(u.user.as_deref(), Some("us@r"));
+        assert_eq!(u.password.as_deref(), Some("p:w"));
+        assert_eq!(
+            u.hosts,
+            vec![
+                ("h1".into(), 6379),
+                ("h2".into(), 7001),
+                ("::1".into(), 7002)
+            ]
+        );
+        assert_eq!(
+            (u.db.as_str(), u.prefix.as_deref(), u.pool_size),
+            ("x", Some(b"v1".as_slice()), 4)
+        );
+        let u = parse_url("redis://:pw@s1,s2:26380/3?sentinel=mymaster").unwrap();
+        assert_eq!(u.hosts, vec![("s1".into(), 26379), ("s2".into(), 26380)]);
+        assert_eq!(
+            (u.sentinel.as_deref(), u.password.as_deref(), u.user),
+            (Some("mymaster"), Some("pw"), None)
+        );
+        assert_eq!(parse_url("redis://h").unwrap().db, "0");
+        for bad in [
+            "redis://h:port/1",
+            "redis://h/1?nosuch=1",
+            "redis://h/1?tls-ca-cert-file=x",
+            "redis:///1",
+            "http://h/1",
+            "redis://h/1?pool-size=0",
+        ] {
+            let e = parse_url(bad).unwrap_err().to_string();
+            assert!(e.contains("invalid Redis META-URL"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn domains() {
+        let ino = 0x0102030405060708u64;
+        // Every scan the metadata layer makes lies in one domain.
+        let dp = keys::dentry_prefix(ino);
+        assert_eq!(scan_domain(&dp, &prefix_end(&dp)), Some(dp.as_slice()));
+        let mut after = keys::dentry(ino, b"name");
+        after.push(0);
+        assert_eq!(scan_domain(&after, &prefix_end(&dp)), Some(dp.as_slice()));
+        let cp = keys::chunk_prefix(ino);
+        assert_eq!(
+            scan_domain(&keys::chunk(ino, 7), &prefix_end(&cp)),
+            Some(cp.as_slice())
+        );
+        let xp = keys::xattr_prefix(ino);
+        assert_eq!(scan_domain(&xp, &prefix_end(&xp)), Some(xp.as_slice()));
+        let sp = keys::sustained_prefix(9);
+        assert_eq!(scan_domain(&sp, &prefix_end(&sp)), Some(sp.as_slice()));
+        assert_eq!(scan_domain(b"SE", b"SF"), Some(b"SE".as_slice()));
+        assert_eq!(scan_domain(b"D", b"E"), Some(b"D".as_slice()));
+        // Keys land in the domain their scans use.
+        assert_eq!(domain_of(&keys::dentry(ino, b"x")), Some(dp.as_slice()));
+        assert_eq!(domain_of(&keys::sustained(9, ino)), Some(sp.as_slice()));
+        assert_eq!(domain_of(&keys::del_file(ino, 5)), Some(b"D".as_slice()));
+        assert_eq!(domain_of(&keys::slice_ref(1, 2)), Some(b"K".as_slice()));
+        assert_eq!(domain_of(&keys::session_expire(3)), Some(b"SE".as_slice()));
+        // Never scanned, never indexed.
+        assert_eq!(domain_of(&keys::attr(ino)), None);
+        assert_eq!(domain_of(&keys::symlink(ino)), None);
+        assert_eq!(domain_of(&keys::counter("nextInode")), None);
+        assert_eq!(domain_of(keys::SETTING), None);
+        // Ranges spanning domains, or holding unindexed keys, fall back.
+        let ip = keys::inode_prefix(ino);
+        assert_eq!(scan_domain(&ip, &prefix_end(&ip)), None);
+        assert_eq!(scan_domain(b"S", b"T"), None);
+        assert_eq!(scan_domain(b"SS", b"ST"), None);
+        assert_eq!(scan_domain(b"", b"\xff"), None);
+        assert_eq!(scan_domain(b"D", b"F"), None);
+        let a = keys::attr(ino);
+        assert_eq!(scan_domain(&a, &prefix_end(&a)), None);
+        assert_eq!(scan_domain(b"C", b"D"), None);
+        // Bounds.
+        assert_eq!(
+            lex_bounds(&dp, &dp, &prefix_end(&dp)),
+            (b"[".to_vec(), b"+".to_vec())
+        );
+        let mut end = dp.clone();
+        end.extend_from_slice(b"m");
+        assert_eq!(
+            lex_bounds(&dp, &after, &end),
+            ([b"[name".as_slice(), &[0]].concat(), b"(m".to_vec())
+        );
+    }
+
+    #[test]
+    fn globs() {
+        assert_eq!(
+            glob_prefix(b"{1}a*?[x]\\"),
+            b"{1}a\\*\\?\\[x\\]\\\\*".to_vec()
+        );
+        assert_eq!(glob_prefix(b""), b"*".to_vec());
+        assert_eq!(common_prefix(b"abc", b"abd"), b"ab");
+    }
+
+    #[test]
+    fn unreachable_server_is_a_clear_error() {
+        // Port 1 on loopback: nothing listens there.
+        let e = RedisEngine::open("redis://127.0.0.1:1/1").err().unwrap();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("cannot connect to Redis at 127.0.0.1:1"),
+            "{msg}"
+        );
+        assert!(e.is_temporary(), "{msg}");
+    }
+
+    /// The URL of a test server (scripts/start-redis.sh), or None to skip.
+    fn server() -> Option<String> {
+        let url = std::env::var("NECTAR_TEST_REDIS_URL")
+            .ok()
+            .filter(|u| !u.is_empty());
+        if url.is_none() {
+            eprintln!("skipped: NECTAR_TEST_REDIS_URL is not set");
+        }
+        url
+    }
+
+    /// The test server's URL with another database and query.
+    fn with_db(url: &str, db: &str) -> String {
+        let base = url.split('?').next().unwrap_or(url);
+        let host = base.rsplit_once('/').map_or(base, |(h, _)| h);
+        format!("{host}/{db}")
+    }
+
+    #[test]
+    fn bad_inputs_on_a_real_server() {
+        let Some(url) = server() else { return };
+        // A database the server does not have.
+        let e = RedisEngine::open(&with_db(&url, "999"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("no such database"), "{e}");
+        // A user that does not exist / a wrong password.
+        let base = with_db(&url, "1");
+        let bad = base.replacen("redis://", "redis://nobody:wrong@", 1);
+        let e = RedisEngine::open(&bad).err().unwrap();
+        assert!(
+            e.to_string().contains("refused the user name or password"),
+            "{e}"
+        );
+        assert!(!e.is_temporary());
+        // A real ACL user with the right and a wrong password.
+        let admin = RedisEngine::open(&with_db(&url, "14")).unwrap();
+        let acl = |args: &[&str]| {
+            let cur = admin.current().unwrap();
+            admin
+                .block_on(async {
+                    let mut c = cur.pool.get().await.unwrap();
+                    redis::cmd("ACL")
+                        .arg(args)
+                        .query_async::<Value>(&mut c)
+                        .await
+                })
+                .unwrap();
+        };
+        acl(&["SETUSER", "nectar-test", "on", ">s3cret", "~*", "+@all"]);
+        let good = with_db(&url, "14").replacen("redis://", "redis://nectar-test:s3cret@", 1);
+        let wrong = with_db(&url, "14").replacen("redis://", "redis://nectar-test:nope@", 1);
+        let ok = crate::Meta::connect(&good).and_then(|m| {
+            m.kv().reset()?;
+            m.kv().txn(|tx| tx.set(b"Cx", b"1"))
+        });
+        let e = RedisEngine::open(&wrong).err().unwrap().to_string();
+        acl(&["DELUSER", "nectar-test"]);
+        ok.unwrap();
+        assert!(e.contains("refused the user name or password"), "{e}");
+        // An empty database holds no volume.
+        let m = crate::Meta::connect(&with_db(&url, "14")).unwrap();
+        m.kv().reset().unwrap();
+        assert!(matches!(m.load(), Err(Error::NotFormatted(_))));
+    }
+
+    #[test]
+    fn scans_conflicts_and_fallbacks() {
+        let Some(url) = server() else { return };
+        let url = format!("{}?prefix=scan-test:", with_db(&url, "15"));
+        let kv = crate::kv::Kv::new(Box::new(RedisEngine::open(&url).unwrap()));
+        kv.reset().unwrap();
+        let ino = 77;
+        kv.txn(|tx| {
+            for n in ["b", "a", "c"] {
+                tx.set(&keys::dentry(ino, n.as_bytes()), n.as_bytes())?;
+            }
+            tx.set(&keys::attr(ino), b"attr")?;
+            tx.set(&keys::xattr(ino, b"user.x"), b"1")?;
+            tx.set(b"Cctr", b"0")
+        })
+        .unwrap();
+        let dp = keys::dentry_prefix(ino);
+        let names = |rows: Vec<(Vec<u8>, Vec<u8>)>| -> Vec<Vec<u8>> {
+            rows.into_iter().map(|(_, v)| v).collect()
+        };
+        // Read-only (script) and read-write (index + MGET) scans agree.
+        let ro = kv.read(|tx| tx.scan(&dp, &prefix_end(&dp), 10)).unwrap();
+        let rw = kv.txn(|tx| tx.scan(&dp, &prefix_end(&dp), 10)).unwrap();
+        assert_eq!(
+            names(ro.clone()),
+            vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+        );
+        assert_eq!(ro, rw);
+        assert_eq!(
+            names(kv.read(|tx| tx.scan(&dp, &prefix_end(&dp), 2)).unwrap()).len(),
+            2
+        );
+        // Own writes overlay the index, deletes included, limit respected.
+        let seen = kv
+            .txn(|tx| {
+                tx.delete(&keys::dentry(ino, b"a"))?;
+                tx.set(&keys::dentry(ino, b"aa"), b"aa")?;
+                tx.scan(&dp, &prefix_end(&dp), 2)
+            })
+            .unwrap();
+        assert_eq!(names(seen), vec![b"aa".to_vec(), b"b".to_vec()]);
+        assert!(kv.txn(|tx| tx.exists(&dp, &prefix_end(&dp))).unwrap());
+        // A range over the whole inode spans domains: the keyspace walk finds everything,
+        // unindexed attr included.
+        let ip = keys::inode_prefix(ino);
+        let all = kv.txn(|tx| tx.scan(&ip, &prefix_end(&ip), 100)).unwrap();
+        assert_eq!(all.len(), 5, "{all:?}");
+        assert_eq!(
+            kv.read(|tx| tx.scan(&ip, &prefix_end(&ip), 100)).unwrap(),
+            all
+        );
+        assert_eq!(kv.read(|tx| tx.scan(b"", b"\xff", 100)).unwrap().len(), 6);
+        // Deleting everything empties the index.
+        kv.txn(|tx| {
+            for (k, _) in tx.scan(&dp, &prefix_end(&dp), 100)? {
+                tx.delete(&k)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert!(!kv.read(|tx| tx.exists(&dp, &prefix_end(&dp))).unwrap());
+
+        // An insert into a scanned range makes the scanning transaction conflict.
+        let eng = RedisEngine::open(&url).unwrap();
+        let other = crate::kv::Kv::new(Box::new(RedisEngine::open(&url).unwrap()));
+        let mut tries = 0;
+        let r = eng.attempt(
+            &mut |tx| {
+                tries += 1;
+                assert!(!tx.exists(&dp, &prefix_end(&dp))?);
+                other.txn(|o| o.set(&keys::dentry(ino, b"new"), b"x"))?;
+                tx.set(&keys::dentry(ino, b"mine"), b"y")
+            },
+            false,
+        );
+        assert!(matches!(r, Err(Error::Conflict)), "{r:?}");
+        assert_eq!(tries, 1);
+        assert!(kv
+            .read(|tx| tx.get(&keys::dentry(ino, b"mine")))
+            .unwrap()
+            .is_none());
+        // A changed value read by a transaction conflicts, even when it only read.
+        let r = eng.attempt(
+            &mut |tx| {
+                tx.get(b"Cctr")?;
+                other.txn(|o| o.set(b"Cctr", b"1"))?;
+                Ok(())
+            },
+            false,
+        );
+        assert!(matches!(r, Err(Error::Conflict)), "{r:?}");
+        // Reserved keys are refused.
+        assert!(kv.txn(|tx| tx.set(b"\xffx", b"")).is_err());
+        kv.reset().unwrap();
+        assert!(kv.read(|tx| tx.scan(b"", b"\xff", 100)).unwrap().is_empty());
+    }
+
+    /// Prints what `Meta::connect` + `load` say for each URL in `NECTAR_REDIS_PROBE_URLS`
+    /// (space separated): for checking error messages by hand.
+    #[test]
+    fn probe_urls() {
+        let Ok(urls) = std::env::var("NECTAR_REDIS_PROBE_URLS") else {
+            return;
+        };
+        for url in urls.split_whitespace() {
+            let r = crate::Meta::connect(url).and_then(|m| m.load());
+            match r {
+                Ok(f) => eprintln!("{url}\n  -> volume {:?}", f.name),
+                Err(e) => eprintln!("{url}\n  -> {e} (temporary: {})", e.is_temporary()),
+            }
+        }
+    }
+
+    /// `NECTAR_REDIS_CONTENTION_THREADS` threads create 200 files each in one directory
+    /// (every create updates the same counters and parent attribute, so they conflict).
+    #[test]
+    fn contention() {
+        let Some(url) = server() else { return };
+        let Some(threads) = std::env::var("NECTAR_REDIS_CONTENTION_THREADS")
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            return;
+        };
+        let url = with_db(&url, "12");
+        let m = crate::Meta::connect(&url).unwrap();
+        m.kv().reset().unwrap();
+        let f = crate::Format {
+            name: "busy".into(),
+            uuid: "00000000-0000-0000-0000-000000000004".into(),
+            storage: "memory".into(),
+            bucket: String::new(),
+            access_key: None,
+            secret_key: None,
+            block_size: 4096,
+            compression: None,
+            hash_prefix: false,
+            capacity: 0,
+            inodes: 0,
+            trash_days: 0,
+            meta_version: 1,
+            min_client_version: None,
+            dir_stats: false,
+            enable_acl: false,
+        };
+        m.format(f, false).unwrap();
+        let start = std::time::Instant::now();
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        m.mknod(
+                            &crate::Ctx::root(),
+                            crate::ROOT_INODE,
+                            format!("t{t}-{i}").as_bytes(),
+                            crate::FileType::File,
+                            0o644,
+                            0,
+                            0,
+                            b"",
+                        )
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let n = threads * 200;
+        let secs = start.elapsed().as_secs_f64();
+        let listed = m
+            .readdir(
+                &crate::Ctx::root(),
+                crate::ROOT_INODE,
+                None,
+                1_000_000,
+                false,
+            )
+            .unwrap()
+            .len();
+        eprintln!(
+            "{threads} threads: {n} creates in {secs:.1} s ({:.0}/s)",
+            n as f64 / secs
+        );
+        assert_eq!(listed, n);
+        m.kv().reset().unwrap();
+    }
+
+    /// Keeps creating and looking up files for `NECTAR_REDIS_TOPOLOGY_SECS` seconds on
+    /// `NECTAR_TEST_REDIS_TOPOLOGY_URL` (a Sentinel or Cluster URL) while someone fails the
+    /// master over or migrates the volume's slot by hand; every operation must succeed.
+    #[test]
+    fn survives_topology_changes() {
+        let (Some(url), Some(secs)) = (
+            std::env::var("NECTAR_TEST_REDIS_TOPOLOGY_URL").ok(),
+            std::env::var("NECTAR_REDIS_TOPOLOGY_SECS")
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok()),
+        ) else {
+            eprintln!(
+                "skipped: NECTAR_TEST_REDIS_TOPOLOGY_URL / NECTAR_REDIS_TOPOLOGY_SECS not set"
+            );
+            return;
+        };
+        let m = crate::Meta::connect(&url).unwrap();
+        m.kv().reset().unwrap();
+        let mut f = crate::Format {
+            name: "topo".into(),
+            uuid: "00000000-0000-0000-0000-000000000003".into(),
+            storage: "memory".into(),
+            bucket: String::new(),
+            access_key: None,
+            secret_key: None,
+            block_size: 4096,
+            compression: None,
+            hash_prefix: false,
+            capacity: 0,
+            inodes: 0,
+            trash_days: 0,
+            meta_version: 1,
+            min_client_version: None,
+            dir_stats: false,
+            enable_acl: false,
+        };
+        f = m.format(f, false).unwrap();
+        assert_eq!(f.name, "topo");
+        let ctx = crate::Ctx::root();
+        let start = std::time::Instant::now();
+        let mut i = 0u64;
+        let mut slow = 0;
+        while start.elapsed().as_secs() < secs {
+            let t = std::time::Instant::now();
+            let name = format!("f{i}");
+            let ino = m
+                .mknod(
+                    &ctx,
+                    crate::ROOT_INODE,
+                    name.as_bytes(),
+                    crate::FileType::File,
+                    0o644,
+                    0,
+                    0,
+                    b"",
+                )
+                .unwrap()
+                .0;
+            assert_eq!(
+                m.lookup(&ctx, crate::ROOT_INODE, name.as_bytes())
+                    .unwrap()
+                    .0,
+                ino
+            );
+            if t.elapsed() > Duration::from_millis(500) {
+                slow += 1;
+                eprintln!("file {i} took {:?}", t.elapsed());
+            }
+            i += 1;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let n = m
+            .readdir(&ctx, crate::ROOT_INODE, None, 1_000_000, false)
+            .unwrap()
+            .len() as u64;
+        eprintln!("{i} files created, {n} listed, {slow} slow operations");
+        assert_eq!(n, i);
+        m.kv().reset().unwrap();
+    }
+
+    /// Memory per file: `NECTAR_REDIS_MEMORY_FILES=100000 cargo test -p nectar-meta --lib
+    /// kv::redis::tests::memory_per_file -- --nocapture` (uses database 13 of the test
+    /// server).
+    #[test]
+    fn memory_per_file() {
+        let Some(url) = server() else { return };
+        let Some(n) = std::env::var("NECTAR_REDIS_MEMORY_FILES")
+            .ok()
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            eprintln!("skipped: NECTAR_REDIS_MEMORY_FILES is not set");
+            return;
+        };
+        let url = with_db(&url, "13");
+        let m = crate::Meta::connect(&url).unwrap();
+        m.kv().reset().unwrap();
+        let mut f = crate::Format {
+            name: "mem".into(),
+            uuid: "00000000-0000-0000-0000-000000000002".into(),
+            storage: "memory".into(),
+            bucket: String::new(),
+            access_key: None,
+            secret_key: None,
+            block_size: 4096,
+            compression: None,
+            hash_prefix: false,
+            capacity: 0,
+            inodes: 0,
+            trash_days: 0,
+            meta_version: 1,
+            min_client_version: None,
+            dir_stats: false,
+            enable_acl: false,
+        };
+        f = m.format(f, false).unwrap();
+        assert_eq!(f.name, "mem");
+        let used = || -> u64 {
+            let eng = RedisEngine::open(&url).unwrap();
+            let cur = eng.current().unwrap();
+            let info: String = eng
+                .block_on(async {
+                    let mut c = cur.pool.get().await.unwrap();
+                    redis::cmd("INFO").arg("memory").query_async(&mut c).await
+                })
+                .unwrap();
+            info.lines()
+                .find_map(|l| l.strip_prefix("used_memory:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap()
+        };
+        let dir = m
+            .mknod(
+                &crate::Ctx::root(),
+                crate::ROOT_INODE,
+                b"d",
+                crate::FileType::Directory,
+                0o755,
+                0,
+                0,
+                b"",
+            )
+            .unwrap()
+            .0;
+        let before = used();
+        let start = std::time::Instant::now();
+        for i in 0..n {
+            m.mknod(
+                &crate::Ctx::root(),
+                dir,
+                format!("file-{i:08}").as_bytes(),
+                crate::FileType::File,
+                0o644,
+                0o022,
+                0,
+                b"",
+            )
+            .unwrap();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let after = used();
+        let listed = m
+            .readdir(&crate::Ctx::root(), dir, None, 100, false)
+            .unwrap()
+            .len();
+        assert_eq!(listed, 100);
+        eprintln!(
+            "redis memory: {n} files, used_memory {before} -> {after}: {} bytes per file; {:.0} creates/s",
+            (after - before) / n,
+            n as f64 / secs
+        );
+        m.kv().reset().unwrap();
+    }
+}
