@@ -20,6 +20,8 @@ WORK=$(mktemp -d /tmp/nectar-test.XXXXXX)
 chmod 755 "$WORK"
 export NECTAR_WEED_PKG=$ROOT/.cache/weed-pkg
 cleanup() {
+    # Best effort: nothing here may change the suite's exit status.
+    set +e
     scripts/stop-seaweedfs.sh "$WORK/seaweed" >/dev/null 2>&1 || true
     for s in redis postgres mariadb etcd; do
         scripts/stop-$s.sh "$WORK/$s" >/dev/null 2>&1 || true
@@ -29,6 +31,7 @@ cleanup() {
         umount -l "$m" 2>/dev/null || true
     done
     rm -rf "$WORK"
+    return 0
 }
 trap cleanup EXIT
 
