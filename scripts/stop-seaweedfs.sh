@@ -3,49 +3,14 @@
 #
 #   scripts/stop-seaweedfs.sh DIR
 #
-# Sends SIGTERM to the PID in DIR/weed.pid and SIGKILL if it is still alive after 10 s
-# (losing test data is harmless). Only that process is signalled. Leaves DIR's data in
-# place; remove the directory to start afresh.
+# SIGTERM, then SIGKILL after 10 s (harmless for test data), to the PID in DIR/weed.pid.
+# Leaves DIR's data in place; remove DIR to start afresh.
 set -uo pipefail
+source "$(dirname "$0")/lib/stop-server.sh"
 
 if [[ $# -ne 1 ]]; then
     echo "usage: $0 DIR" >&2
     exit 2
 fi
-PIDFILE=$1/weed.pid
-if [[ ! -f $PIDFILE ]]; then
-    echo "stop-seaweedfs: no $PIDFILE, nothing to stop" >&2
-    exit 0
-fi
-PID=$(cat "$PIDFILE")
-if ! [[ $PID =~ ^[0-9]+$ ]]; then
-    echo "stop-seaweedfs: $PIDFILE does not hold a PID" >&2
-    exit 1
-fi
-if ! kill -0 "$PID" 2>/dev/null; then
-    echo "stop-seaweedfs: process $PID is not running" >&2
-    rm -f "$PIDFILE"
-    exit 0
-fi
-# A reused PID must not be killed by mistake.
-if ! grep -q weed "/proc/$PID/cmdline" 2>/dev/null; then
-    echo "stop-seaweedfs: process $PID is not weed; leaving it alone" >&2
-    rm -f "$PIDFILE"
-    exit 1
-fi
-
-kill -TERM "$PID"
-for _ in $(seq 1 100); do
-    kill -0 "$PID" 2>/dev/null || break
-    sleep 0.1
-done
-if kill -0 "$PID" 2>/dev/null; then
-    echo "stop-seaweedfs: $PID still running after 10 s, sending SIGKILL" >&2
-    kill -KILL "$PID"
-    for _ in $(seq 1 50); do
-        kill -0 "$PID" 2>/dev/null || break
-        sleep 0.1
-    done
-fi
-rm -f "$PIDFILE"
-echo "stop-seaweedfs: stopped $PID" >&2
+is_weed() { cmdline_matches "$1" weed; }
+stop_server seaweedfs "$1/weed.pid" is_weed
