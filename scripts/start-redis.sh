@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Starts local Redis servers for Nectar's metadata tests, all bound to 127.0.0.1.
 #
-#   scripts/start-redis.sh DIR [standalone|sentinel|cluster]
+#   scripts/start-redis.sh DIR [standalone|sentinel|cluster] [PORT]
 #
-#   standalone (default)  one server on port 6379, data in DIR/6379, PID in DIR/redis.pid;
-#                         prints  export NECTAR_TEST_REDIS_URL=redis://127.0.0.1:6379/1
+#   standalone (default)  one server on port PORT (default 6379), data in DIR/PORT, PID in
+#                         DIR/redis.pid; prints
+#                         export NECTAR_TEST_REDIS_URL=redis://127.0.0.1:PORT/1
 #   sentinel              a master on 6390 with a replica on 6391, watched by one Sentinel
 #                         on 26379 (master name "nectar"), so `redis-cli -p 26379 sentinel
 #                         failover nectar` swaps them; both refuse writes while no replica
@@ -27,8 +28,8 @@
 # Only the `export` lines go to stdout; progress goes to stderr.
 set -euo pipefail
 
-if [[ $# -lt 1 || $# -gt 2 ]]; then
-    echo "usage: $0 DIR [standalone|sentinel|cluster]" >&2
+if [[ $# -lt 1 || $# -gt 3 ]]; then
+    echo "usage: $0 DIR [standalone|sentinel|cluster] [PORT]" >&2
     exit 2
 fi
 DIR=$1
@@ -40,6 +41,15 @@ standalone | sentinel | cluster) ;;
     exit 2
     ;;
 esac
+PORT=${3:-6379}
+if [[ $# -eq 3 && $MODE != standalone ]]; then
+    echo "start-redis: a PORT is taken only in standalone mode" >&2
+    exit 2
+fi
+if ! [[ $PORT =~ ^[0-9]+$ ]] || ((PORT < 1 || PORT > 65535)); then
+    echo "start-redis: bad port '$PORT'" >&2
+    exit 2
+fi
 
 mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd)
@@ -114,8 +124,8 @@ start() {
 
 case $MODE in
 standalone)
-    start 6379
-    echo "export NECTAR_TEST_REDIS_URL=redis://127.0.0.1:6379/1"
+    start "$PORT"
+    echo "export NECTAR_TEST_REDIS_URL=redis://127.0.0.1:$PORT/1"
     ;;
 sentinel)
     # A master accepts writes only while a replica follows it: during a failover the old

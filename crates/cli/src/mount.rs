@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use nectar_chunk::{ChunkConfig, ChunkStore, Compression};
 use nectar_fuse::{FuseOptions, NectarFs};
+use nectar_meta::meta::MetaConfig;
 use nectar_meta::{Ctx, Meta, SessionInfo, ROOT_INODE};
 use nectar_vfs::{Vfs, VfsConfig};
 use std::path::{Path, PathBuf};
@@ -62,9 +63,14 @@ pub struct MountArgs {
     /// Kernel entry cache of directories, in seconds.
     #[arg(long, default_value_t = 1.0)]
     dir_entry_cache: f64,
-    /// Session heartbeat interval, in seconds.
+    /// Session heartbeat interval, in seconds. A client silent for five heartbeats is
+    /// dead: other clients release its locks and its open-but-deleted files.
     #[arg(long, default_value_t = 12)]
     heartbeat: u64,
+    /// How long a metadata operation waits, retrying, while the metadata database is
+    /// unreachable (down, restarting, failing over) before it fails with EIO, in seconds.
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+    meta_retry_timeout: f64,
     /// FUSE worker threads.
     #[arg(long, default_value_t = 8)]
     threads: usize,
@@ -216,7 +222,11 @@ fn daemonize(a: &MountArgs, mp: &Path) -> Result<()> {
 fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
     let rt = crate::runtime()?;
     let url = crate::meta_url(&a.meta_url);
-    let meta = Meta::connect(&url)?;
+    let meta_cfg = MetaConfig {
+        retry_timeout: secs("meta-retry-timeout", a.meta_retry_timeout)?,
+        session_timeout: Duration::from_secs(5 * a.heartbeat.max(1)),
+    };
+    let meta = Meta::connect_with(&url, meta_cfg)?;
     let fmt = meta.load()?;
     let compression = Compression::from_str(fmt.compression.as_deref().unwrap_or("none"))
         .map_err(|e| anyhow::anyhow!("volume settings: {e}"))?;
@@ -378,7 +388,7 @@ fn start_heartbeat(meta: Arc<Meta>, every: Duration, stop: Arc<AtomicBool>) {
                 if let Err(e) = meta.refresh_session() {
                     tracing::warn!("session heartbeat failed: {e}");
                 }
-                if last_clean.elapsed() > Duration::from_secs(60) {
+                if last_clean.elapsed() > (5 * every).min(Duration::from_secs(60)) {
                     last_clean = Instant::now();
                     if let Err(e) = meta.clean_stale_sessions() {
                         tracing::warn!("cleaning stale sessions failed: {e}");

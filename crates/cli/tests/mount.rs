@@ -415,6 +415,49 @@ fn two_mounts_see_each_others_closed_files() {
     b.unmount();
 }
 
+/// A shared writable mapping reaches the file: after msync and close, another mount
+/// reads what was stored through the mapping.
+#[test]
+fn shared_mmap_writes_reach_another_mount() {
+    require_fuse!();
+    let vol = Volume::new(&[]);
+    let a = vol.mount("a", &[]);
+    let b = vol.mount("b", &[]);
+    let len = (5 << 20) + 123; // crosses block boundaries, ends mid-page
+    fs::write(a.path("mapped"), vec![0u8; len]).unwrap();
+    let mut expected = vec![0u8; len];
+    Pattern::new(11).fill(&mut expected[4096..]);
+    {
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(a.path("mapped"))
+            .unwrap();
+        use std::os::fd::AsRawFd;
+        // SAFETY: a fresh shared mapping of a file we hold open, written within its
+        // length, synced and unmapped before the descriptor closes.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED, "{}", std::io::Error::last_os_error());
+            std::ptr::copy_nonoverlapping(expected.as_ptr(), p as *mut u8, len);
+            assert_eq!(libc::msync(p, len, libc::MS_SYNC), 0);
+            assert_eq!(libc::munmap(p, len), 0);
+        }
+    }
+    let seen = fs::read(b.path("mapped")).unwrap();
+    assert_eq!(seen.len(), len);
+    assert!(seen == expected, "the other mount does not see the mapped writes");
+    a.unmount();
+    b.unmount();
+}
+
 #[test]
 fn background_mount_and_clean_signal_exit() {
     require_fuse!();

@@ -10,16 +10,19 @@
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType as FuseType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, RequestId, SessionACL, TimeOrNow,
+    WriteFlags,
 };
 use nectar_meta::{Attr, Ctx, FileType, SetAttr, Time, TimeSet};
 use nectar_vfs::Vfs;
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::runtime::Handle;
 
 /// How the kernel side of a mount is set up.
@@ -39,6 +42,71 @@ pub struct NectarFs {
     vfs: Arc<Vfs>,
     rt: Handle,
     writeback_cache: bool,
+    interrupts: Arc<Interrupts>,
+}
+
+/// FUSE_INTERRUPT bookkeeping for requests that may wait (lock requests). An interrupt
+/// can overtake the request it names, since requests run on a pool: one that names no
+/// waiting request is kept for a while in case that request is about to start.
+#[derive(Default)]
+struct Interrupts {
+    inner: parking_lot::Mutex<InterruptTable>,
+}
+
+#[derive(Default)]
+struct InterruptTable {
+    waiting: HashMap<u64, Arc<AtomicBool>>,
+    early: HashMap<u64, Instant>,
+}
+
+/// How long an interrupt that overtook its request is remembered.
+const EARLY_INTERRUPT_TTL: Duration = Duration::from_secs(30);
+
+impl Interrupts {
+    /// Registers request `unique` as waiting; the flag turns true when it is interrupted.
+    fn register(self: &Arc<Self>, unique: u64) -> InterruptGuard {
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut t = self.inner.lock();
+        if t.early.remove(&unique).is_some() {
+            flag.store(true, Ordering::Relaxed);
+        }
+        t.waiting.insert(unique, flag.clone());
+        InterruptGuard {
+            table: self.clone(),
+            unique,
+            flag,
+        }
+    }
+
+    fn interrupt(&self, unique: u64) {
+        let mut t = self.inner.lock();
+        if let Some(flag) = t.waiting.get(&unique) {
+            flag.store(true, Ordering::Relaxed);
+            return;
+        }
+        let now = Instant::now();
+        t.early
+            .retain(|_, at| now.duration_since(*at) < EARLY_INTERRUPT_TTL);
+        t.early.insert(unique, now);
+    }
+}
+
+struct InterruptGuard {
+    table: Arc<Interrupts>,
+    unique: u64,
+    flag: Arc<AtomicBool>,
+}
+
+impl InterruptGuard {
+    fn interrupted(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for InterruptGuard {
+    fn drop(&mut self) {
+        self.table.inner.lock().waiting.remove(&self.unique);
+    }
 }
 
 fn to_fuse_type(t: FileType) -> FuseType {
@@ -105,6 +173,7 @@ impl NectarFs {
             vfs,
             rt,
             writeback_cache,
+            interrupts: Default::default(),
         }
     }
 
@@ -146,7 +215,10 @@ impl Filesystem for NectarFs {
             | InitFlags::FUSE_ASYNC_READ
             | InitFlags::FUSE_BIG_WRITES
             | InitFlags::FUSE_MAX_PAGES
-            | InitFlags::FUSE_CACHE_SYMLINKS;
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            // Locks go to the metadata engine, so other mounts see them.
+            | InitFlags::FUSE_POSIX_LOCKS
+            | InitFlags::FUSE_FLOCK_LOCKS;
         if self.writeback_cache {
             wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
@@ -413,13 +485,88 @@ impl Filesystem for NectarFs {
         _req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
-        _lock_owner: LockOwner,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |vfs| match vfs.flush(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("flush", e)),
+        // A close: commit, and drop the closing process's POSIX locks on the file.
+        self.spawn(move |vfs| {
+            let res = vfs
+                .flush(fh.0)
+                .and(vfs.release_posix_locks(fh.0, lock_owner.0));
+            match res {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("flush", e)),
+            }
         });
+    }
+
+    fn flock(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        typ: i32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let guard = self.interrupts.register(req.unique().0);
+        self.spawn(move |vfs| {
+            let interrupted = || guard.interrupted();
+            match vfs.flock(fh.0, lock_owner.0, typ as u32, sleep, &interrupted) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("flock", e)),
+            }
+        });
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        _pid: u32,
+        reply: ReplyLock,
+    ) {
+        self.spawn(
+            move |vfs| match vfs.getlk(fh.0, lock_owner.0, typ as u32, start, end) {
+                Ok(Some(l)) => reply.locked(l.start, l.end, l.typ as i32, l.pid),
+                Ok(None) => reply.locked(0, 0, libc::F_UNLCK, 0),
+                Err(e) => reply.error(errno("getlk", e)),
+            },
+        );
+    }
+
+    fn setlk(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let guard = self.interrupts.register(req.unique().0);
+        self.spawn(move |vfs| {
+            let interrupted = || guard.interrupted();
+            let (owner, typ) = (lock_owner.0, typ as u32);
+            match vfs.setlk(fh.0, owner, typ, start, end, pid, sleep, &interrupted) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("setlk", e)),
+            }
+        });
+    }
+
+    fn interrupt(&self, _req: &Request, unique: RequestId) {
+        self.interrupts.interrupt(unique.0);
     }
 
     fn release(

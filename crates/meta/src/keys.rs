@@ -122,6 +122,16 @@ pub fn sustained_prefix(sid: u64) -> Vec<u8> {
     k
 }
 
+/// `F<ino>`: the BSD flock table of an inode.
+pub fn flock(ino: Ino) -> Vec<u8> {
+    with_ino(b'F', ino, 0)
+}
+
+/// `P<ino>`: the POSIX byte-range lock table of an inode.
+pub fn plock(ino: Ino) -> Vec<u8> {
+    with_ino(b'P', ino, 0)
+}
+
 /// Decodes a little-endian inode number from 8 bytes.
 pub fn read_ino(b: &[u8]) -> Option<Ino> {
     Some(Ino::from_le_bytes(b.get(..8)?.try_into().ok()?))

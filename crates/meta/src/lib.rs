@@ -15,6 +15,7 @@ pub mod data;
 pub mod error;
 pub mod keys;
 pub mod kv;
+pub mod locks;
 pub mod meta;
 pub mod namespace;
 pub mod slice;

@@ -8,6 +8,14 @@
 //! a file costs one counter bump per thousand files, not one per file. Data objects are
 //! never deleted here: when a transaction drops the last reference to a slice, the slice
 //! is passed, after commit, to the deleter the data layer registered.
+//!
+//! The usage counters (`usedSpace`, `totalInodes`) would be written by nearly every
+//! transaction, so on the optimistic engines all concurrent writers would conflict on
+//! them. Once a client has a session, its transactions only record their usage change
+//! in memory ([`KvTxn::add_usage`]); a background thread adds the sum to the counters
+//! about once a second in a small transaction of its own, and [`Meta::close_session`]
+//! writes the rest. `statfs`, `counter` and the capacity checks add this client's
+//! unwritten changes. A client that dies loses at most its last second of changes.
 
 use crate::error::{Error, Result};
 use crate::keys;
@@ -15,16 +23,42 @@ use crate::kv::{open_engine, Kv, KvTxn};
 use crate::types::*;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 const INODE_BATCH: u64 = 1024;
 const SLICE_BATCH: u64 = 4096;
 /// A session not refreshed for this long is dead (JuiceFS: 5 heartbeats of 12 s).
-pub const SESSION_TIMEOUT_SECS: i64 = 60;
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often a client with a session writes its usage changes to the counters.
+pub const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Receives slices whose last reference is gone, to delete their objects.
 pub type SliceDeleter = Arc<dyn Fn(Vec<(u64, u32)>) + Send + Sync>;
+
+/// How a client uses the metadata engine.
+#[derive(Clone, Debug)]
+pub struct MetaConfig {
+    /// How long an operation keeps retrying while the database is unreachable (or
+    /// restarting, failing over, busy) before it fails with EIO. Conflicts between
+    /// transactions are retried a bounded number of times instead.
+    pub retry_timeout: Duration,
+    /// A session of this client that is not refreshed for this long counts as dead:
+    /// other clients then release its locks and open-but-deleted files. A mount uses
+    /// five heartbeats, as JuiceFS does.
+    pub session_timeout: Duration,
+}
+
+impl Default for MetaConfig {
+    fn default() -> Self {
+        MetaConfig {
+            retry_timeout: crate::kv::DEFAULT_RETRY_TIMEOUT,
+            session_timeout: SESSION_TIMEOUT,
+        }
+    }
+}
 
 /// Space an inode is charged for: its length rounded up to 4 KiB, and at least 4 KiB.
 pub(crate) fn space_of(length: u64) -> i64 {
@@ -51,6 +85,14 @@ pub struct Meta {
     /// How many times this client has each inode open.
     pub(crate) open_files: Mutex<HashMap<Ino, u32>>,
     deleter: RwLock<Option<SliceDeleter>>,
+    /// Usage changes are kept in memory and written by the flusher (set with a session).
+    defer_usage: AtomicBool,
+    /// One flush of the usage counters at a time.
+    flush_lock: Mutex<()>,
+    /// This `Meta`, for the flusher thread.
+    /// Seconds a session of this client lives without a refresh.
+    session_timeout: i64,
+    me: Weak<Meta>,
 }
 
 fn now_secs() -> i64 {
@@ -60,16 +102,29 @@ fn now_secs() -> i64 {
 impl Meta {
     /// Connects to the engine named by `url` (nothing is read yet).
     pub fn connect(url: &str) -> Result<Arc<Meta>> {
+        Self::connect_with(url, MetaConfig::default())
+    }
+
+    /// Connects to the engine named by `url` with the given settings.
+    pub fn connect_with(url: &str, cfg: MetaConfig) -> Result<Arc<Meta>> {
         let engine = open_engine(url)?;
-        Ok(Arc::new(Meta {
-            kv: Kv::new(engine),
-            url: redact_url(url),
+        let redacted = redact_url(url);
+        let kv = Kv::new(engine)
+            .with_url(&redacted)
+            .with_retry_timeout(cfg.retry_timeout);
+        Ok(Arc::new_cyclic(|me| Meta {
+            kv,
+            url: redacted,
             format: RwLock::new(None),
             sid: AtomicU64::new(0),
             inodes: Mutex::new(Range::default()),
             slices: Mutex::new(Range::default()),
             open_files: Mutex::new(HashMap::new()),
             deleter: RwLock::new(None),
+            defer_usage: AtomicBool::new(false),
+            flush_lock: Mutex::new(()),
+            session_timeout: cfg.session_timeout.as_secs().max(1) as i64,
+            me: me.clone(),
         }))
     }
 
@@ -202,13 +257,60 @@ impl Meta {
             let sid = tx.incr_by(&keys::counter("nextSession"), 1)? as u64;
             tx.set(
                 &keys::session_expire(sid),
-                &(now_secs() + SESSION_TIMEOUT_SECS).to_be_bytes(),
+                &(now_secs() + self.session_timeout).to_be_bytes(),
             )?;
             tx.set(&keys::session_info(sid), &json)?;
             Ok(sid)
         })?;
         self.sid.store(sid, Ordering::Relaxed);
+        self.defer_usage_changes();
         Ok(sid)
+    }
+
+    /// From now on, usage changes stay in memory and a background thread writes them
+    /// to the counters every [`USAGE_FLUSH_INTERVAL`]. The thread ends with this `Meta`.
+    fn defer_usage_changes(&self) {
+        if self.defer_usage.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let me = self.me.clone();
+        let spawned = std::thread::Builder::new()
+            .name("nectar-usage".into())
+            .spawn(move || loop {
+                std::thread::sleep(USAGE_FLUSH_INTERVAL);
+                let Some(m) = me.upgrade() else { return };
+                if let Err(e) = m.flush_usage() {
+                    tracing::debug!("usage counters not written yet: {e}");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(
+                "cannot start the usage flusher ({e}); counters are written in each transaction"
+            );
+            self.defer_usage.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Writes this client's usage changes to the counters, in one small transaction.
+    /// The changes stay counted in memory until it commits, so `statfs` and the capacity
+    /// checks never miss them (they may count them twice meanwhile).
+    pub fn flush_usage(&self) -> Result<()> {
+        let _one = self.flush_lock.lock();
+        let (space, inodes) = self.kv.pending_usage();
+        if (space, inodes) == (0, 0) {
+            return Ok(());
+        }
+        self.kv.txn(|tx| {
+            if space != 0 {
+                tx.incr_by(&keys::counter("usedSpace"), space)?;
+            }
+            if inodes != 0 {
+                tx.incr_by(&keys::counter("totalInodes"), inodes)?;
+            }
+            Ok(())
+        })?;
+        self.kv.settle_usage(space, inodes);
+        Ok(())
     }
 
     pub fn session_id(&self) -> u64 {
@@ -228,18 +330,22 @@ impl Meta {
             }
             tx.set(
                 &keys::session_expire(sid),
-                &(now_secs() + SESSION_TIMEOUT_SECS).to_be_bytes(),
+                &(now_secs() + self.session_timeout).to_be_bytes(),
             )
         })
     }
 
-    /// Ends this client's session: frees what it kept alive.
+    /// Ends this client's session: frees what it kept alive, then writes the usage
+    /// changes still in memory, so a clean unmount leaves the counters exact.
     pub fn close_session(&self) -> Result<()> {
         let sid = self.sid.swap(0, Ordering::Relaxed);
-        if sid != 0 {
-            self.clean_session(sid)?;
-        }
-        Ok(())
+        let cleaned = if sid != 0 {
+            self.clean_session(sid)
+        } else {
+            Ok(())
+        };
+        let flushed = self.flush_usage();
+        cleaned.and(flushed)
     }
 
     /// Removes a session and deletes the unlinked files it kept open.
@@ -259,6 +365,7 @@ impl Meta {
                 }
             }
         }
+        self.release_session_locks(sid)?;
         self.kv.txn(|tx| {
             tx.delete(&keys::session_expire(sid))?;
             tx.delete(&keys::session_info(sid))
@@ -317,13 +424,14 @@ impl Meta {
 
     pub fn statfs(&self) -> Result<StatFs> {
         let fmt = self.get_format()?;
+        let (space, inodes) = self.kv.pending_usage();
         let (used, inodes) = self.kv.read(|tx| {
             let u = tx.get(&keys::counter("usedSpace"))?;
             let i = tx.get(&keys::counter("totalInodes"))?;
             let p = |v: Option<Vec<u8>>| v.map(|v| crate::kv::parse_counter(&v)).transpose();
             Ok((
-                p(u)?.unwrap_or(0).max(0) as u64,
-                p(i)?.unwrap_or(0).max(0) as u64,
+                (p(u)?.unwrap_or(0) + space).max(0) as u64,
+                (p(i)?.unwrap_or(0) + inodes).max(0) as u64,
             ))
         })?;
         let total_space = if fmt.capacity > 0 {
@@ -346,18 +454,22 @@ impl Meta {
     }
 
     /// Checks the volume's capacity and inode limits before adding `space` bytes and
-    /// `inodes` inodes.
+    /// `inodes` inodes. The counters are read in the transaction (only when a limit is
+    /// set), plus this client's changes not written yet; other clients' unwritten changes
+    /// (at most about a second of them) are not seen.
     pub(crate) fn check_limits(&self, tx: &mut dyn KvTxn, space: i64, inodes: i64) -> Result<()> {
         let fmt = self.format.read();
         let Some(fmt) = fmt.as_ref() else {
             return Ok(());
         };
+        let (local_space, local_inodes) = self.kv.pending_usage();
         if space > 0 && fmt.capacity > 0 {
             let used = tx
                 .get(&keys::counter("usedSpace"))?
                 .map(|v| crate::kv::parse_counter(&v))
                 .transpose()?
-                .unwrap_or(0);
+                .unwrap_or(0)
+                + local_space;
             if used + space > fmt.capacity as i64 {
                 return Err(Error::Sys(libc::ENOSPC));
             }
@@ -367,7 +479,8 @@ impl Meta {
                 .get(&keys::counter("totalInodes"))?
                 .map(|v| crate::kv::parse_counter(&v))
                 .transpose()?
-                .unwrap_or(0);
+                .unwrap_or(0)
+                + local_inodes;
             if used + inodes > fmt.inodes as i64 {
                 return Err(Error::Sys(libc::ENOSPC));
             }
@@ -375,7 +488,15 @@ impl Meta {
         Ok(())
     }
 
+    /// Records a usage change: kept in memory when a flusher runs (see the module
+    /// doc), otherwise written to the counters in this transaction.
     pub(crate) fn update_usage(&self, tx: &mut dyn KvTxn, space: i64, inodes: i64) -> Result<()> {
+        if space == 0 && inodes == 0 {
+            return Ok(());
+        }
+        if self.defer_usage.load(Ordering::SeqCst) {
+            return tx.add_usage(space, inodes);
+        }
         if space != 0 {
             tx.incr_by(&keys::counter("usedSpace"), space)?;
         }
@@ -385,15 +506,22 @@ impl Meta {
         Ok(())
     }
 
-    /// Counter value (for tests and `status`).
+    /// Counter value (for tests and `status`); `usedSpace` and `totalInodes` include
+    /// this client's changes not written yet.
     pub fn counter(&self, name: &str) -> Result<i64> {
         let key = keys::counter(name);
-        Ok(self
+        let stored = self
             .kv
             .read(|tx| tx.get(&key))?
             .map(|v| crate::kv::parse_counter(&v))
             .transpose()?
-            .unwrap_or(0))
+            .unwrap_or(0);
+        let (space, inodes) = self.kv.pending_usage();
+        Ok(match name {
+            "usedSpace" => stored + space,
+            "totalInodes" => stored + inodes,
+            _ => stored,
+        })
     }
 }
 

@@ -118,7 +118,9 @@ fn run_all(url: &str) {
     fallocate_and_copy(url);
     permissions(url);
     counters_are_exact(url);
+    deferred_counters(url);
     sessions(url);
+    locks_between_clients(url);
     concurrent_transactions(url);
 }
 
@@ -698,6 +700,76 @@ fn counters_are_exact(url: &str) {
     assert_eq!(m.statfs().unwrap().total_space, 1 << 20);
 }
 
+/// With a session, usage changes stay in memory until flushed (by the background thread
+/// or `close_session`), and two clients creating at once lose none of them.
+fn deferred_counters(url: &str) {
+    let (m, _) = setup(url);
+    let info = SessionInfo::default();
+    let reader = Meta::connect(url).unwrap();
+    reader.load().unwrap();
+    let base_inodes = reader.counter("totalInodes").unwrap();
+    let base_space = reader.counter("usedSpace").unwrap();
+    m.new_session(&info).unwrap();
+    let d = mkdir(&m, ROOT_INODE, "d");
+    let f = create(&m, d, "f");
+    write(&m, f, 0, 0, 1, 10_000);
+    // This client counts its own changes at once; the database has them within ~1 s.
+    assert_eq!(m.counter("totalInodes").unwrap(), base_inodes + 2);
+    assert_eq!(m.counter("usedSpace").unwrap(), base_space + 4096 + 12288);
+    assert_eq!(m.statfs().unwrap().used_inodes as i64, base_inodes + 2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while reader.counter("totalInodes").unwrap() != base_inodes + 2 {
+        assert!(std::time::Instant::now() < deadline, "usage never flushed");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(m.kv().pending_usage(), (0, 0));
+    assert_eq!(
+        reader.counter("usedSpace").unwrap(),
+        base_space + 4096 + 12288
+    );
+    // Two clients with sessions, four threads each, creating and removing at once.
+    let other = Meta::connect(url).unwrap();
+    other.load().unwrap();
+    other.new_session(&info).unwrap();
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let c = if t.is_multiple_of(2) {
+                m.clone()
+            } else {
+                other.clone()
+            };
+            std::thread::spawn(move || {
+                for i in 0..20u64 {
+                    let name = format!("c{t}-{i}");
+                    let ino = create(&c, d, &name);
+                    write(&c, ino, 0, 0, 1000 + 100 * t + i, 5000 + i as u32);
+                    if i.is_multiple_of(4) {
+                        c.unlink(&root(), d, name.as_bytes()).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    m.close_session().unwrap();
+    other.close_session().unwrap();
+    assert_eq!(
+        (m.kv().pending_usage(), other.kv().pending_usage()),
+        ((0, 0), (0, 0))
+    );
+    // 8 x 15 files of 5000..5019 bytes (8 KiB each) are left, plus d and f.
+    assert_eq!(
+        reader.counter("totalInodes").unwrap(),
+        base_inodes + 2 + 120
+    );
+    assert_eq!(
+        reader.counter("usedSpace").unwrap(),
+        base_space + 4096 + 12288 + 120 * 8192
+    );
+}
+
 fn sessions(url: &str) {
     let (m, _) = setup(url);
     let info = SessionInfo {
@@ -721,6 +793,73 @@ fn sessions(url: &str) {
     other.load().unwrap();
     assert_eq!(other.clean_stale_sessions().unwrap(), 1);
     assert!(m.list_sessions().unwrap().iter().all(|s| s.sid != sid));
+}
+
+/// Two clients (sessions) of one volume contend for flock and POSIX locks exactly as two
+/// processes do; the locks of a session that expires are released by whoever cleans it.
+fn locks_between_clients(url: &str) {
+    use nectar_meta::locks::{F_RDLCK, F_UNLCK, F_WRLCK};
+    let (a, _) = setup(url);
+    a.new_session(&SessionInfo::default()).unwrap();
+    let b = Meta::connect(url).unwrap();
+    b.load().unwrap();
+    b.new_session(&SessionInfo::default()).unwrap();
+    let f = create(&a, ROOT_INODE, "locked");
+
+    // flock: shared with shared, exclusive against everything, upgrade when alone.
+    assert!(a.try_flock(f, 1, F_RDLCK).unwrap());
+    assert!(b.try_flock(f, 1, F_RDLCK).unwrap());
+    assert!(!b.try_flock(f, 1, F_WRLCK).unwrap());
+    assert!(a.try_flock(f, 1, F_UNLCK).unwrap());
+    assert!(b.try_flock(f, 1, F_WRLCK).unwrap());
+    assert!(!a.try_flock(f, 2, F_RDLCK).unwrap());
+    assert_eq!(errno(a.try_flock(f, 2, 99)), libc::EINVAL);
+
+    // POSIX ranges: disjoint ranges coexist, overlaps conflict, F_GETLK names the holder.
+    assert!(a.try_setlk(f, 7, F_WRLCK, 0, 99, 1000).unwrap());
+    assert!(b.try_setlk(f, 7, F_WRLCK, 100, 199, 2000).unwrap());
+    assert!(!b.try_setlk(f, 7, F_RDLCK, 50, 60, 2000).unwrap());
+    let held = b.getlk(f, 7, F_RDLCK, 50, 60).unwrap().unwrap();
+    assert_eq!(
+        (held.typ, held.start, held.end, held.pid),
+        (F_WRLCK, 0, 99, 1000)
+    );
+    assert!(
+        a.getlk(f, 7, F_WRLCK, 0, 99).unwrap().is_none(),
+        "own locks never conflict"
+    );
+    // Unlocking the middle of a's range lets b lock exactly that hole.
+    assert!(a.try_setlk(f, 7, F_UNLCK, 40, 59, 1000).unwrap());
+    assert!(b.try_setlk(f, 7, F_WRLCK, 40, 59, 2000).unwrap());
+    assert!(!b.try_setlk(f, 7, F_WRLCK, 39, 40, 2000).unwrap());
+    assert_eq!(errno(a.try_setlk(f, 7, F_WRLCK, 10, 5, 1000)), libc::EINVAL);
+    let tables = a.list_locks(f).unwrap();
+    assert_eq!(tables.flocks.len(), 1);
+    let a_ranges: Vec<(u64, u64)> = tables
+        .plocks
+        .iter()
+        .find(|(o, _)| o.sid == a.session_id())
+        .unwrap()
+        .1
+        .iter()
+        .map(|r| (r.start, r.end))
+        .collect();
+    assert_eq!(a_ranges, vec![(0, 39), (60, 99)]);
+
+    // b's session expires: a cleans it and b's flock and ranges are gone.
+    b.kv()
+        .txn(|tx| tx.set(&keys::session_expire(b.session_id()), &1i64.to_be_bytes()))
+        .unwrap();
+    assert_eq!(a.clean_stale_sessions().unwrap(), 1);
+    assert!(a.try_flock(f, 2, F_WRLCK).unwrap());
+    assert!(a
+        .try_setlk(f, 8, F_WRLCK, 0, u64::MAX >> 1, 1001)
+        .is_ok_and(|ok| !ok));
+    assert!(a.try_setlk(f, 7, F_WRLCK, 0, u64::MAX >> 1, 1000).unwrap());
+    // Closing a's session leaves no lock table behind.
+    a.close_session().unwrap();
+    let tables = b.list_locks(f).unwrap();
+    assert!(tables.flocks.is_empty() && tables.plocks.is_empty());
 }
 
 fn concurrent_transactions(url: &str) {

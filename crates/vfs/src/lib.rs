@@ -14,6 +14,7 @@
 mod dir;
 mod error;
 mod file;
+mod locks;
 
 pub use dir::DirEntry;
 pub use error::{Error, Result};
@@ -104,6 +105,8 @@ pub struct Vfs {
     stopped: AtomicBool,
     /// Chunks with many slice records, waiting for compaction.
     fragmented: Mutex<std::collections::HashSet<(Ino, u32)>>,
+    /// The flock and POSIX locks this client holds.
+    locks: locks::LockState,
 }
 
 /// A chunk with this many slice records gets compacted into one slice.
@@ -150,6 +153,7 @@ impl Vfs {
             root,
             files: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
+            locks: Default::default(),
             next_fh: AtomicU64::new(1),
             stopped: AtomicBool::new(false),
             fragmented: Mutex::new(Default::default()),
@@ -794,6 +798,7 @@ impl Vfs {
             let mut inner = file.inner.lock();
             self.commit(file.ino, &mut inner)
         };
+        let unlocked = self.release_flock(fh);
         self.handles.lock().remove(&fh);
         let last = {
             let mut n = file.handles.lock();
@@ -808,7 +813,7 @@ impl Vfs {
             }
         }
         self.meta.close(h.ino)?;
-        res
+        res.and(unlocked)
     }
 
     /// Reads up to `size` bytes at `off`.
@@ -958,8 +963,9 @@ impl Vfs {
     }
 
     pub fn releasedir(&self, fh: u64) -> Result<()> {
+        let unlocked = self.release_flock(fh);
         self.handles.lock().remove(&fh);
-        Ok(())
+        unlocked
     }
 
     // ----- inspection and shutdown ----------------------------------------------------
@@ -1012,6 +1018,10 @@ impl Vfs {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
     }
 
     /// Stops background work after committing everything.

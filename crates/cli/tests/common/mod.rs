@@ -215,3 +215,92 @@ impl Pattern {
         }
     }
 }
+
+/// The META-URLs of the database servers given in NECTAR_TEST_META_URLS (CI starts
+/// them), or why there are none.
+pub fn server_meta_urls() -> Result<Vec<String>, String> {
+    let urls = std::env::var("NECTAR_TEST_META_URLS").unwrap_or_default();
+    if urls.trim().is_empty() {
+        return Err("NECTAR_TEST_META_URLS is not set (scripts/test.sh starts the servers)".into());
+    }
+    Ok(urls.split_whitespace().map(str::to_string).collect())
+}
+
+/// `url` changed so that the volume lives apart from every other volume on the same
+/// server: its own key prefix (Redis), table (PostgreSQL, MySQL) or path prefix (etcd,
+/// TiKV). `tag` must be unique to the test (letters, digits, '_'). `None` for an engine
+/// that cannot be isolated this way.
+pub fn isolated_url(url: &str, tag: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let with_option = |name: &str, value: &str| {
+        let (base, fragment) = match url.split_once('#') {
+            Some((b, f)) => (b, format!("#{f}")),
+            None => (url, String::new()),
+        };
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{sep}{name}={value}{fragment}")
+    };
+    match scheme {
+        "redis" | "rediss" => Some(with_option("prefix", &format!("{tag}:"))),
+        "postgres" | "postgresql" | "mysql" => Some(with_option("table", &format!("nectar_{tag}"))),
+        "etcd" | "tikv" => {
+            let (path_part, query) = match rest.split_once('?') {
+                Some((p, q)) => (p, format!("?{q}")),
+                None => (rest, String::new()),
+            };
+            let (authority, path) = path_part.split_once('/').unwrap_or((path_part, ""));
+            let path = path.trim_end_matches('/');
+            let path = if path.is_empty() {
+                format!("nectar-{tag}")
+            } else {
+                format!("{path}-{tag}")
+            };
+            Some(format!("{scheme}://{authority}/{path}{query}"))
+        }
+        "sqlite3" | "sqlite" | "memory" => Some(url.to_string()),
+        _ => None,
+    }
+}
+
+/// Deletes every key of the volume at `url` (a test's own isolated volume).
+pub fn wipe_volume(url: &str) {
+    let m =
+        nectar_meta::Meta::connect(url).unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+    m.kv()
+        .reset()
+        .unwrap_or_else(|e| panic!("cannot wipe the volume at {url}: {e}"));
+}
+
+/// What `nectar status` says: used space, used inodes, sessions.
+pub fn status_usage(url: &str) -> (u64, u64, usize) {
+    let out = nectar_ok(&["status", url]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "nectar status printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    (
+        v["Usage"]["UsedSpace"].as_u64().unwrap(),
+        v["Usage"]["UsedInodes"].as_u64().unwrap(),
+        v["Sessions"].as_array().map_or(0, |s| s.len()),
+    )
+}
+
+/// Used space and used inodes as `statfs(2)` on a mount reports them.
+pub fn statfs_usage(mp: &Path) -> (u64, u64) {
+    let c = std::ffi::CString::new(mp.to_str().unwrap()).unwrap();
+    // SAFETY: a valid path and a zeroed struct for the kernel to fill.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0, "statfs");
+    (
+        (st.f_blocks - st.f_bfree) * st.f_frsize,
+        st.f_files - st.f_ffree,
+    )
+}
+
+/// Space the volume charges a file of `len` bytes (JuiceFS's rule): its length rounded
+/// up to 4 KiB, and at least 4 KiB; directories count 4 KiB.
+pub fn charged_space(len: u64) -> u64 {
+    len.div_ceil(4096).max(1) * 4096
+}

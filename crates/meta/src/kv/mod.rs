@@ -3,7 +3,9 @@
 //! All file-system logic is written once against [`KvTxn`]; an engine only has to run a
 //! closure as one serializable transaction ([`KvEngine::attempt`]). [`Kv`] adds what is
 //! common to all engines: retrying a transaction that lost an optimistic race (up to 50
-//! tries with growing random backoff), a read-only fast path, and helpers for counters.
+//! tries with growing random backoff), retrying while the database is unreachable (until
+//! a deadline, [`DEFAULT_RETRY_TIMEOUT`] unless configured), a read-only fast path,
+//! helpers for counters, and the client's unflushed usage deltas ([`KvTxn::add_usage`]).
 //! Keys and values are opaque bytes; the key schema lives in `keys.rs`.
 
 pub mod etcd;
@@ -11,9 +13,13 @@ pub mod memory;
 pub mod redis;
 pub mod sql;
 pub mod sqlite;
+#[cfg(feature = "tikv")]
+pub mod tikv;
 
 use crate::error::{Error, Result};
-use std::time::Duration;
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 
 /// Operations available inside one transaction. Writes are visible to later reads of
 /// the same transaction and become visible to others only when it commits.
@@ -51,6 +57,60 @@ pub trait KvTxn {
     fn exists(&mut self, begin: &[u8], end: &[u8]) -> Result<bool> {
         Ok(!self.scan(begin, end, 1)?.is_empty())
     }
+    /// Records a change of the volume's used space (bytes) and inode count. Inside
+    /// [`Kv::txn`] the change is kept in the client's memory when the transaction commits
+    /// (see [`Kv::pending_usage`]) and written to the counters later, in a small
+    /// transaction of its own, so concurrent transactions never conflict on the two
+    /// counters. A bare engine transaction writes the counters at once.
+    fn add_usage(&mut self, space: i64, inodes: i64) -> Result<()> {
+        if space != 0 {
+            self.incr_by(&crate::keys::counter("usedSpace"), space)?;
+        }
+        if inodes != 0 {
+            self.incr_by(&crate::keys::counter("totalInodes"), inodes)?;
+        }
+        Ok(())
+    }
+}
+
+/// An engine transaction as the runner hands it to a body: everything goes to the
+/// engine except usage changes, which are collected and applied only if it commits.
+struct Tracked<'a> {
+    inner: &'a mut dyn KvTxn,
+    space: i64,
+    inodes: i64,
+}
+
+impl KvTxn for Tracked<'_> {
+    fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.inner.get(key)
+    }
+    fn gets(&mut self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.inner.gets(keys)
+    }
+    fn scan(&mut self, begin: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.inner.scan(begin, end, limit)
+    }
+    fn set(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.inner.set(key, value)
+    }
+    fn delete(&mut self, key: &[u8]) -> Result<()> {
+        self.inner.delete(key)
+    }
+    fn append(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.inner.append(key, value)
+    }
+    fn incr_by(&mut self, key: &[u8], delta: i64) -> Result<i64> {
+        self.inner.incr_by(key, delta)
+    }
+    fn exists(&mut self, begin: &[u8], end: &[u8]) -> Result<bool> {
+        self.inner.exists(begin, end)
+    }
+    fn add_usage(&mut self, space: i64, inodes: i64) -> Result<()> {
+        self.space += space;
+        self.inodes += inodes;
+        Ok(())
+    }
 }
 
 /// Decodes a counter value.
@@ -78,21 +138,76 @@ pub trait KvEngine: Send + Sync {
     fn reset(&self) -> Result<()>;
 }
 
-/// Maximum tries of one transaction.
+/// Maximum tries of one transaction that keeps losing optimistic races.
 const MAX_TRIES: u32 = 50;
+
+/// How long an operation retries while the database is unreachable, unless configured
+/// (`nectar mount --meta-retry-timeout`).
+pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Longest pause between two tries while the database is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The engine plus the retry policy shared by all engines.
 pub struct Kv {
     engine: Box<dyn KvEngine>,
+    /// The META-URL without its password, for messages.
+    url: String,
+    retry_timeout: Duration,
+    /// Usage changes committed by this client and not yet written to the counters.
+    space: AtomicI64,
+    inodes: AtomicI64,
+    /// Since when transactions of this client have been failing with temporary engine
+    /// errors (an outage), to log its start and end once.
+    outage: Mutex<Option<Instant>>,
 }
 
 impl Kv {
     pub fn new(engine: Box<dyn KvEngine>) -> Self {
-        Kv { engine }
+        Kv {
+            url: engine.name().to_string(),
+            engine,
+            retry_timeout: DEFAULT_RETRY_TIMEOUT,
+            space: AtomicI64::new(0),
+            inodes: AtomicI64::new(0),
+            outage: Mutex::new(None),
+        }
+    }
+
+    /// Names the database in messages (give it a redacted URL).
+    pub fn with_url(mut self, url: &str) -> Self {
+        self.url = url.to_string();
+        self
+    }
+
+    /// How long an operation keeps retrying while the engine reports temporary errors
+    /// (connection refused or lost, timeouts, failovers, a busy database) before it fails.
+    pub fn with_retry_timeout(mut self, timeout: Duration) -> Self {
+        self.retry_timeout = timeout;
+        self
+    }
+
+    pub fn retry_timeout(&self) -> Duration {
+        self.retry_timeout
     }
 
     pub fn engine_name(&self) -> &'static str {
         self.engine.name()
+    }
+
+    /// Usage changes (space, inodes) committed by this client's transactions through
+    /// [`KvTxn::add_usage`] and not yet written to the counters.
+    pub fn pending_usage(&self) -> (i64, i64) {
+        (
+            self.space.load(Ordering::SeqCst),
+            self.inodes.load(Ordering::SeqCst),
+        )
+    }
+
+    /// Takes back usage changes that were written to the counters.
+    pub fn settle_usage(&self, space: i64, inodes: i64) {
+        self.space.fetch_sub(space, Ordering::SeqCst);
+        self.inodes.fetch_sub(inodes, Ordering::SeqCst);
     }
 
     /// Runs a read-write transaction, retrying conflicts and temporary engine errors.
@@ -106,35 +221,103 @@ impl Kv {
     }
 
     fn run<T>(&self, f: &mut dyn FnMut(&mut dyn KvTxn) -> Result<T>, read_only: bool) -> Result<T> {
-        let mut last_err = None;
-        for attempt in 0..MAX_TRIES {
+        let start = Instant::now();
+        let (mut conflicts, mut failures) = (0u32, 0u32);
+        loop {
             let mut out = None;
+            let mut usage = (0, 0);
             let res = self.engine.attempt(
                 &mut |tx| {
-                    out = Some(f(tx)?);
+                    let mut t = Tracked {
+                        inner: tx,
+                        space: 0,
+                        inodes: 0,
+                    };
+                    out = Some(f(&mut t)?);
+                    usage = (t.space, t.inodes);
                     Ok(())
                 },
                 read_only,
             );
             match res {
                 Ok(()) => {
+                    if usage != (0, 0) {
+                        self.space.fetch_add(usage.0, Ordering::SeqCst);
+                        self.inodes.fetch_add(usage.1, Ordering::SeqCst);
+                    }
+                    if failures > 0 {
+                        self.outage_over();
+                    }
                     return out
-                        .ok_or_else(|| Error::Corrupt("transaction produced no result".into()))
+                        .ok_or_else(|| Error::Corrupt("transaction produced no result".into()));
                 }
-                Err(e) if e.is_temporary() => {
-                    let max_ms = ((attempt + 1) * (attempt + 1)) as u64;
+                // Lost an optimistic race: the database is fine, try again soon, a bounded
+                // number of times.
+                Err(Error::Conflict) => {
+                    conflicts += 1;
+                    if conflicts >= MAX_TRIES {
+                        tracing::warn!(
+                            "transaction on {} gave up after {MAX_TRIES} conflicting tries",
+                            self.engine.name()
+                        );
+                        return Err(Error::Conflict);
+                    }
+                    let max_ms = (conflicts * conflicts) as u64;
                     std::thread::sleep(Duration::from_millis(rand::random::<u64>() % max_ms + 1));
-                    last_err = Some(e);
+                }
+                // The database is unreachable, restarting, failing over or busy: wait for
+                // it, with backoff, until the deadline.
+                Err(e) if e.is_temporary() => {
+                    failures += 1;
+                    let elapsed = start.elapsed();
+                    if elapsed >= Duration::from_secs(1) {
+                        self.outage_started(&e, start);
+                    }
+                    if elapsed >= self.retry_timeout {
+                        tracing::warn!(
+                            "metadata engine {} at {} did not answer for {:.0} s: {e}; the \
+                             operation fails with EIO. Raise --meta-retry-timeout (now {} s) to \
+                             wait longer for the database",
+                            self.engine.name(),
+                            self.url,
+                            elapsed.as_secs_f64(),
+                            self.retry_timeout.as_secs_f64()
+                        );
+                        return Err(e);
+                    }
+                    let exp = Duration::from_millis(10u64 << failures.min(7)).min(MAX_BACKOFF);
+                    let jittered = exp / 2 + exp.mul_f64(rand::random::<f64>() / 2.0);
+                    std::thread::sleep(jittered.min(self.retry_timeout - elapsed));
                 }
                 Err(e) => return Err(e),
             }
         }
-        let e = last_err.unwrap_or(Error::Conflict);
-        tracing::warn!(
-            "transaction on {} gave up after {MAX_TRIES} tries: {e}",
-            self.engine.name()
-        );
-        Err(e)
+    }
+
+    /// Logs once per outage that operations are waiting for the database.
+    fn outage_started(&self, e: &Error, since: Instant) {
+        let mut o = self.outage.lock();
+        if o.is_none() {
+            *o = Some(since);
+            tracing::info!(
+                "metadata engine {} at {} is not answering ({e}); operations wait for it up \
+                 to {} s",
+                self.engine.name(),
+                self.url,
+                self.retry_timeout.as_secs_f64()
+            );
+        }
+    }
+
+    fn outage_over(&self) {
+        if let Some(since) = self.outage.lock().take() {
+            tracing::info!(
+                "metadata engine {} at {} answers again (after about {:.0} s)",
+                self.engine.name(),
+                self.url,
+                since.elapsed().as_secs_f64()
+            );
+        }
     }
 
     pub fn reset(&self) -> Result<()> {
@@ -167,9 +350,13 @@ pub fn open_engine(url: &str) -> Result<Box<dyn KvEngine>> {
         "postgres" | "postgresql" | "mysql" => Ok(Box::new(sql::SqlEngine::open(scheme, rest)?)),
         "etcd" => Ok(Box::new(etcd::EtcdEngine::open(rest)?)),
         "redis" | "rediss" => Ok(Box::new(redis::RedisEngine::open(url)?)),
-        "tikv" => Err(Error::Invalid(format!(
-            "metadata engine {scheme}:// is not supported by this build yet; use sqlite3://PATH"
-        ))),
+        #[cfg(feature = "tikv")]
+        "tikv" => Ok(Box::new(tikv::TikvEngine::open(rest)?)),
+        #[cfg(not(feature = "tikv"))]
+        "tikv" => Err(Error::Invalid(
+            "this build has no TiKV support: rebuild with `cargo build --release --features tikv`"
+                .into(),
+        )),
         other => Err(Error::Invalid(format!(
             "unknown metadata engine {other:?} in META-URL {}: supported: sqlite3://PATH, \
              redis[s]://HOST:PORT/DB, postgres://USER@HOST:PORT/DB, mysql://USER@HOST:PORT/DB, \

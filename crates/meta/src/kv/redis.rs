@@ -1340,6 +1340,19 @@ impl RedisTxn<'_> {
         }
     }
 
+    /// Checks that no watched key changed since it was read (an empty MULTI/EXEC).
+    fn validate(&mut self) -> Result<()> {
+        if self.read_only || self.watched.is_empty() || self.failed.is_some() {
+            return Ok(());
+        }
+        let mut p = redis::pipe();
+        p.atomic();
+        match self.query::<Value>(&p)? {
+            Value::Nil => Err(Error::Conflict),
+            _ => Ok(()),
+        }
+    }
+
     fn commit(&mut self) -> Result<()> {
         if let Some(msg) = self.failed.take() {
             return Err(Error::engine(
@@ -1478,7 +1491,15 @@ impl KvEngine for RedisEngine {
             damage: Damage::None,
             failed: None,
         };
-        let res = body(&mut tx).and_then(|()| tx.commit());
+        let res = match body(&mut tx) {
+            Ok(()) => tx.commit(),
+            // Redis reads are live, not a snapshot: a body that failed on what it read
+            // (a dentry whose inode another client just removed gives ENOENT) may have
+            // seen two states mixed. If a watched key changed, that outcome is void and
+            // the transaction runs again.
+            Err(e @ Error::Sys(_)) => tx.validate().and(Err(e)),
+            Err(e) => Err(e),
+        };
         let damage = tx.damage;
         if damage != Damage::None {
             // Out of the pool: a late reply must never reach the next transaction.

@@ -58,9 +58,11 @@ const DEFAULT_TABLE: &str = "nectar_kv";
 const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 /// How long opening the engine waits for the first connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a transaction waits for a pooled connection; sqlx keeps retrying a refused
-/// connection until then, which rides out a server restart.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one attempt waits for a pooled connection; sqlx keeps retrying a refused
+/// connection until then. The timeout is a temporary error, so the `Kv` runner tries
+/// again until its retry timeout: this only bounds how far past that deadline an
+/// operation can run while the server is down.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Statement shapes for batch gets: a batch is padded up to the next size (repeating its
 /// last key), so a handful of prepared statements serve every batch.
 const BATCH_SIZES: [usize; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
