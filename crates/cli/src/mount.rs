@@ -67,6 +67,11 @@ pub struct MountArgs {
     /// dead: other clients release its locks and its open-but-deleted files.
     #[arg(long, default_value_t = 12)]
     heartbeat: u64,
+    /// When reads and listings update atime: noatime (never; no metadata write per
+    /// read), relatime (when atime is not after mtime/ctime, or a day old) or
+    /// strictatime (every access, at most once a second per file).
+    #[arg(long, default_value = "noatime", value_name = "MODE")]
+    atime_mode: nectar_meta::AtimeMode,
     /// How long a metadata operation waits, retrying, while the metadata database is
     /// unreachable (down, restarting, failing over) before it fails with EIO, in seconds.
     #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
@@ -265,6 +270,7 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
         dir_entry_timeout: secs("dir-entry-cache", a.dir_entry_cache)?,
         read_only,
         max_readahead: (fmt.block_size as u64 * 1024) * 8,
+        atime_mode: a.atime_mode,
         ..VfsConfig::default()
     };
     let info = SessionInfo {
@@ -296,6 +302,7 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
         read_only,
         threads: a.threads,
         writeback_cache,
+        noatime: a.atime_mode == nectar_meta::AtimeMode::NoAtime,
         fsname: format!("nectar:{}", fmt.name),
     };
     let session = match nectar_fuse::mount(fs, mp, &fopts) {

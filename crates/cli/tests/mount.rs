@@ -453,9 +453,89 @@ fn shared_mmap_writes_reach_another_mount() {
     }
     let seen = fs::read(b.path("mapped")).unwrap();
     assert_eq!(seen.len(), len);
-    assert!(seen == expected, "the other mount does not see the mapped writes");
+    assert!(
+        seen == expected,
+        "the other mount does not see the mapped writes"
+    );
     a.unmount();
     b.unmount();
+}
+
+/// `--atime-mode`: noatime never updates atime on reads, relatime only when atime is
+/// not after mtime (or is a day old), strictatime on every read (once a second).
+#[test]
+fn atime_modes() {
+    require_fuse!();
+    let vol = Volume::new(&[]);
+    let day_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 86400);
+    let atime = |m: &Mount| fs::metadata(m.path("f")).unwrap().accessed().unwrap();
+    let age = |t: std::time::SystemTime| t.elapsed().unwrap_or_default();
+    // Wait out the kernel's 1 s attribute cache between a read and the stat that checks it.
+    let settle = || std::thread::sleep(Duration::from_millis(1200));
+    {
+        let m = vol.mount("mnt", &[]);
+        fs::write(m.path("f"), b"data").unwrap();
+        let f = File::open(m.path("f")).unwrap();
+        f.set_times(fs::FileTimes::new().set_accessed(day_ago))
+            .unwrap();
+        drop(f);
+        fs::read(m.path("f")).unwrap();
+        settle();
+        assert!(
+            age(atime(&m)) > Duration::from_secs(86400),
+            "noatime updated atime"
+        );
+        let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+        let line = mounts
+            .lines()
+            .find(|l| l.contains(m.mp.to_str().unwrap()))
+            .unwrap();
+        assert!(line.contains("noatime"), "noatime not shown: {line}");
+        m.unmount();
+    }
+    {
+        let m = vol.mount("mnt", &["--atime-mode", "relatime"]);
+        fs::read(m.path("f")).unwrap();
+        settle();
+        let first = atime(&m);
+        assert!(
+            age(first) < Duration::from_secs(30),
+            "relatime kept a day-old atime"
+        );
+        // atime is now after mtime: another read leaves it alone.
+        fs::read(m.path("f")).unwrap();
+        settle();
+        assert_eq!(atime(&m), first, "relatime updated a fresh atime");
+        // A listing of the root updates the directory's atime the same way.
+        let root = || fs::metadata(&m.mp).unwrap().accessed().unwrap();
+        File::open(&m.mp)
+            .unwrap()
+            .set_times(fs::FileTimes::new().set_accessed(day_ago))
+            .unwrap();
+        fs::read_dir(&m.mp).unwrap().for_each(drop);
+        settle();
+        assert!(
+            age(root()) < Duration::from_secs(30),
+            "listing kept the dir's atime"
+        );
+        m.unmount();
+    }
+    {
+        let m = vol.mount("mnt", &["--atime-mode", "strictatime"]);
+        fs::read(m.path("f")).unwrap();
+        settle();
+        let first = atime(&m);
+        fs::read(m.path("f")).unwrap();
+        settle();
+        assert!(
+            atime(&m) > first,
+            "strictatime did not update atime on a read"
+        );
+        m.unmount();
+    }
+    let out = nectar(&["mount", "--atime-mode", "sometimes", "x", "/nonexistent"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("noatime, relatime or strictatime"));
 }
 
 #[test]

@@ -34,6 +34,9 @@ pub struct FuseOptions {
     pub threads: usize,
     /// Ask the kernel to cache writes (`-o writeback_cache`).
     pub writeback_cache: bool,
+    /// Show `noatime` in /proc/mounts (reads never update atime). The kernel never
+    /// updates atime on FUSE itself; the VFS does, per `--atime-mode`.
+    pub noatime: bool,
     /// Name shown in /proc/mounts.
     pub fsname: String,
 }
@@ -865,8 +868,10 @@ pub fn fuse_config(opts: &FuseOptions) -> Config {
         MountOption::FSName(opts.fsname.clone()),
         MountOption::Subtype("nectar".into()),
         MountOption::DefaultPermissions,
-        MountOption::NoAtime,
     ];
+    if opts.noatime {
+        mount_options.push(MountOption::NoAtime);
+    }
     // As root, let every user in (as JuiceFS does): a volume shared by a cluster is
     // used by many accounts, and access is checked per file by default_permissions.
     // SAFETY: geteuid has no preconditions.

@@ -626,6 +626,27 @@ impl Meta {
         })
     }
 
+    /// Records an access (a read, a listing) under `mode`; returns the new attributes
+    /// when atime changed. Only an access that needs a new atime costs a write.
+    pub fn touch_atime(&self, ino: Ino, mode: AtimeMode) -> Result<Option<Attr>> {
+        if mode == AtimeMode::NoAtime {
+            return Ok(None);
+        }
+        let now = Time::now();
+        if !mode.needs_update(&self.get_attr(ino)?, now) {
+            return Ok(None);
+        }
+        self.kv.txn(|tx| {
+            let mut attr = get_attr(tx, ino)?;
+            if !mode.needs_update(&attr, now) {
+                return Ok(None);
+            }
+            attr.atime = now;
+            put_attr(tx, ino, &attr)?;
+            Ok(Some(attr))
+        })
+    }
+
     /// Changes attributes (not the length: see [`Meta::truncate`]).
     pub fn setattr(&self, ctx: &Ctx, ino: Ino, set: &SetAttr) -> Result<Attr> {
         self.kv.txn(|tx| {

@@ -73,6 +73,47 @@ impl FileType {
     }
 }
 
+/// When reads update atime (`mount --atime-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AtimeMode {
+    /// Never (the default, as in JuiceFS): reads cost no metadata write.
+    #[default]
+    NoAtime,
+    /// Linux's default: when atime is not after mtime or ctime, or is a day old.
+    RelAtime,
+    /// On every access, at most once a second per file (a metadata write each time).
+    StrictAtime,
+}
+
+impl std::str::FromStr for AtimeMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "noatime" => Ok(AtimeMode::NoAtime),
+            "relatime" => Ok(AtimeMode::RelAtime),
+            "strictatime" => Ok(AtimeMode::StrictAtime),
+            other => Err(format!(
+                "unknown atime mode {other:?}: use noatime, relatime or strictatime"
+            )),
+        }
+    }
+}
+
+impl AtimeMode {
+    /// Whether an access at `now` must store a new atime in `attr`.
+    pub fn needs_update(self, attr: &Attr, now: Time) -> bool {
+        match self {
+            AtimeMode::NoAtime => false,
+            AtimeMode::RelAtime => {
+                attr.atime <= attr.mtime
+                    || attr.atime <= attr.ctime
+                    || now.sec - attr.atime.sec >= 24 * 3600
+            }
+            AtimeMode::StrictAtime => now.sec > attr.atime.sec,
+        }
+    }
+}
+
 /// A point in time: seconds and nanoseconds since the epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Time {

@@ -25,8 +25,8 @@ use file::{FileInner, FileState, PendingSlice};
 use libc::{EBADF, EFBIG, EINVAL, EISDIR, EROFS};
 use nectar_chunk::ChunkStore;
 use nectar_meta::{
-    Attr, Ctx, FileType, Ino, Meta, SetAttr, Slice, StatFs, Time, CHUNK_BITS, CHUNK_SIZE,
-    MAX_FILE_SIZE, ROOT_INODE,
+    AtimeMode, Attr, Ctx, FileType, Ino, Meta, SetAttr, Slice, StatFs, Time, CHUNK_BITS,
+    CHUNK_SIZE, MAX_FILE_SIZE, ROOT_INODE,
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -49,6 +49,8 @@ pub struct VfsConfig {
     /// How long the objects of a slice that lost its last reference are kept, so a
     /// reader that resolved the old slice list just before finishes its read.
     pub delete_delay: Duration,
+    /// When reads and listings update atime.
+    pub atime_mode: AtimeMode,
 }
 
 impl Default for VfsConfig {
@@ -60,6 +62,7 @@ impl Default for VfsConfig {
             read_only: false,
             max_readahead: 32 << 20,
             delete_delay: Duration::from_secs(2),
+            atime_mode: AtimeMode::NoAtime,
         }
     }
 }
@@ -819,6 +822,7 @@ impl Vfs {
     /// Reads up to `size` bytes at `off`.
     pub fn read(&self, fh: u64, off: u64, size: usize) -> Result<Bytes> {
         let (h, file) = self.file_handle(fh)?;
+        self.note_access(&file);
         let (segments, len) = {
             let mut inner = file.inner.lock();
             if inner.is_dirty() {
@@ -851,6 +855,21 @@ impl Vfs {
             buf[s.buf_off..s.buf_off + n].copy_from_slice(&data[..n]);
         }
         Ok(Bytes::from(buf))
+    }
+
+    /// Updates the file's atime if `--atime-mode` asks for it. Judged first on the
+    /// attributes this client holds, so most reads cost nothing; a failure only logs,
+    /// since no read should fail over its atime.
+    fn note_access(&self, file: &FileState) {
+        let mode = self.cfg.atime_mode;
+        if !mode.needs_update(&file.inner.lock().attr, Time::now()) {
+            return;
+        }
+        match self.meta.touch_atime(file.ino, mode) {
+            Ok(Some(attr)) => file.inner.lock().attr.atime = attr.atime,
+            Ok(None) => {}
+            Err(e) => tracing::warn!("inode {}: atime not updated: {e}", file.ino),
+        }
     }
 
     /// The stored pieces that make up [off, end) of a file; holes are left out.
@@ -954,6 +973,11 @@ impl Vfs {
         let HandleKind::Dir(stream) = &h.kind else {
             return sys(libc::ENOTDIR);
         };
+        if offset == 0 {
+            if let Err(e) = self.meta.touch_atime(h.ino, self.cfg.atime_mode) {
+                tracing::warn!("directory {}: atime not updated: {e}", h.ino);
+            }
+        }
         let mut stream = stream.lock();
         let mut entries = stream.read(&self.meta, ctx, h.ino, offset, plus)?;
         for e in entries.iter_mut() {
