@@ -234,13 +234,13 @@ impl Meta {
         let Some(v) = self.kv().read(|tx| tx.get(&keys::plock(ino)))? else {
             return Ok(None);
         };
-        let table = decode_plocks(ino, &v)?;
-        Ok(table
-            .iter()
-            .filter(|(o, _)| **o != me)
-            .flat_map(|(_, list)| list.iter())
-            .find(|r| r.conflicts_with(typ, start, end))
-            .copied())
+        Ok(first_conflict(
+            &decode_plocks(ino, &v)?,
+            me,
+            typ,
+            start,
+            end,
+        ))
     }
 
     /// One attempt at F_SETLK: places, changes or (with F_UNLCK) removes the owner's lock
@@ -271,15 +271,8 @@ impl Meta {
                 None if typ == F_UNLCK => return Ok(true),
                 None => BTreeMap::new(),
             };
-            if typ != F_UNLCK {
-                let conflict = table
-                    .iter()
-                    .filter(|(o, _)| **o != me)
-                    .flat_map(|(_, list)| list.iter())
-                    .any(|r| r.conflicts_with(typ, start, end));
-                if conflict {
-                    return Ok(false);
-                }
+            if typ != F_UNLCK && first_conflict(&table, me, typ, start, end).is_some() {
+                return Ok(false);
             }
             let mine = table.remove(&me).unwrap_or_default();
             if typ == F_UNLCK && mine.is_empty() {
@@ -363,6 +356,23 @@ impl Meta {
 pub struct LockTables {
     pub flocks: BTreeMap<LockOwner, u8>,
     pub plocks: BTreeMap<LockOwner, Vec<PlockRecord>>,
+}
+
+/// The first range of an owner other than `me` that a `typ` lock over `[start, end]`
+/// would conflict with.
+fn first_conflict(
+    table: &BTreeMap<LockOwner, Vec<PlockRecord>>,
+    me: LockOwner,
+    typ: u32,
+    start: u64,
+    end: u64,
+) -> Option<PlockRecord> {
+    table
+        .iter()
+        .filter(|(o, _)| **o != me)
+        .flat_map(|(_, list)| list.iter())
+        .find(|r| r.conflicts_with(typ, start, end))
+        .copied()
 }
 
 fn holds_lock(tag: u8, ino: Ino, value: &[u8], sid: u64) -> Result<bool> {
