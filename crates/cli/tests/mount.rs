@@ -461,6 +461,48 @@ fn shared_mmap_writes_reach_another_mount() {
     b.unmount();
 }
 
+/// fio's sequential job with its default file layout (posix_fallocate, then writes),
+/// verified by reading back with checksums; then the same with fallocate=posix forced.
+#[test]
+fn fio_sequential_job_lays_out_writes_and_verifies() {
+    require_fuse!();
+    if Command::new("fio").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "fio is missing in CI (scripts/install-deps.sh installs it)"
+        );
+        eprintln!("skipped: fio is not installed (apt-get install fio)");
+        return;
+    }
+    let vol = Volume::new(&[]);
+    let m = vol.mount("mnt", &[]);
+    for (name, extra) in [("default", None), ("posix", Some("--fallocate=posix"))] {
+        let mut cmd = Command::new("fio");
+        cmd.args([
+            &format!("--name={name}"),
+            &format!("--directory={}", m.mp.display()),
+            "--rw=write",
+            "--bs=1M",
+            "--size=96M",
+            "--ioengine=psync",
+            "--verify=crc32c",
+            "--do_verify=1",
+            "--end_fsync=1",
+        ]);
+        cmd.args(extra);
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("err= 0"),
+            "fio {name} failed: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let laid_out = m.path(&format!("{name}.0.0"));
+        assert_eq!(fs::metadata(&laid_out).unwrap().len(), 96 << 20);
+    }
+    m.unmount();
+}
+
 /// `--atime-mode`: noatime never updates atime on reads, relatime only when atime is
 /// not after mtime (or is a day old), strictatime on every read (once a second).
 #[test]
