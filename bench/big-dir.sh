@@ -28,7 +28,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$NECTAR" format "sqlite3://$WORK/meta.db" bigdir --storage file --bucket "$WORK/data" >/dev/null
+"$NECTAR" format "sqlite3://$WORK/meta.db" bigdir --storage file --bucket "$WORK/data" \
+    >"$WORK/format.log" 2>&1 || { cat "$WORK/format.log" >&2; exit 1; }
 "$NECTAR" mount -d "sqlite3://$WORK/meta.db" "$MNT" --log "$WORK/mount.log" \
     --pid-file "$WORK/mount.pid" >&2
 PID=$(cat "$WORK/mount.pid")

@@ -64,6 +64,10 @@ else
     tail -40 "$WORK/fsx.out" >&2
     echo "mount log:" >&2
     tail -20 "$WORK/mount.log" >&2
+    # Keep fsx's operation log and good-file image: the work directory goes with cleanup.
+    KEEP=/tmp/nectar-fsx-failed-$SEED
+    mkdir -p "$KEEP" && cp "$WORK"/fsx.out "$WORK"/mount.log "$WORK"/*.fsx* "$KEEP"/ 2>/dev/null
+    echo "fsx: logs kept in $KEEP" >&2
     echo "fsx: 0 passed, 1 failed (seed $SEED; rerun with: scripts/fsx.sh $1 $OPS $SEED)"
     exit 1
 fi
