@@ -488,7 +488,10 @@ fn fio_sequential_job_lays_out_writes_and_verifies() {
             "--verify=crc32c",
             "--do_verify=1",
             "--end_fsync=1",
+            // No verify-state files left in the working directory.
+            "--verify_state_save=0",
         ]);
+        cmd.current_dir(vol.dir.path());
         cmd.args(extra);
         let out = cmd.output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
