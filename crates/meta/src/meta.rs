@@ -325,6 +325,13 @@ impl Meta {
         }
         self.kv.txn(|tx| {
             if tx.get(&keys::session_info(sid))?.is_none() {
+                if self.session_id() != sid {
+                    // Closed while this heartbeat was under way (it may have waited out a
+                    // database outage): writing the lease now would leave a ghost session.
+                    // The read above makes a close that commits first a conflict, so the
+                    // retry lands here.
+                    return Ok(());
+                }
                 // Another client declared us dead and cleaned up; keep the id, re-register.
                 tracing::warn!("session {sid} had expired and was cleaned by another client");
             }
