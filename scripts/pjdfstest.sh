@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the crates.io pjdfstest suite (POSIX conformance) on a fresh Nectar mount.
 #
-#   scripts/pjdfstest.sh NECTAR_BINARY
+#   scripts/pjdfstest.sh NECTAR_BINARY [FORMAT OPTIONS...]   (e.g. --enable-acl)
 #
 # Installs pjdfstest into .cache/tools if needed, formats a volume on SQLite + a local
 # directory in a temporary directory, mounts it, runs the suite as root, unmounts (also
@@ -12,6 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 NECTAR=$(realpath "$1")
+shift
+FORMAT_OPTIONS=("$@")
 TOOLS=$ROOT/.cache/tools
 KNOWN=$ROOT/tests/pjdfstest-known-failures.txt
 
@@ -33,7 +35,7 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$MNT"
-"$NECTAR" format "sqlite3://$WORK/meta.db" pjdfstest --bucket "$WORK/data" --trash-days 0 2>/dev/null
+"$NECTAR" format "sqlite3://$WORK/meta.db" pjdfstest --bucket "$WORK/data" --trash-days 0 "${FORMAT_OPTIONS[@]}" 2>/dev/null
 "$NECTAR" mount -d "sqlite3://$WORK/meta.db" "$MNT" --log "$WORK/mount.log" --pid-file "$WORK/mount.pid"
 
 cat >"$WORK/pjdfstest.toml" <<'TOML'

@@ -53,6 +53,8 @@ cargo test --workspace --all-features --quiet 2>&1 | tee "$WORK/cargo-test.log"
 
 echo "== pjdfstest" >&2
 scripts/pjdfstest.sh target/debug/nectar
+echo "== pjdfstest, volume with POSIX ACLs" >&2
+scripts/pjdfstest.sh target/debug/nectar --enable-acl
 
 echo "== fsx" >&2
 scripts/fsx.sh target/debug/nectar "${NECTAR_FSX_OPS:-100000}"

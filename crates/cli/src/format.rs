@@ -42,6 +42,9 @@ pub struct FormatArgs {
     /// Maximum number of inodes (0 = unlimited).
     #[arg(long, default_value_t = 0)]
     inodes: u64,
+    /// Enable POSIX ACLs (getfacl/setfacl). Cannot be turned off again.
+    #[arg(long)]
+    enable_acl: bool,
     /// Update the settings of an existing volume (its UUID is kept).
     #[arg(long)]
     force: bool,
@@ -127,7 +130,8 @@ pub fn run(a: FormatArgs) -> Result<()> {
         meta_version: 1,
         min_client_version: None,
         dir_stats: true,
-        enable_acl: false,
+        // ACL ids in attributes outlive the setting: once on, it stays on.
+        enable_acl: a.enable_acl || existing.as_ref().is_some_and(|f| f.enable_acl),
     };
     if let Some(old) = &existing {
         if old.block_size != fmt.block_size

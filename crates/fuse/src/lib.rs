@@ -225,6 +225,11 @@ impl Filesystem for NectarFs {
         if self.writeback_cache {
             wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
+        if self.vfs.acl_enabled() {
+            // The kernel checks access with the ACLs (it reads them as xattrs) and
+            // leaves the umask to us: it does not apply where a default ACL is inherited.
+            wanted |= InitFlags::FUSE_POSIX_ACL | InitFlags::FUSE_DONT_MASK;
+        }
         let supported = config.capabilities() & wanted;
         let _ = config.add_capabilities(supported);
         let _ = config.set_max_write(1 << 20);
@@ -725,7 +730,7 @@ impl Filesystem for NectarFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -733,11 +738,13 @@ impl Filesystem for NectarFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let (name, value) = (name_vec(name), value.to_vec());
-        self.spawn(move |vfs| match vfs.setxattr(ino.0, &name, &value, flags) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("setxattr", e)),
-        });
+        let (c, name, value) = (ctx(req), name_vec(name), value.to_vec());
+        self.spawn(
+            move |vfs| match vfs.setxattr(&c, ino.0, &name, &value, flags) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("setxattr", e)),
+            },
+        );
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -755,9 +762,9 @@ impl Filesystem for NectarFs {
         });
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let name = name_vec(name);
-        self.spawn(move |vfs| match vfs.removexattr(ino.0, &name) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (c, name) = (ctx(req), name_vec(name));
+        self.spawn(move |vfs| match vfs.removexattr(&c, ino.0, &name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("removexattr", e)),
         });

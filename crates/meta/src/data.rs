@@ -11,7 +11,7 @@ use crate::error::{sys, Error, Result};
 use crate::keys;
 use crate::kv::{prefix_end, KvTxn};
 use crate::meta::{space_of, Meta};
-use crate::namespace::{check_access, get_attr, put_attr};
+use crate::namespace::{get_attr, put_attr};
 use crate::types::*;
 use libc::{EFBIG, EINVAL, EISDIR, ENOENT, EPERM};
 
@@ -41,15 +41,18 @@ impl Meta {
     /// Opens an inode: checks rights and counts the open, so an unlink while open keeps
     /// the data until [`Meta::close`].
     pub fn open(&self, ctx: &Ctx, ino: Ino, flags: i32) -> Result<Attr> {
-        let attr = self.get_attr(ino)?;
-        if attr.typ == FileType::Directory && flags & libc::O_ACCMODE != libc::O_RDONLY {
-            return sys(EISDIR);
-        }
         let mut mask = access_mask(flags);
         if flags & libc::O_TRUNC != 0 {
             mask |= 2;
         }
-        check_access(ctx, &attr, mask)?;
+        let attr = self.kv.read(|tx| {
+            let attr = get_attr(tx, ino)?;
+            if attr.typ == FileType::Directory && flags & libc::O_ACCMODE != libc::O_RDONLY {
+                return sys(EISDIR);
+            }
+            self.check_access(tx, ctx, &attr, mask)?;
+            Ok(attr)
+        })?;
         if attr.flags & 1 != 0 && mask & 2 != 0 {
             // FLAG_IMMUTABLE
             return sys(EPERM);
@@ -174,7 +177,7 @@ impl Meta {
                 FileType::Directory => return sys(EISDIR),
                 _ => return sys(EINVAL),
             }
-            check_access(ctx, &attr, 2)?;
+            self.check_access(tx, ctx, &attr, 2)?;
             let old = attr.length;
             let delta = space_of(length) - space_of(old);
             if delta > 0 {
@@ -342,7 +345,7 @@ impl Meta {
                 FileType::Directory => return sys(EISDIR),
                 _ => return sys(libc::ENODEV),
             }
-            check_access(ctx, &attr, 2)?;
+            self.check_access(tx, ctx, &attr, 2)?;
             let old = attr.length;
             let grows = mode & FALLOC_FL_KEEP_SIZE == 0 && end > old;
             if mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) != 0 && off < old {
@@ -396,8 +399,8 @@ impl Meta {
                     _ => return sys(EINVAL),
                 }
             }
-            check_access(ctx, &sattr, 4)?;
-            check_access(ctx, &dattr, 2)?;
+            self.check_access(tx, ctx, &sattr, 4)?;
+            self.check_access(tx, ctx, &dattr, 2)?;
             if off_in >= sattr.length {
                 return Ok((0, dattr));
             }

@@ -140,3 +140,14 @@ pub fn read_ino(b: &[u8]) -> Option<Ino> {
 pub fn read_u64_be(b: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(b.get(..8)?.try_into().ok()?))
 }
+
+/// `R<id u32>`: an ACL rule.
+pub fn acl(id: u32) -> Vec<u8> {
+    let mut k = acl_prefix();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub fn acl_prefix() -> Vec<u8> {
+    b"R".to_vec()
+}

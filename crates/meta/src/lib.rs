@@ -11,6 +11,7 @@
 //! uses a blocking pool), which keeps transaction bodies simple closures that an engine
 //! can re-run on conflict.
 
+pub mod acl;
 pub mod data;
 pub mod error;
 pub mod keys;
@@ -22,6 +23,7 @@ pub mod slice;
 pub mod types;
 pub mod xattr;
 
+pub use acl::{AclEntry, AclType, Rule};
 pub use error::{Error, Result};
 pub use meta::{Meta, SliceDeleter};
 pub use namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE};

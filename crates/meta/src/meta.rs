@@ -92,6 +92,8 @@ pub struct Meta {
     /// This `Meta`, for the flusher thread.
     /// Seconds a session of this client lives without a refresh.
     session_timeout: i64,
+    /// ACL rules seen so far, by id and by content.
+    pub(crate) acls: RwLock<crate::acl::RuleCache>,
     me: Weak<Meta>,
 }
 
@@ -124,6 +126,7 @@ impl Meta {
             defer_usage: AtomicBool::new(false),
             flush_lock: Mutex::new(()),
             session_timeout: cfg.session_timeout.as_secs().max(1) as i64,
+            acls: Default::default(),
             me: me.clone(),
         }))
     }

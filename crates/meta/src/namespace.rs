@@ -7,6 +7,7 @@
 //! session and deleted at the last close; otherwise its data is released right after
 //! the transaction commits.
 
+use crate::acl::NewRules;
 use crate::error::{sys, Error, Result};
 use crate::keys;
 use crate::kv::{prefix_end, KvTxn};
@@ -75,13 +76,6 @@ pub fn access_ok(ctx: &Ctx, attr: &Attr, mask: u32) -> bool {
     bits & mask == mask
 }
 
-pub(crate) fn check_access(ctx: &Ctx, attr: &Attr, mask: u32) -> Result<()> {
-    if ctx.check_permission && !access_ok(ctx, attr, mask) {
-        return sys(EACCES);
-    }
-    Ok(())
-}
-
 /// The sticky-directory rule for removing or replacing an entry.
 fn check_sticky(ctx: &Ctx, dir: &Attr, victim: &Attr) -> Result<()> {
     if ctx.check_permission
@@ -130,8 +124,39 @@ impl Meta {
 
     /// Checks `mask` rights of `ctx` on an inode (the `access` call).
     pub fn access(&self, ctx: &Ctx, ino: Ino, mask: u32) -> Result<()> {
-        let attr = self.get_attr(ino)?;
-        if !access_ok(ctx, &attr, mask) {
+        self.kv.read(|tx| {
+            let attr = get_attr(tx, ino)?;
+            if !self.access_allowed(tx, ctx, &attr, mask)? {
+                return sys(EACCES);
+            }
+            Ok(())
+        })
+    }
+
+    /// Whether `ctx` has `mask` rights on a node: by its access ACL if it has one,
+    /// otherwise by its mode.
+    fn access_allowed(
+        &self,
+        tx: &mut dyn KvTxn,
+        ctx: &Ctx,
+        attr: &Attr,
+        mask: u32,
+    ) -> Result<bool> {
+        Ok(match self.acl_permits(tx, ctx, attr, mask)? {
+            Some(granted) => granted,
+            None => access_ok(ctx, attr, mask),
+        })
+    }
+
+    /// [`Meta::access_allowed`] for callers that asked metadata to check permissions.
+    pub(crate) fn check_access(
+        &self,
+        tx: &mut dyn KvTxn,
+        ctx: &Ctx,
+        attr: &Attr,
+        mask: u32,
+    ) -> Result<()> {
+        if ctx.check_permission && !self.access_allowed(tx, ctx, attr, mask)? {
             return sys(EACCES);
         }
         Ok(())
@@ -154,7 +179,7 @@ impl Meta {
             if pattr.typ != FileType::Directory {
                 return sys(ENOTDIR);
             }
-            check_access(ctx, &pattr, 1)?;
+            self.check_access(tx, ctx, &pattr, 1)?;
             let ino = match name {
                 b"." => parent,
                 b".." => {
@@ -196,24 +221,26 @@ impl Meta {
             });
         }
         let ino = self.next_inode()?;
-        self.kv.txn(|tx| {
+        let mut made = NewRules::new();
+        let created = self.kv.txn(|tx| {
+            made.clear();
             let mut pattr = dir_attr(tx, parent)?;
             if pattr.nlink == 0 {
                 return sys(ENOENT);
             }
-            check_access(ctx, &pattr, 3)?;
+            self.check_access(tx, ctx, &pattr, 3)?;
             if get_entry(tx, parent, name)?.is_some() {
                 return sys(EEXIST);
             }
             let space = space_of(0);
             self.check_limits(tx, space, 1)?;
-            let mut perm = (mode & 0o7777) as u16;
-            if typ != FileType::Symlink {
-                perm &= !(umask as u16 & 0o777);
+            let perm = if typ == FileType::Symlink {
+                0o777
             } else {
-                perm = 0o777;
-            }
+                (mode & 0o7777) as u16
+            };
             let mut attr = Attr::new(typ, perm, ctx.uid, ctx.gid);
+            self.inherit_acl(tx, &pattr, &mut attr, perm, umask as u16, &mut made)?;
             if pattr.mode & 0o2000 != 0 {
                 // A setgid directory passes its group on, and its setgid bit to subdirs.
                 attr.gid = pattr.gid;
@@ -246,7 +273,9 @@ impl Meta {
             put_attr(tx, parent, &pattr)?;
             self.update_usage(tx, space, 1)?;
             Ok((ino, attr))
-        })
+        })?;
+        self.remember_rules(made);
+        Ok(created)
     }
 
     pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
@@ -270,7 +299,7 @@ impl Meta {
             if pattr.nlink == 0 {
                 return sys(ENOENT);
             }
-            check_access(ctx, &pattr, 3)?;
+            self.check_access(tx, ctx, &pattr, 3)?;
             let mut attr = get_attr(tx, ino)?;
             if attr.typ == FileType::Directory {
                 return sys(EPERM);
@@ -370,7 +399,7 @@ impl Meta {
         }
         let (ino, dropped) = self.kv.txn(|tx| {
             let mut pattr = dir_attr(tx, parent)?;
-            check_access(ctx, &pattr, 3)?;
+            self.check_access(tx, ctx, &pattr, 3)?;
             let (typ, ino) = get_entry(tx, parent, name)?.ok_or(Error::Sys(ENOENT))?;
             if typ == FileType::Directory {
                 return sys(EISDIR);
@@ -405,7 +434,7 @@ impl Meta {
         }
         self.kv.txn(|tx| {
             let mut pattr = dir_attr(tx, parent)?;
-            check_access(ctx, &pattr, 3)?;
+            self.check_access(tx, ctx, &pattr, 3)?;
             let (typ, ino) = get_entry(tx, parent, name)?.ok_or(Error::Sys(ENOENT))?;
             if typ != FileType::Directory {
                 return sys(ENOTDIR);
@@ -478,8 +507,8 @@ impl Meta {
             if dp.nlink == 0 {
                 return sys(ENOENT);
             }
-            check_access(ctx, &sp, 3)?;
-            check_access(ctx, &dp, 3)?;
+            self.check_access(tx, ctx, &sp, 3)?;
+            self.check_access(tx, ctx, &dp, 3)?;
             let (styp, sino) = get_entry(tx, psrc, nsrc)?.ok_or(Error::Sys(ENOENT))?;
             let mut sattr = get_attr(tx, sino)?;
             check_sticky(ctx, &sp, &sattr)?;
@@ -604,7 +633,7 @@ impl Meta {
     ) -> Result<Vec<Entry>> {
         self.kv.read(|tx| {
             let attr = dir_attr(tx, ino)?;
-            check_access(ctx, &attr, 4)?;
+            self.check_access(tx, ctx, &attr, 4)?;
             let prefix = keys::dentry_prefix(ino);
             let begin = match after {
                 Some(name) => {
@@ -660,7 +689,9 @@ impl Meta {
 
     /// Changes attributes (not the length: see [`Meta::truncate`]).
     pub fn setattr(&self, ctx: &Ctx, ino: Ino, set: &SetAttr) -> Result<Attr> {
-        self.kv.txn(|tx| {
+        let mut made = NewRules::new();
+        let attr = self.kv.txn(|tx| {
+            made.clear();
             let mut attr = get_attr(tx, ino)?;
             let now = Time::now();
             let owner = ctx.uid == 0 || ctx.uid == attr.uid;
@@ -699,6 +730,7 @@ impl Meta {
                     m &= !0o2000;
                 }
                 attr.mode = m;
+                self.chmod_acl(tx, &mut attr, m, &mut made)?;
                 changed = true;
             }
             for (t, target) in [(set.atime, &mut attr.atime), (set.mtime, &mut attr.mtime)] {
@@ -719,6 +751,8 @@ impl Meta {
                 put_attr(tx, ino, &attr)?;
             }
             Ok(attr)
-        })
+        })?;
+        self.remember_rules(made);
+        Ok(attr)
     }
 }

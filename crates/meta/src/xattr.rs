@@ -1,5 +1,9 @@
 //! Extended attributes, stored one key per name under `A<ino>X<name>`.
+//!
+//! The two `system.posix_acl_*` names are not stored as xattrs: they are the xattr
+//! form of the node's ACLs ([`crate::acl`]), and unsupported on a volume without ACLs.
 
+use crate::acl::{AclType, Rule, XATTR_ACCESS, XATTR_DEFAULT};
 use crate::error::{sys, Error, Result};
 use crate::keys;
 use crate::kv::prefix_end;
@@ -22,13 +26,24 @@ fn check_xattr_name(name: &[u8]) -> Result<()> {
 }
 
 impl Meta {
-    pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
+    pub fn setxattr(
+        &self,
+        ctx: &Ctx,
+        ino: Ino,
+        name: &[u8],
+        value: &[u8],
+        flags: i32,
+    ) -> Result<()> {
         check_xattr_name(name)?;
         if value.len() > MAX_XATTR_VALUE {
             return sys(E2BIG);
         }
         if flags & !(XATTR_CREATE | XATTR_REPLACE) != 0 {
             return sys(EINVAL);
+        }
+        if let Some(typ) = AclType::from_xattr_name(name) {
+            self.set_facl(ctx, ino, typ, Rule::from_xattr(value)?)?;
+            return Ok(());
         }
         self.kv.txn(|tx| {
             let mut attr = get_attr(tx, ino)?;
@@ -48,6 +63,9 @@ impl Meta {
 
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
         check_xattr_name(name)?;
+        if let Some(typ) = AclType::from_xattr_name(name) {
+            return Ok(self.get_facl(ino, typ)?.to_xattr());
+        }
         self.kv.read(|tx| match tx.get(&keys::xattr(ino, name))? {
             Some(v) => Ok(v),
             None => {
@@ -60,9 +78,18 @@ impl Meta {
     /// Names, each followed by a zero byte (the `listxattr` format).
     pub fn listxattr(&self, ino: Ino) -> Result<Vec<u8>> {
         self.kv.read(|tx| {
-            get_attr(tx, ino)?;
+            let attr = get_attr(tx, ino)?;
             let p = keys::xattr_prefix(ino);
             let mut out = Vec::new();
+            for (id, name) in [
+                (attr.access_acl, XATTR_ACCESS),
+                (attr.default_acl, XATTR_DEFAULT),
+            ] {
+                if id != 0 {
+                    out.extend_from_slice(name);
+                    out.push(0);
+                }
+            }
             for (k, _) in tx.scan(&p, &prefix_end(&p), usize::MAX)? {
                 out.extend_from_slice(&k[p.len()..]);
                 out.push(0);
@@ -71,8 +98,17 @@ impl Meta {
         })
     }
 
-    pub fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<()> {
+    pub fn removexattr(&self, ctx: &Ctx, ino: Ino, name: &[u8]) -> Result<()> {
         check_xattr_name(name)?;
+        if let Some(typ) = AclType::from_xattr_name(name) {
+            let attr = self.get_attr(ino)?;
+            if typ.id_of(&attr) == 0 {
+                self.require_acl()?;
+                return sys(ENODATA);
+            }
+            self.set_facl(ctx, ino, typ, None)?;
+            return Ok(());
+        }
         self.kv.txn(|tx| {
             let mut attr = get_attr(tx, ino)?;
             let key = keys::xattr(ino, name);

@@ -117,6 +117,7 @@ fn run_all(url: &str) {
     truncate_and_holes(url);
     fallocate_and_copy(url);
     permissions(url);
+    acls(url);
     counters_are_exact(url);
     deferred_counters(url);
     sessions(url);
@@ -450,21 +451,28 @@ fn readdir_paging(url: &str) {
 
 fn xattrs(url: &str) {
     let (m, _) = setup(url);
+    let root = Ctx::root();
     let f = create(&m, ROOT_INODE, "f");
     assert_eq!(errno(m.getxattr(f, b"user.a")), libc::ENODATA);
-    m.setxattr(f, b"user.a", b"1", 0).unwrap();
-    assert_eq!(errno(m.setxattr(f, b"user.a", b"2", 1)), libc::EEXIST);
-    assert_eq!(errno(m.setxattr(f, b"user.b", b"2", 2)), libc::ENODATA);
-    m.setxattr(f, b"user.a", b"3", 2).unwrap();
-    m.setxattr(f, b"user.b", b"", 0).unwrap();
+    m.setxattr(&root, f, b"user.a", b"1", 0).unwrap();
+    assert_eq!(
+        errno(m.setxattr(&root, f, b"user.a", b"2", 1)),
+        libc::EEXIST
+    );
+    assert_eq!(
+        errno(m.setxattr(&root, f, b"user.b", b"2", 2)),
+        libc::ENODATA
+    );
+    m.setxattr(&root, f, b"user.a", b"3", 2).unwrap();
+    m.setxattr(&root, f, b"user.b", b"", 0).unwrap();
     assert_eq!(m.getxattr(f, b"user.a").unwrap(), b"3");
     assert_eq!(m.getxattr(f, b"user.b").unwrap(), b"");
     assert_eq!(m.listxattr(f).unwrap(), b"user.a\0user.b\0");
-    m.removexattr(f, b"user.a").unwrap();
-    assert_eq!(errno(m.removexattr(f, b"user.a")), libc::ENODATA);
+    m.removexattr(&root, f, b"user.a").unwrap();
+    assert_eq!(errno(m.removexattr(&root, f, b"user.a")), libc::ENODATA);
     assert_eq!(m.listxattr(f).unwrap(), b"user.b\0");
     assert_eq!(
-        errno(m.setxattr(f, b"user.big", &vec![0; 65537], 0)),
+        errno(m.setxattr(&root, f, b"user.big", &vec![0; 65537], 0)),
         libc::E2BIG
     );
     assert_eq!(errno(m.getxattr(12345678, b"user.a")), libc::ENOENT);
@@ -653,6 +661,144 @@ fn permissions(url: &str) {
     assert_eq!(errno(m.unlink(&user(6), t, b"owned")), libc::EPERM);
     m.unlink(&user(5), t, b"owned").unwrap();
     m.close(f).unwrap();
+}
+
+fn acls(url: &str) {
+    let (m, _) = setup(url);
+    let f = create(&m, ROOT_INODE, "f");
+    // A volume formatted without ACLs refuses them.
+    assert_eq!(errno(m.get_facl(f, AclType::Access)), libc::EOPNOTSUPP);
+    let mut fmt = new_format("test");
+    fmt.enable_acl = true;
+    m.format(fmt, true).unwrap();
+    assert_eq!(errno(m.get_facl(f, AclType::Access)), libc::ENODATA);
+
+    let named = |users: &[(u32, u16)], owner: u16, group: u16, mask: u16, other: u16| Rule {
+        owner,
+        group,
+        mask,
+        other,
+        named_users: users
+            .iter()
+            .map(|&(id, perm)| AclEntry { id, perm })
+            .collect(),
+        named_groups: Vec::new(),
+    };
+    // An access ACL: the mode shows the mask; the named user may read, a stranger not.
+    let shared = named(&[(7, 6)], 6, 0, 4, 0);
+    let attr = m
+        .set_facl(&root(), f, AclType::Access, Some(shared.clone()))
+        .unwrap();
+    assert_eq!(attr.mode, 0o640);
+    assert_eq!(m.get_facl(f, AclType::Access).unwrap(), shared);
+    assert!(m.access(&user(7), f, 4).is_ok());
+    assert_eq!(
+        errno(m.access(&user(7), f, 2)),
+        libc::EACCES,
+        "the mask limits"
+    );
+    assert!(m.open(&user(7), f, libc::O_RDONLY).is_ok());
+    m.close(f).unwrap();
+    assert_eq!(errno(m.access(&user(8), f, 4)), libc::EACCES);
+    // Only the owner sets ACLs.
+    assert_eq!(
+        errno(m.set_facl(&user(7), f, AclType::Access, None)),
+        libc::EPERM
+    );
+    // chmod moves the mask, and the ACL follows.
+    m.setattr(
+        &root(),
+        f,
+        &SetAttr {
+            mode: Some(0o660),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(m.get_facl(f, AclType::Access).unwrap().mask, 6);
+    assert!(m.access(&user(7), f, 6).is_ok());
+    // An ACL no richer than a mode is kept as the mode.
+    let attr = m
+        .set_facl(&root(), f, AclType::Access, Some(Rule::from_mode(0o604)))
+        .unwrap();
+    assert_eq!((attr.mode, attr.access_acl), (0o604, 0));
+    assert_eq!(errno(m.get_facl(f, AclType::Access)), libc::ENODATA);
+    assert_eq!(
+        errno(m.set_facl(&root(), f, AclType::Default, Some(shared.clone()))),
+        libc::EACCES,
+        "a default ACL needs a directory"
+    );
+
+    // A default ACL passes on, masked by the mode asked for; the umask is ignored.
+    let d = mkdir(&m, ROOT_INODE, "d");
+    let default = named(&[(7, 7)], 7, 5, 7, 5);
+    m.set_facl(&root(), d, AclType::Default, Some(default.clone()))
+        .unwrap();
+    let (child, cattr) = m
+        .mknod(&root(), d, b"c", FileType::File, 0o666, 0o077, 0, b"")
+        .unwrap();
+    assert_eq!(cattr.mode, 0o664);
+    assert_eq!(
+        m.get_facl(child, AclType::Access).unwrap(),
+        named(&[(7, 7)], 6, 5, 6, 4)
+    );
+    let (sub, sattr) = m
+        .mknod(&root(), d, b"s", FileType::Directory, 0o777, 0o077, 0, b"")
+        .unwrap();
+    assert_eq!(sattr.mode, 0o775);
+    assert_eq!(sattr.default_acl, m.get_attr(d).unwrap().default_acl);
+    assert_eq!(m.get_facl(sub, AclType::Default).unwrap(), default);
+    // Without a default ACL the umask applies.
+    let (_, plain) = m
+        .mknod(
+            &root(),
+            ROOT_INODE,
+            b"plain",
+            FileType::File,
+            0o666,
+            0o077,
+            0,
+            b"",
+        )
+        .unwrap();
+    assert_eq!(plain.mode, 0o600);
+    // The xattr form: the ACLs are listed, read and removed as system.posix_acl_*.
+    let names = m.listxattr(sub).unwrap();
+    assert_eq!(
+        names,
+        b"system.posix_acl_access\0system.posix_acl_default\0"
+    );
+    let x = m.getxattr(sub, b"system.posix_acl_default").unwrap();
+    assert_eq!(Rule::from_xattr(&x).unwrap(), Some(default.clone()));
+    m.removexattr(&root(), sub, b"system.posix_acl_default")
+        .unwrap();
+    assert_eq!(m.get_attr(sub).unwrap().default_acl, 0);
+    assert_eq!(
+        errno(m.removexattr(&root(), sub, b"system.posix_acl_default")),
+        libc::ENODATA
+    );
+
+    // Equal rules are stored once, also by another client.
+    let (c2, a2) = m
+        .mknod(&root(), d, b"c2", FileType::File, 0o666, 0, 0, b"")
+        .unwrap();
+    assert_eq!(a2.access_acl, cattr.access_acl);
+    let other = Meta::connect(url).unwrap();
+    other.load().unwrap();
+    let f3 = create(&other, ROOT_INODE, "f3");
+    let attr = other
+        .set_facl(
+            &root(),
+            f3,
+            AclType::Access,
+            Some(m.get_facl(c2, AclType::Access).unwrap()),
+        )
+        .unwrap();
+    assert_eq!(attr.access_acl, cattr.access_acl);
+    assert_eq!(
+        other.get_facl(child, AclType::Access).unwrap(),
+        m.get_facl(child, AclType::Access).unwrap()
+    );
 }
 
 fn counters_are_exact(url: &str) {

@@ -424,9 +424,23 @@ impl Vfs {
 
     // ----- xattrs ---------------------------------------------------------------------
 
-    pub fn setxattr(&self, ino: Ino, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
+    /// Whether the volume has POSIX ACLs (`system.posix_acl_*` xattrs).
+    pub fn acl_enabled(&self) -> bool {
+        self.meta.acl_enabled()
+    }
+
+    pub fn setxattr(
+        &self,
+        ctx: &Ctx,
+        ino: Ino,
+        name: &[u8],
+        value: &[u8],
+        flags: i32,
+    ) -> Result<()> {
         self.check_writable()?;
-        Ok(self.meta.setxattr(self.to_meta(ino), name, value, flags)?)
+        Ok(self
+            .meta
+            .setxattr(ctx, self.to_meta(ino), name, value, flags)?)
     }
 
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
@@ -440,9 +454,9 @@ impl Vfs {
         Ok(self.meta.listxattr(self.to_meta(ino))?)
     }
 
-    pub fn removexattr(&self, ino: Ino, name: &[u8]) -> Result<()> {
+    pub fn removexattr(&self, ctx: &Ctx, ino: Ino, name: &[u8]) -> Result<()> {
         self.check_writable()?;
-        Ok(self.meta.removexattr(self.to_meta(ino), name)?)
+        Ok(self.meta.removexattr(ctx, self.to_meta(ino), name)?)
     }
 
     // ----- files ----------------------------------------------------------------------
