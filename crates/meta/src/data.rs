@@ -37,6 +37,38 @@ fn access_mask(flags: i32) -> u32 {
     }
 }
 
+/// At most this many chunk keys, holding at most [`SLICES_PER_TXN`] slices, are dropped
+/// by one transaction when a file is deleted or cut short. Engines such as etcd cap the
+/// operations of a transaction (128 by default): a chunk costs a read and a delete, each
+/// of its slices a read of its reference count and sometimes a write.
+const CHUNKS_PER_TXN: usize = 8;
+const SLICES_PER_TXN: usize = 64;
+
+/// How many of the chunks, given by their slice counts, one transaction drops: as many
+/// as the limits allow, and always at least one (a chunk is never split; compaction
+/// keeps chunks near 64 slices).
+fn fitting(slices: impl Iterator<Item = usize>) -> usize {
+    let mut total = 0;
+    let mut n = 0;
+    for count in slices.take(CHUNKS_PER_TXN) {
+        total += count;
+        if n > 0 && total > SLICES_PER_TXN {
+            break;
+        }
+        n += 1;
+    }
+    n.max(1)
+}
+
+/// What a truncate transaction is: the whole operation (refused when too big), a step
+/// of a long cut (skipped when the file is already shorter), or the end of one.
+#[derive(Clone, Copy, PartialEq)]
+enum Cut {
+    Whole,
+    Step,
+    Final,
+}
+
 impl Meta {
     /// Opens an inode: checks rights and counts the open, so an unlink while open keeps
     /// the data until [`Meta::close`].
@@ -170,6 +202,44 @@ impl Meta {
         if length > MAX_FILE_SIZE {
             return sys(EFBIG);
         }
+        if let Some(attr) = self.truncate_once(ctx, ino, length, Cut::Whole)? {
+            return Ok(attr);
+        }
+        // Too many chunks go for one transaction (etcd accepts 128 operations): cut the
+        // file from its end in steps, each a whole truncate to a chunk boundary. A crash
+        // between steps leaves the file cut at a step's length, never half-cut.
+        let first_gone = length.div_ceil(CHUNK_SIZE) as u32;
+        let (begin, end) = (
+            keys::chunk(ino, first_gone),
+            prefix_end(&keys::chunk_prefix(ino)),
+        );
+        // (chunk index, slices in it) of every chunk that goes, last first.
+        let mut gone: Vec<(u32, usize)> = self.kv.read(|tx| {
+            Ok(tx
+                .scan(&begin, &end, usize::MAX)?
+                .iter()
+                .filter_map(|(k, v)| {
+                    let index = u32::from_be_bytes(k.get(k.len() - 4..)?.try_into().ok()?);
+                    Some((index, v.len() / SLICE_LEN))
+                })
+                .collect())
+        })?;
+        gone.reverse();
+        let mut rest = &gone[..];
+        while !rest.is_empty() {
+            let (step, more) = rest.split_at(fitting(rest.iter().map(|c| c.1)));
+            let lowest = step.last().unwrap().0;
+            let cut = ((lowest as u64) << CHUNK_BITS).max(length);
+            self.truncate_once(ctx, ino, cut, Cut::Step)?;
+            rest = more;
+        }
+        self.truncate_once(ctx, ino, length, Cut::Final)
+            .map(|a| a.expect("a final cut always finishes"))
+    }
+
+    /// One truncate transaction; `None` when `cut` is [`Cut::Whole`] and more than
+    /// [`CHUNKS_PER_TXN`] chunks would go (nothing is changed then).
+    fn truncate_once(&self, ctx: &Ctx, ino: Ino, length: u64, cut: Cut) -> Result<Option<Attr>> {
         let (attr, freed) = self.kv.txn(|tx| {
             let mut attr = get_attr(tx, ino)?;
             match attr.typ {
@@ -179,6 +249,10 @@ impl Meta {
             }
             self.check_access(tx, ctx, &attr, 2)?;
             let old = attr.length;
+            if cut == Cut::Step && length >= old {
+                // Already shorter: another truncate got here first.
+                return Ok((Some(attr), Vec::new()));
+            }
             let delta = space_of(length) - space_of(old);
             if delta > 0 {
                 self.check_limits(tx, delta, 0)?;
@@ -194,6 +268,10 @@ impl Meta {
                     let rows = tx.scan(&begin, &end, 1000)?;
                     if rows.is_empty() {
                         break;
+                    }
+                    let slices = rows.iter().map(|(_, v)| v.len() / SLICE_LEN);
+                    if cut == Cut::Whole && fitting(slices) < rows.len() {
+                        return Ok((None, Vec::new()));
                     }
                     for (k, v) in rows {
                         for s in Slice::decode_all(&v)? {
@@ -227,7 +305,7 @@ impl Meta {
             attr.ctime = now;
             put_attr(tx, ino, &attr)?;
             self.update_usage(tx, delta, 0)?;
-            Ok((attr, freed))
+            Ok((Some(attr), freed))
         })?;
         self.delete_slices(freed);
         Ok(attr)
@@ -240,9 +318,8 @@ impl Meta {
         let end = prefix_end(&begin);
         loop {
             let (done, freed) = self.kv.txn(|tx| {
-                // Small batches: engines such as etcd cap the operations of a
-                // transaction (128 by default), and every slice of a chunk costs two.
-                let rows = tx.scan(&begin, &end, 8)?;
+                let mut rows = tx.scan(&begin, &end, CHUNKS_PER_TXN)?;
+                rows.truncate(fitting(rows.iter().map(|(_, v)| v.len() / SLICE_LEN)));
                 let mut freed = Vec::new();
                 for (k, v) in &rows {
                     for s in Slice::decode_all(v)? {

@@ -115,6 +115,7 @@ fn run_all(url: &str) {
     readdir_paging(url);
     xattrs(url);
     truncate_and_holes(url);
+    truncate_of_many_chunks(url);
     fallocate_and_copy(url);
     permissions(url);
     acls(url);
@@ -501,6 +502,79 @@ fn truncate_and_holes(url: &str) {
     );
     let d = mkdir(&m, ROOT_INODE, "d");
     assert_eq!(errno(m.truncate(&root(), d, 0)), libc::EISDIR);
+}
+
+/// A truncate dropping far more chunks than one etcd transaction may touch (128
+/// operations) still works, and frees every slice exactly once.
+fn truncate_of_many_chunks(url: &str) {
+    let (m, deleted) = setup(url);
+    let f = create(&m, ROOT_INODE, "sparse");
+    const CHUNKS: u32 = 300;
+    for index in 0..CHUNKS {
+        write(&m, f, index, 1000, 1000 + index as u64, 100);
+    }
+    let space_before = m.counter("usedSpace").unwrap();
+    let a = m.truncate(&root(), f, 1050).unwrap();
+    assert_eq!(a.length, 1050);
+    let mut freed = deleted.lock().unwrap().clone();
+    freed.sort();
+    let want: Vec<(u64, u32)> = (1..CHUNKS).map(|i| (1000 + i as u64, 100)).collect();
+    assert_eq!(freed, want, "every cut slice freed once");
+    for index in 1..CHUNKS {
+        assert!(
+            m.read_chunk(f, index).unwrap().is_empty(),
+            "chunk {index} left"
+        );
+    }
+    let view = slice::resolve(&m.read_chunk(f, 0).unwrap());
+    assert_eq!(
+        view.last().unwrap().id,
+        0,
+        "the cut tail is a hole: {view:?}"
+    );
+    assert_eq!(view.last().unwrap().pos, 1050);
+    let space_after = m.counter("usedSpace").unwrap();
+    let old_len = (CHUNKS as u64 - 1) * CHUNK_SIZE + 1100;
+    assert_eq!(
+        space_before - space_after,
+        (old_len.div_ceil(4096) * 4096 - 4096) as i64,
+        "usage follows the cut"
+    );
+
+    // Fragmented chunks (many slices each, as many small appends leave them): cut
+    // short, and deleted.
+    let fragmented = |name: &str, first_id: u64| {
+        let f = create(&m, ROOT_INODE, name);
+        for index in 0..12u32 {
+            for k in 0..60u32 {
+                let id = first_id + (index * 60 + k) as u64;
+                write(&m, f, index, k * 10, id, 10);
+            }
+        }
+        f
+    };
+    let all =
+        |first_id: u64| -> Vec<(u64, u32)> { (0..12 * 60).map(|i| (first_id + i, 10)).collect() };
+    deleted.lock().unwrap().clear();
+    let g = fragmented("fragmented", 100_000);
+    assert_eq!(m.truncate(&root(), g, 0).unwrap().length, 0);
+    let mut freed = std::mem::take(&mut *deleted.lock().unwrap());
+    freed.sort();
+    assert_eq!(
+        freed,
+        all(100_000),
+        "a cut of fragmented chunks frees each slice once"
+    );
+    let h = fragmented("doomed", 200_000);
+    m.unlink(&root(), ROOT_INODE, b"doomed").unwrap();
+    let mut freed = std::mem::take(&mut *deleted.lock().unwrap());
+    freed.sort();
+    assert_eq!(
+        freed,
+        all(200_000),
+        "deleting fragmented chunks frees each slice once"
+    );
+    assert!(m.read_chunk(h, 0).unwrap().is_empty());
 }
 
 fn fallocate_and_copy(url: &str) {
