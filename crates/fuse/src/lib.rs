@@ -14,7 +14,7 @@ use fuser::{
     ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, RequestId, SessionACL, TimeOrNow,
     WriteFlags,
 };
-use nectar_meta::{Attr, Ctx, FileType, SetAttr, Time, TimeSet};
+use nectar_meta::{AclType, Attr, Ctx, FileType, SetAttr, Time, TimeSet};
 use nectar_vfs::Vfs;
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -154,6 +154,21 @@ fn ctx(req: &Request) -> Ctx {
         // full credentials before a request reaches us.
         check_permission: false,
     }
+}
+
+/// [`ctx`] with the caller's supplementary groups, read from /proc (the kernel does
+/// not send them). For the few decisions left to us that depend on group membership.
+fn ctx_with_groups(req: &Request) -> Ctx {
+    let mut c = ctx(req);
+    if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", c.pid)) {
+        if let Some(line) = status.lines().find(|l| l.starts_with("Groups:")) {
+            c.gids = line[7..]
+                .split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .collect();
+        }
+    }
+    c
 }
 
 fn errno(op: &str, e: nectar_vfs::Error) -> Errno {
@@ -738,7 +753,14 @@ impl Filesystem for NectarFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let (c, name, value) = (ctx(req), name_vec(name), value.to_vec());
+        // Setting an access ACL clears setgid for a caller outside the owning group,
+        // which metadata decides (the kernel leaves it to us without FUSE_SETXATTR_EXT).
+        let c = if AclType::from_xattr_name(name.as_bytes()).is_some() {
+            ctx_with_groups(req)
+        } else {
+            ctx(req)
+        };
+        let (name, value) = (name_vec(name), value.to_vec());
         self.spawn(
             move |vfs| match vfs.setxattr(&c, ino.0, &name, &value, flags) {
                 Ok(()) => reply.ok(),

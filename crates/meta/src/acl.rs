@@ -457,6 +457,11 @@ impl Meta {
                 AclType::Access => match &rule {
                     Some(r) => {
                         attr.mode = (attr.mode & 0o7000) | r.mode_bits();
+                        // As chmod would (Linux's posix_acl_update_mode). The caller's
+                        // groups must be known here, also through FUSE.
+                        if ctx.uid != 0 && !ctx.in_group(attr.gid) {
+                            attr.mode &= !0o2000;
+                        }
                         attr.access_acl = if r.is_minimal() {
                             0
                         } else {

@@ -37,3 +37,6 @@ setpriv --reuid=1300 --regid=1300 --groups=77 sh -c 'stat -c %n g/in' 2>&1
 setpriv --reuid=1300 --regid=1300 --groups=78 sh -c 'stat -c %n g/in' 2>&1 | sed "s|$PWD/||"
 # What listxattr shows.
 getfattr -d -m - f d d/sub 2>/dev/null | sed 's/=.*//'
+# An access ACL set by an owner outside the owning group clears setgid.
+touch sg; chown 1234:0 sg; chmod 2775 sg; as_user 1234 'setfacl -m u:1235:r sg'; stat -c '%A' sg
+mkdir sgd; chown 1234:0 sgd; chmod 2775 sgd; as_user 1234 'setfacl -m u:1235:rx sgd'; stat -c '%A' sgd
