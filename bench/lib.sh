@@ -19,6 +19,7 @@
 #   BENCH_RESULTS if set, results are appended to this file as
 #                 "metric<TAB>fs<TAB>value" lines (run-all.sh uses it)
 #   BENCH_KEEP=1  keep the work directory
+#   BENCH_FORMAT_OPTS  extra options for both `format` commands (e.g. --enable-acl)
 
 set -euo pipefail
 
@@ -123,11 +124,11 @@ fs_format() {
     case $fs in
     nectar)
         "$NECTAR" format "$(meta_url nectar)" bench-nectar --storage file --bucket "$d/bucket/" \
-            --block-size 4096 --trash-days 0 >"$d/format.log" 2>&1 ||
+            --block-size 4096 --trash-days 0 ${BENCH_FORMAT_OPTS:-} >"$d/format.log" 2>&1 ||
             { cat "$d/format.log" >&2; die "nectar format failed"; } ;;
     juicefs)
         "$JUICEFS" format --storage file --bucket "$d/bucket/" --block-size 4096 --trash-days 0 \
-            "$(meta_url juicefs)" bench-juicefs >"$d/format.log" 2>&1 ||
+            ${BENCH_FORMAT_OPTS:-} "$(meta_url juicefs)" bench-juicefs >"$d/format.log" 2>&1 ||
             { cat "$d/format.log" >&2; die "juicefs format failed"; } ;;
     local) ;;
     esac

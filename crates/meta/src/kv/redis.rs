@@ -106,7 +106,8 @@ const BATCH: usize = 512;
 /// Read-only scan of one domain in one round trip: the members of the range and the
 /// values of their keys, as a flat list `member, value, member, value, …` (a value is nil
 /// when its key vanished, which cannot happen inside the script, but costs nothing to
-/// allow). ARGV: min, max, limit (negative: none), data-key prefix (PREFIX + domain).
+/// allow). ARGV: min, max, limit (negative: none), data-key prefix (PREFIX + domain),
+/// and the domain's implicit member when the range holds it (else empty), read first.
 /// MGET goes in slices because Lua's `unpack` has a stack limit.
 const SCAN_SCRIPT: &str = r#"
 local m
@@ -116,6 +117,13 @@ else
   m = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, ARGV[3])
 end
 local out = {}
+if ARGV[5] ~= '' then
+  local v = redis.call('GET', ARGV[4] .. ARGV[5])
+  if v then
+    out[1] = ARGV[5]
+    out[2] = v
+  end
+end
 for i = 1, #m, 500 do
   local ks = {}
   for j = i, math.min(i + 499, #m) do ks[#ks + 1] = ARGV[4] .. m[j] end
@@ -157,6 +165,19 @@ fn domain_len(key: &[u8]) -> Option<usize> {
 fn domain_of(key: &[u8]) -> Option<&[u8]> {
     let len = domain_len(key)?;
     key.get(..len)
+}
+
+/// The member of domain `d` that its index never holds: chunk 0 of a file. Most files
+/// have no other chunk, so they need no index (a sorted set costs about 90 bytes of
+/// Redis memory); a scan of a chunk domain reads that key directly instead.
+fn implicit_member(d: &[u8]) -> Option<&'static [u8]> {
+    (d.len() == 10 && d[0] == b'A' && d[9] == b'C').then_some(&[0u8; 4][..])
+}
+
+/// The key of domain `d`'s implicit member when it lies in `[begin, end)`.
+fn implicit_key(d: &[u8], begin: &[u8], end: &[u8]) -> Option<Vec<u8>> {
+    let key = [d, implicit_member(d)?].concat();
+    (begin <= key.as_slice() && key.as_slice() < end).then_some(key)
 }
 
 /// The one domain holding every key of `[begin, end)`, if there is one.
@@ -1187,17 +1208,37 @@ impl RedisTxn<'_> {
     ) -> Result<Vec<Vec<u8>>> {
         let zk = self.eng.zkey(d);
         let (min, max) = lex_bounds(d, begin, end);
+        let implicit = implicit_key(d, begin, end);
         let mut p = redis::pipe();
-        self.watch(&mut p, [zk.clone()]);
+        let mut watched = vec![zk.clone()];
+        watched.extend(implicit.iter().map(|k| self.eng.rkey(k)));
+        self.watch(&mut p, watched);
+        if let Some(k) = &implicit {
+            p.cmd("EXISTS").arg(self.eng.rkey(k));
+        }
         let c = p.cmd("ZRANGEBYLEX").arg(&zk).arg(&min).arg(&max);
         if let Some(n) = limit {
             c.arg("LIMIT").arg(0).arg(n);
         }
-        let (members,): (Vec<Vec<u8>>,) = self.query(&p)?;
-        Ok(members
-            .into_iter()
-            .map(|m| [d, m.as_slice()].concat())
-            .collect())
+        let mut keys = Vec::new();
+        let members: Vec<Vec<u8>> = match implicit {
+            Some(k) => {
+                let (exists, members): (bool, Vec<Vec<u8>>) = self.query(&p)?;
+                if exists {
+                    keys.push(k);
+                }
+                members
+            }
+            None => self.query::<(Vec<Vec<u8>>,)>(&p)?.0,
+        };
+        // Volumes written before chunk 0 was left out of the index may still list it.
+        for m in members {
+            let k = [d, m.as_slice()].concat();
+            if keys.last() != Some(&k) {
+                keys.push(k);
+            }
+        }
+        Ok(keys)
     }
 
     /// Keys of `[begin, end)` found by walking the volume's keyspace (ranges that span
@@ -1277,8 +1318,13 @@ impl RedisTxn<'_> {
         let (min, max) = lex_bounds(d, begin, end);
         let limit_arg: i64 = i64::try_from(limit).unwrap_or(-1);
         let data_prefix = self.eng.rkey(d);
+        let implicit = implicit_key(d, begin, end).map(|k| k[d.len()..].to_vec());
         let mut inv = self.eng.scan_script.key(&zk);
-        inv.arg(&min).arg(&max).arg(limit_arg).arg(&data_prefix);
+        inv.arg(&min)
+            .arg(&max)
+            .arg(limit_arg)
+            .arg(&data_prefix)
+            .arg(implicit.unwrap_or_default());
         let r = self
             .eng
             .block_on(inv.invoke_async::<Vec<Value>>(&mut *self.conn));
@@ -1290,6 +1336,9 @@ impl RedisTxn<'_> {
                 out.push(([d, m.as_slice()].concat(), v));
             }
         }
+        // An implicit member an older index also lists comes twice, side by side.
+        out.dedup_by(|a, b| a.0 == b.0);
+        out.truncate(limit);
         Ok(out)
     }
 
@@ -1304,8 +1353,10 @@ impl RedisTxn<'_> {
             match v {
                 Some(v) => {
                     sets.push((self.eng.rkey(k), v));
-                    if let Some((zk, m)) = index {
-                        zadd.entry(zk).or_default().push(m);
+                    match index {
+                        Some((_, m)) if domain_of(k).and_then(implicit_member) == Some(m) => {}
+                        Some((zk, m)) => zadd.entry(zk).or_default().push(m),
+                        None => {}
                     }
                 }
                 None => {
@@ -1628,6 +1679,17 @@ mod tests {
         assert_eq!(domain_of(&keys::slice_ref(1, 2)), Some(b"K".as_slice()));
         assert_eq!(domain_of(&keys::session_expire(3)), Some(b"SE".as_slice()));
         // Never scanned, never indexed.
+        // Chunk 0 is the one implicit member, of chunk domains only.
+        assert_eq!(implicit_member(&cp), Some(&[0u8; 4][..]));
+        assert_eq!(implicit_member(&dp), None);
+        assert_eq!(
+            implicit_key(&cp, &cp, &prefix_end(&cp)),
+            Some(keys::chunk(ino, 0))
+        );
+        assert_eq!(
+            implicit_key(&cp, &keys::chunk(ino, 1), &prefix_end(&cp)),
+            None
+        );
         assert_eq!(domain_of(&keys::attr(ino)), None);
         assert_eq!(domain_of(&keys::symlink(ino)), None);
         assert_eq!(domain_of(&keys::counter("nextInode")), None);
