@@ -74,8 +74,10 @@
 
 use super::{prefix_end, KvEngine, KvTxn, TxnBody};
 use crate::error::{Error, Result};
-use deadpool_redis::{Pool, PoolError, Runtime, Timeouts};
+use deadpool::managed::{Metrics, Object, RecycleResult};
+use deadpool_redis::{PoolError, Runtime, Timeouts};
 use parking_lot::Mutex;
+use redis::aio::MultiplexedConnection;
 use redis::{
     AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline,
     RedisConnectionInfo, RedisError, Value,
@@ -135,6 +137,37 @@ for i = 1, #m, 500 do
 end
 return out
 "#;
+
+// ---------------------------------------------------------------------------------------
+// Connection pool
+// ---------------------------------------------------------------------------------------
+
+/// deadpool-redis's manager, without its check of every connection leaving the pool
+/// (UNWATCH and PING: one more round trip per transaction, as many as the transaction
+/// itself for a lookup). Instead, a connection a transaction damaged never goes back,
+/// one left with WATCHes is sent UNWATCH first, and a connection the server closed
+/// fails its next command with an I/O error, after which the engine drops the whole
+/// pool and retries on fresh connections (see [`RedisEngine::attempt`]).
+struct Manager(deadpool_redis::Manager);
+
+impl deadpool::managed::Manager for Manager {
+    type Type = MultiplexedConnection;
+    type Error = RedisError;
+
+    async fn create(&self) -> std::result::Result<MultiplexedConnection, RedisError> {
+        self.0.create().await
+    }
+
+    async fn recycle(
+        &self,
+        _: &mut MultiplexedConnection,
+        _: &Metrics,
+    ) -> RecycleResult<RedisError> {
+        Ok(())
+    }
+}
+
+type Pool = deadpool::managed::Pool<Manager>;
 
 // ---------------------------------------------------------------------------------------
 // Scan domains
@@ -692,11 +725,12 @@ impl RedisEngine {
         }
         eng.block_on(async {
             let mut conn = cur.pool.get().await.map_err(|e| pool_err(e, &cur.addr))?;
-            let pong: RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+            let conn: &mut MultiplexedConnection = &mut conn;
+            let pong: RedisResult<String> = redis::cmd("PING").query_async(&mut *conn).await;
             pong.map_err(|e| map_err(&e, &cur.addr))?;
             // A replica answers reads but refuses every write, which would only show as
             // retries; say so now. (Sentinel and cluster lookups find masters.)
-            let role: RedisResult<Vec<Value>> = redis::cmd("ROLE").query_async(&mut conn).await;
+            let role: RedisResult<Vec<Value>> = redis::cmd("ROLE").query_async(&mut *conn).await;
             if let Ok(role) = role {
                 if let (Some(Value::BulkString(r)), Some(Value::BulkString(host)), Some(Value::Int(port))) =
                     (role.first(), role.get(1), role.get(2))
@@ -717,7 +751,7 @@ impl RedisEngine {
             let policy: RedisResult<Vec<String>> = redis::cmd("CONFIG")
                 .arg("GET")
                 .arg("maxmemory-policy")
-                .query_async(&mut conn)
+                .query_async(&mut *conn)
                 .await;
             if let Ok(p) = policy {
                 if let Some(v) = p.get(1).filter(|v| v.as_str() != "noeviction") {
@@ -969,6 +1003,7 @@ impl RedisEngine {
         let addr = format!("{host}:{port}");
         let info = self.conn_info(&host, port, self.db, false)?;
         let manager = deadpool_redis::Manager::new_with_config(info, Self::conn_config())
+            .map(Manager)
             .map_err(|e| map_err(&e, &addr))?;
         let pool = Pool::builder(manager)
             .max_size(self.url.pool_size)
@@ -1109,7 +1144,7 @@ fn check_key(key: &[u8]) -> Result<()> {
 
 struct RedisTxn<'a> {
     eng: &'a RedisEngine,
-    conn: &'a mut deadpool_redis::Connection,
+    conn: &'a mut Object<Manager>,
     addr: &'a str,
     read_only: bool,
     /// Redis keys watched so far (data keys and index keys).
@@ -1136,7 +1171,7 @@ impl RedisTxn<'_> {
     }
 
     fn query<T: redis::FromRedisValue>(&mut self, p: &Pipeline) -> Result<T> {
-        let r = self.eng.block_on(p.query_async::<T>(&mut *self.conn));
+        let r = self.eng.block_on(p.query_async::<T>(&mut **self.conn));
         r.map_err(|e| self.fail(e))
     }
 
@@ -1327,7 +1362,7 @@ impl RedisTxn<'_> {
             .arg(implicit.unwrap_or_default());
         let r = self
             .eng
-            .block_on(inv.invoke_async::<Vec<Value>>(&mut *self.conn));
+            .block_on(inv.invoke_async::<Vec<Value>>(&mut **self.conn));
         let flat = r.map_err(|e| self.fail(e))?;
         let mut out = Vec::with_capacity(flat.len() / 2);
         let mut it = flat.into_iter();
@@ -1398,7 +1433,14 @@ impl RedisTxn<'_> {
         }
         let mut p = redis::pipe();
         p.atomic();
-        match self.query::<Value>(&p)? {
+        self.exec(&p)
+    }
+
+    /// Runs a MULTI/EXEC pipeline; EXEC ends every WATCH of the connection.
+    fn exec(&mut self, p: &Pipeline) -> Result<()> {
+        let r = self.query::<Value>(p);
+        self.watched.clear();
+        match r? {
             Value::Nil => Err(Error::Conflict),
             _ => Ok(()),
         }
@@ -1418,10 +1460,7 @@ impl RedisTxn<'_> {
         let mut p = redis::pipe();
         p.atomic();
         self.queue_writes(&mut p);
-        match self.query::<Value>(&p)? {
-            Value::Nil => Err(Error::Conflict),
-            _ => Ok(()),
-        }
+        self.exec(&p)
     }
 }
 
@@ -1551,10 +1590,21 @@ impl KvEngine for RedisEngine {
             Err(e @ Error::Sys(_)) => tx.validate().and(Err(e)),
             Err(e) => Err(e),
         };
-        let damage = tx.damage;
+        let mut damage = tx.damage;
+        if damage == Damage::None && !tx.watched.is_empty() {
+            // No EXEC ended this attempt (its body failed): the next user of the
+            // connection must not inherit its WATCHes.
+            let unwatch = redis::cmd("UNWATCH");
+            if let Err(e) = self.block_on(unwatch.query_async::<()>(&mut *conn)) {
+                damage = match self::damage(&e) {
+                    Damage::None => Damage::Connection,
+                    d => d,
+                };
+            }
+        }
         if damage != Damage::None {
             // Out of the pool: a late reply must never reach the next transaction.
-            drop(deadpool_redis::Connection::take(conn));
+            drop(Object::take(conn));
         }
         if damage == Damage::Topology {
             self.forget(&cur);
@@ -1567,6 +1617,7 @@ impl KvEngine for RedisEngine {
         let pattern = glob_prefix(&self.prefix);
         self.block_on(async {
             let mut conn = cur.pool.get().await.map_err(|e| pool_err(e, &cur.addr))?;
+            let conn: &mut MultiplexedConnection = &mut conn;
             // Keys created during a pass may be missed by SCAN: repeat until a pass
             // finds nothing.
             for _ in 0..10 {
@@ -1579,13 +1630,15 @@ impl KvEngine for RedisEngine {
                         .arg(&pattern)
                         .arg("COUNT")
                         .arg(1000)
-                        .query_async(&mut conn)
+                        .query_async(&mut *conn)
                         .await;
                     let (next, keys) = r.map_err(|e| map_err(&e, &cur.addr))?;
                     found += keys.len();
                     for chunk in keys.chunks(BATCH) {
-                        let r: RedisResult<i64> =
-                            redis::cmd("UNLINK").arg(chunk).query_async(&mut conn).await;
+                        let r: RedisResult<i64> = redis::cmd("UNLINK")
+                            .arg(chunk)
+                            .query_async(&mut *conn)
+                            .await;
                         r.map_err(|e| map_err(&e, &cur.addr))?;
                     }
                     cursor = next;
@@ -1784,7 +1837,7 @@ mod tests {
                     let mut c = cur.pool.get().await.unwrap();
                     redis::cmd("ACL")
                         .arg(args)
-                        .query_async::<Value>(&mut c)
+                        .query_async::<Value>(&mut *c)
                         .await
                 })
                 .unwrap();
@@ -2118,7 +2171,7 @@ mod tests {
             let info: String = eng
                 .block_on(async {
                     let mut c = cur.pool.get().await.unwrap();
-                    redis::cmd("INFO").arg("memory").query_async(&mut c).await
+                    redis::cmd("INFO").arg("memory").query_async(&mut *c).await
                 })
                 .unwrap();
             info.lines()
