@@ -909,6 +909,10 @@ impl KvEngine for SqlEngine {
             read_only,
         };
         match body(&mut txn) {
+            // A read-only transaction is dropped, not committed: sqlx queues its
+            // ROLLBACK, which then travels with the next use of the connection instead
+            // of costing a round trip of its own.
+            Ok(()) if read_only => Ok(()),
             Ok(()) => rt.block_on(txn.tx.commit()).map_err(|e| self.err(e)),
             Err(e) => {
                 // The rollback's own failure does not matter: a broken connection is
