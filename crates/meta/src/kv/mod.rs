@@ -160,7 +160,19 @@ pub struct Kv {
     /// Since when transactions of this client have been failing with temporary engine
     /// errors (an outage), to log its start and end once.
     outage: Mutex<Option<Instant>>,
+    /// Operations that gave up during the current outage, for [`Kv::gave_up`].
+    give_ups: Mutex<GiveUps>,
 }
+
+/// Give-ups not logged yet, and when the last one was.
+#[derive(Default)]
+struct GiveUps {
+    logged: Option<Instant>,
+    failed: u64,
+}
+
+/// How often, at most, an outage logs that operations fail.
+const GIVE_UP_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Kv {
     pub fn new(engine: Box<dyn KvEngine>) -> Self {
@@ -171,6 +183,7 @@ impl Kv {
             space: AtomicI64::new(0),
             inodes: AtomicI64::new(0),
             outage: Mutex::new(None),
+            give_ups: Mutex::default(),
         }
     }
 
@@ -270,19 +283,11 @@ impl Kv {
                 Err(e) if e.is_temporary() => {
                     failures += 1;
                     let elapsed = start.elapsed();
-                    if elapsed >= Duration::from_secs(1) {
+                    if elapsed >= Duration::from_secs(1).min(self.retry_timeout) {
                         self.outage_started(&e, start);
                     }
                     if elapsed >= self.retry_timeout {
-                        tracing::warn!(
-                            "metadata engine {} at {} did not answer for {:.0} s: {e}; the \
-                             operation fails with EIO. Raise --meta-retry-timeout (now {} s) to \
-                             wait longer for the database",
-                            self.engine.name(),
-                            self.url,
-                            elapsed.as_secs_f64(),
-                            self.retry_timeout.as_secs_f64()
-                        );
+                        self.gave_up(&e, elapsed);
                         return Err(e);
                     }
                     let exp = Duration::from_millis(10u64 << failures.min(7)).min(MAX_BACKOFF);
@@ -309,10 +314,43 @@ impl Kv {
         }
     }
 
+    /// Logs that an operation failed with EIO after waiting out the retry timeout: the
+    /// first time in an outage, then at most once a minute with a count of the failures
+    /// in between, so a long outage under load does not flood the log.
+    fn gave_up(&self, e: &Error, waited: Duration) {
+        let mut g = self.give_ups.lock();
+        g.failed += 1;
+        if g.logged.is_some_and(|t| t.elapsed() < GIVE_UP_LOG_INTERVAL) {
+            return;
+        }
+        let others = match g.failed - 1 {
+            0 => String::new(),
+            n => format!(" ({n} other operations failed the same way since the last message)"),
+        };
+        tracing::warn!(
+            "metadata engine {} at {} did not answer for {:.0} s: {e}; the operation fails \
+             with EIO{others}. Raise --meta-retry-timeout (now {} s) to wait longer for the \
+             database",
+            self.engine.name(),
+            self.url,
+            waited.as_secs_f64(),
+            self.retry_timeout.as_secs_f64()
+        );
+        *g = GiveUps {
+            logged: Some(Instant::now()),
+            failed: 0,
+        };
+    }
+
     fn outage_over(&self) {
         if let Some(since) = self.outage.lock().take() {
+            let failed = std::mem::take(&mut *self.give_ups.lock()).failed;
+            let unlogged = match failed {
+                0 => String::new(),
+                n => format!("; {n} more operations failed with EIO meanwhile"),
+            };
             tracing::info!(
-                "metadata engine {} at {} answers again (after about {:.0} s)",
+                "metadata engine {} at {} answers again (after about {:.0} s{unlogged})",
                 self.engine.name(),
                 self.url,
                 since.elapsed().as_secs_f64()
@@ -363,5 +401,57 @@ pub fn open_engine(url: &str) -> Result<Box<dyn KvEngine>> {
              etcd://HOST:PORT/PREFIX, memory://NAME",
             crate::meta::redact_url(url)
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    /// A memory engine whose database is down until told otherwise.
+    struct Down(Arc<AtomicBool>, memory::MemoryEngine);
+
+    impl KvEngine for Down {
+        fn name(&self) -> &'static str {
+            "down"
+        }
+        fn attempt(&self, body: &mut TxnBody<'_>, read_only: bool) -> Result<()> {
+            if self.0.load(Ordering::SeqCst) {
+                Err(Error::engine("connection refused", true))
+            } else {
+                self.1.attempt(body, read_only)
+            }
+        }
+        fn reset(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_outage_logs_give_ups_once_a_minute_with_a_count() {
+        let down = Arc::new(AtomicBool::new(true));
+        let engine = Down(down.clone(), memory::MemoryEngine::new());
+        let kv = Kv::new(Box::new(engine)).with_retry_timeout(Duration::from_millis(200));
+        for _ in 0..3 {
+            let e = kv.read(|_| Ok(())).unwrap_err();
+            assert!(e.is_temporary(), "{e}");
+        }
+        // The first give-up was logged; the two after it wait for the next message.
+        let g = kv.give_ups.lock();
+        assert!(g.logged.is_some());
+        assert_eq!(g.failed, 2);
+        drop(g);
+        // The database answers again while an operation waits: the count goes into
+        // that message and restarts.
+        let up = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            down.store(false, Ordering::SeqCst);
+        });
+        kv.read(|_| Ok(())).unwrap();
+        up.join().unwrap();
+        let g = kv.give_ups.lock();
+        assert_eq!((g.logged, g.failed), (None, 0));
     }
 }
