@@ -236,18 +236,28 @@ impl Vfs {
         fh
     }
 
-    /// Attributes with this client's uncommitted length folded in.
-    fn merge_pending(&self, ino: Ino, mut attr: Attr) -> Attr {
-        if let Some(f) = self.files.lock().get(&ino).cloned() {
-            let mut inner = f.inner.lock();
-            if inner.is_dirty() {
-                attr.length = attr.length.max(inner.attr.length);
-                attr.mtime = attr.mtime.max(inner.attr.mtime);
-            } else {
-                inner.attr = attr.clone();
-            }
+    /// Attributes with this client's uncommitted length folded in. `read` is what
+    /// metadata said before this call. For a file open here it is read again, under
+    /// the file's lock: no commit of this client is under way then, whereas an earlier
+    /// read may predate a commit that finished since, and taking it would undo that
+    /// commit's length (the kernel then shrinks the file it just saw grow).
+    fn merge_pending(&self, ino: Ino, read: Option<Attr>) -> Result<Attr> {
+        let file = self.files.lock().get(&ino).cloned();
+        let Some(f) = file else {
+            return match read {
+                Some(attr) => Ok(attr),
+                None => Ok(self.meta.get_attr(ino)?),
+            };
+        };
+        let mut inner = f.inner.lock();
+        let mut attr = self.meta.get_attr(ino)?;
+        if inner.is_dirty() {
+            attr.length = attr.length.max(inner.attr.length);
+            attr.mtime = attr.mtime.max(inner.attr.mtime);
+        } else {
+            inner.attr = attr.clone();
         }
-        attr
+        Ok(attr)
     }
 
     // ----- namespace ------------------------------------------------------------------
@@ -259,13 +269,16 @@ impl Vfs {
         } else {
             self.meta.lookup(ctx, parent, name)?
         };
-        Ok((self.to_kernel(ino), self.merge_pending(ino, attr)))
+        Ok((self.to_kernel(ino), self.merge_pending(ino, Some(attr))?))
     }
 
     pub fn getattr(&self, ino: Ino) -> Result<Attr> {
         let ino = self.to_meta(ino);
+        if self.files.lock().contains_key(&ino) {
+            return self.merge_pending(ino, None);
+        }
         let attr = self.meta.get_attr(ino)?;
-        Ok(self.merge_pending(ino, attr))
+        self.merge_pending(ino, Some(attr))
     }
 
     /// Changes attributes; `size` truncates or extends the file.
@@ -289,7 +302,7 @@ impl Vfs {
             Some(a) => a,
             None => self.meta.get_attr(ino)?,
         };
-        Ok(self.merge_pending(ino, attr))
+        self.merge_pending(ino, Some(attr))
     }
 
     fn truncate(&self, ctx: &Ctx, ino: Ino, size: u64) -> Result<Attr> {
@@ -411,7 +424,7 @@ impl Vfs {
         let attr = self
             .meta
             .link(ctx, ino, self.to_meta(new_parent), new_name)?;
-        Ok(self.merge_pending(ino, attr))
+        self.merge_pending(ino, Some(attr))
     }
 
     pub fn statfs(&self) -> Result<StatFs> {
@@ -505,7 +518,7 @@ impl Vfs {
             self.meta.close(ino)?;
             return sys(EISDIR);
         }
-        let attr = self.merge_pending(ino, attr);
+        let attr = self.merge_pending(ino, Some(attr))?;
         Ok(self.open_state(ino, attr))
     }
 
