@@ -54,6 +54,32 @@ pub fn parse_block_key(key: &str) -> Option<(u64, u32, u32)> {
     }
 }
 
+/// Listing prefixes that together hold every block of the slices with ids in
+/// `[start, end)` (and others): one per thousand ids in the plain form; in the
+/// hash-prefix form one per hash bucket present in the range and million ids.
+pub fn listing_prefixes(start: u64, end: u64, hash_prefix: bool) -> Vec<String> {
+    if start >= end {
+        return Vec::new();
+    }
+    let last = end - 1;
+    if hash_prefix {
+        let buckets: Vec<u64> = if end - start >= 256 {
+            (0..256).collect()
+        } else {
+            let mut b: Vec<u64> = (start..end).map(|id| id % 256).collect();
+            b.sort_unstable();
+            b
+        };
+        (start / 1_000_000..=last / 1_000_000)
+            .flat_map(|m| buckets.iter().map(move |b| format!("chunks/{b:02X}/{m}/")))
+            .collect()
+    } else {
+        (start / 1_000..=last / 1_000)
+            .map(|k| format!("chunks/{}/{}/", k / 1_000, k))
+            .collect()
+    }
+}
+
 /// Number of blocks of a slice of `size` bytes.
 pub fn block_count(size: u32, block_size: usize) -> u32 {
     (size as u64).div_ceil(block_size as u64) as u32
@@ -115,6 +141,32 @@ mod tests {
         assert_eq!(parse_block_key("chunks/0/5/1_0_1"), None);
         assert_eq!(parse_block_key("meta/dump.json"), None);
         assert_eq!(parse_block_key("chunks/0/0/1_0_1_2"), None);
+    }
+
+    #[test]
+    fn listing_prefixes_cover_every_block_of_the_range() {
+        for hp in [false, true] {
+            for (start, end) in [(0u64, 1u64), (998, 1003), (999_990, 1_000_300), (5, 4101)] {
+                let prefixes = listing_prefixes(start, end, hp);
+                for id in start..end {
+                    let k = block_key(id, 3, 4096, hp);
+                    assert!(
+                        prefixes.iter().any(|p| k.starts_with(p)),
+                        "{k} {prefixes:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            listing_prefixes(998, 1003, false),
+            ["chunks/0/0/", "chunks/0/1/"]
+        );
+        assert_eq!(listing_prefixes(5, 4101, false).len(), 5);
+        assert_eq!(
+            listing_prefixes(10, 12, true),
+            ["chunks/0A/0/", "chunks/0B/0/"]
+        );
+        assert!(listing_prefixes(7, 7, true).is_empty());
     }
 
     #[test]

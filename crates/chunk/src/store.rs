@@ -15,16 +15,16 @@
 
 use crate::buffer::{BufferPool, Reservation};
 use crate::cache::MemCache;
-use crate::key::{block_len, blocks};
+use crate::key::{block_len, blocks, listing_prefixes};
 use crate::retry::retry;
 use crate::writer::SliceWriter;
-use crate::{block_key, ChunkConfig, Codec, Error, Result};
+use crate::{block_key, parse_block_key, ChunkConfig, Codec, Error, Result};
 use bytes::{Bytes, BytesMut};
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
 use nectar_object::ObjectStore;
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::AtomicBool;
@@ -168,6 +168,52 @@ impl ChunkStore {
             .collect()
             .await;
         results.into_iter().collect()
+    }
+
+    /// Deletes every block of the slices with ids in `ranges` (each `[start, end)`),
+    /// except those in `keep`, by listing where such blocks live; returns how many it
+    /// deleted. For the blocks a dead client stored but never committed: the caller
+    /// (metadata) guarantees no chunk refers to those ids.
+    pub async fn delete_unfinished(
+        &self,
+        ranges: &[(u64, u64)],
+        keep: &HashSet<u64>,
+    ) -> Result<usize> {
+        const PAGE: usize = 1000;
+        let hash = self.inner.cfg.hash_prefix;
+        let prefixes: BTreeSet<String> = ranges
+            .iter()
+            .flat_map(|&(start, end)| listing_prefixes(start, end, hash))
+            .collect();
+        let wanted = |id: u64| {
+            !keep.contains(&id) && ranges.iter().any(|&(start, end)| start <= id && id < end)
+        };
+        let mut doomed = Vec::new();
+        for prefix in &prefixes {
+            let mut after: Option<String> = None;
+            loop {
+                let page = retry("list", prefix, self.inner.cfg.io_retries, None, || {
+                    self.inner.store.list(prefix, after.as_deref(), PAGE)
+                })
+                .await?;
+                doomed.extend(
+                    page.iter()
+                        .filter(|o| parse_block_key(&o.key).is_some_and(|(id, ..)| wanted(id)))
+                        .map(|o| o.key.clone()),
+                );
+                match page.last() {
+                    Some(last) if page.len() == PAGE => after = Some(last.key.clone()),
+                    _ => break,
+                }
+            }
+        }
+        let results: Vec<Result<()>> = futures::stream::iter(&doomed)
+            .map(|k| async move { self.inner.delete(k, None).await })
+            .buffer_unordered(MAX_DELETES)
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<Vec<()>>>()?;
+        Ok(doomed.len())
     }
 
     /// Object keys of the blocks of a slice, for `nectar info`.

@@ -167,8 +167,15 @@ impl Meta {
         if end > MAX_FILE_SIZE {
             return sys(EFBIG);
         }
+        let commit = self.drawn_under(slice.id).map(|sid| (sid, slice.id));
         self.kv.txn(|tx| {
-            let mut attr = get_attr(tx, ino)?;
+            let mut attr = match self
+                .read_for_commit(tx, vec![keys::attr(ino)], commit)?
+                .pop()
+            {
+                Some(Some(v)) => Attr::decode(&v)?,
+                _ => return sys(ENOENT),
+            };
             if attr.typ != FileType::File {
                 return sys(EPERM);
             }
@@ -180,6 +187,7 @@ impl Meta {
             }
             let key = keys::chunk(ino, index);
             tx.append(&key, &slice.encode())?;
+            self.record_commit(tx, commit)?;
             let count = tx.get(&key)?.map(|v| v.len() / SLICE_LEN).unwrap_or(1);
             attr.mtime = mtime;
             attr.ctime = Time::now();
@@ -599,8 +607,12 @@ impl Meta {
     ) -> Result<bool> {
         let prefix: Vec<u8> = old.iter().flat_map(|s| s.encode()).collect();
         let key = keys::chunk(ino, index);
+        let commit = new
+            .as_ref()
+            .and_then(|n| Some((self.drawn_under(n.id)?, n.id)));
         let (done, freed) = self.kv.txn(|tx| {
-            let Some(value) = tx.get(&key)? else {
+            let Some(Some(value)) = self.read_for_commit(tx, vec![key.clone()], commit)?.pop()
+            else {
                 return Ok((false, Vec::new()));
             };
             if !value.starts_with(&prefix) {
@@ -616,6 +628,7 @@ impl Meta {
             } else {
                 tx.set(&key, &v)?;
             }
+            self.record_commit(tx, commit)?;
             let mut freed = Vec::new();
             for s in old {
                 freed.extend(deref_slice(tx, s)?);

@@ -24,6 +24,13 @@ pub enum Error {
     /// Bad input from the user: a META-URL, an option, a setting.
     #[error("{0}")]
     Invalid(String),
+    /// Another client declared this client's session dead and cleaned up after it, so
+    /// data drawn under the session cannot be committed.
+    #[error("session {0} of this client expired and was cleaned by another client (was the database unreachable for longer than the session timeout?); the write is lost")]
+    SessionLost(u64),
+    /// Object storage failed in a cleanup the metadata layer drives.
+    #[error("{0}")]
+    Storage(String),
     /// The database holds no volume.
     #[error("{0}")]
     NotFormatted(String),

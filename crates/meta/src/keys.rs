@@ -122,6 +122,39 @@ pub fn sustained_prefix(sid: u64) -> Vec<u8> {
     k
 }
 
+/// `SR<sid><start>` → end: a range of slice ids handed to a session.
+pub fn session_range(sid: u64, start: u64) -> Vec<u8> {
+    let mut k = session_ranges_prefix(sid);
+    k.extend_from_slice(&start.to_be_bytes());
+    k
+}
+
+pub fn session_ranges_prefix(sid: u64) -> Vec<u8> {
+    let mut k = b"SR".to_vec();
+    k.extend_from_slice(&sid.to_be_bytes());
+    k
+}
+
+/// `SC<sid><id>`: a slice id the session committed, kept while at or above its mark.
+pub fn session_commit(sid: u64, id: u64) -> Vec<u8> {
+    let mut k = session_commits_prefix(sid);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub fn session_commits_prefix(sid: u64) -> Vec<u8> {
+    let mut k = b"SC".to_vec();
+    k.extend_from_slice(&sid.to_be_bytes());
+    k
+}
+
+/// `SW<sid>` → id: every slice id of the session below it is committed or given up.
+pub fn session_mark(sid: u64) -> Vec<u8> {
+    let mut k = b"SW".to_vec();
+    k.extend_from_slice(&sid.to_be_bytes());
+    k
+}
+
 /// `F<ino>`: the BSD flock table of an inode.
 pub fn flock(ino: Ino) -> Vec<u8> {
     with_ino(b'F', ino, 0)

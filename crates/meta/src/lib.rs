@@ -21,6 +21,7 @@ pub mod meta;
 pub mod namespace;
 pub mod slice;
 pub mod types;
+pub mod unfinished;
 pub mod xattr;
 
 pub use acl::{AclEntry, AclType, Rule};
@@ -28,3 +29,4 @@ pub use error::{Error, Result};
 pub use meta::{Meta, SliceDeleter};
 pub use namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE};
 pub use types::*;
+pub use unfinished::{NewSlice, SliceSweeper};

@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::keys;
 use crate::kv::{open_engine, Kv, KvTxn};
 use crate::types::*;
+use crate::unfinished::{SliceIds, SliceSweeper};
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,7 +29,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 const INODE_BATCH: u64 = 1024;
-const SLICE_BATCH: u64 = 4096;
 /// A session not refreshed for this long is dead (JuiceFS: 5 heartbeats of 12 s).
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -81,19 +81,22 @@ pub struct Meta {
     format: RwLock<Option<Format>>,
     sid: AtomicU64,
     inodes: Mutex<Range>,
-    slices: Mutex<Range>,
+    pub(crate) slices: Arc<Mutex<SliceIds>>,
     /// How many times this client has each inode open.
     pub(crate) open_files: Mutex<HashMap<Ino, u32>>,
     deleter: RwLock<Option<SliceDeleter>>,
+    pub(crate) sweeper: RwLock<Option<SliceSweeper>>,
+    /// The session's info, kept to register again if another client cleaned it.
+    session_info: Mutex<Vec<u8>>,
     /// Usage changes are kept in memory and written by the flusher (set with a session).
     defer_usage: AtomicBool,
     /// One flush of the usage counters at a time.
     flush_lock: Mutex<()>,
-    /// This `Meta`, for the flusher thread.
     /// Seconds a session of this client lives without a refresh.
     session_timeout: i64,
     /// ACL rules seen so far, by id and by content.
     pub(crate) acls: RwLock<crate::acl::RuleCache>,
+    /// This `Meta`, for the flusher thread.
     me: Weak<Meta>,
 }
 
@@ -120,9 +123,11 @@ impl Meta {
             format: RwLock::new(None),
             sid: AtomicU64::new(0),
             inodes: Mutex::new(Range::default()),
-            slices: Mutex::new(Range::default()),
+            slices: Default::default(),
             open_files: Mutex::new(HashMap::new()),
             deleter: RwLock::new(None),
+            sweeper: RwLock::new(None),
+            session_info: Mutex::new(Vec::new()),
             defer_usage: AtomicBool::new(false),
             flush_lock: Mutex::new(()),
             session_timeout: cfg.session_timeout.as_secs().max(1) as i64,
@@ -246,28 +251,35 @@ impl Meta {
         }
     }
 
-    /// A new volume-unique slice id.
-    pub fn new_slice_id(&self) -> Result<u64> {
-        self.alloc(&self.slices, "nextChunk", SLICE_BATCH)
-    }
-
     // ----- sessions -------------------------------------------------------------------
 
     /// Registers this client's session; returns its id.
     pub fn new_session(&self, info: &SessionInfo) -> Result<u64> {
         let json = serde_json::to_vec(info).map_err(|e| Error::Invalid(e.to_string()))?;
-        let sid = self.kv.txn(|tx| {
-            let sid = tx.incr_by(&keys::counter("nextSession"), 1)? as u64;
-            tx.set(
-                &keys::session_expire(sid),
-                &(now_secs() + self.session_timeout).to_be_bytes(),
-            )?;
-            tx.set(&keys::session_info(sid), &json)?;
-            Ok(sid)
-        })?;
-        self.sid.store(sid, Ordering::Relaxed);
+        let sid = self.kv.txn(|tx| self.register_session(tx, &json))?;
+        *self.session_info.lock() = json;
+        self.start_session(sid);
         self.defer_usage_changes();
         Ok(sid)
+    }
+
+    /// Writes a new session's lease and info; returns its id.
+    fn register_session(&self, tx: &mut dyn KvTxn, info: &[u8]) -> Result<u64> {
+        let sid = tx.incr_by(&keys::counter("nextSession"), 1)? as u64;
+        tx.set(
+            &keys::session_expire(sid),
+            &(now_secs() + self.session_timeout).to_be_bytes(),
+        )?;
+        tx.set(&keys::session_info(sid), info)?;
+        Ok(sid)
+    }
+
+    /// Makes `sid` this client's session. Slice ids come from a range recorded under it
+    /// from now on (see [`crate::unfinished`]).
+    fn start_session(&self, sid: u64) {
+        let mut ids = self.slices.lock();
+        self.sid.store(sid, Ordering::Relaxed);
+        ids.new_session();
     }
 
     /// From now on, usage changes stay in memory and a background thread writes them
@@ -320,29 +332,47 @@ impl Meta {
         self.sid.load(Ordering::Relaxed)
     }
 
-    /// The heartbeat: extends this session's lease.
+    /// The heartbeat: extends this session's lease and stores its slice mark (see
+    /// [`crate::unfinished`]).
     pub fn refresh_session(&self) -> Result<()> {
         let sid = self.session_id();
         if sid == 0 {
             return Ok(());
         }
-        self.kv.txn(|tx| {
+        let mark = self.slice_mark();
+        let info = self.session_info.lock().clone();
+        let renewed = self.kv.txn(|tx| {
             if tx.get(&keys::session_info(sid))?.is_none() {
                 if self.session_id() != sid {
                     // Closed while this heartbeat was under way (it may have waited out a
                     // database outage): writing the lease now would leave a ghost session.
                     // The read above makes a close that commits first a conflict, so the
                     // retry lands here.
-                    return Ok(());
+                    return Ok(None);
                 }
-                // Another client declared us dead and cleaned up; keep the id, re-register.
-                tracing::warn!("session {sid} had expired and was cleaned by another client");
+                // Another client declared us dead and cleaned up after us: the slices
+                // drawn under the old id can no longer be committed, so register anew.
+                return self.register_session(tx, &info).map(Some);
             }
             tx.set(
                 &keys::session_expire(sid),
                 &(now_secs() + self.session_timeout).to_be_bytes(),
-            )
-        })
+            )?;
+            tx.set(&keys::session_mark(sid), &mark.to_be_bytes())?;
+            Ok(None)
+        })?;
+        if let Some(new) = renewed {
+            tracing::warn!(
+                "session {sid} had expired and was cleaned by another client (its locks \
+                 and unfinished writes are gone); continuing as session {new}"
+            );
+            self.start_session(new);
+            return Ok(());
+        }
+        if let Err(e) = self.prune_slice_records(sid, mark) {
+            tracing::debug!("session {sid}: slice records not pruned yet: {e}");
+        }
+        Ok(())
     }
 
     /// Ends this client's session: frees what it kept alive, then writes the usage
@@ -350,7 +380,7 @@ impl Meta {
     pub fn close_session(&self) -> Result<()> {
         let sid = self.sid.swap(0, Ordering::Relaxed);
         let cleaned = if sid != 0 {
-            self.clean_session(sid)
+            self.clean_session(sid, false)
         } else {
             Ok(())
         };
@@ -358,8 +388,12 @@ impl Meta {
         cleaned.and(flushed)
     }
 
-    /// Removes a session and deletes the unlinked files it kept open.
-    pub(crate) fn clean_session(&self, sid: u64) -> Result<()> {
+    /// Removes a session: its locks, the unlinked files it kept open and, when the
+    /// client died (`dead`), the blocks it stored but never committed. The info goes
+    /// first, so nothing drawn under the session can be committed meanwhile; the lease
+    /// goes last, so a cleaner that fails midway leaves the session to clean again.
+    pub(crate) fn clean_session(&self, sid: u64, dead: bool) -> Result<()> {
+        self.kv.txn(|tx| tx.delete(&keys::session_info(sid)))?;
         let prefix = keys::sustained_prefix(sid);
         let end = crate::kv::prefix_end(&prefix);
         loop {
@@ -376,10 +410,8 @@ impl Meta {
             }
         }
         self.release_session_locks(sid)?;
-        self.kv.txn(|tx| {
-            tx.delete(&keys::session_expire(sid))?;
-            tx.delete(&keys::session_info(sid))
-        })
+        self.clean_session_slices(sid, dead)?;
+        self.kv.txn(|tx| tx.delete(&keys::session_expire(sid)))
     }
 
     /// Lists sessions, live or not yet cleaned.
@@ -425,7 +457,7 @@ impl Meta {
             .collect();
         for sid in &stale {
             tracing::info!("cleaning stale session {sid}");
-            self.clean_session(*sid)?;
+            self.clean_session(*sid, true)?;
         }
         Ok(stale.len())
     }

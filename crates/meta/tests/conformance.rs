@@ -123,6 +123,7 @@ fn run_all(url: &str) {
     deferred_counters(url);
     sessions(url);
     locks_between_clients(url);
+    unfinished_slices_of_a_dead_client(url);
     concurrent_transactions(url);
 }
 
@@ -284,8 +285,8 @@ fn directories_and_nlink(url: &str) {
 fn unlink_releases_data(url: &str) {
     let (m, deleted) = setup(url);
     let f = create(&m, ROOT_INODE, "f");
-    let id1 = m.new_slice_id().unwrap();
-    let id2 = m.new_slice_id().unwrap();
+    let id1 = m.new_slice().unwrap().id();
+    let id2 = m.new_slice().unwrap().id();
     assert_ne!(id1, id2);
     write(&m, f, 0, 0, id1, 1000);
     let a = write(&m, f, 1, 5, id2, 10);
@@ -303,14 +304,14 @@ fn open_file_survives_unlink(url: &str) {
     let sid = m.new_session(&SessionInfo::default()).unwrap();
     let f = create(&m, ROOT_INODE, "f");
     m.opened(f);
-    let id = m.new_slice_id().unwrap();
+    let id = m.new_slice().unwrap().id();
     write(&m, f, 0, 0, id, 100);
     m.unlink(&root(), ROOT_INODE, b"f").unwrap();
     assert!(deleted.lock().unwrap().is_empty(), "data kept while open");
     let a = m.get_attr(f).unwrap();
     assert_eq!((a.nlink, a.length), (0, 100));
     // Still writable through the handle.
-    write(&m, f, 0, 100, m.new_slice_id().unwrap(), 50);
+    write(&m, f, 0, 100, m.new_slice().unwrap().id(), 50);
     let sessions = m.list_sessions().unwrap();
     let me = sessions.iter().find(|s| s.sid == sid).unwrap();
     assert_eq!(me.sustained, vec![f]);
@@ -330,7 +331,7 @@ fn hard_links(url: &str) {
     let (m, deleted) = setup(url);
     let d = mkdir(&m, ROOT_INODE, "d");
     let f = create(&m, ROOT_INODE, "f");
-    write(&m, f, 0, 0, m.new_slice_id().unwrap(), 10);
+    write(&m, f, 0, 0, m.new_slice().unwrap().id(), 10);
     let a = m.link(&root(), f, d, b"f2").unwrap();
     assert_eq!((a.nlink, a.parent), (2, 0));
     assert_eq!(m.lookup(&root(), d, b"f2").unwrap().0, f);
@@ -1013,6 +1014,151 @@ fn sessions(url: &str) {
     other.load().unwrap();
     assert_eq!(other.clean_stale_sessions().unwrap(), 1);
     assert!(m.list_sessions().unwrap().iter().all(|s| s.sid != sid));
+}
+
+/// Number of keys under `prefix`.
+fn count_keys(m: &Meta, prefix: &[u8]) -> usize {
+    let end = nectar_meta::kv::prefix_end(prefix);
+    m.kv()
+        .read(|tx| tx.scan(prefix, &end, usize::MAX))
+        .unwrap()
+        .len()
+}
+
+fn prefixed(tag: &[u8], sid: u64) -> Vec<u8> {
+    let mut k = tag.to_vec();
+    k.extend_from_slice(&sid.to_be_bytes());
+    k
+}
+
+type Swept = Arc<Mutex<Vec<(Vec<(u64, u64)>, std::collections::HashSet<u64>)>>>;
+
+/// A client killed between storing a slice's blocks and committing it leaves blocks no
+/// chunk refers to. Whoever cleans its session hands the sweeper exactly the ids it drew
+/// and never committed, whatever became of the committed ones (shared by
+/// copy_file_range and gone from their first file, or written by compaction), and from
+/// then on nothing drawn under the dead session can be committed.
+fn unfinished_slices_of_a_dead_client(url: &str) {
+    let (a, _) = setup(url);
+    let sid = a.new_session(&SessionInfo::default()).unwrap();
+    let f = create(&a, ROOT_INODE, "first");
+    let g = create(&a, ROOT_INODE, "copy");
+    let h = create(&a, ROOT_INODE, "compacted");
+
+    // Committed and settled before the last heartbeat: its record is pruned.
+    let early = a.new_slice().unwrap();
+    let early_id = early.id();
+    write(&a, f, 0, 0, early_id, 10);
+    drop(early);
+    a.refresh_session().unwrap();
+    assert_eq!(
+        count_keys(&a, &prefixed(b"SC", sid)),
+        0,
+        "pruned below the mark"
+    );
+    assert_eq!(count_keys(&a, &prefixed(b"SR", sid)), 1);
+
+    // Committed after the heartbeat, shared, then dropped from its first file.
+    let shared = a.new_slice().unwrap();
+    write(&a, f, 0, 0, shared.id(), 100);
+    a.copy_file_range(&root(), f, 0, g, 0, 100).unwrap();
+    a.truncate(&root(), f, 0).unwrap();
+    // Committed by a compaction.
+    let parts = [a.new_slice().unwrap(), a.new_slice().unwrap()];
+    write(&a, h, 0, 0, parts[0].id(), 50);
+    write(&a, h, 0, 50, parts[1].id(), 50);
+    let compacted = a.new_slice().unwrap();
+    let old = a.read_chunk(h, 0).unwrap();
+    let new = Slice {
+        pos: 0,
+        id: compacted.id(),
+        size: 100,
+        off: 0,
+        len: 100,
+    };
+    assert!(a.replace_chunk_prefix(h, 0, &old, Some(new)).unwrap());
+    // Stored, never committed.
+    let lost = [a.new_slice().unwrap(), a.new_slice().unwrap()];
+    assert_eq!(count_keys(&a, &prefixed(b"SC", sid)), 4);
+
+    // The client dies holding all of them. A sweeper that fails leaves the session to
+    // clean again.
+    a.kv()
+        .txn(|tx| tx.set(&keys::session_expire(sid), &1i64.to_be_bytes()))
+        .unwrap();
+    let b = Meta::connect(url).unwrap();
+    b.load().unwrap();
+    b.set_slice_sweeper(Arc::new(|_, _| Err("bucket unreachable".into())));
+    let e = b.clean_stale_sessions().unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("session {sid}")) && e.contains("bucket unreachable"),
+        "{e}"
+    );
+    assert!(b.list_sessions().unwrap().iter().any(|s| s.sid == sid));
+    let swept: Swept = Default::default();
+    let log = swept.clone();
+    b.set_slice_sweeper(Arc::new(move |ranges, keep| {
+        log.lock().unwrap().push((ranges.to_vec(), keep.clone()));
+        Ok(0)
+    }));
+    assert_eq!(b.clean_stale_sessions().unwrap(), 1);
+    let calls = swept.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1);
+    let (ranges, keep) = &calls[0];
+    let doomed = |id: u64| !keep.contains(&id) && ranges.iter().any(|&(s, e)| s <= id && id < e);
+    for l in &lost {
+        assert!(doomed(l.id()), "uncommitted slice {} not swept", l.id());
+    }
+    let live: Vec<u64> = [g, h]
+        .iter()
+        .flat_map(|&ino| a.read_chunk(ino, 0).unwrap())
+        .map(|s| s.id)
+        .collect();
+    assert!(live.contains(&shared.id()) && live.contains(&compacted.id()));
+    for id in live {
+        assert!(!doomed(id), "slice {id} is referenced but was swept");
+    }
+    assert!(
+        !ranges.iter().any(|&(s, e)| s <= early_id && early_id < e),
+        "settled before the mark, yet handed to the sweeper: {ranges:?}"
+    );
+    for tag in [&b"SR"[..], b"SC", b"SW"] {
+        assert_eq!(
+            count_keys(&b, &prefixed(tag, sid)),
+            0,
+            "{tag:?} records left"
+        );
+    }
+    assert!(b.list_sessions().unwrap().iter().all(|s| s.sid != sid));
+
+    // The client was not dead after all: what it drew under the old session cannot be
+    // committed, and its next heartbeat continues under a new session.
+    let late = Slice {
+        pos: 0,
+        id: lost[0].id(),
+        size: 10,
+        off: 0,
+        len: 10,
+    };
+    let e = a.write_slice(g, 1, late, Time::now()).unwrap_err();
+    assert!(matches!(e, Error::SessionLost(s) if s == sid), "{e}");
+    assert_eq!(e.errno(), libc::EIO);
+    a.refresh_session().unwrap();
+    let sid2 = a.session_id();
+    assert_ne!(sid2, sid);
+    let fresh = a.new_slice().unwrap();
+    write(&a, g, 1, 0, fresh.id(), 10);
+    assert_eq!(count_keys(&a, &prefixed(b"SR", sid2)), 1);
+    assert_eq!(count_keys(&a, &prefixed(b"SC", sid2)), 1);
+    drop(fresh);
+    a.close_session().unwrap();
+    for tag in [&b"SR"[..], b"SC", b"SW"] {
+        assert_eq!(
+            count_keys(&a, &prefixed(tag, sid2)),
+            0,
+            "{tag:?} left by a clean close"
+        );
+    }
 }
 
 /// Two clients (sessions) of one volume contend for flock and POSIX locks exactly as two

@@ -14,7 +14,7 @@
 //! seen at open (a new mtime).
 
 use nectar_chunk::SliceWriter;
-use nectar_meta::{slice, Attr, Ino, Slice, Time};
+use nectar_meta::{slice, Attr, Ino, NewSlice, Slice, Time};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,6 +29,8 @@ pub(crate) struct PendingSlice {
     pub pos: u32,
     pub writer: SliceWriter,
     pub last_write: Time,
+    /// Keeps the slice's id in flight until it is committed or given up.
+    pub _id: NewSlice,
 }
 
 pub(crate) struct FileInner {

@@ -148,6 +148,13 @@ impl Vfs {
                 }
             });
         }));
+        let sweeper_store = store.clone();
+        let sweeper_rt = rt.clone();
+        meta.set_slice_sweeper(Arc::new(move |ranges, keep| {
+            sweeper_rt
+                .block_on(sweeper_store.delete_unfinished(ranges, keep))
+                .map_err(|e| e.to_string())
+        }));
         let vfs = Arc::new(Vfs {
             meta,
             store,
@@ -582,11 +589,12 @@ impl Vfs {
                 .last()
                 .is_some_and(|s| s.pos as u64 + s.writer.len() as u64 == in_chunk as u64);
             if !continues {
-                let id = self.meta.new_slice_id()?;
+                let id = self.meta.new_slice()?;
                 list.push(PendingSlice {
                     pos: in_chunk,
-                    writer: self.store.writer(id),
+                    writer: self.store.writer(id.id()),
                     last_write: now,
+                    _id: id,
                 });
             }
             let Some(slice) = list.last_mut() else {
@@ -1106,7 +1114,8 @@ impl Vfs {
                 let at = (s.pos - start) as usize;
                 buf[at..at + part.len()].copy_from_slice(&part);
             }
-            let mut w = self.store.writer(self.meta.new_slice_id()?);
+            let id = self.meta.new_slice()?;
+            let mut w = self.store.writer(id.id());
             self.rt.block_on(w.append(&buf))?;
             let size = self.rt.block_on(w.finish())?;
             new = Some(Slice {
@@ -1116,11 +1125,11 @@ impl Vfs {
                 off: 0,
                 len: size,
             });
-            writer = Some(w);
+            writer = Some((w, id));
         }
         let swapped = self.meta.replace_chunk_prefix(ino, index, &records, new)?;
         if !swapped {
-            if let Some(w) = writer {
+            if let Some((w, _id)) = writer {
                 self.rt.block_on(w.abort());
             }
             return Ok(());

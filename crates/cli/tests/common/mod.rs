@@ -62,6 +62,17 @@ impl Volume {
     pub fn new(extra: &[&str]) -> Volume {
         let dir = tempfile::tempdir().unwrap();
         let meta_url = format!("sqlite3://{}/meta.db", dir.path().display());
+        Self::format(dir, meta_url, extra)
+    }
+
+    /// A volume in the database at `url` (wiped first: give it an [`isolated_url`]),
+    /// with its bucket in a temporary directory.
+    pub fn on(url: &str, extra: &[&str]) -> Volume {
+        wipe_volume(url);
+        Self::format(tempfile::tempdir().unwrap(), url.to_string(), extra)
+    }
+
+    fn format(dir: tempfile::TempDir, meta_url: String, extra: &[&str]) -> Volume {
         let bucket = dir.path().join("data");
         let mut args = vec![
             "format",

@@ -27,7 +27,7 @@
 //! | `A<ino>I`, `A<ino>S` | none | attribute, symlink target: never scanned |
 //! | `C…`, `s…` | none | counters, `setting`: never scanned |
 //! | `SS<sid 8 bytes>…` | first 10 bytes | inodes kept open by one session |
-//! | `S<x>…` (x ≠ S), `Q<x>…` | first 2 bytes | `SE`, `SI`, `QD` |
+//! | `S<x>…` (x ≠ S), `Q<x>…` | first 2 bytes | `SE`, `SI`, `SR`, `SC`, `SW`, `QD` |
 //! | anything else | first byte | `D`, `K`, `L`, `U`, `F`, `P`, `R` |
 //!
 //! A key shorter than its domain is not indexed. A scan `[begin, end)` is served from one
