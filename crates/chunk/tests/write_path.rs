@@ -206,3 +206,36 @@ async fn an_empty_slice_stores_nothing() {
     assert!(cs.block_keys(13, 0).is_empty());
     assert_eq!(cs.read(13, 0, 0, 100).await.unwrap().len(), 0);
 }
+
+/// The blocks of a dead client's unfinished slices are found by listing, in both key
+/// forms, and only ids inside the ranges and not kept are deleted.
+#[tokio::test]
+async fn unfinished_slices_are_deleted_by_listing() {
+    for hash_prefix in [false, true] {
+        let backend = CountingStore::new();
+        let conf = ChunkConfig {
+            hash_prefix,
+            ..cfg(BS, Compression::None)
+        };
+        let cs = ChunkStore::new(backend.clone(), conf);
+        // Ids on both sides of a thousand (and of a hash bucket) boundary.
+        let ids = [998u64, 999, 1000, 1001, 1256, 5000];
+        let mut sizes = std::collections::HashMap::new();
+        for id in ids {
+            sizes.insert(id, write_slice(&cs, id, &data(3 * BS + 5, id), BS).await);
+        }
+        assert_eq!(backend.objects(), ids.len() * 4);
+        let keep: std::collections::HashSet<u64> = [1000].into();
+        let deleted = cs
+            .delete_unfinished(&[(999, 1002), (1256, 1257)], &keep)
+            .await
+            .unwrap();
+        assert_eq!(deleted, 3 * 4, "hash prefix {hash_prefix}");
+        for id in ids {
+            let gone = [999, 1001, 1256].contains(&id);
+            let read = cs.read(id, sizes[&id], 0, 10).await;
+            assert_eq!(read.is_err(), gone, "slice {id}, hash prefix {hash_prefix}");
+        }
+        assert_eq!(backend.objects(), 3 * 4);
+    }
+}

@@ -168,11 +168,14 @@ impl Meta {
             return sys(EFBIG);
         }
         let commit = self.drawn_under(slice.id).map(|sid| (sid, slice.id));
+        let key = keys::chunk(ino, index);
         self.kv.txn(|tx| {
-            let mut attr = match self
-                .read_for_commit(tx, vec![keys::attr(ino)], commit)?
-                .pop()
-            {
+            // One round trip reads the attribute, the chunk (for its record count) and,
+            // for a tracked slice, the session.
+            let mut values =
+                self.read_for_commit(tx, vec![keys::attr(ino), key.clone()], commit)?;
+            let records = values.pop().flatten().map_or(0, |v| v.len() / SLICE_LEN);
+            let mut attr = match values.pop() {
                 Some(Some(v)) => Attr::decode(&v)?,
                 _ => return sys(ENOENT),
             };
@@ -185,10 +188,8 @@ impl Meta {
                 self.check_limits(tx, delta, 0)?;
                 attr.length = end;
             }
-            let key = keys::chunk(ino, index);
             tx.append(&key, &slice.encode())?;
             self.record_commit(tx, commit)?;
-            let count = tx.get(&key)?.map(|v| v.len() / SLICE_LEN).unwrap_or(1);
             attr.mtime = mtime;
             attr.ctime = Time::now();
             // Writing clears set-user-id (and set-group-id if group-executable), as a
@@ -201,7 +202,7 @@ impl Meta {
             }
             put_attr(tx, ino, &attr)?;
             self.update_usage(tx, delta, 0)?;
-            Ok((attr, count))
+            Ok((attr, records + 1))
         })
     }
 
