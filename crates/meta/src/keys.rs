@@ -14,6 +14,14 @@ fn with_ino(tag: u8, ino: Ino, extra: usize) -> Vec<u8> {
 
 pub const SETTING: &[u8] = b"setting";
 
+/// A session key: a two-byte tag and the session id, big-endian.
+fn with_sid(tag: &[u8; 2], sid: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(18);
+    k.extend_from_slice(tag);
+    k.extend_from_slice(&sid.to_be_bytes());
+    k
+}
+
 pub fn counter(name: &str) -> Vec<u8> {
     let mut k = b"C".to_vec();
     k.extend_from_slice(name.as_bytes());
@@ -97,29 +105,22 @@ pub fn slice_ref(id: u64, size: u32) -> Vec<u8> {
 }
 
 pub fn session_expire(sid: u64) -> Vec<u8> {
-    let mut k = b"SE".to_vec();
-    k.extend_from_slice(&sid.to_be_bytes());
-    k
+    with_sid(b"SE", sid)
 }
 
 pub fn session_info(sid: u64) -> Vec<u8> {
-    let mut k = b"SI".to_vec();
-    k.extend_from_slice(&sid.to_be_bytes());
-    k
+    with_sid(b"SI", sid)
 }
 
 /// `SS<sid><ino>`: an unlinked inode kept alive because the session still has it open.
 pub fn sustained(sid: u64, ino: Ino) -> Vec<u8> {
-    let mut k = b"SS".to_vec();
-    k.extend_from_slice(&sid.to_be_bytes());
+    let mut k = sustained_prefix(sid);
     k.extend_from_slice(&ino.to_le_bytes());
     k
 }
 
 pub fn sustained_prefix(sid: u64) -> Vec<u8> {
-    let mut k = b"SS".to_vec();
-    k.extend_from_slice(&sid.to_be_bytes());
-    k
+    with_sid(b"SS", sid)
 }
 
 /// `SR<sid><start>` → end: a range of slice ids handed to a session.
@@ -130,12 +131,10 @@ pub fn session_range(sid: u64, start: u64) -> Vec<u8> {
 }
 
 pub fn session_ranges_prefix(sid: u64) -> Vec<u8> {
-    let mut k = b"SR".to_vec();
-    k.extend_from_slice(&sid.to_be_bytes());
-    k
+    with_sid(b"SR", sid)
 }
 
-/// `SC<sid><id>`: a slice id the session committed, kept while at or above its mark.
+/// `SC<sid><id>` → 1: a slice id the session committed, kept while at or above its mark.
 pub fn session_commit(sid: u64, id: u64) -> Vec<u8> {
     let mut k = session_commits_prefix(sid);
     k.extend_from_slice(&id.to_be_bytes());
@@ -143,16 +142,12 @@ pub fn session_commit(sid: u64, id: u64) -> Vec<u8> {
 }
 
 pub fn session_commits_prefix(sid: u64) -> Vec<u8> {
-    let mut k = b"SC".to_vec();
-    k.extend_from_slice(&sid.to_be_bytes());
-    k
+    with_sid(b"SC", sid)
 }
 
 /// `SW<sid>` → id: every slice id of the session below it is committed or given up.
 pub fn session_mark(sid: u64) -> Vec<u8> {
-    let mut k = b"SW".to_vec();
-    k.extend_from_slice(&sid.to_be_bytes());
-    k
+    with_sid(b"SW", sid)
 }
 
 /// `F<ino>`: the BSD flock table of an inode.
