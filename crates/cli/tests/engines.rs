@@ -395,15 +395,41 @@ impl PrivateServer {
     /// Stops the server; its data stays for the restart.
     fn stop(&self) {
         if self.kind == Kind::Redis {
-            // The test servers run without persistence: save what they hold first.
+            // The test servers run without persistence: save what they hold and exit in
+            // one step (a SAVE followed by SIGTERM loses a write acknowledged between
+            // the two, such as a usage-counter flush).
             let out = Command::new("redis-cli")
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "save"])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "shutdown",
+                    "save",
+                ])
                 .output()
                 .unwrap();
             assert!(
-                String::from_utf8_lossy(&out.stdout).contains("OK"),
-                "redis SAVE: {out:?}"
+                !String::from_utf8_lossy(&out.stdout).contains("ERR"),
+                "redis SHUTDOWN SAVE: {out:?}"
             );
+            // Until the exiting process is reaped, the stop script would take it for
+            // some other process.
+            let pids: Vec<i32> = fs::read_dir(&self.dir)
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".pid"))
+                .filter_map(|e| fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+                .collect();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            // SAFETY: signal 0 only checks that the process exists.
+            while pids.iter().any(|&p| unsafe { libc::kill(p, 0) } == 0) {
+                assert!(
+                    Instant::now() < deadline,
+                    "redis did not exit after SHUTDOWN"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         let out = Command::new("bash")
             .arg(scripts().join(format!("stop-{}.sh", self.kind.script())))
