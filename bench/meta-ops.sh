@@ -116,7 +116,11 @@ find_socket() { # REGEX-of-path REGEX-of-line
 }
 start_server() {
     local e=$1 script
-    [ -n "$SRV_DIR" ] || SRV_DIR=$(mktemp -d "${BENCH_TMPDIR:-/tmp}/nectar-bench-servers.XXXXXX")
+    if [ -z "$SRV_DIR" ]; then
+        SRV_DIR=$(mktemp -d "${BENCH_TMPDIR:-/tmp}/nectar-bench-servers.XXXXXX")
+        # The database servers run as their own users (postgres, mysql).
+        chmod 755 "$SRV_DIR"
+    fi
     case $e in
     redis) script=start-redis.sh ;; postgres) script=start-postgres.sh ;;
     mysql) script=start-mariadb.sh ;; etcd) script=start-etcd.sh ;;
