@@ -158,10 +158,12 @@ impl ChunkStore {
     /// Deletes every block of a slice (missing blocks are fine) and drops it from the
     /// cache. All blocks are tried; the first error is returned.
     pub async fn remove(&self, id: u64, size: u32) -> Result<()> {
-        let keys = self.block_keys(id, size);
-        for k in &keys {
-            self.inner.cache.remove(k);
-        }
+        self.delete_all(self.block_keys(id, size)).await
+    }
+
+    /// Deletes objects (and their cached blocks), [`MAX_DELETES`] at a time; all are
+    /// tried, the first error is returned.
+    async fn delete_all(&self, keys: Vec<String>) -> Result<()> {
         let results: Vec<Result<()>> = futures::stream::iter(keys)
             .map(|k| async move { self.inner.delete(&k, None).await })
             .buffer_unordered(MAX_DELETES)
@@ -207,13 +209,9 @@ impl ChunkStore {
                 }
             }
         }
-        let results: Vec<Result<()>> = futures::stream::iter(&doomed)
-            .map(|k| async move { self.inner.delete(k, None).await })
-            .buffer_unordered(MAX_DELETES)
-            .collect()
-            .await;
-        results.into_iter().collect::<Result<Vec<()>>>()?;
-        Ok(doomed.len())
+        let n = doomed.len();
+        self.delete_all(doomed).await?;
+        Ok(n)
     }
 
     /// Object keys of the blocks of a slice, for `nectar info`.

@@ -114,9 +114,7 @@ pub fn session_info(sid: u64) -> Vec<u8> {
 
 /// `SS<sid><ino>`: an unlinked inode kept alive because the session still has it open.
 pub fn sustained(sid: u64, ino: Ino) -> Vec<u8> {
-    let mut k = sustained_prefix(sid);
-    k.extend_from_slice(&ino.to_le_bytes());
-    k
+    [sustained_prefix(sid), ino.to_le_bytes().to_vec()].concat()
 }
 
 pub fn sustained_prefix(sid: u64) -> Vec<u8> {
@@ -125,9 +123,7 @@ pub fn sustained_prefix(sid: u64) -> Vec<u8> {
 
 /// `SR<sid><start>` → end: a range of slice ids handed to a session.
 pub fn session_range(sid: u64, start: u64) -> Vec<u8> {
-    let mut k = session_ranges_prefix(sid);
-    k.extend_from_slice(&start.to_be_bytes());
-    k
+    [session_ranges_prefix(sid), start.to_be_bytes().to_vec()].concat()
 }
 
 pub fn session_ranges_prefix(sid: u64) -> Vec<u8> {
@@ -136,9 +132,7 @@ pub fn session_ranges_prefix(sid: u64) -> Vec<u8> {
 
 /// `SC<sid><id>` → 1: a slice id the session committed, kept while at or above its mark.
 pub fn session_commit(sid: u64, id: u64) -> Vec<u8> {
-    let mut k = session_commits_prefix(sid);
-    k.extend_from_slice(&id.to_be_bytes());
-    k
+    [session_commits_prefix(sid), id.to_be_bytes().to_vec()].concat()
 }
 
 pub fn session_commits_prefix(sid: u64) -> Vec<u8> {

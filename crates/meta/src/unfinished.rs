@@ -177,17 +177,11 @@ impl Meta {
         if mark <= self.slices.lock().stored_mark {
             return Ok(());
         }
+        // About one heartbeat's commits: read in one scan, deleted in batches.
         let commits = keys::session_commits_prefix(sid);
         let below = keys::session_commit(sid, mark);
-        loop {
-            let batch = self
-                .kv
-                .read(|tx| tx.scan(&commits, &below, RECORDS_PER_TXN))?;
-            self.delete_keys(batch.iter().map(|(k, _)| k.clone()).collect())?;
-            if batch.len() < RECORDS_PER_TXN {
-                break;
-            }
-        }
+        let settled = self.kv.read(|tx| tx.scan(&commits, &below, usize::MAX))?;
+        self.delete_keys(settled.into_iter().map(|(k, _)| k).collect())?;
         let done: Vec<Vec<u8>> = self
             .session_ranges(sid)?
             .into_iter()
@@ -209,6 +203,12 @@ impl Meta {
     pub(crate) fn clean_session_slices(&self, sid: u64, sweep: bool) -> Result<()> {
         let ranges = self.session_ranges(sid)?;
         let commits = keys::session_commits_prefix(sid);
+        let commit_keys: Vec<Vec<u8>> = self
+            .kv
+            .read(|tx| tx.scan(&commits, &prefix_end(&commits), usize::MAX))?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         if sweep {
             let mark = self
                 .kv
@@ -221,11 +221,9 @@ impl Meta {
                 .filter(|(start, end)| start < end)
                 .collect();
             if !unsettled.is_empty() {
-                let committed: HashSet<u64> = self
-                    .kv
-                    .read(|tx| tx.scan(&commits, &prefix_end(&commits), usize::MAX))?
+                let committed: HashSet<u64> = commit_keys
                     .iter()
-                    .filter_map(|(k, _)| keys::read_u64_be(&k[commits.len()..]))
+                    .filter_map(|k| keys::read_u64_be(&k[commits.len()..]))
                     .collect();
                 let sweeper = self.sweeper.read().clone();
                 match sweeper {
@@ -248,21 +246,14 @@ impl Meta {
                 }
             }
         }
-        loop {
-            let batch = self
-                .kv
-                .read(|tx| tx.scan(&commits, &prefix_end(&commits), RECORDS_PER_TXN))?;
-            self.delete_keys(batch.iter().map(|(k, _)| k.clone()).collect())?;
-            if batch.len() < RECORDS_PER_TXN {
-                break;
-            }
-        }
-        let mut rest: Vec<Vec<u8>> = ranges
-            .iter()
-            .map(|&(start, _)| keys::session_range(sid, start))
-            .collect();
-        rest.push(keys::session_mark(sid));
-        self.delete_keys(rest)
+        let mut records = commit_keys;
+        records.extend(
+            ranges
+                .iter()
+                .map(|&(start, _)| keys::session_range(sid, start)),
+        );
+        records.push(keys::session_mark(sid));
+        self.delete_keys(records)
     }
 
     /// The slice-id ranges recorded for a session, as `(start, end)`.

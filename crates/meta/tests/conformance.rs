@@ -1025,10 +1025,14 @@ fn count_keys(m: &Meta, prefix: &[u8]) -> usize {
         .len()
 }
 
-fn prefixed(tag: &[u8], sid: u64) -> Vec<u8> {
-    let mut k = tag.to_vec();
-    k.extend_from_slice(&sid.to_be_bytes());
-    k
+/// Every slice record of a session: ranges, commits, mark.
+fn slice_records(m: &Meta, sid: u64) -> [usize; 3] {
+    [
+        keys::session_ranges_prefix(sid),
+        keys::session_commits_prefix(sid),
+        keys::session_mark(sid),
+    ]
+    .map(|p| count_keys(m, &p))
 }
 
 type Swept = Arc<Mutex<Vec<(Vec<(u64, u64)>, std::collections::HashSet<u64>)>>>;
@@ -1052,11 +1056,11 @@ fn unfinished_slices_of_a_dead_client(url: &str) {
     drop(early);
     a.refresh_session().unwrap();
     assert_eq!(
-        count_keys(&a, &prefixed(b"SC", sid)),
+        count_keys(&a, &keys::session_commits_prefix(sid)),
         0,
         "pruned below the mark"
     );
-    assert_eq!(count_keys(&a, &prefixed(b"SR", sid)), 1);
+    assert_eq!(count_keys(&a, &keys::session_ranges_prefix(sid)), 1);
 
     // Committed after the heartbeat, shared, then dropped from its first file.
     let shared = a.new_slice().unwrap();
@@ -1079,7 +1083,7 @@ fn unfinished_slices_of_a_dead_client(url: &str) {
     assert!(a.replace_chunk_prefix(h, 0, &old, Some(new)).unwrap());
     // Stored, never committed.
     let lost = [a.new_slice().unwrap(), a.new_slice().unwrap()];
-    assert_eq!(count_keys(&a, &prefixed(b"SC", sid)), 4);
+    assert_eq!(count_keys(&a, &keys::session_commits_prefix(sid)), 4);
 
     // The client dies holding all of them. A sweeper that fails leaves the session to
     // clean again.
@@ -1122,13 +1126,11 @@ fn unfinished_slices_of_a_dead_client(url: &str) {
         !ranges.iter().any(|&(s, e)| s <= early_id && early_id < e),
         "settled before the mark, yet handed to the sweeper: {ranges:?}"
     );
-    for tag in [&b"SR"[..], b"SC", b"SW"] {
-        assert_eq!(
-            count_keys(&b, &prefixed(tag, sid)),
-            0,
-            "{tag:?} records left"
-        );
-    }
+    assert_eq!(
+        slice_records(&b, sid),
+        [0, 0, 0],
+        "records left after cleaning"
+    );
     assert!(b.list_sessions().unwrap().iter().all(|s| s.sid != sid));
 
     // The client was not dead after all: what it drew under the old session cannot be
@@ -1148,17 +1150,15 @@ fn unfinished_slices_of_a_dead_client(url: &str) {
     assert_ne!(sid2, sid);
     let fresh = a.new_slice().unwrap();
     write(&a, g, 1, 0, fresh.id(), 10);
-    assert_eq!(count_keys(&a, &prefixed(b"SR", sid2)), 1);
-    assert_eq!(count_keys(&a, &prefixed(b"SC", sid2)), 1);
+    assert_eq!(count_keys(&a, &keys::session_ranges_prefix(sid2)), 1);
+    assert_eq!(count_keys(&a, &keys::session_commits_prefix(sid2)), 1);
     drop(fresh);
     a.close_session().unwrap();
-    for tag in [&b"SR"[..], b"SC", b"SW"] {
-        assert_eq!(
-            count_keys(&a, &prefixed(tag, sid2)),
-            0,
-            "{tag:?} left by a clean close"
-        );
-    }
+    assert_eq!(
+        slice_records(&a, sid2),
+        [0, 0, 0],
+        "records left by a clean close"
+    );
 }
 
 /// Two clients (sessions) of one volume contend for flock and POSIX locks exactly as two
