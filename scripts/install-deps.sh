@@ -1,26 +1,43 @@
 #!/usr/bin/env bash
-# Installs what building, mounting and testing Nectar need on Debian: FUSE 3, the xattr
-# and ACL tools, fio, curl, and protoc (the etcd client's build needs it). Packages already present are left alone; `apt-get update`
-# runs only when something is missing. Run as root.
+# Installs the Debian packages Nectar needs, checked one by one, so that a fresh
+# Debian 12 (nothing but a Rust toolchain added) has all it needs:
+#
+#   scripts/install-deps.sh           building and mounting: FUSE 3, a C compiler, make,
+#                                     pkg-config, protoc with its well-known .proto files
+#                                     (the etcd client's build needs both), curl and
+#                                     CA certificates (cargo's downloads)
+#   scripts/install-deps.sh --test    also what the test suite uses: the xattr and ACL
+#                                     tools, fio, Python with pip and boto3 (the S3 test
+#                                     server's install and readiness check)
+#
+# Packages already present are left alone; nothing runs apt-get unless one is missing.
+# Run as root.
 set -euo pipefail
+cd "$(dirname "$0")"
 
-PACKAGES=(fuse3 libfuse3-dev pkg-config attr acl fio curl ca-certificates tar make gcc protobuf-compiler)
+PACKAGES=(fuse3 libfuse3-dev pkg-config make gcc libc6-dev curl ca-certificates tar
+    protobuf-compiler libprotobuf-dev)
+case ${1:-} in
+"") ;;
+--test) PACKAGES+=(attr acl fio python3 python3-pip python3-boto3) ;;
+*)
+    echo "usage: $0 [--test]" >&2
+    exit 2
+    ;;
+esac
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
-    if [[ $(id -u) -ne 0 ]]; then
-        echo "install-deps: missing packages ${missing[*]}; run as root to install them" >&2
-        exit 1
-    fi
     echo "install-deps: installing ${missing[*]}" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
-    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >&2
+    # shellcheck source=lib/apt.sh
+    source lib/apt.sh
+    apt_install "${missing[@]}"
 fi
 if ! command -v cargo >/dev/null; then
-    echo "install-deps: cargo (Rust 1.95 or later) is required: https://rustup.rs" >&2
+    echo "install-deps: cargo (Rust 1.95 or later) is required; install it with:" >&2
+    echo "    curl --proto '=https' -sSf https://sh.rustup.rs | sh -s -- -y && . \"\$HOME/.cargo/env\"" >&2
     exit 1
 fi
 # FUSE needs the device node; containers sometimes lack it.

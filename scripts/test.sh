@@ -5,11 +5,43 @@
 # 127.0.0.1, runs every Rust test (unit, metadata conformance on every engine,
 # data path, VFS, and real FUSE mounts), runs pjdfstest and fsx on mounts, and stops what it
 # started even when a step fails.
+#
+# Nothing here depends on what the machine happens to have or to run: each server takes
+# its usual port if it is free and the next free one otherwise; messages are in the C
+# locale the tests read them in; files get the usual umask; the Rust tests' temporary
+# directories (and mounts) live inside this run's own directory; a run killed before
+# its cleanup leaves a note, and the next run stops its servers and removes its files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+export LC_ALL=C
+umask 022
 
-scripts/install-deps.sh
+scripts/install-deps.sh --test
+# shellcheck source=lib/ports.sh
+source scripts/lib/ports.sh
+
+# stop_all DIR: stops every server of the run in DIR and removes its mounts and files.
+stop_all() {
+    local dir=$1
+    scripts/stop-seaweedfs.sh "$dir/seaweed" >/dev/null 2>&1 || true
+    for s in redis postgres mariadb etcd; do
+        scripts/stop-$s.sh "$dir/$s" >/dev/null 2>&1 || true
+    done
+    # Any mount a failed test left behind, deepest first.
+    awk -v d="$dir/" 'index($2, d) == 1 {print $2}' /proc/self/mounts | sort -r |
+        while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    rm -rf --one-file-system "$dir"
+}
+LAST_RUN=/var/tmp/nectar-test.last
+if [[ -f $LAST_RUN ]]; then
+    last=$(cat "$LAST_RUN")
+    if [[ $last == /var/tmp/nectar-test.* && -d $last ]]; then
+        echo "== cleaning up after an earlier run that did not finish ($last)" >&2
+        stop_all "$last"
+    fi
+    rm -f "$LAST_RUN"
+fi
 
 echo "== format and lints" >&2
 cargo fmt --all --check
@@ -17,34 +49,30 @@ cargo fmt --all --check
 # compiled, linted and unit-tested, and the workspace is built once, with one feature set.
 cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 
-WORK=$(mktemp -d /tmp/nectar-test.XXXXXX)
+WORK=$(mktemp -d /var/tmp/nectar-test.XXXXXX)
+echo "$WORK" >"$LAST_RUN"
 # Database servers run as their own users and must reach their directories here.
 chmod 755 "$WORK"
+mkdir -p "$WORK/tmp"
+export TMPDIR=$WORK/tmp
 export NECTAR_WEED_PKG=$ROOT/.cache/weed-pkg
 cleanup() {
     # Best effort: nothing here may change the suite's exit status.
     set +e
-    scripts/stop-seaweedfs.sh "$WORK/seaweed" >/dev/null 2>&1 || true
-    for s in redis postgres mariadb etcd; do
-        scripts/stop-$s.sh "$WORK/$s" >/dev/null 2>&1 || true
-    done
-    # Any mount a failed test left behind.
-    grep -o " $WORK[^ ]*\| /tmp/\.tmp[^ ]*" /proc/self/mounts 2>/dev/null | while read -r m; do
-        umount -l "$m" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
+    stop_all "$WORK"
+    rm -f "$LAST_RUN"
     return 0
 }
 trap cleanup EXIT
 
 echo "== S3 server" >&2
-eval "$(scripts/start-seaweedfs.sh "$WORK/seaweed")"
+eval "$(scripts/start-seaweedfs.sh "$WORK/seaweed" "$(free_port 8333 1 2 3 4 10000 10001 10002 10003 10004)")"
 
 echo "== metadata servers" >&2
-eval "$(scripts/start-redis.sh "$WORK/redis")"
-eval "$(scripts/start-postgres.sh "$WORK/postgres")"
-eval "$(scripts/start-mariadb.sh "$WORK/mariadb")"
-eval "$(scripts/start-etcd.sh "$WORK/etcd")"
+eval "$(scripts/start-redis.sh "$WORK/redis" standalone "$(free_port 6379)")"
+eval "$(scripts/start-postgres.sh "$WORK/postgres" "$(free_port 5432)")"
+eval "$(scripts/start-mariadb.sh "$WORK/mariadb" "$(free_port 3306)")"
+eval "$(scripts/start-etcd.sh "$WORK/etcd" "$(free_port 2379 1)")"
 export NECTAR_TEST_META_URLS="$NECTAR_TEST_REDIS_URL $NECTAR_TEST_POSTGRES_URL $NECTAR_TEST_MYSQL_URL $NECTAR_TEST_ETCD_URL"
 
 echo "== Rust tests" >&2

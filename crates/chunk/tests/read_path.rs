@@ -128,7 +128,9 @@ async fn a_cancelled_reader_does_not_cancel_the_shared_get() {
     let backend = CountingStore::new();
     let bytes = data(BS, 5);
     let (r, size) = written(&backend, cfg(BS, Compression::Lz4), 9, &bytes).await;
-    backend.set_get_delay(100);
+    // The GET outlasts the reader by far, so a stalled runtime cannot let it finish
+    // before the abort.
+    backend.set_get_delay(1000);
     let first = {
         let r = r.clone();
         tokio::spawn(async move { r.read(9, size, 0, BS).await })

@@ -305,6 +305,23 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
         noatime: a.atime_mode == nectar_meta::AtimeMode::NoAtime,
         fsname: format!("nectar:{}", fmt.name),
     };
+    // Signal handlers exist before the mount does: a SIGTERM that comes as soon as the
+    // mount appears must unmount cleanly, not kill the process with its default action.
+    let signalled = Arc::new(AtomicBool::new(false));
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _enter = rt.enter();
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let signalled = signalled.clone();
+        rt.spawn(async move {
+            tokio::select! {
+                _ = int.recv() => {},
+                _ = term.recv() => {},
+            }
+            signalled.store(true, Ordering::SeqCst);
+        });
+    }
     let session = match nectar_fuse::mount(fs, mp, &fopts) {
         Ok(s) => s,
         Err(e) => {
@@ -323,24 +340,6 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
     // SAFETY: `bg` is never dropped or used again except through this one read of its
     // join handle, so the handle is owned exactly once.
     let guard = unsafe { std::ptr::read(&bg.guard) };
-    let signalled = Arc::new(AtomicBool::new(false));
-    {
-        let signalled = signalled.clone();
-        rt.spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
-                return;
-            };
-            tokio::select! {
-                _ = int.recv() => {},
-                _ = term.recv() => {},
-            }
-            signalled.store(true, Ordering::SeqCst);
-        });
-    }
     while !guard.is_finished() && !signalled.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
     }

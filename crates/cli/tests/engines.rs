@@ -288,7 +288,7 @@ fn writers_on(url: &str, server: bool) {
 // A database that goes away
 // ---------------------------------------------------------------------------------------
 
-const RETRY_TIMEOUT_SECS: u64 = 15;
+const RETRY_TIMEOUT_SECS: u64 = 20;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
@@ -332,14 +332,20 @@ fn scripts() -> PathBuf {
 
 /// A port on 127.0.0.1 that is free now, and so is the next one (etcd's peer port).
 fn free_port() -> u16 {
-    for _ in 0..100 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p < 65000 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Below the kernel's range for outgoing connections (32768 and up by default), so
+    // no client's connection can take the port between the check and the server's
+    // bind; each test gets its own pair, never handed out twice.
+    static NEXT: AtomicU16 = AtomicU16::new(21000);
+    loop {
+        let p = NEXT.fetch_add(2, Ordering::SeqCst);
+        assert!(p < 32000, "no free port pair on 127.0.0.1 below 32000");
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
+        {
             return p;
         }
     }
-    panic!("no free port pair on 127.0.0.1");
 }
 
 /// A database server of this test's own, in a temporary directory, on its own port.
@@ -517,7 +523,9 @@ fn outage(kind: Kind) {
         let (path, data) = (m.path("d/during"), during.clone());
         in_background(move || fs::write(path, data))
     };
-    std::thread::sleep(Duration::from_secs(3));
+    // Short, so a server slow to restart on a loaded machine still has most of the
+    // retry timeout to come back in.
+    std::thread::sleep(Duration::from_secs(2));
     assert!(
         !op.is_finished(),
         "the write finished while the server was down: {:?}",

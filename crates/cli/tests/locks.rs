@@ -11,6 +11,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const HOLDER_ENV: &str = "NECTAR_LOCK_HOLDER";
@@ -201,18 +203,31 @@ fn lock_holder_process() {
             // of the test harness the kernel would pick for a process-wide alarm.
             // SAFETY: pthread_self has no preconditions.
             let me = unsafe { libc::pthread_self() } as usize;
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_secs(1));
-                // SAFETY: the waiting thread outlives this call (it reports afterwards).
-                unsafe { libc::pthread_kill(me as libc::pthread_t, libc::SIGALRM) };
-            });
+            // Opened first: an open that is slow over FUSE must not take the signal.
             let f = open_rw(Path::new(args[2]));
+            // Every second until the call returns, so a signal that lands just before
+            // the call blocks (a slow machine) is followed by one that interrupts it.
+            let done = Arc::new(AtomicBool::new(false));
+            let alarm = {
+                let done = done.clone();
+                std::thread::spawn(move || loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                    if done.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    // SAFETY: the waiting thread outlives this thread: it sets `done` and
+                    // joins it before it goes on.
+                    unsafe { libc::pthread_kill(me as libc::pthread_t, libc::SIGALRM) };
+                })
+            };
             let started = Instant::now();
             let res = if args[1] == "flock" {
                 flock(&f, libc::LOCK_EX)
             } else {
                 setlk(&f, libc::F_SETLKW, libc::F_WRLCK, 0, 0)
             };
+            done.store(true, Ordering::SeqCst);
+            alarm.join().unwrap();
             let errno = res.err().unwrap_or(0);
             report(&format!("{errno} {}", started.elapsed().as_millis()));
         }
@@ -220,10 +235,11 @@ fn lock_holder_process() {
     }
 }
 
-/// Runs `f` on a thread and returns how long it blocked.
+/// Runs `f` on a thread and returns how long it took from now, so a thread that starts
+/// late still counts the time the caller waited.
 fn timed(f: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<Duration> {
+    let t = Instant::now();
     std::thread::spawn(move || {
-        let t = Instant::now();
         f();
         t.elapsed()
     })
@@ -286,10 +302,12 @@ fn flock_between_mounts() {
     }
 
     // A blocked flock is interrupted by a signal (EINTR), not stuck.
-    let (_waiter, r) = Holder::start(&format!("wait-alarm flock {}", fa.display()));
+    let (waiter, r) = Holder::start(&format!("wait-alarm flock {}", fa.display()));
     let (errno, ms) = r.split_once(' ').unwrap();
     assert_eq!(errno.parse::<i32>().unwrap(), libc::EINTR, "{r}");
     assert!(ms.parse::<u64>().unwrap() < 5000, "{r}");
+    // Gone before the unmount: its open file would keep mount a busy.
+    waiter.kill();
     drop(other);
     a.unmount();
     b.unmount();
@@ -342,9 +360,10 @@ fn fcntl_locks_between_mounts() {
     // process until a signal interrupts that.
     assert_eq!(getlk(&mine, libc::F_WRLCK, 0, 0).0, libc::F_UNLCK);
     setlk(&mine, libc::F_SETLK, libc::F_WRLCK, 100, 100).unwrap();
-    let (_w, r) = Holder::start(&format!("wait-alarm posix {}", fa.display()));
+    let (waiter, r) = Holder::start(&format!("wait-alarm posix {}", fa.display()));
     let errno = r.split_once(' ').unwrap().0.parse::<i32>().unwrap();
     assert_eq!(errno, libc::EINTR, "{r}");
+    waiter.kill();
 
     // Closing any descriptor of the file drops all of the process's locks (POSIX).
     setlk(&mine, libc::F_SETLK, libc::F_UNLCK, 0, 0).unwrap();

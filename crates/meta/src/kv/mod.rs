@@ -433,7 +433,9 @@ mod tests {
     fn an_outage_logs_give_ups_once_a_minute_with_a_count() {
         let down = Arc::new(AtomicBool::new(true));
         let engine = Down(down.clone(), memory::MemoryEngine::new());
-        let kv = Kv::new(Box::new(engine)).with_retry_timeout(Duration::from_millis(200));
+        // Long enough that the thread bringing the database back (after 50 ms) is
+        // scheduled in time on a loaded machine.
+        let kv = Kv::new(Box::new(engine)).with_retry_timeout(Duration::from_millis(1000));
         for _ in 0..3 {
             let e = kv.read(|_| Ok(())).unwrap_err();
             assert!(e.is_temporary(), "{e}");
