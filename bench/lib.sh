@@ -140,6 +140,7 @@ fs_mount() {
     case $fs in
     nectar)
         "$NECTAR" mount -d "$(meta_url nectar)" "$mp" --log "$d/mount.log" \
+            --cache-dir "$d/cache" --cache-size 0 \
             --pid-file "$d/mount.pid" 2>>"$d/mount-cmd.log" ||
             { tail -20 "$d/mount.log" "$d/mount-cmd.log" >&2; die "nectar mount failed"; } ;;
     juicefs)

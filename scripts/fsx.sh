@@ -67,7 +67,8 @@ trap cleanup EXIT
 mkdir -p "$MNT"
 if [[ -n $NECTAR ]]; then
     "$NECTAR" format "sqlite3://$WORK/meta.db" fsxvol --bucket "$WORK/data" --trash-days 0 2>/dev/null
-    "$NECTAR" mount -d "sqlite3://$WORK/meta.db" "$MNT" --log "$WORK/mount.log" --pid-file "$WORK/mount.pid"
+    "$NECTAR" mount -d "sqlite3://$WORK/meta.db" "$MNT" --log "$WORK/mount.log" --pid-file "$WORK/mount.pid" \
+        --cache-dir "$WORK/cache"
 else
     echo "fsx: on a local directory ($(stat -f -c %T "$MNT")), not on Nectar" >&2
     : >"$WORK/mount.log"

@@ -36,7 +36,8 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$MNT"
 "$NECTAR" format "sqlite3://$WORK/meta.db" pjdfstest --bucket "$WORK/data" --trash-days 0 "${FORMAT_OPTIONS[@]}" 2>/dev/null
-"$NECTAR" mount -d "sqlite3://$WORK/meta.db" "$MNT" --log "$WORK/mount.log" --pid-file "$WORK/mount.pid"
+"$NECTAR" mount -d "sqlite3://$WORK/meta.db" "$MNT" --log "$WORK/mount.log" --pid-file "$WORK/mount.pid" \
+    --cache-dir "$WORK/cache"
 
 cat >"$WORK/pjdfstest.toml" <<'TOML'
 [features]

@@ -6,7 +6,7 @@
 //! cannot fail, so it also clamps nonsense (a zero block size or zero concurrency would
 //! otherwise hang every writer) and logs a warning.
 
-use crate::{Compression, Error, Result};
+use crate::{Compression, DiskCacheConfig, Error, Result};
 
 /// Largest slice, the size of a chunk: a slice never crosses a chunk boundary.
 pub const MAX_SLICE_SIZE: u32 = 64 << 20;
@@ -14,7 +14,7 @@ pub const MAX_SLICE_SIZE: u32 = 64 << 20;
 pub const MAX_BLOCK_SIZE: usize = 16 << 20;
 
 /// Settings of a [`crate::ChunkStore`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChunkConfig {
     /// Bytes per block; the last block of a slice is shorter. Default 4 MiB.
     pub block_size: usize,
@@ -34,6 +34,10 @@ pub struct ChunkConfig {
     pub mem_cache_size: u64,
     /// Retries of temporary object errors, with exponential backoff. Default 10.
     pub io_retries: usize,
+    /// The local disk cache behind the memory cache; `None` (the default) for none.
+    /// Directories that cannot be used are left out with an error in the log (a
+    /// mount checks them first with [`DiskCacheConfig::check`]).
+    pub disk_cache: Option<DiskCacheConfig>,
 }
 
 impl Default for ChunkConfig {
@@ -47,6 +51,7 @@ impl Default for ChunkConfig {
             buffer_size: 300 << 20,
             mem_cache_size: 256 << 20,
             io_retries: 10,
+            disk_cache: None,
         }
     }
 }

@@ -27,6 +27,9 @@ pub enum Error {
     /// unknown compression name, appending to a finished writer, ...).
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// A cache directory cannot be used (checked when a mount starts).
+    #[error("cache directory {dir} is not usable: {reason}")]
+    CacheDir { dir: String, reason: String },
     /// The slice writer was aborted while this operation was pending.
     #[error("slice {0} was aborted")]
     Aborted(u64),

@@ -9,20 +9,22 @@
 //! counted against `buffer_size` so writers wait instead of growing memory without
 //! limit. [`SliceWriter::finish`] returns only when every block is durable; only then
 //! may the caller commit the slice to metadata. Reading goes block by block through an
-//! LRU memory cache of decoded blocks; a miss is one GET per block shared by every
-//! concurrent reader (singleflight), or a ranged GET when a small part of an
-//! uncompressed block is wanted. Temporary object errors are retried with exponential
+//! LRU memory cache of decoded blocks, then the local disk cache if there is one; a miss
+//! in both is one GET per block shared by every concurrent reader (singleflight), or a
+//! ranged GET when a small part of an uncompressed block is wanted. Temporary object errors are retried with exponential
 //! backoff; permanent ones are returned at once; a block that does not decode to the
 //! length its key names is [`Error::Corrupt`].
 //!
 //! Module map: [`key`] (object keys and block geometry), [`codec`] (block encoding),
-//! `cache` (memory cache), `buffer` (buffer-size accounting), `retry`, `store`
-//! ([`ChunkStore`]: read, prefetch, remove) and `writer` ([`SliceWriter`]).
+//! `cache` (memory cache), `disk` (disk cache), `buffer` (buffer-size accounting),
+//! `retry`, `store` ([`ChunkStore`]: read, prefetch, remove) and `writer`
+//! ([`SliceWriter`]).
 
 mod buffer;
 mod cache;
 pub mod codec;
 mod config;
+mod disk;
 mod error;
 pub mod key;
 mod retry;
@@ -31,6 +33,7 @@ mod writer;
 
 pub use codec::{Codec, Compression};
 pub use config::{ChunkConfig, MAX_BLOCK_SIZE, MAX_SLICE_SIZE};
+pub use disk::{DiskCacheConfig, Eviction, VerifyChecksum};
 pub use error::{Error, Result};
 pub use key::{block_key, parse_block_key};
 pub use store::ChunkStore;

@@ -1,7 +1,7 @@
 //! [`ChunkStore`]: the shared state of the block store and its read side.
 //!
 //! One `ChunkStore` per mounted volume holds the object store, the codec, the memory
-//! cache, the buffer budget, the upload and download limits, and the table of block
+//! and disk caches, the buffer budget, the upload and download limits, and the table of block
 //! fetches in flight. A read is split into the blocks it covers, which are fetched
 //! concurrently: a cached block is served from memory; a small part of an uncompressed
 //! block nobody is fetching is read with a ranged GET (cheap for random readers, and
@@ -11,10 +11,13 @@
 //! block waits on the same GET, a reader that gives up does not cancel it for the
 //! others, and the decoded block lands in the cache for the next reader. The task puts
 //! the block in the cache *before* leaving the table, and a reader checks the cache
-//! under the table's lock, so a block is never fetched twice at once.
+//! under the table's lock, so a block is never fetched twice at once. The disk cache
+//! is asked before any GET (whole block or range), and a whole block fetched from
+//! object storage is written to it in the background.
 
 use crate::buffer::{BufferPool, Reservation};
 use crate::cache::MemCache;
+use crate::disk::DiskCache;
 use crate::key::{block_len, blocks, listing_prefixes};
 use crate::retry::retry;
 use crate::writer::SliceWriter;
@@ -48,6 +51,7 @@ pub(crate) struct Inner {
     pub(crate) cfg: ChunkConfig,
     codec: Codec,
     pub(crate) cache: MemCache,
+    disk: Option<Arc<DiskCache>>,
     pub(crate) buffer: BufferPool,
     uploads: Semaphore,
     downloads: Semaphore,
@@ -69,6 +73,10 @@ impl ChunkStore {
                 store,
                 codec: Codec::new(cfg.compression),
                 cache: MemCache::new(cfg.mem_cache_size),
+                disk: cfg
+                    .disk_cache
+                    .clone()
+                    .and_then(|d| DiskCache::open(d, cfg.block_size, cfg.hash_prefix)),
                 buffer: BufferPool::new(cfg.buffer_size),
                 uploads: Semaphore::new(cfg.max_uploads),
                 downloads: Semaphore::new(cfg.max_downloads),
@@ -134,7 +142,7 @@ impl ChunkStore {
     /// prefetch is a hint and never waits); errors are only logged.
     pub fn prefetch(self: &Arc<Self>, id: u64, size: u32, off: u32, len: u32) {
         let end = (off as u64 + len as u64).min(size as u64);
-        if off as u64 >= end || !self.inner.cache.enabled() {
+        if off as u64 >= end || (!self.inner.cache.enabled() && self.inner.disk.is_none()) {
             // Without a cache the fetched block would be thrown away at once.
             return;
         }
@@ -143,7 +151,10 @@ impl ChunkStore {
             let index = i as u32;
             let blen = block_len(size, self.inner.cfg.block_size, index);
             let key = self.inner.key(id, index, blen);
-            if self.inner.cache.contains(&key) || self.inner.inflight.lock().contains_key(&key) {
+            if self.inner.cache.contains(&key)
+                || self.inner.disk.as_ref().is_some_and(|d| d.contains(&key))
+                || self.inner.inflight.lock().contains_key(&key)
+            {
                 continue;
             }
             let Some(res) = self.inner.buffer.try_reserve(blen as usize) else {
@@ -236,6 +247,11 @@ impl ChunkStore {
     pub fn cached_bytes(&self) -> u64 {
         self.inner.cache.used()
     }
+
+    /// Blocks and bytes in the disk cache now (`None` without one).
+    pub fn disk_cache_usage(&self) -> Option<(usize, u64)> {
+        self.inner.disk.as_ref().map(|d| d.usage())
+    }
 }
 
 impl fmt::Debug for ChunkStore {
@@ -271,6 +287,11 @@ impl Inner {
             self.store.put(key, stored.clone())
         })
         .await?;
+        if let Some(disk) = &self.disk {
+            if disk.keeps_written(raw.len() as u32) {
+                disk.put_background(key, raw.clone());
+            }
+        }
         self.cache.insert(key, raw);
         Ok(())
     }
@@ -278,6 +299,9 @@ impl Inner {
     /// Deletes one object, retrying temporary errors; a missing object is fine.
     pub(crate) async fn delete(&self, key: &str, cancel: Option<(&AtomicBool, u64)>) -> Result<()> {
         self.cache.remove(key);
+        if let Some(disk) = &self.disk {
+            disk.remove_background(key);
+        }
         match retry("delete", key, self.cfg.io_retries, cancel, || {
             self.store.delete(key)
         })
@@ -309,6 +333,16 @@ impl Inner {
             .map_err(|e| Error::Internal(format!("decode task of {key}: {e}")))?
     }
 
+    /// Bytes `range` of block `key` from the disk cache, if it is there and intact.
+    async fn disk_get(&self, key: &str, range: Range<usize>) -> Option<Bytes> {
+        let disk = self.disk.as_ref().filter(|d| d.may_have(key))?.clone();
+        let k = key.to_string();
+        tokio::task::spawn_blocking(move || disk.get(&k, range))
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// One GET (whole object or a range) under the download limit, with retries.
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
         let _permit = self
@@ -332,13 +366,17 @@ impl Inner {
         if let Some(b) = self.cache.get(&key) {
             return sub_range(&key, b, range);
         }
-        let small = range.len() < len as usize
-            && (!self.cache.enabled() || range.len() <= len as usize / 4);
+        // Without any cache a whole block would be fetched only to be thrown away.
+        let cached = self.cache.enabled() || self.disk.is_some();
+        let small = range.len() < len as usize && (!cached || range.len() <= len as usize / 4);
         if self.codec.is_identity() && small {
             // A whole-block GET already running serves this read at no extra cost.
             let running = self.inflight.lock().get(&key).cloned();
             if let Some(f) = running {
                 return sub_range(&key, f.await?, range);
+            }
+            if let Some(data) = self.disk_get(&key, range.clone()).await {
+                return Ok(data);
             }
             let want = range.len();
             let data = self
@@ -403,10 +441,20 @@ impl Inner {
         Lookup::Fetching(fetch)
     }
 
-    /// GETs and decodes a whole block, checking its length.
+    /// The whole block from the disk cache, or else GET and decoded (its length
+    /// checked) and written to the disk cache in the background.
     async fn fetch_block(&self, key: &str, len: u32) -> Result<Bytes> {
+        if let Some(block) = self.disk_get(key, 0..len as usize).await {
+            return Ok(block);
+        }
         let stored = self.get(key, None).await?;
-        self.decode(key, stored, len as usize).await
+        let block = self.decode(key, stored, len as usize).await?;
+        if let Some(disk) = &self.disk {
+            if disk.keeps_fetched(len) {
+                disk.put_background(key, block.clone());
+            }
+        }
+        Ok(block)
     }
 }
 

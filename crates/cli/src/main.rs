@@ -2,6 +2,7 @@
 //! JuiceFS names them where they mean the same thing) and calls the libraries; no
 //! file-system behaviour lives here.
 
+mod duration;
 mod format;
 mod mount;
 mod status;

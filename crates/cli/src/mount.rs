@@ -7,7 +7,9 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use nectar_chunk::{ChunkConfig, ChunkStore, Compression};
+use nectar_chunk::{
+    ChunkConfig, ChunkStore, Compression, DiskCacheConfig, Eviction, VerifyChecksum,
+};
 use nectar_fuse::{FuseOptions, NectarFs};
 use nectar_meta::meta::MetaConfig;
 use nectar_meta::{Ctx, Meta, SessionInfo, ROOT_INODE};
@@ -48,9 +50,43 @@ pub struct MountArgs {
     /// Memory for write buffers and readahead, in MiB.
     #[arg(long, default_value_t = 300)]
     buffer_size: u64,
-    /// Memory cache of blocks for readers, in MiB.
-    #[arg(long, default_value_t = 256)]
+    /// Directories of the local disk cache, separated by ':'; blocks are spread over
+    /// them by a consistent hash. "memory" keeps the cache in memory instead, with
+    /// --cache-size as its size. [default: /var/nectarCache, or ~/.nectar/cache when not
+    /// root]
+    #[arg(long, value_name = "DIRS")]
+    cache_dir: Option<String>,
+    /// Size of the disk cache in MiB, all directories together; 0 turns it off.
+    #[arg(long, default_value_t = 102400, value_name = "MiB")]
     cache_size: u64,
+    /// Memory cache of decoded blocks in front of the disk cache, in MiB; 0 turns it
+    /// off.
+    #[arg(long, default_value_t = 256, value_name = "MiB")]
+    mem_cache_size: u64,
+    /// Share of each cache disk kept free: the cache evicts (or stops growing) below it.
+    #[arg(long, default_value_t = 0.1, value_name = "RATIO")]
+    free_space_ratio: f64,
+    /// What a full cache evicts: 2-random (the older of two random blocks), lru, or
+    /// none (a full cache takes no new blocks).
+    #[arg(long, default_value = "2-random", value_name = "POLICY")]
+    cache_eviction: Eviction,
+    /// Drop cached blocks not used for this long (e.g. 3600, 90m, 12h, 7d); 0 keeps
+    /// them until evicted.
+    #[arg(long, default_value = "0", value_name = "DURATION", value_parser = crate::duration::parse)]
+    cache_expire: Duration,
+    /// How cached blocks are verified when read: none, full (whole-block reads only),
+    /// shrink (the checksummed pieces inside each read) or extend (each read widened to
+    /// whole pieces, all checked).
+    #[arg(long, default_value = "extend", value_name = "LEVEL")]
+    verify_cache_checksum: VerifyChecksum,
+    /// Cache only blocks shorter than a full block (small files, file tails): for
+    /// large sequential reads that will not come back.
+    #[arg(long)]
+    cache_partial_only: bool,
+    /// Also cache full blocks written by this client (blocks shorter than a full one
+    /// always are).
+    #[arg(long)]
+    cache_large_write: bool,
     /// Concurrent uploads of blocks.
     #[arg(long, default_value_t = 20)]
     max_uploads: usize,
@@ -223,6 +259,47 @@ fn daemonize(a: &MountArgs, mp: &Path) -> Result<()> {
     }
 }
 
+/// The cache flags as the chunk store takes them: the memory cache's size and the disk
+/// cache, whose directories are created and checked here so a mount that cannot use
+/// them fails with the reason.
+fn cache_settings(a: &MountArgs, uuid: &str) -> Result<(u64, Option<DiskCacheConfig>)> {
+    let dirs = match a.cache_dir.as_deref() {
+        Some("memory") => return Ok((a.cache_size << 20, None)),
+        Some(list) => list
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .collect(),
+        None => vec![default_cache_dir()],
+    };
+    if a.cache_size == 0 {
+        return Ok((a.mem_cache_size << 20, None));
+    }
+    let cfg = DiskCacheConfig {
+        size: a.cache_size << 20,
+        free_space_ratio: a.free_space_ratio,
+        eviction: a.cache_eviction,
+        expire: (!a.cache_expire.is_zero()).then_some(a.cache_expire),
+        verify: a.verify_cache_checksum,
+        partial_only: a.cache_partial_only,
+        large_write: a.cache_large_write,
+        ..DiskCacheConfig::new(dirs, uuid)
+    };
+    for warning in cfg.check().map_err(|e| anyhow::anyhow!("{e}"))? {
+        tracing::warn!("{warning}");
+    }
+    Ok((a.mem_cache_size << 20, Some(cfg)))
+}
+
+/// `/var/nectarCache` for root (JuiceFS's `/var/jfsCache`), `~/.nectar/cache` otherwise.
+fn default_cache_dir() -> PathBuf {
+    match std::env::var_os("HOME") {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        Some(home) if unsafe { libc::geteuid() } != 0 => Path::new(&home).join(".nectar/cache"),
+        _ => PathBuf::from("/var/nectarCache"),
+    }
+}
+
 /// Connects everything and serves until unmounted or signalled.
 fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
     let rt = crate::runtime()?;
@@ -238,13 +315,15 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
     let store = nectar_object::create_store(&crate::store_config(&fmt))?;
     rt.block_on(nectar_object::check_store(store.as_ref()))
         .context("the volume's object storage is not usable")?;
+    let (mem_cache_size, disk_cache) = cache_settings(a, &fmt.uuid)?;
     let chunk_cfg = ChunkConfig {
         block_size: fmt.block_size as usize * 1024,
         compression,
         hash_prefix: fmt.hash_prefix,
         max_uploads: a.max_uploads.max(1),
         buffer_size: a.buffer_size.max(32) << 20,
-        mem_cache_size: a.cache_size << 20,
+        mem_cache_size,
+        disk_cache,
         ..ChunkConfig::default()
     };
     chunk_cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -600,6 +600,8 @@ fn background_mount_and_clean_signal_exit() {
         log.to_str().unwrap(),
         "--pid-file",
         pidf.to_str().unwrap(),
+        "--cache-dir",
+        vol.path("cache").to_str().unwrap(),
     ]);
     let guard = Mount {
         mp: mp.clone(),

@@ -111,15 +111,18 @@ pub struct Mount {
 
 impl Mount {
     /// Mounts in the foreground as a child process and waits until the mount is live.
+    /// The disk cache goes next to the mount point (`<mp>.cache`), so it goes with the
+    /// test's temporary directory, unless `extra` names one.
     pub fn start(meta_url: &str, mp: &Path, extra: &[&str]) -> Mount {
         std::fs::create_dir_all(mp).unwrap();
         let log = mp.with_extension("log");
         let logf = std::fs::File::create(&log).unwrap();
-        let child = Command::new(BIN)
-            .arg("mount")
-            .arg(meta_url)
-            .arg(mp)
-            .args(extra)
+        let mut cmd = Command::new(BIN);
+        cmd.arg("mount").arg(meta_url).arg(mp).args(extra);
+        if !extra.contains(&"--cache-dir") {
+            cmd.arg("--cache-dir").arg(mp.with_extension("cache"));
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()

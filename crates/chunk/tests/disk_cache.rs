@@ -1,0 +1,145 @@
+//! The disk cache under the block store, counted at the object store: a second read
+//! costs no GET, a restarted client finds its cache again at once, small written
+//! blocks are cached and large ones only when asked, and a cache directory that fails
+//! under a running client only sends reads back to object storage.
+
+mod common;
+
+use common::*;
+use nectar_chunk::{ChunkConfig, ChunkStore, Compression, DiskCacheConfig};
+use std::path::Path;
+use std::sync::Arc;
+
+const BS: usize = 64 << 10;
+
+fn with_disk(dir: &Path, mem: u64) -> ChunkConfig {
+    ChunkConfig {
+        mem_cache_size: mem,
+        disk_cache: Some(DiskCacheConfig {
+            free_space_ratio: 0.0,
+            size: 64 << 20,
+            ..DiskCacheConfig::new(vec![dir.to_path_buf()], "uuid")
+        }),
+        ..cfg(BS, Compression::Lz4)
+    }
+}
+
+async fn write_with(backend: &Arc<CountingStore>, conf: ChunkConfig, id: u64, bytes: &[u8]) -> u32 {
+    let w = ChunkStore::new(backend.clone(), conf);
+    write_slice(&w, id, bytes, BS).await
+}
+
+/// Waits until `n` blocks are in the disk cache of `cs`.
+async fn cached(cs: &ChunkStore, n: usize) {
+    eventually("blocks in the disk cache", || {
+        cs.disk_cache_usage().unwrap().0 >= n
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_second_read_costs_no_get_even_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = CountingStore::new();
+    let bytes = data(5 * BS + 1234, 1);
+    let size = write_with(&backend, cfg(BS, Compression::Lz4), 1, &bytes).await;
+    let r = ChunkStore::new(backend.clone(), with_disk(dir.path(), 0));
+    assert_eq!(
+        &r.read(1, size, 0, bytes.len()).await.unwrap()[..],
+        &bytes[..]
+    );
+    assert_eq!(backend.gets(), 6);
+    cached(&r, 6).await;
+    // No memory cache: this read can only come from disk.
+    assert_eq!(
+        &r.read(1, size, 100, 3 * BS).await.unwrap()[..],
+        &bytes[100..100 + 3 * BS]
+    );
+    assert_eq!(backend.gets(), 6);
+    drop(r);
+    // A new client over the same directory: hits at once, before or after its scan.
+    let again = ChunkStore::new(backend.clone(), with_disk(dir.path(), 0));
+    assert_eq!(
+        &again.read(1, size, 0, bytes.len()).await.unwrap()[..],
+        &bytes[..]
+    );
+    assert_eq!(
+        backend.gets(),
+        6,
+        "the restarted client fetched what it had cached"
+    );
+    cached(&again, 6).await;
+}
+
+#[tokio::test]
+async fn written_blocks_are_cached_when_small_or_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = CountingStore::new();
+    let w = ChunkStore::new(backend.clone(), with_disk(dir.path(), 0));
+    // Two full blocks and a short one: only the short one is kept.
+    let bytes = data(2 * BS + 500, 2);
+    let size = write_slice(&w, 2, &bytes, BS).await;
+    cached(&w, 1).await;
+    assert_eq!(
+        &w.read(2, size, 2 * BS as u32, 500).await.unwrap()[..],
+        &bytes[2 * BS..]
+    );
+    assert_eq!(backend.gets(), 0, "the short block was read from the cache");
+    let mut large = with_disk(dir.path(), 0);
+    large.disk_cache.as_mut().unwrap().large_write = true;
+    let w = ChunkStore::new(backend.clone(), large);
+    let size = write_slice(&w, 3, &bytes, BS).await;
+    cached(&w, 4).await;
+    assert_eq!(
+        &w.read(3, size, 0, bytes.len()).await.unwrap()[..],
+        &bytes[..]
+    );
+    assert_eq!(backend.gets(), 0);
+}
+
+#[tokio::test]
+async fn a_failed_cache_directory_sends_reads_to_object_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = CountingStore::new();
+    let bytes = data(4 * BS, 3);
+    let size = write_with(&backend, cfg(BS, Compression::Lz4), 4, &bytes).await;
+    let r = ChunkStore::new(backend.clone(), with_disk(dir.path(), 0));
+    r.read(4, size, 0, bytes.len()).await.unwrap();
+    cached(&r, 4).await;
+    // The disk goes bad under the client: every cache file becomes unreadable (a
+    // directory where a file was makes read() fail with EISDIR).
+    let raw = dir.path().join("uuid/raw");
+    let mut stack = vec![raw.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                std::fs::remove_file(&p).unwrap();
+                std::fs::create_dir(&p).unwrap();
+            }
+        }
+    }
+    let before = backend.gets();
+    for _ in 0..2 {
+        assert_eq!(
+            &r.read(4, size, 0, bytes.len()).await.unwrap()[..],
+            &bytes[..]
+        );
+    }
+    assert_eq!(
+        backend.gets() - before,
+        8,
+        "both reads after the failure went to object storage"
+    );
+    // Caching the blocks again fails (a directory is in the way): out of use.
+    eventually("the directory taken out of use", || {
+        r.disk_cache_usage() == Some((0, 0))
+    })
+    .await;
+    assert_eq!(
+        &r.read(4, size, 0, bytes.len()).await.unwrap()[..],
+        &bytes[..]
+    );
+}

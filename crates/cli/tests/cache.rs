@@ -1,0 +1,232 @@
+//! The local disk cache on real mounts: a second read is served from the cache (proven
+//! by making object storage return wrong bytes, so only the cache can give the right
+//! ones), a damaged cached block is dropped and fetched again, cache files are private
+//! and laid out at their object keys under the volume's UUID, and bad cache settings
+//! are refused with the reason.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Every regular file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Block files of the volume in cache directory `cache` (temporary files left out).
+fn cached_blocks(cache: &Path) -> Vec<PathBuf> {
+    files_under(cache)
+        .into_iter()
+        .filter(|p| {
+            p.to_string_lossy().contains("/raw/chunks/") && !p.to_string_lossy().contains(".tmp.")
+        })
+        .collect()
+}
+
+/// Waits until the cache holds `n` blocks (they are written in the background).
+fn wait_cached(cache: &Path, n: usize) -> Vec<PathBuf> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let blocks = cached_blocks(cache);
+        if blocks.len() >= n {
+            return blocks;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} blocks cached: {blocks:?}",
+            blocks.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A volume with 64 KiB blocks holding three files (12 full blocks and one partial in
+/// all), and the bytes of each.
+fn volume_with_files() -> (Volume, Vec<(String, Vec<u8>)>) {
+    let vol = Volume::new(&["--block-size", "64", "--trash-days", "0"]);
+    let files: Vec<(String, Vec<u8>)> = [(1u64, 4 << 16), (2, 8 << 16), (3, 1000)]
+        .iter()
+        .map(|&(seed, len)| {
+            let mut data = vec![0u8; len];
+            Pattern::new(seed).fill(&mut data);
+            (format!("f{seed}"), data)
+        })
+        .collect();
+    let m = vol.mount("w", &["--cache-size", "0"]);
+    for (name, data) in &files {
+        fs::write(m.path(name), data).unwrap();
+    }
+    m.unmount();
+    (vol, files)
+}
+
+/// Overwrites every object in the bucket with zeros of the same length: a read that
+/// reaches object storage from now on gets wrong bytes, not an error.
+fn spoil_bucket(bucket: &Path) -> usize {
+    let objects: Vec<PathBuf> = files_under(bucket)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("/chunks/"))
+        .collect();
+    for o in &objects {
+        let len = fs::metadata(o).unwrap().len() as usize;
+        fs::write(o, vec![0u8; len]).unwrap();
+    }
+    objects.len()
+}
+
+#[test]
+fn a_second_read_is_served_from_the_disk_cache() {
+    require_fuse!();
+    let (vol, files) = volume_with_files();
+    let cache = vol.path("cache");
+    let c = cache.to_str().unwrap();
+    // First read: from object storage, into the disk cache (no memory cache, so every
+    // later read must come from disk).
+    let m = vol.mount("r1", &["--cache-dir", c, "--mem-cache-size", "0"]);
+    for (name, data) in &files {
+        assert_eq!(&fs::read(m.path(name)).unwrap(), data);
+    }
+    let blocks = wait_cached(&cache, 13);
+    m.unmount();
+    assert_eq!(blocks.len(), 13);
+    let uuid_dir = blocks[0]
+        .ancestors()
+        .find(|p| p.ends_with("raw"))
+        .unwrap()
+        .parent()
+        .unwrap();
+    assert_eq!(
+        uuid_dir.parent().unwrap(),
+        cache,
+        "blocks live under <cache-dir>/<UUID>/raw"
+    );
+    for b in &blocks {
+        let meta = fs::metadata(b).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600, "{}", b.display());
+    }
+    assert!(spoil_bucket(&vol.path("data")) >= 13);
+    // Second read, by a new mount (no page cache, no memory cache): right bytes, so
+    // from the disk cache.
+    let m = vol.mount("r2", &["--cache-dir", c, "--mem-cache-size", "0"]);
+    for (name, data) in &files {
+        assert_eq!(
+            &fs::read(m.path(name)).unwrap(),
+            data,
+            "{name} not served from the disk cache"
+        );
+    }
+    // A mount without the disk cache reads the spoiled bucket: the test can fail.
+    let n = vol.mount("r3", &["--cache-size", "0", "--mem-cache-size", "0"]);
+    assert_ne!(&fs::read(n.path("f1")).unwrap(), &files[0].1);
+    n.unmount();
+    m.unmount();
+}
+
+#[test]
+fn a_damaged_cached_block_is_dropped_and_read_again() {
+    require_fuse!();
+    let (vol, files) = volume_with_files();
+    let cache = vol.path("cache");
+    let c = cache.to_str().unwrap();
+    let m = vol.mount("r1", &["--cache-dir", c, "--mem-cache-size", "0"]);
+    for (name, _) in &files {
+        fs::read(m.path(name)).unwrap();
+    }
+    let blocks = wait_cached(&cache, 13);
+    m.unmount();
+    // One flipped byte in one block, and another block cut short.
+    let flipped = &blocks[0];
+    let mut bytes = fs::read(flipped).unwrap();
+    bytes[1000] ^= 0x40;
+    fs::write(flipped, &bytes).unwrap();
+    let torn = &blocks[1];
+    fs::OpenOptions::new()
+        .write(true)
+        .open(torn)
+        .unwrap()
+        .set_len(10)
+        .unwrap();
+    let m = vol.mount("r2", &["--cache-dir", c, "--mem-cache-size", "0"]);
+    for (name, data) in &files {
+        assert_eq!(
+            &fs::read(m.path(name)).unwrap(),
+            data,
+            "{name}: a damaged cached block was returned"
+        );
+    }
+    // Both were fetched again and cached anew, whole.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fs::metadata(torn).map(|m| m.len()).unwrap_or(0) <= 10
+        || fs::read(flipped).ok().as_ref() == Some(&bytes)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "damaged blocks were not cached again"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = m.unmount();
+    assert!(log.contains("damaged"), "{log}");
+}
+
+#[test]
+fn bad_cache_settings_are_refused_with_the_reason() {
+    let (vol, _) = if skip_reason().is_none() {
+        volume_with_files()
+    } else {
+        eprintln!("skipped: {}", skip_reason().unwrap_or_default());
+        return;
+    };
+    let mp = vol.path("mnt");
+    fs::create_dir(&mp).unwrap();
+    let mp = mp.to_str().unwrap();
+    let fail = |extra: &[&str]| {
+        let mut args = vec!["mount", &vol.meta_url, mp];
+        args.extend_from_slice(extra);
+        let out = nectar(&args);
+        assert!(!out.status.success(), "mount {extra:?} should have failed");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // A cache directory that cannot be made: a path below a regular file.
+    let file = vol.path("plain-file");
+    fs::write(&file, b"").unwrap();
+    let below_file = format!("{}/cache", file.display());
+    let e = fail(&["--cache-dir", &below_file]);
+    assert!(
+        e.contains("not usable") && e.contains("--cache-size 0"),
+        "{e}"
+    );
+    let e = fail(&["--cache-eviction", "fifo"]);
+    assert!(e.contains("2-random, lru or none"), "{e}");
+    let e = fail(&["--verify-cache-checksum", "crc"]);
+    assert!(e.contains("none, full, shrink or extend"), "{e}");
+    let e = fail(&["--cache-expire", "soon"]);
+    assert!(e.contains("90m"), "{e}");
+    let e = fail(&["--free-space-ratio", "2"]);
+    assert!(e.contains("free-space-ratio"), "{e}");
+    // A missing directory is created.
+    let fresh = vol.path("new/cache/dir");
+    let m = vol.mount("ok", &["--cache-dir", fresh.to_str().unwrap()]);
+    assert!(fresh.is_dir());
+    m.unmount();
+}
