@@ -26,6 +26,10 @@ pub struct ChunkConfig {
     pub max_uploads: usize,
     /// Concurrent GETs across the store. Default 200.
     pub max_downloads: usize,
+    /// Whole-block fetches at once in the background for blocks read in small parts
+    /// (JuiceFS's `--prefetch`), so the next read of the block is a cache hit; only with
+    /// a cache. Default 1; 0 turns them off.
+    pub prefetch: usize,
     /// Bytes of write buffers not yet uploaded plus prefetches in flight. Default 300 MiB.
     /// Raised to one block if smaller, since a block must fit to be uploaded at all.
     pub buffer_size: u64,
@@ -48,6 +52,7 @@ impl Default for ChunkConfig {
             hash_prefix: false,
             max_uploads: 20,
             max_downloads: 200,
+            prefetch: 1,
             buffer_size: 300 << 20,
             mem_cache_size: 256 << 20,
             io_retries: 10,

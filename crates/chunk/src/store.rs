@@ -32,7 +32,7 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Concurrent DELETEs of one `remove` (JuiceFS's `--max-deletes` default).
 const MAX_DELETES: usize = 10;
@@ -55,6 +55,8 @@ pub(crate) struct Inner {
     pub(crate) buffer: BufferPool,
     uploads: Semaphore,
     downloads: Semaphore,
+    /// Slots for whole-block prefetches of partially read blocks (`--prefetch`).
+    prefetches: Arc<Semaphore>,
     inflight: Mutex<HashMap<String, Fetch>>,
 }
 
@@ -80,6 +82,7 @@ impl ChunkStore {
                 buffer: BufferPool::new(cfg.buffer_size),
                 uploads: Semaphore::new(cfg.max_uploads),
                 downloads: Semaphore::new(cfg.max_downloads),
+                prefetches: Arc::new(Semaphore::new(cfg.prefetch)),
                 inflight: Mutex::new(HashMap::new()),
                 cfg,
             }),
@@ -151,18 +154,9 @@ impl ChunkStore {
             let index = i as u32;
             let blen = block_len(size, self.inner.cfg.block_size, index);
             let key = self.inner.key(id, index, blen);
-            if self.inner.cache.contains(&key)
-                || self.inner.disk.as_ref().is_some_and(|d| d.contains(&key))
-                || self.inner.inflight.lock().contains_key(&key)
-            {
-                continue;
-            }
-            let Some(res) = self.inner.buffer.try_reserve(blen as usize) else {
-                tracing::debug!("prefetch of {key} skipped: buffer full");
+            if !self.inner.prefetch_block(&key, blen, None) {
                 return;
-            };
-            // Not awaited: the task runs on its own and fills the cache.
-            let _ = self.inner.lookup_or_fetch(&key, blen, Some(res));
+            }
         }
     }
 
@@ -378,6 +372,14 @@ impl Inner {
             if let Some(data) = self.disk_get(&key, range.clone()).await {
                 return Ok(data);
             }
+            // The whole block in the background too, for the next read of it, while a
+            // `--prefetch` slot is free (a busy one means the reader is too random for
+            // whole blocks to pay off).
+            if cached {
+                if let Ok(slot) = self.prefetches.clone().try_acquire_owned() {
+                    self.prefetch_block(&key, len, Some(slot));
+                }
+            }
             let want = range.len();
             let data = self
                 .get(&key, Some(range.start as u64..range.end as u64))
@@ -401,10 +403,41 @@ impl Inner {
         sub_range(&key, block, range)
     }
 
+    /// Fetches block `key` into the caches in the background unless it is cached or
+    /// being fetched already. The bytes in flight count against `buffer_size`; false
+    /// (nothing started) when the buffer is full, since a prefetch never waits. `slot`
+    /// is held by the fetch until it ends (the `--prefetch` limit of partial reads).
+    fn prefetch_block(
+        self: &Arc<Self>,
+        key: &str,
+        len: u32,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> bool {
+        if self.cache.contains(key)
+            || self.disk.as_ref().is_some_and(|d| d.contains(key))
+            || self.inflight.lock().contains_key(key)
+        {
+            return true;
+        }
+        let Some(res) = self.buffer.try_reserve(len as usize) else {
+            tracing::debug!("prefetch of {key} skipped: buffer full");
+            return false;
+        };
+        // Not awaited: the task runs on its own and fills the caches.
+        let _ = self.lookup_or_fetch(
+            key,
+            len,
+            Some(Background {
+                _res: res,
+                _slot: slot,
+            }),
+        );
+        true
+    }
+
     /// The cached block, or the whole-block fetch in flight for it, started now if
-    /// there is none. `res` (prefetch only) is the buffer reservation the fetch holds
-    /// until it ends.
-    fn lookup_or_fetch(self: &Arc<Self>, key: &str, len: u32, res: Option<Reservation>) -> Lookup {
+    /// there is none. `bg` (prefetches only) is what the fetch holds until it ends.
+    fn lookup_or_fetch(self: &Arc<Self>, key: &str, len: u32, bg: Option<Background>) -> Lookup {
         let mut inflight = self.inflight.lock();
         if let Some(f) = inflight.get(key) {
             return Lookup::Fetching(f.clone());
@@ -414,10 +447,10 @@ impl Inner {
         if let Some(b) = self.cache.get(key) {
             return Lookup::Cached(b);
         }
-        let background = res.is_some();
+        let background = bg.is_some();
         let (inner, k) = (self.clone(), key.to_string());
         let task = tokio::spawn(async move {
-            let _res = res;
+            let _bg = bg;
             // Made inside the task, not under the table's lock: its drop takes the lock.
             let guard = Unregister { inner, key: k };
             let inner = &guard.inner;
@@ -456,6 +489,13 @@ impl Inner {
         }
         Ok(block)
     }
+}
+
+/// What a background fetch holds until it ends: its buffer bytes, and for the
+/// prefetch of a partially read block, one of the `--prefetch` slots.
+struct Background {
+    _res: Reservation,
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 /// Removes a fetch from the in-flight table when its task ends, however it ends.

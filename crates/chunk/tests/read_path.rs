@@ -28,7 +28,11 @@ async fn written(
 async fn small_read_of_uncompressed_block_uses_a_ranged_get() {
     let backend = CountingStore::new();
     let bytes = data(3 * BS, 1);
-    let (r, size) = written(&backend, cfg(BS, Compression::None), 5, &bytes).await;
+    let no_prefetch = ChunkConfig {
+        prefetch: 0,
+        ..cfg(BS, Compression::None)
+    };
+    let (r, size) = written(&backend, no_prefetch, 5, &bytes).await;
 
     let off = BS + 100_000;
     let got = r.read(5, size, off as u32, 4096).await.unwrap();
@@ -50,6 +54,22 @@ async fn small_read_of_uncompressed_block_uses_a_ranged_get() {
     // A read of more than a quarter of a block takes the whole block.
     r.read(5, size, 0, BS / 2).await.unwrap();
     assert_eq!((backend.gets(), backend.ranged_gets()), (3, 1));
+}
+
+/// With `--prefetch` (1 by default) a small read is answered by its ranged GET and the
+/// whole block is fetched in the background, so the next read of the block costs no GET.
+#[tokio::test]
+async fn a_small_read_prefetches_its_whole_block() {
+    let backend = CountingStore::new();
+    let bytes = data(3 * BS, 4);
+    let (r, size) = written(&backend, cfg(BS, Compression::None), 7, &bytes).await;
+    let got = r.read(7, size, 100, 4096).await.unwrap();
+    assert_eq!(&got[..], &bytes[100..4196]);
+    eventually("block 0 prefetched", || r.cached_bytes() == BS as u64).await;
+    assert_eq!((backend.gets(), backend.ranged_gets()), (2, 1));
+    let got = r.read(7, size, 50_000, 4096).await.unwrap();
+    assert_eq!(&got[..], &bytes[50_000..54_096]);
+    assert_eq!(backend.gets(), 2, "the prefetched block served the read");
 }
 
 #[tokio::test]

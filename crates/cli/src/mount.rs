@@ -90,6 +90,16 @@ pub struct MountArgs {
     /// Concurrent uploads of blocks.
     #[arg(long, default_value_t = 20)]
     max_uploads: usize,
+    /// Concurrent downloads of blocks.
+    #[arg(long, default_value_t = 200)]
+    max_downloads: usize,
+    /// Whole blocks fetched at once in the background when a block is read in a small
+    /// part, so the next read of it is a cache hit; 0 turns this off.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    prefetch: usize,
+    /// Largest readahead window of a sequential reader, in MiB [default: 8 blocks].
+    #[arg(long, value_name = "MiB")]
+    max_readahead: Option<u64>,
     /// Kernel attribute cache, in seconds.
     #[arg(long, default_value_t = 1.0)]
     attr_cache: f64,
@@ -321,6 +331,8 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
         compression,
         hash_prefix: fmt.hash_prefix,
         max_uploads: a.max_uploads.max(1),
+        max_downloads: a.max_downloads,
+        prefetch: a.prefetch,
         buffer_size: a.buffer_size.max(32) << 20,
         mem_cache_size,
         disk_cache,
@@ -348,7 +360,9 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
         entry_timeout: secs("entry-cache", a.entry_cache)?,
         dir_entry_timeout: secs("dir-entry-cache", a.dir_entry_cache)?,
         read_only,
-        max_readahead: (fmt.block_size as u64 * 1024) * 8,
+        max_readahead: a
+            .max_readahead
+            .map_or((fmt.block_size as u64 * 1024) * 8, |mib| mib << 20),
         atime_mode: a.atime_mode,
         ..VfsConfig::default()
     };
