@@ -20,6 +20,8 @@
 #                 "metric<TAB>fs<TAB>value" lines (run-all.sh uses it)
 #   BENCH_KEEP=1  keep the work directory
 #   BENCH_FORMAT_OPTS  extra options for both `format` commands (e.g. --enable-acl)
+#   BENCH_CACHE_SIZE   disk cache of both clients in MiB, in $WORK/<fs>/cache, with the
+#                      same flags for both (default 0: no disk cache, so reads are cold)
 
 set -euo pipefail
 
@@ -140,11 +142,11 @@ fs_mount() {
     case $fs in
     nectar)
         "$NECTAR" mount -d "$(meta_url nectar)" "$mp" --log "$d/mount.log" \
-            --cache-dir "$d/cache" --cache-size 0 \
+            --cache-dir "$d/cache" --cache-size "${BENCH_CACHE_SIZE:-0}" \
             --pid-file "$d/mount.pid" 2>>"$d/mount-cmd.log" ||
             { tail -20 "$d/mount.log" "$d/mount-cmd.log" >&2; die "nectar mount failed"; } ;;
     juicefs)
-        "$JUICEFS" mount -d --no-usage-report --cache-dir "$d/cache" --cache-size 0 \
+        "$JUICEFS" mount -d --no-usage-report --cache-dir "$d/cache" --cache-size "${BENCH_CACHE_SIZE:-0}" \
             --log "$d/mount.log" "$(meta_url juicefs)" "$mp" >>"$d/mount-cmd.log" 2>&1 ||
             { tail -20 "$d/mount.log" "$d/mount-cmd.log" >&2; die "juicefs mount failed"; } ;;
     local) return 0 ;;

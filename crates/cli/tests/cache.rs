@@ -80,6 +80,29 @@ fn volume_with_files() -> (Volume, Vec<(String, Vec<u8>)>) {
     (vol, files)
 }
 
+/// Reads every file through a new mount with the disk cache in `<volume>/cache` and
+/// no memory cache, waits until all 13 blocks are cached, and unmounts; returns the
+/// cache directory and the cached block files.
+fn fill_cache(vol: &Volume, files: &[(String, Vec<u8>)]) -> (PathBuf, Vec<PathBuf>) {
+    let cache = vol.path("cache");
+    let m = vol.mount(
+        "fill",
+        &[
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--mem-cache-size",
+            "0",
+        ],
+    );
+    for (name, data) in files {
+        assert_eq!(&fs::read(m.path(name)).unwrap(), data);
+    }
+    let blocks = wait_cached(&cache, 13);
+    m.unmount();
+    assert_eq!(blocks.len(), 13);
+    (cache, blocks)
+}
+
 /// Overwrites every object in the bucket with zeros of the same length: a read that
 /// reaches object storage from now on gets wrong bytes, not an error.
 fn spoil_bucket(bucket: &Path) -> usize {
@@ -98,17 +121,10 @@ fn spoil_bucket(bucket: &Path) -> usize {
 fn a_second_read_is_served_from_the_disk_cache() {
     require_fuse!();
     let (vol, files) = volume_with_files();
-    let cache = vol.path("cache");
-    let c = cache.to_str().unwrap();
     // First read: from object storage, into the disk cache (no memory cache, so every
     // later read must come from disk).
-    let m = vol.mount("r1", &["--cache-dir", c, "--mem-cache-size", "0"]);
-    for (name, data) in &files {
-        assert_eq!(&fs::read(m.path(name)).unwrap(), data);
-    }
-    let blocks = wait_cached(&cache, 13);
-    m.unmount();
-    assert_eq!(blocks.len(), 13);
+    let (cache, blocks) = fill_cache(&vol, &files);
+    let c = cache.to_str().unwrap();
     let uuid_dir = blocks[0]
         .ancestors()
         .find(|p| p.ends_with("raw"))
@@ -146,14 +162,8 @@ fn a_second_read_is_served_from_the_disk_cache() {
 fn a_damaged_cached_block_is_dropped_and_read_again() {
     require_fuse!();
     let (vol, files) = volume_with_files();
-    let cache = vol.path("cache");
+    let (cache, blocks) = fill_cache(&vol, &files);
     let c = cache.to_str().unwrap();
-    let m = vol.mount("r1", &["--cache-dir", c, "--mem-cache-size", "0"]);
-    for (name, _) in &files {
-        fs::read(m.path(name)).unwrap();
-    }
-    let blocks = wait_cached(&cache, 13);
-    m.unmount();
     // One flipped byte in one block, and another block cut short.
     let flipped = &blocks[0];
     let mut bytes = fs::read(flipped).unwrap();

@@ -406,16 +406,19 @@ pub(crate) fn disk_space(path: &Path) -> io::Result<(u64, u64)> {
 mod tests {
     use super::*;
 
-    fn dir(capacity: u64, eviction: Eviction) -> (tempfile::TempDir, CacheDir) {
-        let t = tempfile::tempdir().unwrap();
-        let cfg = DirConfig {
+    fn config(capacity: u64, eviction: Eviction) -> DirConfig {
+        DirConfig {
             capacity,
             free_space_ratio: 0.0,
             eviction,
             verify: VerifyChecksum::Extend,
             hash_prefix: false,
-        };
-        let d = CacheDir::open(t.path().join("uuid/raw"), cfg).unwrap();
+        }
+    }
+
+    fn dir(capacity: u64, eviction: Eviction) -> (tempfile::TempDir, CacheDir) {
+        let t = tempfile::tempdir().unwrap();
+        let d = CacheDir::open(t.path().join("uuid/raw"), config(capacity, eviction)).unwrap();
         (t, d)
     }
 
@@ -501,13 +504,7 @@ mod tests {
     #[test]
     fn a_scan_finds_blocks_again_and_clears_torn_and_stale_files() {
         let t = tempfile::tempdir().unwrap();
-        let cfg = DirConfig {
-            capacity: 1 << 20,
-            free_space_ratio: 0.0,
-            eviction: Eviction::TwoRandom,
-            verify: VerifyChecksum::Extend,
-            hash_prefix: false,
-        };
+        let cfg = config(1 << 20, Eviction::TwoRandom);
         let root = t.path().join("uuid/raw");
         let (key, id, data) = block(3, 50_000);
         {
@@ -545,13 +542,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let file = t.path().join("plain-file");
         fs::write(&file, b"").unwrap();
-        let cfg = DirConfig {
-            capacity: 1 << 20,
-            free_space_ratio: 0.0,
-            eviction: Eviction::TwoRandom,
-            verify: VerifyChecksum::Extend,
-            hash_prefix: false,
-        };
+        let cfg = config(1 << 20, Eviction::TwoRandom);
         assert!(CacheDir::open(file.join("uuid/raw"), cfg).is_err());
     }
 }
