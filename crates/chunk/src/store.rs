@@ -31,8 +31,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use std::sync::{Arc, Weak};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// Concurrent DELETEs of one `remove` (JuiceFS's `--max-deletes` default).
 const MAX_DELETES: usize = 10;
@@ -53,8 +53,10 @@ pub(crate) struct Inner {
     pub(crate) cache: MemCache,
     disk: Option<Arc<DiskCache>>,
     pub(crate) buffer: BufferPool,
-    uploads: Semaphore,
+    uploads: Arc<Semaphore>,
     downloads: Semaphore,
+    /// Keys of staged blocks for the background uploader (`--writeback` only).
+    staged_tx: Option<mpsc::UnboundedSender<String>>,
     /// Slots for whole-block prefetches of partially read blocks (`--prefetch`).
     prefetches: Arc<Semaphore>,
     inflight: Mutex<HashMap<String, Fetch>>,
@@ -68,25 +70,65 @@ enum Lookup {
 impl ChunkStore {
     /// A block store over `store`. Settings out of range are clamped (see
     /// [`ChunkConfig::validate`] to report them instead).
+    ///
+    /// With writeback, blocks staged by an earlier client are queued for upload, and
+    /// the uploader runs on the current tokio runtime; without a runtime, writeback is
+    /// off (blocks are uploaded before their slice commits) and an error is logged.
     pub fn new(store: Arc<dyn ObjectStore>, cfg: ChunkConfig) -> Arc<Self> {
         let cfg = cfg.normalized();
-        Arc::new(Self {
+        let disk = cfg
+            .disk_cache
+            .clone()
+            .and_then(|d| DiskCache::open(d, cfg.block_size, cfg.hash_prefix));
+        let mut staged_rx = None;
+        let staged_tx = match (&disk, tokio::runtime::Handle::try_current()) {
+            (Some(d), Ok(_)) if d.writeback() => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                staged_rx = Some(rx);
+                Some(tx)
+            }
+            (Some(d), Err(_)) if d.writeback() => {
+                tracing::error!(
+                    "writeback needs a tokio runtime: blocks are uploaded before they commit"
+                );
+                None
+            }
+            _ => None,
+        };
+        let this = Arc::new(Self {
             inner: Arc::new(Inner {
                 store,
                 codec: Codec::new(cfg.compression),
                 cache: MemCache::new(cfg.mem_cache_size),
-                disk: cfg
-                    .disk_cache
-                    .clone()
-                    .and_then(|d| DiskCache::open(d, cfg.block_size, cfg.hash_prefix)),
+                disk,
+                staged_tx,
                 buffer: BufferPool::new(cfg.buffer_size),
-                uploads: Semaphore::new(cfg.max_uploads),
+                uploads: Arc::new(Semaphore::new(cfg.max_uploads)),
                 downloads: Semaphore::new(cfg.max_downloads),
                 prefetches: Arc::new(Semaphore::new(cfg.prefetch)),
                 inflight: Mutex::new(HashMap::new()),
                 cfg,
             }),
-        })
+        });
+        if let Some(rx) = staged_rx {
+            tokio::spawn(upload_staged(Arc::downgrade(&this.inner), rx));
+            let inner = this.inner.clone();
+            tokio::task::spawn_blocking(move || {
+                let Some(disk) = &inner.disk else { return };
+                let keys = disk.recover_staged();
+                if !keys.is_empty() {
+                    let (n, bytes) = disk.staged();
+                    tracing::info!(
+                        "{n} blocks ({} MiB) staged by an earlier client are being uploaded",
+                        bytes >> 20
+                    );
+                }
+                for key in keys {
+                    inner.queue_upload(key);
+                }
+            });
+        }
+        this
     }
 
     /// The settings in effect (after clamping).
@@ -242,6 +284,11 @@ impl ChunkStore {
         self.inner.cache.used()
     }
 
+    /// Blocks and bytes written with writeback and not yet in object storage.
+    pub fn staged(&self) -> (usize, u64) {
+        self.inner.disk.as_ref().map_or((0, 0), |d| d.staged())
+    }
+
     /// Blocks and bytes in the disk cache now (`None` without one).
     pub fn disk_cache_usage(&self) -> Option<(usize, u64)> {
         self.inner.disk.as_ref().map(|d| d.usage())
@@ -263,7 +310,9 @@ impl Inner {
     }
 
     /// Encodes and stores one block, then keeps it in the cache so this client reads
-    /// its fresh writes without a GET. Stops early once `cancel` is set.
+    /// its fresh writes without a GET. Stops early once `cancel` is set. With writeback
+    /// the block is staged on local disk instead and uploaded later; a block that
+    /// cannot be staged (a full or failed disk) is uploaded now.
     pub(crate) async fn upload(
         &self,
         key: &str,
@@ -271,6 +320,18 @@ impl Inner {
         id: u64,
         cancel: &AtomicBool,
     ) -> Result<()> {
+        if let (Some(disk), Some(_)) = (&self.disk, &self.staged_tx) {
+            let (d, k, r) = (disk.clone(), key.to_string(), raw.clone());
+            match tokio::task::spawn_blocking(move || d.stage(&k, &r)).await {
+                Ok(Ok(())) => {
+                    self.cache.insert(key, raw);
+                    self.queue_upload(key.to_string());
+                    return Ok(());
+                }
+                Ok(Err(e)) => tracing::warn!("cannot stage {key} ({e}): uploading it now"),
+                Err(e) => tracing::warn!("staging task of {key}: {e}: uploading it now"),
+            }
+        }
         let _permit = self
             .uploads
             .acquire()
@@ -288,6 +349,57 @@ impl Inner {
         }
         self.cache.insert(key, raw);
         Ok(())
+    }
+
+    /// Hands a staged block to the uploader.
+    fn queue_upload(&self, key: String) {
+        if let Some(tx) = &self.staged_tx {
+            let _ = tx.send(key);
+        }
+    }
+
+    /// Uploads staged block `key` and turns its staging file into a cache file. A
+    /// failed upload is queued again after a pause; a block deleted meanwhile is not
+    /// uploaded (or deleted again if it was deleted during its upload).
+    async fn upload_staged_block(self: Arc<Self>, key: String) {
+        let Some(disk) = self.disk.clone() else {
+            return;
+        };
+        let d = disk.clone();
+        let k = key.clone();
+        let from_disk = tokio::task::spawn_blocking(move || d.read_staged(&k))
+            .await
+            .ok()
+            .flatten();
+        let Some(raw) = from_disk.or_else(|| self.cache.get(&key)) else {
+            if disk.is_staged(&key) {
+                tracing::error!(
+                    "staged block {key} is lost: its staging file is gone or damaged (was the staging directory removed?) and it is no longer in memory"
+                );
+            }
+            return;
+        };
+        let stored = match self.encode(&key, raw).await {
+            Ok(s) => s,
+            Err(e) => return tracing::error!("cannot encode staged block {key}: {e}"),
+        };
+        let put = retry("put", &key, self.cfg.io_retries, None, || {
+            self.store.put(&key, stored.clone())
+        })
+        .await;
+        if let Err(e) = put {
+            tracing::warn!("upload of staged block {key} failed ({e}); trying again in 10 s");
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            self.queue_upload(key);
+            return;
+        }
+        if disk.is_staged(&key) {
+            let _ = tokio::task::spawn_blocking(move || disk.uploaded(&key)).await;
+        } else if let Err(e) = self.delete(&key, None).await {
+            tracing::warn!(
+                "block {key}, deleted while it was uploaded, is left in the bucket: {e}"
+            );
+        }
     }
 
     /// Deletes one object, retrying temporary errors; a missing object is fine.
@@ -488,6 +600,47 @@ impl Inner {
             }
         }
         Ok(block)
+    }
+}
+
+/// The writeback uploader: takes staged blocks in the order they were queued, waits
+/// out `--upload-delay` and `--upload-hours`, and uploads up to `max_uploads` at once.
+/// Ends when the store is dropped.
+async fn upload_staged(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<String>) {
+    use std::time::{Duration, SystemTime};
+    while let Some(key) = rx.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        let Some(disk) = inner.disk.clone() else {
+            return;
+        };
+        let Some(since) = disk.staged_since(&key) else {
+            continue;
+        };
+        let due = since + disk.config().upload_delay;
+        if let Ok(wait) = due.duration_since(SystemTime::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        while !disk.config().upload_allowed_at(local_hour()) {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        let Ok(permit) = inner.uploads.clone().acquire_owned().await else {
+            return;
+        };
+        tokio::spawn(async move {
+            let _permit = permit;
+            inner.upload_staged_block(key).await;
+        });
+    }
+}
+
+/// The hour of the day on this machine's clock (for `--upload-hours`).
+fn local_hour() -> u8 {
+    // SAFETY: time(NULL) and localtime_r into a zeroed struct of our own.
+    unsafe {
+        let t = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&t, &mut tm);
+        tm.tm_hour.clamp(0, 23) as u8
     }
 }
 

@@ -143,3 +143,53 @@ async fn a_failed_cache_directory_sends_reads_to_object_storage() {
         &bytes[..]
     );
 }
+
+/// Writeback: a slice is done once its blocks are staged on local disk; nothing is
+/// uploaded while the upload is delayed, reads are served from the staging files, and
+/// a new client over the same cache directory uploads what an earlier one staged.
+#[tokio::test]
+async fn writeback_stages_then_a_later_client_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = CountingStore::new();
+    let writeback = |delay: u64| {
+        let mut c = with_disk(dir.path(), 0);
+        let d = c.disk_cache.as_mut().unwrap();
+        d.writeback = true;
+        d.upload_delay = std::time::Duration::from_secs(delay);
+        c
+    };
+    let bytes = data(3 * BS + 10, 5);
+    let w = ChunkStore::new(backend.clone(), writeback(3600));
+    let size = write_slice(&w, 6, &bytes, BS).await;
+    assert_eq!(backend.puts(), 0, "an upload ran although it is delayed");
+    assert_eq!(w.staged().0, 4);
+    assert!(dir.path().join("uuid/rawstaging/chunks").is_dir());
+    assert_eq!(
+        &w.read(6, size, 0, bytes.len()).await.unwrap()[..],
+        &bytes[..]
+    );
+    assert_eq!(backend.gets(), 0);
+    drop(w);
+    // The next client over the same directory uploads all four, and keeps the short
+    // one as a cache file.
+    let again = ChunkStore::new(backend.clone(), writeback(0));
+    eventually("the staged blocks uploaded", || {
+        backend.objects() == 4 && again.staged() == (0, 0)
+    })
+    .await;
+    let fresh = ChunkStore::new(backend.clone(), cfg(BS, Compression::Lz4));
+    assert_eq!(
+        &fresh.read(6, size, 0, bytes.len()).await.unwrap()[..],
+        &bytes[..]
+    );
+    // A slice deleted before its upload is never uploaded.
+    let w = ChunkStore::new(backend.clone(), writeback(3600));
+    let size = write_slice(&w, 7, &bytes, BS).await;
+    w.remove(7, size).await.unwrap();
+    assert_eq!(w.staged(), (0, 0));
+    drop(w);
+    let again = ChunkStore::new(backend.clone(), writeback(0));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(backend.objects(), 4);
+    drop(again);
+}

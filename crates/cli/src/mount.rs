@@ -87,6 +87,19 @@ pub struct MountArgs {
     /// always are).
     #[arg(long)]
     cache_large_write: bool,
+    /// Write blocks to the disk cache's staging area and commit at once; upload them in
+    /// the background. Staged blocks survive a crash of this client and are uploaded
+    /// when a client mounts with the same cache directory; until uploaded, other
+    /// clients cannot read them. Needs a disk cache.
+    #[arg(long)]
+    writeback: bool,
+    /// With --writeback, wait this long before uploading a staged block (e.g. 10m).
+    #[arg(long, default_value = "0", value_name = "DURATION", value_parser = crate::duration::parse)]
+    upload_delay: Duration,
+    /// With --writeback, upload only between these hours of the day, e.g. 1,6 (local
+    /// time; 22,4 spans midnight).
+    #[arg(long, value_name = "START,END", value_parser = parse_hours)]
+    upload_hours: Option<(u8, u8)>,
     /// Concurrent uploads of blocks.
     #[arg(long, default_value_t = 20)]
     max_uploads: usize,
@@ -273,6 +286,13 @@ fn daemonize(a: &MountArgs, mp: &Path) -> Result<()> {
 /// cache, whose directories are created and checked here so a mount that cannot use
 /// them fails with the reason.
 fn cache_settings(a: &MountArgs, uuid: &str) -> Result<(u64, Option<DiskCacheConfig>)> {
+    let no_disk = a.cache_dir.as_deref() == Some("memory") || a.cache_size == 0;
+    if no_disk && a.writeback {
+        bail!("--writeback stages blocks in the disk cache: give a --cache-dir other than memory and a --cache-size above 0");
+    }
+    if !a.writeback && (!a.upload_delay.is_zero() || a.upload_hours.is_some()) {
+        bail!("--upload-delay and --upload-hours only apply with --writeback");
+    }
     let dirs = match a.cache_dir.as_deref() {
         Some("memory") => return Ok((a.cache_size << 20, None)),
         Some(list) => list
@@ -293,12 +313,29 @@ fn cache_settings(a: &MountArgs, uuid: &str) -> Result<(u64, Option<DiskCacheCon
         verify: a.verify_cache_checksum,
         partial_only: a.cache_partial_only,
         large_write: a.cache_large_write,
+        writeback: a.writeback,
+        upload_delay: a.upload_delay,
+        upload_hours: a.upload_hours,
         ..DiskCacheConfig::new(dirs, uuid)
     };
     for warning in cfg.check().map_err(|e| anyhow::anyhow!("{e}"))? {
         tracing::warn!("{warning}");
     }
     Ok((a.mem_cache_size << 20, Some(cfg)))
+}
+
+/// `--upload-hours`: two hours of the day, `START,END` (or `START-END`).
+fn parse_hours(s: &str) -> std::result::Result<(u8, u8), String> {
+    let bad = || format!("'{s}' is not START,END with hours 0 to 23 (e.g. 1,6 or 22,4)");
+    let (a, b) = s.split_once([',', '-']).ok_or_else(bad)?;
+    let hour = |h: &str| {
+        h.trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|h| *h < 24)
+            .ok_or_else(bad)
+    };
+    Ok((hour(a)?, hour(b)?))
 }
 
 /// `/var/nectarCache` for root (JuiceFS's `/var/jfsCache`), `~/.nectar/cache` otherwise.
@@ -456,6 +493,13 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
     }
     stop.store(true, Ordering::SeqCst);
     let res = vfs.shutdown();
+    let (staged, staged_bytes) = vfs.store().staged();
+    if staged > 0 {
+        tracing::warn!(
+            "{staged} written blocks ({} MiB) are staged and not uploaded yet; they are uploaded when this volume is mounted again with the same cache directory",
+            staged_bytes >> 20
+        );
+    }
     if let Err(e) = meta.close_session() {
         tracing::warn!("cannot close session {sid}: {e}");
     }

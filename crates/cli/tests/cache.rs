@@ -240,3 +240,101 @@ fn bad_cache_settings_are_refused_with_the_reason() {
     assert!(fresh.is_dir());
     m.unmount();
 }
+
+/// Blocks staged by a writeback client are the only copy until uploaded: a client
+/// killed with SIGKILL after close() loses none of them, and the next mount with the
+/// same cache directory uploads them, after which a client with no cache at all reads
+/// every file back intact.
+#[test]
+fn writeback_survives_kill_9_and_uploads_at_the_next_mount() {
+    require_fuse!();
+    let vol = Volume::new(&["--block-size", "64", "--trash-days", "0"]);
+    let cache = vol.path("cache");
+    let c = cache.to_str().unwrap();
+    let mut a = vol.mount(
+        "a",
+        &["--cache-dir", c, "--writeback", "--upload-delay", "1h"],
+    );
+    let mut files = Vec::new();
+    for i in 0..20u64 {
+        let mut data = vec![0u8; if i == 0 { 300_000 } else { 100 + i as usize }];
+        Pattern::new(100 + i).fill(&mut data);
+        fs::write(a.path(&format!("f{i}")), &data).unwrap();
+        files.push((format!("f{i}"), data));
+    }
+    for (name, data) in &files {
+        assert_eq!(&fs::read(a.path(name)).unwrap(), data);
+    }
+    let in_bucket = || {
+        files_under(&vol.path("data"))
+            .iter()
+            .filter(|p| p.to_string_lossy().contains("/chunks/"))
+            .count()
+    };
+    assert_eq!(
+        in_bucket(),
+        0,
+        "blocks were uploaded although the upload is delayed"
+    );
+    let staging = cache
+        .join(
+            fs::read_dir(&cache)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .file_name(),
+        )
+        .join("rawstaging");
+    assert_eq!(
+        files_under(&staging).len(),
+        24,
+        "20 small files and one of 5 blocks staged"
+    );
+    let info = nectar_ok(&["info", a.mp.to_str().unwrap()]).stdout;
+    let info = String::from_utf8_lossy(&info);
+    assert!(info.contains("staged: 24 blocks"), "{info}");
+    a.child.as_mut().unwrap().kill().unwrap();
+    a.child.as_mut().unwrap().wait().unwrap();
+    nectar_ok(&["umount", "--force", a.mp.to_str().unwrap()]);
+    drop(a);
+    let b = vol.mount("b", &["--cache-dir", c, "--writeback"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !files_under(&staging).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "staged blocks were not uploaded: {}",
+            b.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    b.unmount();
+    assert_eq!(in_bucket(), 24);
+    let other = vol.path("other-cache");
+    let r = vol.mount(
+        "r",
+        &[
+            "--cache-dir",
+            other.to_str().unwrap(),
+            "--mem-cache-size",
+            "0",
+        ],
+    );
+    for (name, data) in &files {
+        assert_eq!(&fs::read(r.path(name)).unwrap(), data, "{name}");
+    }
+    r.unmount();
+    // Bad settings: writeback without a disk cache.
+    let mp = vol.path("bad");
+    fs::create_dir(&mp).unwrap();
+    let out = nectar(&[
+        "mount",
+        &vol.meta_url,
+        mp.to_str().unwrap(),
+        "--writeback",
+        "--cache-size",
+        "0",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--writeback"));
+}

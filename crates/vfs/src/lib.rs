@@ -1029,12 +1029,22 @@ impl Vfs {
 
     // ----- inspection and shutdown ----------------------------------------------------
 
-    /// A report on one inode: its size and, for a file, chunks, slices and object keys.
+    /// A report on one inode (its size and, for a file, chunks, slices and object
+    /// keys) and on this client's caches: blocks staged by writeback and not yet
+    /// uploaded, blocks in the disk cache.
     pub fn info(&self, ino: Ino) -> Result<String> {
         use std::fmt::Write;
         let mino = self.to_meta(ino);
         let attr = self.getattr(ino)?;
         let mut out = String::new();
+        let (staged, staged_bytes) = self.store.staged();
+        let _ = writeln!(
+            out,
+            "staged: {staged} blocks, {staged_bytes} bytes (written here, not yet uploaded)"
+        );
+        if let Some((cached, cached_bytes)) = self.store.disk_cache_usage() {
+            let _ = writeln!(out, "disk cache: {cached} blocks, {cached_bytes} bytes");
+        }
         let _ = writeln!(out, "inode: {mino}");
         let _ = writeln!(out, "type: {:?}", attr.typ);
         let _ = writeln!(out, "size: {}", attr.length);

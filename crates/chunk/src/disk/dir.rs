@@ -84,7 +84,6 @@ impl CacheDir {
         })
     }
 
-    #[cfg(test)]
     pub(crate) fn root(&self) -> &Path {
         &self.root
     }
@@ -286,6 +285,26 @@ impl CacheDir {
                 _ => {}
             }
         }
+    }
+
+    /// Takes the file at `from` (an uploaded staging file, in the same file system) as
+    /// the cache file of block `id`; false if it cannot (the caller deletes it).
+    pub(crate) fn adopt(&self, key: &str, id: BlockId, from: &Path) -> bool {
+        let need = self.file_len(&id);
+        if !self.in_use() || self.index.lock().contains(&id) || !self.make_room(need) {
+            return false;
+        }
+        let path = self.path(key);
+        let moved = path
+            .parent()
+            .map_or(Ok(()), |p| {
+                DirBuilder::new().recursive(true).mode(0o700).create(p)
+            })
+            .and_then(|()| fs::rename(from, &path));
+        if moved.is_ok() {
+            self.index.lock().insert(id, need, now_secs());
+        }
+        moved.is_ok()
     }
 
     /// Drops block `id` from the index and the disk.

@@ -23,6 +23,7 @@
 mod dir;
 mod file;
 mod index;
+mod stage;
 
 pub use file::VerifyChecksum;
 pub use index::Eviction;
@@ -30,6 +31,7 @@ pub use index::Eviction;
 use crate::{parse_block_key, Error, Result};
 use bytes::Bytes;
 use dir::{CacheDir, DirConfig};
+use stage::{staging_root, Staging};
 use std::hash::{Hash, Hasher};
 use std::ops::Range;
 use std::path::PathBuf;
@@ -61,6 +63,13 @@ pub struct DiskCacheConfig {
     pub partial_only: bool,
     /// Cache full blocks written here too (`--cache-large-write`).
     pub large_write: bool,
+    /// Stage written blocks here and upload them in the background (`--writeback`).
+    pub writeback: bool,
+    /// Staged blocks wait this long before their upload (`--upload-delay`).
+    pub upload_delay: Duration,
+    /// Uploads of staged blocks only between these hours, local time, `[start, end)`,
+    /// across midnight if `start > end` (`--upload-hours`).
+    pub upload_hours: Option<(u8, u8)>,
 }
 
 impl DiskCacheConfig {
@@ -76,6 +85,19 @@ impl DiskCacheConfig {
             verify: VerifyChecksum::default(),
             partial_only: false,
             large_write: false,
+            writeback: false,
+            upload_delay: Duration::ZERO,
+            upload_hours: None,
+        }
+    }
+
+    /// Whether an upload of a staged block may start at `hour` (0-23, local time).
+    pub fn upload_allowed_at(&self, hour: u8) -> bool {
+        match self.upload_hours {
+            None => true,
+            Some((start, end)) if start == end => true,
+            Some((start, end)) if start < end => (start..end).contains(&hour),
+            Some((start, end)) => hour >= start || hour < end,
         }
     }
 
@@ -152,6 +174,8 @@ pub(crate) struct DiskCache {
     cfg: DiskCacheConfig,
     block_size: usize,
     pending: AtomicU64,
+    /// Blocks written and not yet uploaded (`--writeback` only).
+    staging: Option<Staging>,
 }
 
 impl DiskCache {
@@ -184,9 +208,10 @@ impl DiskCache {
         }
         let cache = Arc::new(Self {
             dirs,
-            cfg,
             block_size,
             pending: AtomicU64::new(0),
+            staging: cfg.writeback.then(Staging::default),
+            cfg,
         });
         let weak = Arc::downgrade(&cache);
         let spawned = std::thread::Builder::new()
@@ -226,17 +251,91 @@ impl DiskCache {
         self.cfg.large_write || (len as usize) < self.block_size
     }
 
-    /// Bytes `range` of the block `key`, if cached and intact. Blocking.
+    /// Bytes `range` of the block `key`, if staged or cached and intact. Blocking.
     pub(crate) fn get(&self, key: &str, range: Range<usize>) -> Option<Bytes> {
+        if let Some(data) = self
+            .staging
+            .as_ref()
+            .and_then(|s| s.read(key, range.clone()))
+        {
+            return Some(data);
+        }
         let id = parse_block_key(key)?;
         self.dir_for(key)?.get(key, id, range)
     }
 
     /// Whether a [`DiskCache::get`] of `key` may find it (see [`CacheDir::may_have`]).
     pub(crate) fn may_have(&self, key: &str) -> bool {
-        parse_block_key(key)
-            .zip(self.dir_for(key))
-            .is_some_and(|(id, d)| d.may_have(&id))
+        self.is_staged(key)
+            || parse_block_key(key)
+                .zip(self.dir_for(key))
+                .is_some_and(|(id, d)| d.may_have(&id))
+    }
+
+    /// Whether written blocks are staged here for a later upload.
+    pub(crate) fn writeback(&self) -> bool {
+        self.staging.is_some()
+    }
+
+    /// How long staged blocks wait, and when they may be uploaded.
+    pub(crate) fn config(&self) -> &DiskCacheConfig {
+        &self.cfg
+    }
+
+    /// Stages block `key` for a later upload. Blocking.
+    pub(crate) fn stage(&self, key: &str, data: &Bytes) -> std::io::Result<()> {
+        let (Some(staging), Some(dir)) = (&self.staging, self.dir_for(key)) else {
+            return Err(std::io::Error::other("no cache directory in use"));
+        };
+        staging.stage(&staging_root(dir.root()), key, data)
+    }
+
+    pub(crate) fn is_staged(&self, key: &str) -> bool {
+        self.staging.as_ref().is_some_and(|s| s.contains(key))
+    }
+
+    /// When block `key` was staged, if it still is.
+    pub(crate) fn staged_since(&self, key: &str) -> Option<std::time::SystemTime> {
+        self.staging.as_ref()?.get(key).map(|s| s.since)
+    }
+
+    /// The whole staged block `key` (to upload it). Blocking.
+    pub(crate) fn read_staged(&self, key: &str) -> Option<Bytes> {
+        let staging = self.staging.as_ref()?;
+        let len = staging.get(key)?.len as usize;
+        staging.read(key, 0..len)
+    }
+
+    /// Block `key` is in object storage now: its staging file becomes a cache file
+    /// (when written blocks of its size are cached) or goes. Blocking.
+    pub(crate) fn uploaded(&self, key: &str) {
+        let Some(staged) = self.staging.as_ref().and_then(|s| s.take(key)) else {
+            return;
+        };
+        let adopted = match (parse_block_key(key), self.dir_for(key)) {
+            (Some(id), Some(dir)) if self.keeps_written(id.2) => dir.adopt(key, id, &staged.path),
+            _ => false,
+        };
+        if !adopted {
+            let _ = std::fs::remove_file(&staged.path);
+        }
+    }
+
+    /// Blocks and bytes staged and not yet uploaded.
+    pub(crate) fn staged(&self) -> (usize, u64) {
+        self.staging.as_ref().map_or((0, 0), Staging::usage)
+    }
+
+    /// Finds the staging files an earlier client left and returns their keys, oldest
+    /// first, for upload. Blocking.
+    pub(crate) fn recover_staged(&self) -> Vec<String> {
+        let Some(staging) = &self.staging else {
+            return Vec::new();
+        };
+        self.dirs
+            .iter()
+            .flat_map(|d| staging.recover(&staging_root(d.root())))
+            .collect()
     }
 
     /// Whether block `key` is in the cache's index.
@@ -263,8 +362,12 @@ impl DiskCache {
         });
     }
 
-    /// Drops block `key` in the background (its slice was deleted).
+    /// Drops block `key` in the background (its slice was deleted); a staged block is
+    /// then never uploaded.
     pub(crate) fn remove_background(self: &Arc<Self>, key: &str) {
+        if let Some(staged) = self.staging.as_ref().and_then(|s| s.take(key)) {
+            let _ = std::fs::remove_file(&staged.path);
+        }
         let (cache, key) = (self.clone(), key.to_string());
         tokio::task::spawn_blocking(move || {
             if let (Some(id), Some(d)) = (parse_block_key(&key), cache.dir_for(&key)) {
