@@ -44,6 +44,8 @@ if [[ ${NECTAR_FRESH_INNER:-} ]]; then
     mount -t proc proc "$R/proc"
     mount --rbind /sys "$R/sys"
     mount -t tmpfs -o mode=1777 tmpfs "$R/dev/shm"
+    mkdir -p "$R/dev/pts"
+    mount --bind /dev/pts "$R/dev/pts"
     [[ -e $R/dev/fuse ]] || touch "$R/dev/fuse"
     mount --bind /dev/fuse "$R/dev/fuse"
     for dir in "$RUSTUP_HOME" "$CARGO_BIN"; do
@@ -143,6 +145,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The work tree as a clean clone would have it (tracked files and new ones, with their
+# uncommitted changes), without build output or caches; taken first, so that the tree
+# checked is the one of the moment the check was started.
+mkdir -p "$R/root/nectar"
+git ls-files -z --cached --others --exclude-standard |
+    tar --null -T - --ignore-failed-read -cf - 2>/dev/null | tar -xf - -C "$R/root/nectar"
+
 log "building a Debian 12 root in $R from $MIRROR"
 mkdir -p "$ROOT/.cache/debootstrap"
 start=$(date +%s)
@@ -168,11 +177,6 @@ deb $MIRROR bookworm-updates main
 deb http://deb.debian.org/debian-security bookworm-security main
 EOF
 
-# The work tree as a clean clone would have it (tracked files and new ones, with their
-# uncommitted changes), without build output or caches.
-mkdir -p "$R/root/nectar"
-git ls-files -z --cached --others --exclude-standard |
-    tar --null -T - --ignore-failed-read -cf - 2>/dev/null | tar -xf - -C "$R/root/nectar"
 
 log "running the README's commands inside${FULL:+, then the whole suite}"
 NECTAR_FRESH_INNER=$R FULL=$FULL unshare --mount --propagation private "$ROOT/scripts/fresh-check.sh" "$@"
