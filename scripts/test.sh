@@ -53,7 +53,9 @@ WORK=$(mktemp -d /var/tmp/nectar-test.XXXXXX)
 echo "$WORK" >"$LAST_RUN"
 # Database servers run as their own users and must reach their directories here.
 chmod 755 "$WORK"
+# Everyone's temporary directory, like /tmp: the database servers' tools write there too.
 mkdir -p "$WORK/tmp"
+chmod 1777 "$WORK/tmp"
 export TMPDIR=$WORK/tmp
 export NECTAR_WEED_PKG=$ROOT/.cache/weed-pkg
 cleanup() {
@@ -65,14 +67,22 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# start SCRIPT ARGS...: runs a start-*.sh script and takes the variables it prints; a
+# script that fails stops the suite (an `eval "$(...)"` alone would go on without it).
+start() {
+    local vars
+    vars=$("$@")
+    eval "$vars"
+}
+
 echo "== S3 server" >&2
-eval "$(scripts/start-seaweedfs.sh "$WORK/seaweed" "$(free_port 8333 1 2 3 4 10000 10001 10002 10003 10004)")"
+start scripts/start-seaweedfs.sh "$WORK/seaweed" "$(free_port 8333 1 2 3 4 10000 10001 10002 10003 10004)"
 
 echo "== metadata servers" >&2
-eval "$(scripts/start-redis.sh "$WORK/redis" standalone "$(free_port 6379)")"
-eval "$(scripts/start-postgres.sh "$WORK/postgres" "$(free_port 5432)")"
-eval "$(scripts/start-mariadb.sh "$WORK/mariadb" "$(free_port 3306)")"
-eval "$(scripts/start-etcd.sh "$WORK/etcd" "$(free_port 2379 1)")"
+start scripts/start-redis.sh "$WORK/redis" standalone "$(free_port 6379)"
+start scripts/start-postgres.sh "$WORK/postgres" "$(free_port 5432)"
+start scripts/start-mariadb.sh "$WORK/mariadb" "$(free_port 3306)"
+start scripts/start-etcd.sh "$WORK/etcd" "$(free_port 2379 1)"
 export NECTAR_TEST_META_URLS="$NECTAR_TEST_REDIS_URL $NECTAR_TEST_POSTGRES_URL $NECTAR_TEST_MYSQL_URL $NECTAR_TEST_ETCD_URL"
 
 echo "== Rust tests" >&2
