@@ -807,6 +807,63 @@ fn stderr_of(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The quick start refuses, before any install or build, what would make it fail late
+/// or hide files: a user who is not root, a machine without /dev/fuse, a mount point
+/// that is busy, not empty, or not a directory.
+#[test]
+fn quickstart_refuses_what_it_cannot_do_before_building() {
+    require_fuse!();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/quickstart.sh");
+    let script = script.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |wrapper: &[&str], mp: &Path| {
+        let mut args: Vec<&str> = wrapper.to_vec();
+        args.extend(["bash", script, mp.to_str().unwrap()]);
+        let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+        assert!(
+            !out.status.success(),
+            "quickstart {args:?} should have failed"
+        );
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!err.contains("building nectar"), "it built first: {err}");
+        err
+    };
+    let mp = dir.path().join("mnt");
+    let nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ];
+    assert!(run(&nobody, &mp).contains("run as root"));
+    let busy = dir.path().join("busy");
+    fs::create_dir(&busy).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&busy)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let e = run(&[], &busy);
+    Command::new("umount").arg(&busy).status().unwrap();
+    assert!(e.contains("is busy") && e.contains("tmpfs"), "{e}");
+    let full = dir.path().join("full");
+    fs::create_dir(&full).unwrap();
+    fs::write(full.join("precious"), b"x").unwrap();
+    assert!(run(&[], &full).contains("not empty"));
+    let file = dir.path().join("file");
+    fs::write(&file, b"").unwrap();
+    assert!(run(&[], &file).contains("not a directory"));
+    // A /dev without fuse, in a mount namespace of its own (the script and mount point
+    // `run` appends are only sh's unused positional parameters here).
+    let no_fuse = format!(
+        "mount -t tmpfs tmpfs /dev && mknod -m 666 /dev/null c 1 3 && exec bash {script} {}",
+        mp.display()
+    );
+    let e = run(&["unshare", "-m", "sh", "-c", &no_fuse], &mp);
+    assert!(e.contains("/dev/fuse is missing"), "{e}");
+}
+
 #[test]
 fn bad_input_gets_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
