@@ -60,7 +60,7 @@ scripts/install-deps.sh
 if [[ -x target/release/nectar ]]; then
     echo "quickstart: checking that the nectar build is up to date ..." >&2
 else
-    echo "quickstart: building nectar (release; the first build takes 5 to 10 minutes on 2 cores) ..." >&2
+    echo "quickstart: building nectar (release; the first build takes about 10 minutes on 2 cores) ..." >&2
 fi
 cargo build --release --quiet -p nectar
 install -m 0755 target/release/nectar /usr/local/bin/nectar
