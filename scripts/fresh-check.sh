@@ -7,7 +7,9 @@
 #   2. scripts/quickstart.sh again, which must only mount, and finds the file again;
 #   3. with --full, the whole suite: CI=true scripts/test.sh.
 #
-#   scripts/fresh-check.sh [--full] [--keep]
+#   scripts/fresh-check.sh [--full | --suite-only] [--keep]
+#
+# --suite-only runs only step 3, the suite (it builds everything it needs itself).
 #
 # Only the Rust toolchain comes from this machine (bind-mounted read-only, at the same
 # paths), with /dev/fuse, /proc, /sys and the network's settings (resolv.conf and any
@@ -25,12 +27,14 @@ ROOT=$(pwd)
 
 FULL=
 KEEP=
+SUITE_ONLY=
 for arg in "$@"; do
     case $arg in
     --full) FULL=1 ;;
+    --suite-only) FULL=1 SUITE_ONLY=1 ;;
     --keep) KEEP=1 ;;
     *)
-        echo "usage: $0 [--full] [--keep]" >&2
+        echo "usage: $0 [--full | --suite-only] [--keep]" >&2
         exit 2
         ;;
     esac
@@ -57,9 +61,10 @@ if [[ ${NECTAR_FRESH_INNER:-} ]]; then
     exec chroot "$R" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
         PATH="$CARGO_BIN:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
         RUSTUP_HOME="$RUSTUP_HOME" RUSTUP_TOOLCHAIN="$RUSTUP_TOOLCHAIN" CARGO_HOME=/root/.cargo \
-        FULL="$FULL" bash -euo pipefail -c '
+        FULL="$FULL" SUITE_ONLY="$SUITE_ONLY" bash -euo pipefail -c '
 cd /root/nectar
 step() { echo "fresh-check: [inside] $*" >&2; }
+if [[ -z $SUITE_ONLY ]]; then
 step "1. scripts/quickstart.sh"
 start=$(date +%s)
 scripts/quickstart.sh
@@ -81,6 +86,7 @@ cmp /tmp/payload /mnt/nectar/payload
 [[ $(cat /mnt/nectar/hello) == "hello from a fresh Debian" ]]
 step "second run took $(($(date +%s) - start)) s"
 nectar umount /mnt/nectar
+fi
 if [[ -n $FULL ]]; then
     step "3. CI=true scripts/test.sh"
     start=$(date +%s)
@@ -179,4 +185,4 @@ EOF
 
 
 log "running the README's commands inside${FULL:+, then the whole suite}"
-NECTAR_FRESH_INNER=$R FULL=$FULL unshare --mount --propagation private "$ROOT/scripts/fresh-check.sh" "$@"
+NECTAR_FRESH_INNER=$R FULL=$FULL SUITE_ONLY=$SUITE_ONLY unshare --mount --propagation private "$ROOT/scripts/fresh-check.sh" "$@"

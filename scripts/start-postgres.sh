@@ -51,9 +51,9 @@ if [[ -f $PIDFILE ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
     exit 0
 fi
 
-# The newest installed server version.
+# The newest installed server version; nothing (and success) when none is installed.
 find_bin() {
-    ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+    { ls -d /usr/lib/postgresql/*/bin 2>/dev/null || true; } | sort -V | tail -n 1
 }
 # shellcheck source=lib/apt.sh
 source "$(dirname "$0")/lib/apt.sh"
