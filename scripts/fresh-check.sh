@@ -117,6 +117,9 @@ RUSTUP_TOOLCHAIN=$(rustup show active-toolchain | awk '{print $1}')
 MIRROR=${NECTAR_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 R=$(mktemp -d /var/tmp/nectar-fresh.XXXXXX)
+# The root's "/": mktemp makes it 0700, which would lock every user but root (the
+# database servers' own users) out of the whole tree.
+chmod 755 "$R"
 cleanup() {
     local status=$? pid left i
     set +e
