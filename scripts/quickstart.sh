@@ -12,6 +12,10 @@
 # Every check that can fail without a build runs before it, so a machine that cannot
 # mount says so in seconds, not after the first build's minutes.
 set -euo pipefail
+if [[ $(id -u) -ne 0 ]]; then
+    echo "quickstart: run as root (it installs packages, writes /usr/local/bin and /var/lib/nectar, and mounts): sudo $0 $*" >&2
+    exit 1
+fi
 cd "$(dirname "$0")/.."
 
 MNT=${1:-/mnt/nectar}
@@ -25,8 +29,6 @@ fail() {
     exit 1
 }
 
-[[ $(id -u) -eq 0 ]] ||
-    fail "run as root (it installs packages, writes /usr/local/bin and $STATE, and mounts): sudo $0 $*"
 command -v cargo >/dev/null ||
     fail "cargo is missing; install Rust $RUST_MIN or later with
     curl --proto '=https' -sSf https://sh.rustup.rs | sh -s -- -y && . \"\$HOME/.cargo/env\""

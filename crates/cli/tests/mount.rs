@@ -829,13 +829,23 @@ fn quickstart_refuses_what_it_cannot_do_before_building() {
         err
     };
     let mp = dir.path().join("mnt");
-    let nobody = [
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-    ];
-    assert!(run(&nobody, &mp).contains("run as root"));
+    // The script's text is handed over as an argument: the checkout may not be readable
+    // by other users.
+    let text = fs::read_to_string(script).unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "bash",
+            "-c",
+            &text,
+        ])
+        .args(["quickstart.sh", mp.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("run as root"));
     let busy = dir.path().join("busy");
     fs::create_dir(&busy).unwrap();
     let st = Command::new("mount")
