@@ -35,10 +35,12 @@ command -v cargo >/dev/null ||
 rust=$(rustc --version | awk '{print $2}')
 [[ $(printf '%s\n%s\n' "$RUST_MIN" "$rust" | sort -V | head -1) == "$RUST_MIN" ]] ||
     fail "Rust $rust is too old; Nectar needs $RUST_MIN or later (rustup update stable)"
-if [[ ! -e /dev/fuse ]]; then
+# NECTAR_FUSE_DEVICE exists for the test of this message only.
+FUSE_DEVICE=${NECTAR_FUSE_DEVICE:-/dev/fuse}
+if [[ ! -e $FUSE_DEVICE ]]; then
     modprobe fuse 2>/dev/null || true
-    [[ -e /dev/fuse ]] ||
-        fail "/dev/fuse is missing: load the module (modprobe fuse), or give the container the device (docker run --device /dev/fuse --cap-add SYS_ADMIN)"
+    [[ -e $FUSE_DEVICE ]] ||
+        fail "$FUSE_DEVICE is missing: load the module (modprobe fuse), or give the container the device (docker run --device /dev/fuse --cap-add SYS_ADMIN)"
 fi
 
 # The mount point: ours already mounted is fine (the run then only reports it); anything
