@@ -18,10 +18,10 @@ use super::file::{self, ReadError, VerifyChecksum};
 use super::index::{now_secs, BlockId, Eviction, Index};
 use bytes::Bytes;
 use parking_lot::Mutex;
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, File};
 use std::io::{self, Write};
 use std::ops::Range;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -205,33 +205,7 @@ impl CacheDir {
     fn write(&self, key: &str, data: &Bytes) -> io::Result<()> {
         let path = self.path(key);
         let tmp = tmp_name(&path, self.seq.fetch_add(1, Ordering::Relaxed));
-        let open = || {
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-        };
-        let mut f = match open() {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if let Some(parent) = path.parent() {
-                    DirBuilder::new()
-                        .recursive(true)
-                        .mode(0o700)
-                        .create(parent)?;
-                }
-                open()?
-            }
-            r => r?,
-        };
-        let written = f
-            .write_all(data)
-            .and_then(|()| f.write_all(&file::checksums(data)))
-            .and_then(|()| fs::rename(&tmp, &path));
-        if written.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        written
+        file::write(&path, &tmp, data)
     }
 
     /// Evicts until `need` more bytes fit in the cache's size and leave the disk its

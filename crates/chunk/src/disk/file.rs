@@ -88,6 +88,33 @@ pub(crate) fn checksums(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Writes the cache file of block `data` at `path` through the temporary name `tmp`
+/// (created mode 0600, missing parent directories 0700) and a rename, so no reader
+/// ever sees half a file under a block's name.
+pub(crate) fn write(path: &std::path::Path, tmp: &std::path::Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(parent) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)?;
+    let written = f
+        .write_all(data)
+        .and_then(|()| f.write_all(&checksums(data)))
+        .and_then(|()| std::fs::rename(tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    written
+}
+
 /// Bytes `range` of the block of length `len` stored in `file`, checked as `verify`
 /// says.
 pub(crate) fn read(

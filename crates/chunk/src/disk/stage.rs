@@ -18,10 +18,9 @@ use super::file::{self, ReadError, VerifyChecksum};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File};
+use std::io;
 use std::ops::Range;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -55,25 +54,7 @@ impl Staging {
             std::process::id(),
             self.seq.fetch_add(1, Ordering::Relaxed)
         ));
-        if let Some(parent) = path.parent() {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)?;
-        }
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        let written = f
-            .write_all(data)
-            .and_then(|()| f.write_all(&file::checksums(data)))
-            .and_then(|()| fs::rename(&tmp, &path));
-        if written.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        written?;
+        file::write(&path, &tmp, data)?;
         self.record(key, path, data.len() as u64, SystemTime::now());
         Ok(())
     }
