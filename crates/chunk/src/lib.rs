@@ -17,8 +17,8 @@
 //!
 //! Module map: [`key`] (object keys and block geometry), [`codec`] (block encoding),
 //! `cache` (memory cache), `disk` (disk cache), `buffer` (buffer-size accounting),
-//! `retry`, `store` ([`ChunkStore`]: read, prefetch, remove) and `writer`
-//! ([`SliceWriter`]).
+//! `retry`, `store` ([`ChunkStore`]: read, prefetch, remove), `warm` (warmup, evict
+//! and check of the caches) and `writer` ([`SliceWriter`]).
 
 mod buffer;
 mod cache;
@@ -29,6 +29,7 @@ mod error;
 pub mod key;
 mod retry;
 mod store;
+mod warm;
 mod writer;
 
 pub use codec::{Codec, Compression};
@@ -37,4 +38,5 @@ pub use disk::{DiskCacheConfig, Eviction, VerifyChecksum};
 pub use error::{Error, Result};
 pub use key::{block_key, parse_block_key};
 pub use store::ChunkStore;
+pub use warm::{CacheAction, CacheReport};
 pub use writer::SliceWriter;

@@ -42,7 +42,7 @@ type Fetch = Shared<BoxFuture<'static, Result<Bytes>>>;
 
 /// The block store of a volume. See the crate documentation.
 pub struct ChunkStore {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 /// State shared by the store, its writers and its background tasks.
@@ -51,7 +51,7 @@ pub(crate) struct Inner {
     pub(crate) cfg: ChunkConfig,
     codec: Codec,
     pub(crate) cache: MemCache,
-    disk: Option<Arc<DiskCache>>,
+    pub(crate) disk: Option<Arc<DiskCache>>,
     pub(crate) buffer: BufferPool,
     uploads: Arc<Semaphore>,
     downloads: Semaphore,
@@ -62,7 +62,7 @@ pub(crate) struct Inner {
     inflight: Mutex<HashMap<String, Fetch>>,
 }
 
-enum Lookup {
+pub(crate) enum Lookup {
     Cached(Bytes),
     Fetching(Fetch),
 }
@@ -549,7 +549,12 @@ impl Inner {
 
     /// The cached block, or the whole-block fetch in flight for it, started now if
     /// there is none. `bg` (prefetches only) is what the fetch holds until it ends.
-    fn lookup_or_fetch(self: &Arc<Self>, key: &str, len: u32, bg: Option<Background>) -> Lookup {
+    pub(crate) fn lookup_or_fetch(
+        self: &Arc<Self>,
+        key: &str,
+        len: u32,
+        bg: Option<Background>,
+    ) -> Lookup {
         let mut inflight = self.inflight.lock();
         if let Some(f) = inflight.get(key) {
             return Lookup::Fetching(f.clone());
@@ -646,7 +651,7 @@ fn local_hour() -> u8 {
 
 /// What a background fetch holds until it ends: its buffer bytes, and for the
 /// prefetch of a partially read block, one of the `--prefetch` slots.
-struct Background {
+pub(crate) struct Background {
     _res: Reservation,
     _slot: Option<OwnedSemaphorePermit>,
 }

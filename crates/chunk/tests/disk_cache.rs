@@ -1,12 +1,15 @@
 //! The disk cache under the block store, counted at the object store: a second read
 //! costs no GET, a restarted client finds its cache again at once, small written
 //! blocks are cached and large ones only when asked, and a cache directory that fails
-//! under a running client only sends reads back to object storage.
+//! under a running client only sends reads back to object storage; warmup fills the
+//! disk cache before it returns, and evict and check do what they say.
 
 mod common;
 
 use common::*;
-use nectar_chunk::{ChunkConfig, ChunkStore, Compression, DiskCacheConfig};
+use nectar_chunk::{
+    CacheAction, CacheReport, ChunkConfig, ChunkStore, Compression, DiskCacheConfig,
+};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -192,4 +195,59 @@ async fn writeback_stages_then_a_later_client_uploads() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(backend.objects(), 4);
     drop(again);
+}
+
+#[tokio::test]
+async fn warmup_fills_the_disk_before_it_returns_then_check_and_evict_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = CountingStore::new();
+    let bytes = data(3 * BS + 10, 5);
+    let size = write_with(&backend, cfg(BS, Compression::Lz4), 5, &bytes).await;
+    let mut conf = with_disk(dir.path(), 0);
+    // Warmup caches what it is asked for, whatever reads would keep.
+    conf.disk_cache.as_mut().unwrap().partial_only = true;
+    let c = ChunkStore::new(backend.clone(), conf.clone());
+    // Only the blocks holding bytes [BS, 2*BS+1) of the slice: blocks 1 and 2, and
+    // block 1 named twice is warmed once.
+    let ranges = [
+        (5, size, BS as u32, BS as u32 + 1),
+        (5, size, BS as u32, 10),
+    ];
+    let report = |blocks: u64, cached: u64| CacheReport {
+        blocks,
+        bytes: blocks * BS as u64,
+        cached_blocks: cached,
+        cached_bytes: cached * BS as u64,
+    };
+    let check = c.cache_action(CacheAction::Check, &ranges).await.unwrap();
+    assert_eq!(check, report(2, 0));
+    let warm = c.cache_action(CacheAction::Warm, &ranges).await.unwrap();
+    assert_eq!(warm, report(2, 0));
+    assert_eq!(backend.gets(), 2);
+    assert_eq!(
+        c.disk_cache_usage().unwrap().0,
+        2,
+        "on disk when warmup returns"
+    );
+    let again = c.cache_action(CacheAction::Warm, &ranges).await.unwrap();
+    assert_eq!(again, report(2, 2));
+    assert_eq!(backend.gets(), 2, "a warm block is not fetched again");
+    drop(c);
+    // A restarted client sees them, before its scan as after.
+    let c = ChunkStore::new(backend.clone(), conf);
+    let check = c.cache_action(CacheAction::Check, &ranges).await.unwrap();
+    assert_eq!(check, report(2, 2));
+    c.read(5, size, BS as u32, BS + 1).await.unwrap();
+    assert_eq!(backend.gets(), 2, "read from the warmed cache");
+    let evicted = c.cache_action(CacheAction::Evict, &ranges).await.unwrap();
+    assert_eq!(evicted, report(2, 2));
+    let check = c.cache_action(CacheAction::Check, &ranges).await.unwrap();
+    assert_eq!(check, report(2, 0));
+    assert_eq!(c.disk_cache_usage().unwrap().0, 0);
+    c.read(5, size, BS as u32, BS + 1).await.unwrap();
+    assert_eq!(backend.gets(), 4, "evicted blocks are fetched again");
+    // The text form the mount answers with reads back the same.
+    let text = warm.to_string();
+    assert_eq!(text.parse::<CacheReport>().unwrap(), warm);
+    assert!("blocks=x".parse::<CacheReport>().is_err());
 }

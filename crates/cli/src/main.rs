@@ -7,6 +7,7 @@ mod format;
 mod mount;
 mod status;
 mod umount;
+mod warmup;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -33,6 +34,8 @@ enum Command {
     Status(status::StatusArgs),
     /// Show the inode, size, chunks, slices and objects of a path in a mounted volume.
     Info(status::InfoArgs),
+    /// Fill (or empty, or measure) this node's cache for files and directories.
+    Warmup(warmup::WarmupArgs),
     /// Print the version.
     Version,
 }
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Umount(a) => umount::run(a),
         Command::Status(a) => status::run(a),
         Command::Info(a) => status::info(a),
+        Command::Warmup(a) => warmup::run(a),
         Command::Version => {
             println!("nectar {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -50,13 +50,16 @@ pub fn run(a: StatusArgs) -> Result<()> {
     Ok(())
 }
 
-fn getxattr(path: &CString, name: &CString) -> std::io::Result<Vec<u8>> {
-    // SAFETY: the pointers are valid NUL-terminated strings and a buffer of `len` bytes.
-    let len = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
-    if len < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut buf = vec![0u8; len as usize + 4096];
+/// The value of xattr `name` of `path`, read with one call into a buffer of `cap`
+/// bytes (ERANGE if it is longer). One call matters for the virtual xattrs, which do
+/// their work each time they are read.
+pub(crate) fn getxattr_once(
+    path: &CString,
+    name: &CString,
+    cap: usize,
+) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; cap];
+    // SAFETY: the pointers are valid NUL-terminated strings and a buffer of `cap` bytes.
     let n = unsafe {
         libc::getxattr(
             path.as_ptr(),
@@ -70,6 +73,15 @@ fn getxattr(path: &CString, name: &CString) -> std::io::Result<Vec<u8>> {
     }
     buf.truncate(n as usize);
     Ok(buf)
+}
+
+fn getxattr(path: &CString, name: &CString) -> std::io::Result<Vec<u8>> {
+    // SAFETY: valid NUL-terminated strings; a null buffer of length 0 asks for the size.
+    let len = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    if len < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    getxattr_once(path, name, len as usize + 4096)
 }
 
 pub fn info(a: InfoArgs) -> Result<()> {

@@ -1,8 +1,9 @@
 //! The local disk cache on real mounts: a second read is served from the cache (proven
 //! by making object storage return wrong bytes, so only the cache can give the right
 //! ones), a damaged cached block is dropped and fetched again, cache files are private
-//! and laid out at their object keys under the volume's UUID, and bad cache settings
-//! are refused with the reason.
+//! and laid out at their object keys under the volume's UUID, bad cache settings
+//! are refused with the reason, and `nectar warmup` fills, measures and empties the
+//! cache of the mount.
 
 mod common;
 
@@ -197,6 +198,86 @@ fn a_damaged_cached_block_is_dropped_and_read_again() {
     }
     let log = m.unmount();
     assert!(log.contains("damaged"), "{log}");
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn warmup_fills_checks_and_empties_the_cache_of_the_mount() {
+    require_fuse!();
+    let (vol, files) = volume_with_files();
+    let cache = vol.path("cache");
+    let m = vol.mount(
+        "w2",
+        &[
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--mem-cache-size",
+            "0",
+        ],
+    );
+    let root = m.path("");
+    let root = root.to_str().unwrap();
+    let check = stdout(&nectar_ok(&["warmup", "--check", root]));
+    assert!(
+        check.contains("3 files") && check.contains("(0.0%)"),
+        "{check}"
+    );
+    let warm = stdout(&nectar_ok(&["warmup", "--threads", "2", root]));
+    assert!(
+        warm.contains("3 files") && warm.contains("0.0 MiB already cached"),
+        "{warm}"
+    );
+    // On disk when the command returns, not some time later.
+    assert_eq!(cached_blocks(&cache).len(), 13, "{warm}");
+    let check = stdout(&nectar_ok(&["warmup", "--check", root]));
+    assert!(check.contains("(100.0%)"), "{check}");
+    // Every read is now served from the cache: object storage gives wrong bytes.
+    assert!(spoil_bucket(&vol.path("data")) >= 13);
+    for (name, data) in &files {
+        assert_eq!(&fs::read(m.path(name)).unwrap(), data, "{name}");
+    }
+    // Evict one file (4 blocks), named in a list.
+    let list = vol.path("list");
+    fs::write(&list, format!("{}\n", m.path("f1").display())).unwrap();
+    let evict = stdout(&nectar_ok(&[
+        "warmup",
+        "--evict",
+        "--file",
+        list.to_str().unwrap(),
+    ]));
+    assert!(evict.contains("1 files: 0.2 MiB dropped"), "{evict}");
+    assert_eq!(cached_blocks(&cache).len(), 9);
+    let f1 = m.path("f1");
+    let check = stdout(&nectar_ok(&["warmup", "--check", f1.to_str().unwrap()]));
+    assert!(
+        check.contains("1 files") && check.contains("(0.0%)"),
+        "{check}"
+    );
+    // In the background: the command returns at once and the blocks come.
+    let bg = stdout(&nectar_ok(&[
+        "warmup",
+        "--background",
+        f1.to_str().unwrap(),
+    ]));
+    assert!(bg.contains("background"), "{bg}");
+    wait_cached(&cache, 13);
+    // Paths outside a volume, or missing, are refused before anything runs.
+    let out = nectar(&["warmup", vol.path("").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not inside a mounted Nectar volume"),
+        "{err}"
+    );
+    let out = nectar(&["warmup", m.path("nothing").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("No such file"),
+        "{err}"
+    );
+    m.unmount();
 }
 
 #[test]

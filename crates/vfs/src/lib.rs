@@ -24,6 +24,7 @@ use dir::DirStream;
 use file::{FileInner, FileState, PendingSlice};
 use libc::{EBADF, EFBIG, EINVAL, EISDIR, EROFS};
 use nectar_chunk::ChunkStore;
+pub use nectar_chunk::{CacheAction, CacheReport};
 use nectar_meta::{
     AtimeMode, Attr, Ctx, FileType, Ino, Meta, SetAttr, Slice, StatFs, Time, CHUNK_BITS,
     CHUNK_SIZE, MAX_FILE_SIZE, ROOT_INODE,
@@ -466,6 +467,9 @@ impl Vfs {
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
         if name == INFO_XATTR {
             return Ok(self.info(ino)?.into_bytes());
+        }
+        if let Some(action) = cache_action_of(name) {
+            return Ok(self.cache_action(ino, action)?.to_string().into_bytes());
         }
         Ok(self.meta.getxattr(self.to_meta(ino), name)?)
     }
@@ -1075,6 +1079,30 @@ impl Vfs {
         Ok(out)
     }
 
+    /// Warms, empties or measures this client's cache for the data of file `ino`: the
+    /// work of `nectar warmup`, asked for through [`WARMUP_XATTR`], [`EVICT_XATTR`] and
+    /// [`CHECK_XATTR`]. Only the stored pieces the file shows are looked at (not the
+    /// overwritten parts of its slices, nor holes). Anything but a regular file gives
+    /// an empty report.
+    pub fn cache_action(&self, ino: Ino, action: CacheAction) -> Result<CacheReport> {
+        let mino = self.to_meta(ino);
+        let attr = self.meta.get_attr(mino)?;
+        if attr.typ != FileType::File {
+            return Ok(CacheReport::default());
+        }
+        let mut ranges = Vec::new();
+        for index in 0..attr.length.div_ceil(CHUNK_SIZE) as u32 {
+            let records = self.meta.read_chunk(mino, index)?;
+            ranges.extend(
+                nectar_meta::slice::resolve(&records)
+                    .iter()
+                    .filter(|s| s.id != 0)
+                    .map(|s| (s.id, s.size, s.off, s.len)),
+            );
+        }
+        Ok(self.rt.block_on(self.store.cache_action(action, &ranges))?)
+    }
+
     /// Commits every pending write (on unmount).
     pub fn flush_all(&self) -> Result<()> {
         let files: Vec<Arc<FileState>> = self.files.lock().values().cloned().collect();
@@ -1180,6 +1208,20 @@ impl Vfs {
 
 /// The name of the virtual xattr that returns [`Vfs::info`].
 pub const INFO_XATTR: &[u8] = b"nectar.info";
+/// Virtual xattrs whose value is the [`CacheReport`] of a [`Vfs::cache_action`] on the
+/// file: reading one warms the cache, empties it, or only measures it.
+pub const WARMUP_XATTR: &[u8] = b"nectar.warmup";
+pub const EVICT_XATTR: &[u8] = b"nectar.evict";
+pub const CHECK_XATTR: &[u8] = b"nectar.check";
+
+fn cache_action_of(name: &[u8]) -> Option<CacheAction> {
+    match name {
+        WARMUP_XATTR => Some(CacheAction::Warm),
+        EVICT_XATTR => Some(CacheAction::Evict),
+        CHECK_XATTR => Some(CacheAction::Check),
+        _ => None,
+    }
+}
 
 fn committer(vfs: Weak<Vfs>) {
     loop {

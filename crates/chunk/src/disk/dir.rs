@@ -181,6 +181,23 @@ impl CacheDir {
         self.in_use() && (!self.scanned.load(Ordering::Acquire) || self.index.lock().contains(id))
     }
 
+    /// Whether block `id` is here: in the index, or, before the scan is done, a file
+    /// of the right length (then indexed).
+    pub(crate) fn holds(&self, key: &str, id: BlockId) -> bool {
+        if !self.may_have(&id) {
+            return false;
+        }
+        if self.contains(&id) {
+            return true;
+        }
+        let len = self.file_len(&id);
+        let found = fs::metadata(self.path(key)).is_ok_and(|m| m.len() == len);
+        if found {
+            self.index.lock().insert(id, len, now_secs());
+        }
+        found
+    }
+
     /// Stores block `id` (key `key`) unless it is here already, making room first.
     pub(crate) fn put(&self, key: &str, id: BlockId, data: &Bytes) {
         if !self.in_use() || self.index.lock().contains(&id) {

@@ -345,6 +345,30 @@ impl DiskCache {
             .is_some_and(|(id, d)| d.contains(&id))
     }
 
+    /// Whether block `key` is here (staged or cached), looking on disk when the
+    /// start-up scan has not reached it yet. Blocking.
+    pub(crate) fn holds(&self, key: &str) -> bool {
+        self.is_staged(key)
+            || parse_block_key(key)
+                .zip(self.dir_for(key))
+                .is_some_and(|(id, d)| d.holds(key, id))
+    }
+
+    /// Stores block `key` now (unless it is here already). Blocking.
+    pub(crate) fn put(&self, key: &str, data: &Bytes) {
+        if let (Some(id), Some(d)) = (parse_block_key(key), self.dir_for(key)) {
+            d.put(key, id, data);
+        }
+    }
+
+    /// Drops cached block `key` now; a staged block stays (it is not in object storage
+    /// yet). Blocking.
+    pub(crate) fn evict(&self, key: &str) {
+        if let (Some(id), Some(d)) = (parse_block_key(key), self.dir_for(key)) {
+            d.remove(key, id);
+        }
+    }
+
     /// Stores the block in the background (dropped if too much is waiting already).
     pub(crate) fn put_background(self: &Arc<Self>, key: &str, data: Bytes) {
         let len = data.len() as u64;
@@ -355,9 +379,7 @@ impl DiskCache {
         }
         let (cache, key) = (self.clone(), key.to_string());
         tokio::task::spawn_blocking(move || {
-            if let (Some(id), Some(d)) = (parse_block_key(&key), cache.dir_for(&key)) {
-                d.put(&key, id, &data);
-            }
+            cache.put(&key, &data);
             cache.pending.fetch_sub(len, Ordering::Relaxed);
         });
     }
@@ -369,11 +391,7 @@ impl DiskCache {
             let _ = std::fs::remove_file(&staged.path);
         }
         let (cache, key) = (self.clone(), key.to_string());
-        tokio::task::spawn_blocking(move || {
-            if let (Some(id), Some(d)) = (parse_block_key(&key), cache.dir_for(&key)) {
-                d.remove(&key, id);
-            }
-        });
+        tokio::task::spawn_blocking(move || cache.evict(&key));
     }
 
     /// Blocks and bytes held, over all directories in use.
