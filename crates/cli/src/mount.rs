@@ -113,6 +113,15 @@ pub struct MountArgs {
     /// Largest readahead window of a sequential reader, in MiB [default: 8 blocks].
     #[arg(long, value_name = "MiB")]
     max_readahead: Option<u64>,
+    /// Reopen a file read-only without asking metadata within this time of the last
+    /// check (e.g. 60, 10m; 0 always asks). Changes by other clients are not seen
+    /// meanwhile: for read-only datasets.
+    #[arg(long, default_value = "0", value_name = "DURATION", value_parser = crate::duration::parse)]
+    open_cache: Duration,
+    /// Closed files remembered, for --open-cache and to keep their page cache when
+    /// they are reopened unchanged; 0 remembers none.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    open_cache_limit: usize,
     /// Kernel attribute cache, in seconds.
     #[arg(long, default_value_t = 1.0)]
     attr_cache: f64,
@@ -401,6 +410,8 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
             .max_readahead
             .map_or((fmt.block_size as u64 * 1024) * 8, |mib| mib << 20),
         atime_mode: a.atime_mode,
+        open_cache: a.open_cache,
+        open_cache_limit: a.open_cache_limit,
         ..VfsConfig::default()
     };
     let info = SessionInfo {

@@ -282,7 +282,7 @@ fn warmup_fills_checks_and_empties_the_cache_of_the_mount() {
 
 #[test]
 fn bad_cache_settings_are_refused_with_the_reason() {
-    let (vol, _) = if skip_reason().is_none() {
+    let (vol, files) = if skip_reason().is_none() {
         volume_with_files()
     } else {
         eprintln!("skipped: {}", skip_reason().unwrap_or_default());
@@ -315,10 +315,18 @@ fn bad_cache_settings_are_refused_with_the_reason() {
     assert!(e.contains("90m"), "{e}");
     let e = fail(&["--free-space-ratio", "2"]);
     assert!(e.contains("free-space-ratio"), "{e}");
+    let e = fail(&["--open-cache", "a while"]);
+    assert!(e.contains("90m"), "{e}");
     // A missing directory is created.
     let fresh = vol.path("new/cache/dir");
-    let m = vol.mount("ok", &["--cache-dir", fresh.to_str().unwrap()]);
+    let m = vol.mount(
+        "ok",
+        &["--cache-dir", fresh.to_str().unwrap(), "--open-cache", "1m"],
+    );
     assert!(fresh.is_dir());
+    for _ in 0..2 {
+        assert_eq!(fs::read(m.path("f3")).unwrap(), files[2].1);
+    }
     m.unmount();
 }
 

@@ -11,11 +11,20 @@
 //!
 //! Reads resolve a chunk's slice records once ([`nectar_meta::slice::resolve`]) and
 //! keep the result until this client changes the chunk or another client's change is
-//! seen at open (a new mtime).
+//! seen at open (a new mtime or length).
+//!
+//! A file closed here is remembered for a while ([`ClosedFiles`], at most
+//! `--open-cache-limit` of them, least recently closed dropped first): reopened with
+//! the same mtime and length, it keeps the kernel's page cache and its resolved slices,
+//! and within `--open-cache` seconds of its last check against metadata a read-only
+//! reopen does not ask metadata at all.
 
+use lru::LruCache;
 use nectar_chunk::SliceWriter;
 use nectar_meta::{slice, Attr, Ino, NewSlice, Slice, Time};
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -47,6 +56,8 @@ pub(crate) struct FileInner {
     pub attr: Attr,
     /// An error of a background commit, reported at the next flush/fsync/close.
     pub write_error: Option<i32>,
+    /// When `attr` was last taken from metadata (for `--open-cache`).
+    pub checked: Option<Instant>,
 }
 
 pub(crate) struct FileState {
@@ -69,6 +80,7 @@ impl FileState {
                 slices: HashMap::new(),
                 attr,
                 write_error: None,
+                checked: None,
             }),
         }
     }
@@ -102,5 +114,40 @@ impl FileInner {
         let v = Arc::new(slice::resolve(records));
         self.slices.insert(index, v.clone());
         v
+    }
+}
+
+/// Files closed by this client lately, with what it knew of them (see the module
+/// documentation). Only clean files are kept: nothing pending, no error to report.
+pub(crate) struct ClosedFiles {
+    lru: Option<Mutex<LruCache<Ino, Arc<FileState>>>>,
+}
+
+impl ClosedFiles {
+    /// Remembers up to `limit` files; 0 remembers none.
+    pub fn new(limit: usize) -> Self {
+        ClosedFiles {
+            lru: NonZeroUsize::new(limit).map(|n| Mutex::new(LruCache::new(n))),
+        }
+    }
+
+    pub fn put(&self, file: Arc<FileState>) {
+        if let Some(lru) = &self.lru {
+            lru.lock().put(file.ino, file);
+        }
+    }
+
+    /// The file closed last as `ino`, taken out (it is being opened again).
+    pub fn take(&self, ino: Ino) -> Option<Arc<FileState>> {
+        self.lru.as_ref()?.lock().pop(&ino)
+    }
+
+    pub fn get(&self, ino: Ino) -> Option<Arc<FileState>> {
+        self.lru.as_ref()?.lock().peek(&ino).cloned()
+    }
+
+    /// Forgets `ino` after this client changed it.
+    pub fn forget(&self, ino: Ino) {
+        self.take(ino);
     }
 }

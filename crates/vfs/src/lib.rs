@@ -21,7 +21,7 @@ pub use error::{Error, Result};
 
 use bytes::Bytes;
 use dir::DirStream;
-use file::{FileInner, FileState, PendingSlice};
+use file::{ClosedFiles, FileInner, FileState, PendingSlice};
 use libc::{EBADF, EFBIG, EINVAL, EISDIR, EROFS};
 use nectar_chunk::ChunkStore;
 pub use nectar_chunk::{CacheAction, CacheReport};
@@ -52,6 +52,13 @@ pub struct VfsConfig {
     pub delete_delay: Duration,
     /// When reads and listings update atime.
     pub atime_mode: AtimeMode,
+    /// A read-only reopen within this time of the file's last check against metadata
+    /// takes its attributes and slices from this client's memory (`--open-cache`; zero,
+    /// the default, always asks metadata). Changes by other clients are not seen
+    /// meanwhile: meant for read-only datasets.
+    pub open_cache: Duration,
+    /// Closed files remembered (`--open-cache-limit`, default 10,000; 0 none).
+    pub open_cache_limit: usize,
 }
 
 impl Default for VfsConfig {
@@ -64,6 +71,8 @@ impl Default for VfsConfig {
             max_readahead: 32 << 20,
             delete_delay: Duration::from_secs(2),
             atime_mode: AtimeMode::NoAtime,
+            open_cache: Duration::ZERO,
+            open_cache_limit: 10_000,
         }
     }
 }
@@ -104,6 +113,8 @@ pub struct Vfs {
     /// The inode mounted as the root (1, or a subdirectory's inode).
     root: Ino,
     files: Mutex<HashMap<Ino, Arc<FileState>>>,
+    /// Files closed lately (lock order: `files`, then `closed`).
+    closed: ClosedFiles,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
     stopped: AtomicBool,
@@ -156,6 +167,7 @@ impl Vfs {
                 .block_on(sweeper_store.delete_unfinished(ranges, keep))
                 .map_err(|e| e.to_string())
         }));
+        let closed = ClosedFiles::new(cfg.open_cache_limit);
         let vfs = Arc::new(Vfs {
             meta,
             store,
@@ -163,6 +175,7 @@ impl Vfs {
             cfg,
             root,
             files: Mutex::new(HashMap::new()),
+            closed,
             handles: Mutex::new(HashMap::new()),
             locks: Default::default(),
             next_fh: AtomicU64::new(1),
@@ -293,6 +306,7 @@ impl Vfs {
     pub fn setattr(&self, ctx: &Ctx, ino: Ino, set: &SetAttr, size: Option<u64>) -> Result<Attr> {
         self.check_writable()?;
         let ino = self.to_meta(ino);
+        self.closed.forget(ino);
         let mut attr = None;
         if let Some(size) = size {
             attr = Some(self.truncate(ctx, ino, size)?);
@@ -485,30 +499,44 @@ impl Vfs {
 
     // ----- files ----------------------------------------------------------------------
 
+    /// The state of open file `ino`: the one its other handles share, the one it had
+    /// when this client last closed it, or a new one; true unless new.
     fn file_state(&self, ino: Ino, attr: &Attr) -> (Arc<FileState>, bool) {
         let mut files = self.files.lock();
-        match files.get(&ino) {
-            Some(f) => (f.clone(), true),
-            None => {
-                let f = Arc::new(FileState::new(ino, attr.clone()));
-                files.insert(ino, f.clone());
-                (f, false)
-            }
+        if let Some(f) = files.get(&ino) {
+            return (f.clone(), true);
         }
+        let (f, existed) = match self.closed.take(ino) {
+            Some(f) => (f, true),
+            None => (Arc::new(FileState::new(ino, attr.clone())), false),
+        };
+        files.insert(ino, f.clone());
+        (f, existed)
     }
 
-    fn open_state(&self, ino: Ino, attr: Attr) -> Opened {
+    /// Opens a handle of `ino`, whose attributes are `attr` (`from_meta`: just read from
+    /// metadata, rather than remembered).
+    fn open_state(&self, ino: Ino, attr: Attr, from_meta: bool) -> Opened {
         let (file, existed) = self.file_state(ino, &attr);
         *file.handles.lock() += 1;
-        let mut keep_cache = false;
+        let keep_cache;
         {
             let mut inner = file.inner.lock();
-            if existed && inner.attr.mtime == attr.mtime && inner.attr.length == attr.length {
-                keep_cache = true;
-            } else if !inner.is_dirty() {
-                // Someone else changed the file: forget what we resolved.
-                inner.slices.clear();
+            // A read served from the page cache never reaches us, so a file whose atime
+            // is due an update (`--atime-mode`) gets its next read here.
+            keep_cache = existed
+                && inner.attr.mtime == attr.mtime
+                && inner.attr.length == attr.length
+                && !self.cfg.atime_mode.needs_update(&attr, Time::now());
+            if !inner.is_dirty() {
+                if !keep_cache {
+                    // Someone else changed the file: forget what we resolved.
+                    inner.slices.clear();
+                }
                 inner.attr = attr.clone();
+                if from_meta {
+                    inner.checked = Some(Instant::now());
+                }
             }
         }
         let fh = self.add_handle(ino, HandleKind::File(file));
@@ -524,13 +552,41 @@ impl Vfs {
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             self.check_writable()?;
         }
+        if let Some(opened) = self.open_remembered(ctx, ino, flags) {
+            return Ok(opened);
+        }
         let attr = self.meta.open(ctx, ino, flags)?;
         if attr.typ == FileType::Directory {
             self.meta.close(ino)?;
             return sys(EISDIR);
         }
         let attr = self.merge_pending(ino, Some(attr))?;
-        Ok(self.open_state(ino, attr))
+        Ok(self.open_state(ino, attr, true))
+    }
+
+    /// `--open-cache`: a read-only open of a file this client checked against metadata
+    /// less than `open_cache` ago, open or closed since, with nothing pending, is served
+    /// from memory. Only when the kernel checks permissions (`default_permissions`):
+    /// metadata's own check is what this skips.
+    fn open_remembered(&self, ctx: &Ctx, ino: Ino, flags: i32) -> Option<Opened> {
+        let read_only = flags & libc::O_ACCMODE == libc::O_RDONLY && flags & libc::O_TRUNC == 0;
+        if self.cfg.open_cache.is_zero() || !read_only || ctx.check_permission {
+            return None;
+        }
+        let file = self.files.lock().get(&ino).cloned();
+        let file = file.or_else(|| self.closed.get(ino))?;
+        let attr = {
+            let inner = file.inner.lock();
+            let fresh = inner
+                .checked
+                .is_some_and(|t| t.elapsed() < self.cfg.open_cache);
+            if !fresh || inner.is_dirty() || inner.write_error.is_some() {
+                return None;
+            }
+            inner.attr.clone()
+        };
+        self.meta.opened(ino);
+        Some(self.open_state(ino, attr, false))
     }
 
     /// Creates and opens a regular file. Without O_EXCL an existing file is opened.
@@ -551,7 +607,7 @@ impl Vfs {
         {
             Ok((ino, attr)) => {
                 self.meta.opened(ino);
-                Ok((self.to_kernel(ino), self.open_state(ino, attr)))
+                Ok((self.to_kernel(ino), self.open_state(ino, attr, true)))
             }
             Err(nectar_meta::Error::Sys(libc::EEXIST)) if flags & libc::O_EXCL == 0 => {
                 let (ino, _) = self.meta.lookup(ctx, parent, name)?;
@@ -852,6 +908,11 @@ impl Vfs {
             if files.get(&h.ino).is_some_and(|f| Arc::ptr_eq(f, &file)) && *file.handles.lock() == 0
             {
                 files.remove(&h.ino);
+                let inner = file.inner.lock();
+                if !inner.is_dirty() && inner.write_error.is_none() {
+                    drop(inner);
+                    self.closed.put(file.clone());
+                }
             }
         }
         self.meta.close(h.ino)?;
@@ -859,7 +920,25 @@ impl Vfs {
     }
 
     /// Reads up to `size` bytes at `off`.
+    ///
+    /// A block missing from object storage may mean that the slices this client
+    /// resolved earlier are gone: another client overwrote or compacted the chunk, and
+    /// its old slices were deleted, while nothing here asked metadata again (an open
+    /// file, or `--open-cache`). The read is then tried once more with the chunk's
+    /// slices read afresh.
     pub fn read(&self, fh: u64, off: u64, size: usize) -> Result<Bytes> {
+        match self.read_resolved(fh, off, size) {
+            Err(Error::Chunk(e)) if e.is_not_found() => {
+                let (_, file) = self.file_handle(fh)?;
+                tracing::debug!("inode {}: {e}; reading its slices again", file.ino);
+                file.inner.lock().slices.clear();
+                self.read_resolved(fh, off, size)
+            }
+            r => r,
+        }
+    }
+
+    fn read_resolved(&self, fh: u64, off: u64, size: usize) -> Result<Bytes> {
         let (h, file) = self.file_handle(fh)?;
         self.note_access(&file);
         let (segments, len) = {
@@ -1175,6 +1254,7 @@ impl Vfs {
         if let Some(f) = self.files.lock().get(&ino).cloned() {
             f.inner.lock().slices.remove(&index);
         }
+        self.closed.forget(ino);
         tracing::debug!(
             "inode {ino} chunk {index}: {} records compacted",
             records.len()
