@@ -470,6 +470,7 @@ impl Inner {
         range: Range<usize>,
     ) -> Result<Bytes> {
         if let Some(b) = self.cache.get(&key) {
+            cache_hit("memory", range.len());
             return sub_range(&key, b, range);
         }
         // Without any cache a whole block would be fetched only to be thrown away.
@@ -482,6 +483,7 @@ impl Inner {
                 return sub_range(&key, f.await?, range);
             }
             if let Some(data) = self.disk_get(&key, range.clone()).await {
+                cache_hit("disk", data.len());
                 return Ok(data);
             }
             // The whole block in the background too, for the next read of it, while a
@@ -493,6 +495,7 @@ impl Inner {
                 }
             }
             let want = range.len();
+            cache_miss(want);
             let data = self
                 .get(&key, Some(range.start as u64..range.end as u64))
                 .await?;
@@ -509,7 +512,10 @@ impl Inner {
             return Ok(data);
         }
         let block = match self.lookup_or_fetch(&key, len, None) {
-            Lookup::Cached(b) => b,
+            Lookup::Cached(b) => {
+                cache_hit("memory", range.len());
+                b
+            }
             Lookup::Fetching(f) => f.await?,
         };
         sub_range(&key, block, range)
@@ -595,8 +601,10 @@ impl Inner {
     /// checked) and written to the disk cache in the background.
     async fn fetch_block(&self, key: &str, len: u32) -> Result<Bytes> {
         if let Some(block) = self.disk_get(key, 0..len as usize).await {
+            cache_hit("disk", block.len());
             return Ok(block);
         }
+        cache_miss(len as usize);
         let stored = self.get(key, None).await?;
         let block = self.decode(key, stored, len as usize).await?;
         if let Some(disk) = &self.disk {
@@ -666,6 +674,21 @@ impl Drop for Unregister {
     fn drop(&mut self) {
         self.inner.inflight.lock().remove(&self.key);
     }
+}
+
+/// Counts bytes served by the memory or the disk cache
+/// (`nectar_blockcache_hits_total` and `..._hit_bytes_total`, by `level`). A block
+/// fetched once for several readers counts once, when it is fetched.
+fn cache_hit(level: &'static str, bytes: usize) {
+    metrics::counter!("nectar_blockcache_hits_total", "level" => level).increment(1);
+    metrics::counter!("nectar_blockcache_hit_bytes_total", "level" => level)
+        .increment(bytes as u64);
+}
+
+/// Counts bytes that had to come from object storage.
+fn cache_miss(bytes: usize) {
+    metrics::counter!("nectar_blockcache_misses_total").increment(1);
+    metrics::counter!("nectar_blockcache_miss_bytes_total").increment(bytes as u64);
 }
 
 /// `range` of a decoded block, checked rather than trusted.

@@ -3,8 +3,10 @@
 //! file-system behaviour lives here.
 
 mod duration;
+mod exporter;
 mod format;
 mod mount;
+mod stats;
 mod status;
 mod umount;
 mod warmup;
@@ -34,6 +36,8 @@ enum Command {
     Status(status::StatusArgs),
     /// Show the inode, size, chunks, slices and objects of a path in a mounted volume.
     Info(status::InfoArgs),
+    /// Show a mount's activity live, one line per interval.
+    Stats(stats::StatsArgs),
     /// Fill (or empty, or measure) this node's cache for files and directories.
     Warmup(warmup::WarmupArgs),
     /// Print the version.
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
         Command::Status(a) => status::run(a),
         Command::Info(a) => status::info(a),
         Command::Warmup(a) => warmup::run(a),
+        Command::Stats(a) => stats::run(a),
         Command::Version => {
             println!("nectar {}", env!("CARGO_PKG_VERSION"));
             Ok(())

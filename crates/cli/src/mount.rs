@@ -122,6 +122,10 @@ pub struct MountArgs {
     /// they are reopened unchanged; 0 remembers none.
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     open_cache_limit: usize,
+    /// Serve Prometheus metrics at http://ADDR/metrics (another free port when this one
+    /// is taken; empty turns it off). `nectar stats MOUNTPOINT` works either way.
+    #[arg(long, default_value = "127.0.0.1:9567", value_name = "ADDR")]
+    metrics: String,
     /// Kernel attribute cache, in seconds.
     #[arg(long, default_value_t = 1.0)]
     attr_cache: f64,
@@ -431,6 +435,11 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
         mp.display()
     );
     let vfs = Vfs::new(meta.clone(), chunks, rt.handle().clone(), vfs_cfg, root);
+    let metrics = crate::exporter::install(&fmt.name, &mp.display().to_string())?;
+    if !a.metrics.is_empty() {
+        crate::exporter::serve(&a.metrics, metrics.clone())?;
+    }
+    vfs.set_stats_renderer(Box::new(move || metrics.render()));
     let stop = Arc::new(AtomicBool::new(false));
     start_heartbeat(
         meta.clone(),

@@ -3,7 +3,7 @@
 //! ones), a damaged cached block is dropped and fetched again, cache files are private
 //! and laid out at their object keys under the volume's UUID, bad cache settings
 //! are refused with the reason, and `nectar warmup` fills, measures and empties the
-//! cache of the mount.
+//! cache of the mount, and the mount's metrics show where each read came from.
 
 mod common;
 
@@ -156,6 +156,134 @@ fn a_second_read_is_served_from_the_disk_cache() {
     let n = vol.mount("r3", &["--cache-size", "0", "--mem-cache-size", "0"]);
     assert_ne!(&fs::read(n.path("f1")).unwrap(), &files[0].1);
     n.unmount();
+    m.unmount();
+}
+
+/// Fetches the mount's metrics over HTTP, from the address its log names.
+fn scrape(m: &Mount) -> String {
+    use std::io::{Read, Write};
+    let log = m.log_text();
+    let url = log
+        .split("metrics are served at http://")
+        .nth(1)
+        .and_then(|rest| rest.split("/metrics").next())
+        .unwrap_or_else(|| panic!("no metrics address in the log: {log}"));
+    let mut conn = std::net::TcpStream::connect(url).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text
+}
+
+/// The sum of the series `name` whose labels contain `label` (one scrape).
+fn metric(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Drops the page cache of `path`, so the next read reaches the mount.
+fn drop_page_cache(path: &Path) {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(path).unwrap();
+    // SAFETY: a valid descriptor; DONTNEED only drops clean cached pages.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0);
+}
+
+#[test]
+fn the_second_read_of_a_dataset_costs_no_get_as_the_metrics_show() {
+    require_fuse!();
+    let (vol, files) = volume_with_files();
+    let cache = vol.path("cache");
+    let m = vol.mount(
+        "r",
+        &[
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--mem-cache-size",
+            "0",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+    );
+    let gets = |text: &str| {
+        metric(
+            text,
+            "nectar_object_request_duration_seconds_count",
+            "method=\"GET\"",
+        )
+    };
+    let total: usize = files.iter().map(|(_, d)| d.len()).sum();
+    for (name, data) in &files {
+        assert_eq!(&fs::read(m.path(name)).unwrap(), data);
+    }
+    wait_cached(&cache, 13);
+    let first = scrape(&m);
+    // At least one GET per block (a small first read of a block is a ranged GET, and
+    // the whole block follows in the background).
+    assert!(gets(&first) >= 13.0, "{} GETs", gets(&first));
+    let missed = metric(&first, "nectar_blockcache_miss_bytes_total", "");
+    assert!(
+        missed >= total as f64,
+        "{missed} of {total} bytes counted as misses"
+    );
+    // The second epoch, after dropping the page cache: every byte from the disk cache.
+    for (name, data) in &files {
+        drop_page_cache(&m.path(name));
+        assert_eq!(&fs::read(m.path(name)).unwrap(), data);
+    }
+    let second = scrape(&m);
+    assert_eq!(
+        gets(&second),
+        gets(&first),
+        "the second read fetched from object storage"
+    );
+    let hits = metric(
+        &second,
+        "nectar_blockcache_hit_bytes_total",
+        "level=\"disk\"",
+    );
+    assert!(
+        hits >= total as f64,
+        "{hits} of {total} bytes from the disk cache"
+    );
+    assert!(
+        metric(
+            &second,
+            "nectar_fuse_op_duration_seconds_count",
+            "op=\"read\""
+        ) > 0.0
+    );
+    assert!(
+        metric(
+            &second,
+            "nectar_meta_txn_duration_seconds_count",
+            "kind=\"read\""
+        ) > 0.0
+    );
+    assert!(
+        second.contains("vol_name=\""),
+        "series carry the volume's name"
+    );
+    // `nectar stats` reads the same numbers through the mount, with no address.
+    let out = nectar_ok(&[
+        "stats",
+        "--count",
+        "1",
+        "--interval",
+        "0.2",
+        m.path("").to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(text.contains("blockcache"), "{text}");
+    let out = nectar(&["stats", "--count", "1", vol.path("").to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not inside a mounted Nectar volume"));
     m.unmount();
 }
 

@@ -195,10 +195,18 @@ impl NectarFs {
         }
     }
 
-    /// Runs `f` on the blocking pool with the VFS.
-    fn spawn(&self, f: impl FnOnce(&Vfs) + Send + 'static) {
+    /// Runs `f`, the handler of FUSE operation `op`, on the blocking pool with the VFS,
+    /// and records its latency from arrival to reply, time waiting for a thread
+    /// included (`nectar_fuse_op_duration_seconds` by `op`; its count is the number of
+    /// operations).
+    fn spawn(&self, op: &'static str, f: impl FnOnce(&Vfs) + Send + 'static) {
         let vfs = self.vfs.clone();
-        self.rt.spawn_blocking(move || f(&vfs));
+        let start = std::time::Instant::now();
+        self.rt.spawn_blocking(move || {
+            f(&vfs);
+            metrics::histogram!("nectar_fuse_op_duration_seconds", "op" => op)
+                .record(start.elapsed().as_secs_f64());
+        });
     }
 
     fn reply_entry(vfs: &Vfs, reply: ReplyEntry, res: nectar_vfs::Result<(u64, Attr)>, op: &str) {
@@ -263,14 +271,14 @@ impl Filesystem for NectarFs {
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let (c, name) = (ctx(req), name_vec(name));
-        self.spawn(move |vfs| {
+        self.spawn("lookup", move |vfs| {
             let res = vfs.lookup(&c, parent.0, &name);
             Self::reply_entry(vfs, reply, res, "lookup");
         });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.spawn(move |vfs| match vfs.getattr(ino.0) {
+        self.spawn("getattr", move |vfs| match vfs.getattr(ino.0) {
             Ok(a) => reply.attr(&vfs.config().attr_timeout, &to_file_attr(ino.0, &a)),
             Err(e) => reply.error(errno("getattr", e)),
         });
@@ -304,14 +312,16 @@ impl Filesystem for NectarFs {
             ctime: ctime.map(Time::from_system_time),
             flags: None,
         };
-        self.spawn(move |vfs| match vfs.setattr(&c, ino.0, &set, size) {
-            Ok(a) => reply.attr(&vfs.config().attr_timeout, &to_file_attr(ino.0, &a)),
-            Err(e) => reply.error(errno("setattr", e)),
+        self.spawn("setattr", move |vfs| {
+            match vfs.setattr(&c, ino.0, &set, size) {
+                Ok(a) => reply.attr(&vfs.config().attr_timeout, &to_file_attr(ino.0, &a)),
+                Err(e) => reply.error(errno("setattr", e)),
+            }
         });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.spawn(move |vfs| match vfs.readlink(ino.0) {
+        self.spawn("readlink", move |vfs| match vfs.readlink(ino.0) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno("readlink", e)),
         });
@@ -328,7 +338,7 @@ impl Filesystem for NectarFs {
         reply: ReplyEntry,
     ) {
         let (c, name) = (ctx(req), name_vec(name));
-        self.spawn(move |vfs| {
+        self.spawn("mknod", move |vfs| {
             let res = vfs.mknod(&c, parent.0, &name, mode, umask, rdev);
             Self::reply_entry(vfs, reply, res, "mknod");
         });
@@ -344,7 +354,7 @@ impl Filesystem for NectarFs {
         reply: ReplyEntry,
     ) {
         let (c, name) = (ctx(req), name_vec(name));
-        self.spawn(move |vfs| {
+        self.spawn("mkdir", move |vfs| {
             let res = vfs.mkdir(&c, parent.0, &name, mode, umask);
             Self::reply_entry(vfs, reply, res, "mkdir");
         });
@@ -352,7 +362,7 @@ impl Filesystem for NectarFs {
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let (c, name) = (ctx(req), name_vec(name));
-        self.spawn(move |vfs| match vfs.unlink(&c, parent.0, &name) {
+        self.spawn("unlink", move |vfs| match vfs.unlink(&c, parent.0, &name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("unlink", e)),
         });
@@ -360,7 +370,7 @@ impl Filesystem for NectarFs {
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let (c, name) = (ctx(req), name_vec(name));
-        self.spawn(move |vfs| match vfs.rmdir(&c, parent.0, &name) {
+        self.spawn("rmdir", move |vfs| match vfs.rmdir(&c, parent.0, &name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("rmdir", e)),
         });
@@ -379,7 +389,7 @@ impl Filesystem for NectarFs {
             name_vec(link_name),
             target.as_os_str().as_bytes().to_vec(),
         );
-        self.spawn(move |vfs| {
+        self.spawn("symlink", move |vfs| {
             let res = vfs.symlink(&c, parent.0, &name, &target);
             Self::reply_entry(vfs, reply, res, "symlink");
         });
@@ -396,7 +406,7 @@ impl Filesystem for NectarFs {
         reply: ReplyEmpty,
     ) {
         let (c, name, newname) = (ctx(req), name_vec(name), name_vec(newname));
-        self.spawn(move |vfs| {
+        self.spawn("rename", move |vfs| {
             match vfs.rename(&c, parent.0, &name, newparent.0, &newname, flags.bits()) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("rename", e)),
@@ -413,7 +423,7 @@ impl Filesystem for NectarFs {
         reply: ReplyEntry,
     ) {
         let (c, name) = (ctx(req), name_vec(newname));
-        self.spawn(move |vfs| {
+        self.spawn("link", move |vfs| {
             let res = vfs.link(&c, ino.0, newparent.0, &name).map(|a| (ino.0, a));
             Self::reply_entry(vfs, reply, res, "link");
         });
@@ -421,7 +431,7 @@ impl Filesystem for NectarFs {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let c = ctx(req);
-        self.spawn(move |vfs| match vfs.open(&c, ino.0, flags.0) {
+        self.spawn("open", move |vfs| match vfs.open(&c, ino.0, flags.0) {
             Ok(o) => {
                 let mut f = FopenFlags::empty();
                 if o.keep_cache {
@@ -447,8 +457,8 @@ impl Filesystem for NectarFs {
         reply: ReplyCreate,
     ) {
         let (c, name) = (ctx(req), name_vec(name));
-        self.spawn(
-            move |vfs| match vfs.create(&c, parent.0, &name, mode, umask, flags) {
+        self.spawn("create", move |vfs| {
+            match vfs.create(&c, parent.0, &name, mode, umask, flags) {
                 Ok((ino, o)) => {
                     let mut f = FopenFlags::empty();
                     if flags & libc::O_DIRECT != 0 {
@@ -463,8 +473,8 @@ impl Filesystem for NectarFs {
                     )
                 }
                 Err(e) => reply.error(errno("create", e)),
-            },
-        );
+            }
+        });
     }
 
     fn read(
@@ -478,9 +488,11 @@ impl Filesystem for NectarFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.spawn(move |vfs| match vfs.read(fh.0, offset, size as usize) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno("read", e)),
+        self.spawn("read", move |vfs| {
+            match vfs.read(fh.0, offset, size as usize) {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(errno("read", e)),
+            }
         });
     }
 
@@ -497,7 +509,7 @@ impl Filesystem for NectarFs {
         reply: ReplyWrite,
     ) {
         let data = data.to_vec();
-        self.spawn(move |vfs| match vfs.write(fh.0, offset, &data) {
+        self.spawn("write", move |vfs| match vfs.write(fh.0, offset, &data) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno("write", e)),
         });
@@ -512,7 +524,7 @@ impl Filesystem for NectarFs {
         reply: ReplyEmpty,
     ) {
         // A close: commit, and drop the closing process's POSIX locks on the file.
-        self.spawn(move |vfs| {
+        self.spawn("flush", move |vfs| {
             let res = vfs
                 .flush(fh.0)
                 .and(vfs.release_posix_locks(fh.0, lock_owner.0));
@@ -534,7 +546,7 @@ impl Filesystem for NectarFs {
         reply: ReplyEmpty,
     ) {
         let guard = self.interrupts.register(req.unique().0);
-        self.spawn(move |vfs| {
+        self.spawn("flock", move |vfs| {
             let interrupted = || guard.interrupted();
             match vfs.flock(fh.0, lock_owner.0, typ as u32, sleep, &interrupted) {
                 Ok(()) => reply.ok(),
@@ -555,13 +567,13 @@ impl Filesystem for NectarFs {
         _pid: u32,
         reply: ReplyLock,
     ) {
-        self.spawn(
-            move |vfs| match vfs.getlk(fh.0, lock_owner.0, typ as u32, start, end) {
+        self.spawn("getlk", move |vfs| {
+            match vfs.getlk(fh.0, lock_owner.0, typ as u32, start, end) {
                 Ok(Some(l)) => reply.locked(l.start, l.end, l.typ as i32, l.pid),
                 Ok(None) => reply.locked(0, 0, libc::F_UNLCK, 0),
                 Err(e) => reply.error(errno("getlk", e)),
-            },
-        );
+            }
+        });
     }
 
     fn setlk(
@@ -578,7 +590,7 @@ impl Filesystem for NectarFs {
         reply: ReplyEmpty,
     ) {
         let guard = self.interrupts.register(req.unique().0);
-        self.spawn(move |vfs| {
+        self.spawn("setlk", move |vfs| {
             let interrupted = || guard.interrupted();
             let (owner, typ) = (lock_owner.0, typ as u32);
             match vfs.setlk(fh.0, owner, typ, start, end, pid, sleep, &interrupted) {
@@ -602,7 +614,7 @@ impl Filesystem for NectarFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |vfs| match vfs.release(fh.0) {
+        self.spawn("release", move |vfs| match vfs.release(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("release", e)),
         });
@@ -616,7 +628,7 @@ impl Filesystem for NectarFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |vfs| match vfs.fsync(fh.0) {
+        self.spawn("fsync", move |vfs| match vfs.fsync(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("fsync", e)),
         });
@@ -624,7 +636,7 @@ impl Filesystem for NectarFs {
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let c = ctx(req);
-        self.spawn(move |vfs| match vfs.opendir(&c, ino.0) {
+        self.spawn("opendir", move |vfs| match vfs.opendir(&c, ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno("opendir", e)),
         });
@@ -639,21 +651,23 @@ impl Filesystem for NectarFs {
         mut reply: ReplyDirectory,
     ) {
         let c = ctx(req);
-        self.spawn(move |vfs| match vfs.readdir(&c, fh.0, offset, false) {
-            Ok(entries) => {
-                for e in entries {
-                    if reply.add(
-                        INodeNo(e.ino),
-                        e.next_offset,
-                        to_fuse_type(e.typ),
-                        OsStr::from_bytes(&e.name),
-                    ) {
-                        break;
+        self.spawn("readdir", move |vfs| {
+            match vfs.readdir(&c, fh.0, offset, false) {
+                Ok(entries) => {
+                    for e in entries {
+                        if reply.add(
+                            INodeNo(e.ino),
+                            e.next_offset,
+                            to_fuse_type(e.typ),
+                            OsStr::from_bytes(&e.name),
+                        ) {
+                            break;
+                        }
                     }
+                    reply.ok()
                 }
-                reply.ok()
+                Err(e) => reply.error(errno("readdir", e)),
             }
-            Err(e) => reply.error(errno("readdir", e)),
         });
     }
 
@@ -666,33 +680,35 @@ impl Filesystem for NectarFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         let c = ctx(req);
-        self.spawn(move |vfs| match vfs.readdir(&c, fh.0, offset, true) {
-            Ok(entries) => {
-                let cfg = vfs.config();
-                for e in entries {
-                    let Some(attr) = e.attr.as_ref() else {
-                        continue;
-                    };
-                    let ttl = if e.typ == FileType::Directory {
-                        cfg.dir_entry_timeout
-                    } else {
-                        cfg.entry_timeout
-                    };
-                    let fa = to_file_attr(e.ino, attr);
-                    if reply.add(
-                        INodeNo(e.ino),
-                        e.next_offset,
-                        OsStr::from_bytes(&e.name),
-                        &ttl,
-                        &fa,
-                        Generation(0),
-                    ) {
-                        break;
+        self.spawn("readdirplus", move |vfs| {
+            match vfs.readdir(&c, fh.0, offset, true) {
+                Ok(entries) => {
+                    let cfg = vfs.config();
+                    for e in entries {
+                        let Some(attr) = e.attr.as_ref() else {
+                            continue;
+                        };
+                        let ttl = if e.typ == FileType::Directory {
+                            cfg.dir_entry_timeout
+                        } else {
+                            cfg.entry_timeout
+                        };
+                        let fa = to_file_attr(e.ino, attr);
+                        if reply.add(
+                            INodeNo(e.ino),
+                            e.next_offset,
+                            OsStr::from_bytes(&e.name),
+                            &ttl,
+                            &fa,
+                            Generation(0),
+                        ) {
+                            break;
+                        }
                     }
+                    reply.ok()
                 }
-                reply.ok()
+                Err(e) => reply.error(errno("readdirplus", e)),
             }
-            Err(e) => reply.error(errno("readdirplus", e)),
         });
     }
 
@@ -723,7 +739,7 @@ impl Filesystem for NectarFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        self.spawn(move |vfs| match vfs.statfs() {
+        self.spawn("statfs", move |vfs| match vfs.statfs() {
             Ok(s) => {
                 let bsize = 4096u64;
                 let blocks = s.total_space / bsize;
@@ -761,24 +777,24 @@ impl Filesystem for NectarFs {
             ctx(req)
         };
         let (name, value) = (name_vec(name), value.to_vec());
-        self.spawn(
-            move |vfs| match vfs.setxattr(&c, ino.0, &name, &value, flags) {
+        self.spawn("setxattr", move |vfs| {
+            match vfs.setxattr(&c, ino.0, &name, &value, flags) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("setxattr", e)),
-            },
-        );
+            }
+        });
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let name = name_vec(name);
-        self.spawn(move |vfs| match vfs.getxattr(ino.0, &name) {
+        self.spawn("getxattr", move |vfs| match vfs.getxattr(ino.0, &name) {
             Ok(v) => reply_xattr(reply, &v, size),
             Err(e) => reply.error(errno("getxattr", e)),
         });
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        self.spawn(move |vfs| match vfs.listxattr(ino.0) {
+        self.spawn("listxattr", move |vfs| match vfs.listxattr(ino.0) {
             Ok(v) => reply_xattr(reply, &v, size),
             Err(e) => reply.error(errno("listxattr", e)),
         });
@@ -786,9 +802,11 @@ impl Filesystem for NectarFs {
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let (c, name) = (ctx(req), name_vec(name));
-        self.spawn(move |vfs| match vfs.removexattr(&c, ino.0, &name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("removexattr", e)),
+        self.spawn("removexattr", move |vfs| {
+            match vfs.removexattr(&c, ino.0, &name) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("removexattr", e)),
+            }
         });
     }
 
@@ -803,12 +821,12 @@ impl Filesystem for NectarFs {
         reply: ReplyEmpty,
     ) {
         let c = ctx(req);
-        self.spawn(
-            move |vfs| match vfs.fallocate(&c, fh.0, mode, offset, length) {
+        self.spawn("fallocate", move |vfs| {
+            match vfs.fallocate(&c, fh.0, mode, offset, length) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno("fallocate", e)),
-            },
-        );
+            }
+        });
     }
 
     fn lseek(
@@ -823,9 +841,11 @@ impl Filesystem for NectarFs {
         if offset < 0 {
             return reply.error(Errno::ENXIO);
         }
-        self.spawn(move |vfs| match vfs.lseek(fh.0, offset as u64, whence) {
-            Ok(off) => reply.offset(off as i64),
-            Err(e) => reply.error(errno("lseek", e)),
+        self.spawn("lseek", move |vfs| {
+            match vfs.lseek(fh.0, offset as u64, whence) {
+                Ok(off) => reply.offset(off as i64),
+                Err(e) => reply.error(errno("lseek", e)),
+            }
         });
     }
 
@@ -848,7 +868,7 @@ impl Filesystem for NectarFs {
         let c = ctx(req);
         // The reply carries a 32-bit count; callers loop for the rest.
         let len = len.min(u32::MAX as u64 & !0xfff);
-        self.spawn(move |vfs| {
+        self.spawn("copy_file_range", move |vfs| {
             match vfs.copy_file_range(&c, fh_in.0, offset_in, fh_out.0, offset_out, len) {
                 Ok(n) => reply.written(n as u32),
                 Err(e) => reply.error(errno("copy_file_range", e)),
@@ -873,9 +893,11 @@ impl Filesystem for NectarFs {
 
     fn access(&self, req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
         let c = ctx(req);
-        self.spawn(move |vfs| match vfs.access(&c, ino.0, mask.bits() as u32) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("access", e)),
+        self.spawn("access", move |vfs| {
+            match vfs.access(&c, ino.0, mask.bits() as u32) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("access", e)),
+            }
         });
     }
 }

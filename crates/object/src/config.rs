@@ -9,7 +9,7 @@
 //! reachability and credentials are verified by [`crate::check_store`].
 
 use crate::s3::{create_s3_bucket, keys, s3_store, S3Location};
-use crate::{Error, MemStore, ObjectStore, OpendalStore, PrefixStore, Result};
+use crate::{Error, MemStore, Metered, ObjectStore, OpendalStore, PrefixStore, Result};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -75,11 +75,12 @@ pub fn create_store(cfg: &StoreConfig) -> Result<Arc<dyn ObjectStore>> {
             )))
         }
     };
-    Ok(if prefix.is_empty() {
+    let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
         base
     } else {
         Arc::new(PrefixStore::new(base, prefix))
-    })
+    };
+    Ok(Arc::new(Metered::new(store)))
 }
 
 /// Creates the bucket of an `s3` volume if it does not exist yet (for `format`; a

@@ -4,8 +4,9 @@
 //! defines the narrow [`ObjectStore`] trait that the rest of Nectar uses (put a whole
 //! object, get it or a byte range of it, head, delete, list) and its implementations:
 //! OpenDAL-backed stores for local directories and S3-compatible services, an in-process
-//! memory store, a prefix wrapper that places a volume under `<volume-name>/`, and a
-//! fault-injecting wrapper for tests. Keeping the trait this small is what lets later
+//! memory store, a prefix wrapper that places a volume under `<volume-name>/`, a
+//! wrapper that records every request in the metrics, and a fault-injecting wrapper
+//! for tests. Keeping the trait this small is what lets later
 //! backends (HDFS, WebDAV, ...) and wrappers (encryption, sharding) slot in without
 //! touching the data path.
 //!
@@ -21,6 +22,7 @@ mod config;
 mod error;
 mod fault;
 mod mem;
+mod metered;
 mod opendal;
 mod prefix;
 mod s3;
@@ -30,6 +32,7 @@ pub use config::{create_bucket, create_store, StoreConfig};
 pub use error::{Error, Result};
 pub use fault::FaultStore;
 pub use mem::MemStore;
+pub use metered::Metered;
 pub use opendal::OpendalStore;
 pub use prefix::PrefixStore;
 

@@ -15,9 +15,11 @@ mod dir;
 mod error;
 mod file;
 mod locks;
+mod stats;
 
 pub use dir::DirEntry;
 pub use error::{Error, Result};
+pub use stats::STATS_XATTR;
 
 use bytes::Bytes;
 use dir::DirStream;
@@ -122,6 +124,9 @@ pub struct Vfs {
     fragmented: Mutex<std::collections::HashSet<(Ino, u32)>>,
     /// The flock and POSIX locks this client holds.
     locks: locks::LockState,
+    /// Renders the process's metrics for [`STATS_XATTR`] (set by the mount).
+    stats: std::sync::OnceLock<stats::Renderer>,
+    started: Instant,
 }
 
 /// A chunk with this many slice records gets compacted into one slice.
@@ -181,6 +186,8 @@ impl Vfs {
             next_fh: AtomicU64::new(1),
             stopped: AtomicBool::new(false),
             fragmented: Mutex::new(Default::default()),
+            stats: Default::default(),
+            started: Instant::now(),
         });
         let weak = Arc::downgrade(&vfs);
         std::thread::Builder::new()
@@ -473,14 +480,52 @@ impl Vfs {
         flags: i32,
     ) -> Result<()> {
         self.check_writable()?;
-        Ok(self
-            .meta
-            .setxattr(ctx, self.to_meta(ino), name, value, flags)?)
+        let ino = self.to_meta(ino);
+        self.forget_capability(ino, name);
+        Ok(self.meta.setxattr(ctx, ino, name, value, flags)?)
+    }
+
+    /// The kernel asks for `security.capability` before every write to a file (to drop
+    /// file capabilities when it changes), one round trip to metadata per write. For a
+    /// file open here the answer is kept for the attribute timeout, the time the kernel
+    /// trusts attributes too; this client's own setxattr/removexattr forget it.
+    fn cached_capability(&self, ino: Ino) -> Option<Result<Vec<u8>>> {
+        let file = self.files.lock().get(&ino).cloned()?;
+        let cached = file.inner.lock().capability.clone();
+        let value = match cached {
+            Some((at, value)) if at.elapsed() < self.cfg.attr_timeout => value,
+            _ => {
+                let value = match self.meta.getxattr(ino, CAPABILITY_XATTR) {
+                    Ok(v) => Some(v),
+                    Err(nectar_meta::Error::Sys(libc::ENODATA)) => None,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                file.inner.lock().capability = Some((Instant::now(), value.clone()));
+                value
+            }
+        };
+        Some(value.ok_or(Error::Sys(libc::ENODATA)))
+    }
+
+    fn forget_capability(&self, ino: Ino, name: &[u8]) {
+        if name == CAPABILITY_XATTR {
+            if let Some(f) = self.files.lock().get(&ino) {
+                f.inner.lock().capability = None;
+            }
+        }
     }
 
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
+        if name == CAPABILITY_XATTR {
+            if let Some(answer) = self.cached_capability(self.to_meta(ino)) {
+                return answer;
+            }
+        }
         if name == INFO_XATTR {
             return Ok(self.info(ino)?.into_bytes());
+        }
+        if name == STATS_XATTR {
+            return self.stats_text();
         }
         if let Some(action) = cache_action_of(name) {
             return Ok(self.cache_action(ino, action)?.to_string().into_bytes());
@@ -494,7 +539,9 @@ impl Vfs {
 
     pub fn removexattr(&self, ctx: &Ctx, ino: Ino, name: &[u8]) -> Result<()> {
         self.check_writable()?;
-        Ok(self.meta.removexattr(ctx, self.to_meta(ino), name)?)
+        let ino = self.to_meta(ino);
+        self.forget_capability(ino, name);
+        Ok(self.meta.removexattr(ctx, ino, name)?)
     }
 
     // ----- files ----------------------------------------------------------------------
@@ -675,6 +722,7 @@ impl Vfs {
         inner.last_write = Some(t);
         inner.attr.length = inner.attr.length.max(end);
         inner.attr.mtime = now;
+        metrics::counter!("nectar_written_bytes_total").increment(data.len() as u64);
         Ok(data.len())
     }
 
@@ -955,6 +1003,7 @@ impl Vfs {
             self.readahead(&h, file.ino, &mut inner, off, end, length);
             (segs, (end - off) as usize)
         };
+        metrics::counter!("nectar_read_bytes_total").increment(len as u64);
         if segments.len() == 1 && segments[0].len as usize == len {
             let s = &segments[0];
             return Ok(self
@@ -1286,6 +1335,9 @@ impl Vfs {
     }
 }
 
+/// The xattr holding a file's capabilities (see [`Vfs::getxattr`]).
+const CAPABILITY_XATTR: &[u8] = b"security.capability";
+
 /// The name of the virtual xattr that returns [`Vfs::info`].
 pub const INFO_XATTR: &[u8] = b"nectar.info";
 /// Virtual xattrs whose value is the [`CacheReport`] of a [`Vfs::cache_action`] on the
@@ -1304,11 +1356,14 @@ fn cache_action_of(name: &[u8]) -> Option<CacheAction> {
 }
 
 fn committer(vfs: Weak<Vfs>) {
-    loop {
+    for tick in 0u64.. {
         std::thread::sleep(Duration::from_millis(100));
         let Some(vfs) = vfs.upgrade() else { return };
         if vfs.stopped.load(Ordering::Relaxed) {
             return;
+        }
+        if tick % 10 == 0 {
+            vfs.record_gauges();
         }
         vfs.commit_due();
         let chunks: Vec<(Ino, u32)> = vfs.fragmented.lock().drain().collect();

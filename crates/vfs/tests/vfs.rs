@@ -500,3 +500,26 @@ fn getattr_never_loses_a_committed_extension() {
     committer.join().unwrap();
     assert_eq!(e.vfs.getattr(ino).unwrap().length, end);
 }
+
+#[test]
+fn the_capability_xattr_of_an_open_file_follows_this_clients_changes() {
+    let e = env();
+    let v = &e.vfs;
+    let (ino, fh) = create(v, "f");
+    let caps = b"security.capability";
+    let errno = |r: nectar_vfs::Result<Vec<u8>>| r.map_err(|e| e.errno());
+    // Asked before every write: kept while the file is open.
+    for _ in 0..3 {
+        assert_eq!(errno(v.getxattr(ino, caps)), Err(libc::ENODATA));
+        v.write(fh, 0, b"x").unwrap();
+    }
+    v.setxattr(&root(), ino, caps, b"\x01\x00\x00\x02", 0)
+        .unwrap();
+    assert_eq!(
+        errno(v.getxattr(ino, caps)),
+        Ok(b"\x01\x00\x00\x02".to_vec())
+    );
+    v.removexattr(&root(), ino, caps).unwrap();
+    assert_eq!(errno(v.getxattr(ino, caps)), Err(libc::ENODATA));
+    v.release(fh).unwrap();
+}

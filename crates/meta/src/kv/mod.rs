@@ -233,7 +233,27 @@ impl Kv {
         self.run(&mut f, true)
     }
 
+    /// Runs `f` until it commits or fails, and records it in the metrics: the latency
+    /// of the whole (`nectar_meta_txn_duration_seconds`, by `kind`, retries included),
+    /// conflicts that made it start over (`nectar_meta_txn_restarts_total`) and failures
+    /// (`nectar_meta_txn_errors_total`; POSIX answers such as ENOENT are not failures).
     fn run<T>(&self, f: &mut dyn FnMut(&mut dyn KvTxn) -> Result<T>, read_only: bool) -> Result<T> {
+        let start = Instant::now();
+        let kind = if read_only { "read" } else { "write" };
+        let res = self.attempts(f, read_only);
+        metrics::histogram!("nectar_meta_txn_duration_seconds", "kind" => kind)
+            .record(start.elapsed().as_secs_f64());
+        if matches!(&res, Err(e) if !matches!(e, Error::Sys(_))) {
+            metrics::counter!("nectar_meta_txn_errors_total", "kind" => kind).increment(1);
+        }
+        res
+    }
+
+    fn attempts<T>(
+        &self,
+        f: &mut dyn FnMut(&mut dyn KvTxn) -> Result<T>,
+        read_only: bool,
+    ) -> Result<T> {
         let start = Instant::now();
         let (mut conflicts, mut failures) = (0u32, 0u32);
         loop {
@@ -268,6 +288,7 @@ impl Kv {
                 // number of times.
                 Err(Error::Conflict) => {
                     conflicts += 1;
+                    metrics::counter!("nectar_meta_txn_restarts_total").increment(1);
                     if conflicts >= MAX_TRIES {
                         tracing::warn!(
                             "transaction on {} gave up after {MAX_TRIES} conflicting tries",
