@@ -192,6 +192,31 @@ fs_cpu() {
     awk -v t="$total" -v k="$ticks" 'BEGIN{printf "%.2f", t / k}'
 }
 
+# Largest resident memory (KiB) of any one mount process of a file system, right now.
+# One process, not their sum: JuiceFS's daemon keeps a small supervisor beside the
+# client, which is not what its users size a node for.
+fs_rss_kib() {
+    local fs=$1 p max=0 kib
+    for p in ${FS_PIDS[$fs]:-}; do
+        kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
+        [ -n "$kib" ] && [ "$kib" -gt "$max" ] && max=$kib
+    done
+    echo "$max"
+}
+
+# Samples fs_rss_kib every 0.2 s into the file $2, keeping the peak, until killed.
+rss_sampler() {
+    local fs=$1 out=$2 peak=0 kib
+    while :; do
+        kib=$(fs_rss_kib "$fs")
+        if [ "$kib" -gt "$peak" ]; then
+            peak=$kib
+            echo "$peak" >"$out"
+        fi
+        sleep 0.2
+    done
+}
+
 # Directory the benchmark writes into.
 fs_dir() {
     case $1 in

@@ -16,7 +16,8 @@
 # Usage (as root):  bench/run-all.sh
 #   BENCH_SKIP_INSTALL=1   do not install anything
 #   BENCH_SKIP_BUILD=1     do not build nectar (use NECTAR_BIN or the existing binary)
-#   BENCH_ONLY="seq-io"    run only these benchmarks (seq-io, small-files, cache-read)
+#   BENCH_ONLY="seq-io"    run only these benchmarks (seq-io, small-files, cache-read,
+#                          rand-read)
 #   BENCH_FS="nectar juicefs local"   also measure the plain local directory
 # and the variables described in bench/lib.sh.
 set -euo pipefail
