@@ -22,6 +22,11 @@
 #   BENCH_FORMAT_OPTS  extra options for both `format` commands (e.g. --enable-acl)
 #   BENCH_CACHE_SIZE   disk cache of both clients in MiB, in $WORK/<fs>/cache, with the
 #                      same flags for both (default 0: no disk cache, so reads are cold)
+#   BENCH_MOUNT_OPTS   extra options for both `mount` commands (e.g. --writeback)
+#   BENCH_STORAGE      file (default: a directory in $WORK) or s3: then BENCH_S3_BUCKET
+#                      is the bucket URL (http://host:port/bucket), ACCESS_KEY and
+#                      SECRET_KEY its keys (from the environment, never the command
+#                      line), and each volume lives under a prefix of its own name
 
 set -euo pipefail
 
@@ -120,17 +125,32 @@ wait_pids_gone() {
 }
 
 # Creates a fresh volume: 4 MiB blocks, no trash, SQLite meta, local-directory bucket.
+# `--storage` and `--bucket` of a file system's volume, and the volume's name (unique
+# per run on S3, where earlier runs' volumes may still be in the bucket).
+storage_args() {
+    case ${BENCH_STORAGE:-file} in
+    file) echo "--storage file --bucket $WORK/$1/bucket/" ;;
+    s3)
+        [ -n "${BENCH_S3_BUCKET:-}" ] || die "BENCH_STORAGE=s3 needs BENCH_S3_BUCKET"
+        echo "--storage s3 --bucket $BENCH_S3_BUCKET" ;;
+    *) die "BENCH_STORAGE must be file or s3" ;;
+    esac
+}
+vol_name() {
+    if [ "${BENCH_STORAGE:-file}" = s3 ]; then echo "bench-$1-$$"; else echo "bench-$1"; fi
+}
+
 fs_format() {
     local fs=$1 d=$WORK/$1
     mkdir -p "$d/bucket" "$d/mnt" "$d/cache"
     case $fs in
     nectar)
-        "$NECTAR" format "$(meta_url nectar)" bench-nectar --storage file --bucket "$d/bucket/" \
+        "$NECTAR" format "$(meta_url nectar)" "$(vol_name nectar)" $(storage_args nectar) \
             --block-size 4096 --trash-days 0 ${BENCH_FORMAT_OPTS:-} >"$d/format.log" 2>&1 ||
             { cat "$d/format.log" >&2; die "nectar format failed"; } ;;
     juicefs)
-        "$JUICEFS" format --storage file --bucket "$d/bucket/" --block-size 4096 --trash-days 0 \
-            ${BENCH_FORMAT_OPTS:-} "$(meta_url juicefs)" bench-juicefs >"$d/format.log" 2>&1 ||
+        "$JUICEFS" format $(storage_args juicefs) --block-size 4096 --trash-days 0 \
+            ${BENCH_FORMAT_OPTS:-} "$(meta_url juicefs)" "$(vol_name juicefs)" >"$d/format.log" 2>&1 ||
             { cat "$d/format.log" >&2; die "juicefs format failed"; } ;;
     local) ;;
     esac
@@ -142,12 +162,12 @@ fs_mount() {
     case $fs in
     nectar)
         "$NECTAR" mount -d "$(meta_url nectar)" "$mp" --log "$d/mount.log" \
-            --cache-dir "$d/cache" --cache-size "${BENCH_CACHE_SIZE:-0}" \
+            --cache-dir "$d/cache" --cache-size "${BENCH_CACHE_SIZE:-0}" ${BENCH_MOUNT_OPTS:-} \
             --pid-file "$d/mount.pid" 2>>"$d/mount-cmd.log" ||
             { tail -20 "$d/mount.log" "$d/mount-cmd.log" >&2; die "nectar mount failed"; } ;;
     juicefs)
         "$JUICEFS" mount -d --no-usage-report --cache-dir "$d/cache" --cache-size "${BENCH_CACHE_SIZE:-0}" \
-            --log "$d/mount.log" "$(meta_url juicefs)" "$mp" >>"$d/mount-cmd.log" 2>&1 ||
+            ${BENCH_MOUNT_OPTS:-} --log "$d/mount.log" "$(meta_url juicefs)" "$mp" >>"$d/mount-cmd.log" 2>&1 ||
             { tail -20 "$d/mount.log" "$d/mount-cmd.log" >&2; die "juicefs mount failed"; } ;;
     local) return 0 ;;
     esac

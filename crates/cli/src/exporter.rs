@@ -35,9 +35,7 @@ pub fn install(volume: &str, mountpoint: &str) -> Result<PrometheusHandle> {
 /// mounts on one node all default to the same address): another free port on the same
 /// address is used, and the log says which.
 pub fn serve(addr: &str, handle: PrometheusHandle) -> Result<SocketAddr> {
-    let wanted: SocketAddr = addr.parse().with_context(|| {
-        format!("--metrics {addr:?} is not an address like 127.0.0.1:9567 (an empty value turns it off)")
-    })?;
+    let wanted = parse_addr(addr)?;
     let listener = match TcpListener::bind(wanted) {
         Ok(l) => l,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
@@ -59,6 +57,13 @@ pub fn serve(addr: &str, handle: PrometheusHandle) -> Result<SocketAddr> {
             }
         })?;
     Ok(local)
+}
+
+/// The `--metrics` address, or an error that shows the form.
+pub fn parse_addr(addr: &str) -> Result<SocketAddr> {
+    addr.parse().with_context(|| {
+        format!("--metrics {addr:?} is not an address like 127.0.0.1:9567 (an empty value turns it off)")
+    })
 }
 
 /// Answers one HTTP/1.x request: `GET /metrics` (or `/`) gets the metrics, anything

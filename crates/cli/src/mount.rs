@@ -205,6 +205,9 @@ fn check_mountpoint(mp: &Path) -> Result<PathBuf> {
 
 pub fn run(a: MountArgs) -> Result<()> {
     let mp = check_mountpoint(&a.mountpoint)?;
+    if !a.metrics.is_empty() {
+        crate::exporter::parse_addr(&a.metrics)?;
+    }
     if !Path::new("/dev/fuse").exists() {
         bail!("/dev/fuse is missing: load the fuse module (modprobe fuse) or install fuse3");
     }
@@ -437,7 +440,11 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
     let vfs = Vfs::new(meta.clone(), chunks, rt.handle().clone(), vfs_cfg, root);
     let metrics = crate::exporter::install(&fmt.name, &mp.display().to_string())?;
     if !a.metrics.is_empty() {
-        crate::exporter::serve(&a.metrics, metrics.clone())?;
+        // The file system works without its metrics: a port that cannot be had is
+        // only logged.
+        if let Err(e) = crate::exporter::serve(&a.metrics, metrics.clone()) {
+            tracing::warn!("metrics are not served: {e:#}");
+        }
     }
     vfs.set_stats_renderer(Box::new(move || metrics.render()));
     let stop = Arc::new(AtomicBool::new(false));

@@ -445,6 +445,8 @@ fn bad_cache_settings_are_refused_with_the_reason() {
     assert!(e.contains("free-space-ratio"), "{e}");
     let e = fail(&["--open-cache", "a while"]);
     assert!(e.contains("90m"), "{e}");
+    let e = fail(&["--metrics", "localhost"]);
+    assert!(e.contains("127.0.0.1:9567"), "{e}");
     // A missing directory is created.
     let fresh = vol.path("new/cache/dir");
     let m = vol.mount(
