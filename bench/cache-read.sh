@@ -42,9 +42,6 @@ for fs in $BENCH_FS; do
     sync
 done
 
-# Bytes in a file system's cache directory.
-cache_bytes() { du -sb "$WORK/$1/cache" 2>/dev/null | cut -f1; }
-
 # epoch FS N: remount, drop caches, read everything, record MiB/s and CPU.
 epoch() {
     local fs=$1 n=$2 dir t0 t1 c0 c1
@@ -66,13 +63,7 @@ for fs in $BENCH_FS; do
     [ "$fs" = local ] && continue
     epoch "$fs" 1
     # The cache is filled in the background: wait until it stops growing.
-    prev=-1
-    for _ in $(seq 1 120); do
-        cur=$(cache_bytes "$fs")
-        [ "$cur" = "$prev" ] && break
-        prev=$cur
-        sleep 2
-    done
+    cur=$(wait_cache_settled "$fs")
     record_detail "cache after epoch 1 (MiB)" "$fs" "$((cur >> 20))"
     epoch "$fs" 2
     (cd "$(fs_dir "$fs")" && sha256sum -c --quiet "$WORK/sums") || die "$fs: checksums differ after epoch 2"

@@ -237,6 +237,22 @@ rss_sampler() {
     done
 }
 
+# Bytes in a file system's cache directory.
+cache_bytes() { du -sb "$WORK/$1/cache" 2>/dev/null | cut -f1; }
+
+# Waits (up to 4 minutes) until a file system's disk cache stops growing (blocks are
+# written to it in the background); prints its size in bytes.
+wait_cache_settled() {
+    local prev=-1 cur=0
+    for _ in $(seq 1 120); do
+        cur=$(cache_bytes "$1")
+        [ "$cur" = "$prev" ] && break
+        prev=$cur
+        sleep 2
+    done
+    echo "$cur"
+}
+
 # Directory the benchmark writes into.
 fs_dir() {
     case $1 in

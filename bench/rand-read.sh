@@ -30,8 +30,6 @@ SRC=$WORK/source
 mkdir -p "$SRC"
 head -c $((MB << 20)) /dev/urandom >"$SRC/data"
 
-cache_bytes() { du -sb "$WORK/$1/cache" 2>/dev/null | cut -f1; }
-
 for fs in $BENCH_FS; do
     fs_format "$fs"
     fs_mount "$fs"
@@ -42,13 +40,8 @@ for fs in $BENCH_FS; do
     fs_remount "$fs"
     drop_caches
     cat "$(fs_dir "$fs")/data" >/dev/null
-    prev=-1
-    for _ in $(seq 1 120); do
-        cur=$(cache_bytes "$fs")
-        [ "$cur" = "$prev" ] && break
-        prev=$cur
-        sleep 2
-    done
+    # The cache is filled in the background: wait until it stops growing.
+    cur=$(wait_cache_settled "$fs")
     record_detail "cache after the first read (MiB)" "$fs" "$((cur >> 20))"
 done
 

@@ -182,13 +182,19 @@ impl ChunkStore {
     }
 
     /// Fetches the blocks covering `[off, off+len)` into the memory cache in the
-    /// background. A block already cached or being fetched is skipped; the bytes in
-    /// flight count against `buffer_size` and prefetching stops when it is full (a
-    /// prefetch is a hint and never waits); errors are only logged.
+    /// background, on the current tokio runtime (outside one it does nothing). A
+    /// block already cached or being fetched is skipped; the bytes in flight count
+    /// against `buffer_size` and prefetching stops when it is full (a prefetch is a
+    /// hint and never waits); errors are only logged.
     pub fn prefetch(self: &Arc<Self>, id: u64, size: u32, off: u32, len: u32) {
         let end = (off as u64 + len as u64).min(size as u64);
         if off as u64 >= end || (!self.inner.cache.enabled() && self.inner.disk.is_none()) {
             // Without a cache the fetched block would be thrown away at once.
+            return;
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            // A hint never panics: the fetch task needs a runtime to run on.
+            tracing::debug!("prefetch outside a tokio runtime skipped");
             return;
         }
         let bs = self.inner.cfg.block_size as u64;
@@ -309,8 +315,8 @@ impl Inner {
         block_key(id, index, len, self.cfg.hash_prefix)
     }
 
-    /// Encodes and stores one block, then keeps it in the cache so this client reads
-    /// its fresh writes without a GET. Stops early once `cancel` is set. With writeback
+    /// Encodes and stores one block (and keeps it in the disk cache when written blocks
+    /// of its size are kept there). Stops early once `cancel` is set. With writeback
     /// the block is staged on local disk instead and uploaded later; a block that
     /// cannot be staged (a full or failed disk) is uploaded now.
     pub(crate) async fn upload(
@@ -342,12 +348,14 @@ impl Inner {
             self.store.put(key, stored.clone())
         })
         .await?;
+        // Not kept in the memory cache: a reader of this client has the kernel's page
+        // cache, and keeping every block written would fill the memory cache (and
+        // the process's memory) with data nobody reads, pushing out what readers use.
         if let Some(disk) = &self.disk {
             if disk.keeps_written(raw.len() as u32) {
-                disk.put_background(key, raw.clone());
+                disk.put_background(key, raw);
             }
         }
-        self.cache.insert(key, raw);
         Ok(())
     }
 

@@ -124,10 +124,7 @@ impl SliceWriter {
             let n = (bs - self.block.len()).min(data.len());
             // Reserve before copying: the budget bounds bytes actually held.
             let res = self.inner.buffer.reserve(n).await?;
-            if self.block.capacity() == 0 {
-                // Untouched capacity costs address space, not memory.
-                self.block.reserve(bs);
-            }
+            self.grow_block(n, bs);
             self.block.extend_from_slice(&data[..n]);
             self.reserved.merge(res);
             self.len += n as u32;
@@ -195,6 +192,27 @@ impl SliceWriter {
             ))),
             Phase::Done => Err(Error::Aborted(self.id)),
         }
+    }
+
+    /// Makes room for `n` more bytes in the block being filled. Capacity is memory,
+    /// not only address space (an allocator hands back freed memory still resident),
+    /// so a block grows with its data: doubling while it is small, and straight to the
+    /// whole block size once it holds a megabyte (a sequential writer then costs one
+    /// copy of that megabyte per block). A thousand files with a few KiB each written
+    /// hold a few KiB each, not a block each.
+    fn grow_block(&mut self, n: usize, bs: usize) {
+        const SMALL: usize = 64 << 10;
+        const SEQUENTIAL: usize = 1 << 20;
+        let need = self.block.len() + n;
+        if need <= self.block.capacity() {
+            return;
+        }
+        let target = if self.block.len() >= SEQUENTIAL {
+            bs
+        } else {
+            need.next_power_of_two().max(SMALL).min(bs)
+        };
+        self.block.reserve(target - self.block.len());
     }
 
     /// Hands the current block, with its buffer reservation, to an upload task.

@@ -33,10 +33,10 @@ async fn check_round_trip(size: usize, c: Compression, hash_prefix: bool, id: u6
         assert!(backend.head(k).await.unwrap().is_some(), "{k} missing");
     }
 
-    // The writer reads its fresh writes from its cache, without a GET.
+    // The writer reads its writes back (written blocks are not kept in memory: a
+    // reader of the same client has the kernel's page cache).
     let all = writer.read(id, got, 0, size).await.unwrap();
     assert_eq!(&all[..], &bytes[..], "{c} {size}");
-    assert_eq!(backend.gets(), 0, "fresh writes should be cached");
 
     // Another client reads from the object store.
     let reader = ChunkStore::new(backend.clone(), conf);

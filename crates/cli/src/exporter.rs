@@ -17,6 +17,9 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP: Duration = Duration::from_secs(5);
+
 /// Installs the process's recorder and returns the handle that renders it.
 pub fn install(volume: &str, mountpoint: &str) -> Result<PrometheusHandle> {
     let recorder = PrometheusBuilder::new()
@@ -28,6 +31,15 @@ pub fn install(volume: &str, mountpoint: &str) -> Result<PrometheusHandle> {
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder)
         .map_err(|e| anyhow::anyhow!("cannot install the metrics recorder: {e}"))?;
+    // Histograms keep each sample until upkeep folds it into the buckets: without
+    // it, a mount nobody scrapes would grow by every operation it serves.
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("nectar-metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP);
+            upkeep.run_upkeep();
+        })?;
     Ok(handle)
 }
 

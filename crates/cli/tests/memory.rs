@@ -57,14 +57,7 @@ fn fio(m: &Mount, rw: &str) {
 #[test]
 fn memory_stays_within_buffers_cache_and_a_fixed_overhead() {
     require_fuse!();
-    if Command::new("fio").arg("--version").output().is_err() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "fio is missing in CI (scripts/install-deps.sh installs it)"
-        );
-        eprintln!("skipped: fio is not installed (apt-get install fio)");
-        return;
-    }
+    require_fio!();
     let vol = Volume::new(&["--trash-days", "0"]);
     let m = vol.mount(
         "m",

@@ -466,14 +466,7 @@ fn shared_mmap_writes_reach_another_mount() {
 #[test]
 fn fio_sequential_job_lays_out_writes_and_verifies() {
     require_fuse!();
-    if Command::new("fio").arg("--version").output().is_err() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "fio is missing in CI (scripts/install-deps.sh installs it)"
-        );
-        eprintln!("skipped: fio is not installed (apt-get install fio)");
-        return;
-    }
+    require_fio!();
     let vol = Volume::new(&[]);
     let m = vol.mount("mnt", &[]);
     for (name, extra) in [("default", None), ("posix", Some("--fallocate=posix"))] {

@@ -1104,6 +1104,8 @@ impl Vfs {
             return;
         }
         let ahead_end = length.min(end + ra.window);
+        // The fetches run on our runtime, whichever thread calls.
+        let _runtime = self.rt.enter();
         if let Ok(segs) = self.segments(ino, inner, end, ahead_end) {
             for s in segs {
                 self.store.prefetch(s.id, s.size, s.off, s.len);

@@ -4,8 +4,10 @@
 //! client's own changes are never hidden, and slices that another client deleted are
 //! read again instead of failing the read.
 
+mod common;
+
 use nectar_chunk::{ChunkConfig, ChunkStore};
-use nectar_meta::{Ctx, Format, Meta, SessionInfo, SetAttr, ROOT_INODE};
+use nectar_meta::{Ctx, Meta, SessionInfo, SetAttr, ROOT_INODE};
 use nectar_object::{MemStore, ObjectStore};
 use nectar_vfs::{Vfs, VfsConfig};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,29 +25,7 @@ impl Volume {
     fn new() -> Volume {
         static N: AtomicU64 = AtomicU64::new(0);
         let name = format!("open-cache-{}", N.fetch_add(1, Ordering::Relaxed));
-        let meta = Meta::connect(&format!("memory://{name}")).unwrap();
-        meta.format(
-            Format {
-                name: "vol".into(),
-                uuid: "u".into(),
-                storage: "memory".into(),
-                bucket: String::new(),
-                access_key: None,
-                secret_key: None,
-                block_size: 64,
-                compression: None,
-                hash_prefix: false,
-                capacity: 0,
-                inodes: 0,
-                trash_days: 0,
-                meta_version: 1,
-                min_client_version: None,
-                dir_stats: false,
-                enable_acl: false,
-            },
-            false,
-        )
-        .unwrap();
+        common::memory_volume(&name);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .worker_threads(2)

@@ -1,8 +1,10 @@
 //! VFS behaviour without a kernel: memory metadata, in-memory and fault-injecting object
 //! stores, and a small block size so that block and chunk edges are crossed cheaply.
 
+mod common;
+
 use nectar_chunk::{ChunkConfig, ChunkStore};
-use nectar_meta::{Ctx, Format, Meta, SessionInfo, SetAttr, ROOT_INODE};
+use nectar_meta::{Ctx, Meta, SessionInfo, SetAttr, ROOT_INODE};
 use nectar_object::{FaultStore, MemStore, ObjectStore};
 use nectar_vfs::{Vfs, VfsConfig};
 use rand::{Rng, SeedableRng};
@@ -19,29 +21,7 @@ struct Env {
 fn env() -> Env {
     static N: AtomicU64 = AtomicU64::new(0);
     let name = format!("vfs-test-{}", N.fetch_add(1, Ordering::Relaxed));
-    let meta = Meta::connect(&format!("memory://{name}")).unwrap();
-    meta.format(
-        Format {
-            name: "vol".into(),
-            uuid: "u".into(),
-            storage: "memory".into(),
-            bucket: String::new(),
-            access_key: None,
-            secret_key: None,
-            block_size: 64,
-            compression: None,
-            hash_prefix: false,
-            capacity: 0,
-            inodes: 0,
-            trash_days: 0,
-            meta_version: 1,
-            min_client_version: None,
-            dir_stats: false,
-            enable_acl: false,
-        },
-        false,
-    )
-    .unwrap();
+    let meta = Meta::connect(&common::memory_volume(&name)).unwrap();
     meta.new_session(&SessionInfo::default()).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

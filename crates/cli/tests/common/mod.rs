@@ -37,6 +37,26 @@ macro_rules! require_fuse {
     };
 }
 
+/// Returns from the test when fio is not installed, saying so; in CI, where
+/// scripts/install-deps.sh installs it, a missing fio fails the test instead.
+#[macro_export]
+macro_rules! require_fio {
+    () => {
+        if std::process::Command::new("fio")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            assert!(
+                std::env::var("CI").is_err(),
+                "fio is missing in CI (scripts/install-deps.sh installs it)"
+            );
+            eprintln!("skipped: fio is not installed (apt-get install fio)");
+            return;
+        }
+    };
+}
+
 pub fn nectar(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run nectar")
 }
