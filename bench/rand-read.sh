@@ -56,11 +56,13 @@ for bs in $BLOCK_SIZES; do
             --output-format=json --output="$out" >"$out.stdout" 2>&1 ||
             { cat "$out.stdout" >&2; die "fio randread $bs on $fs failed"; }
         c1=$(fs_cpu "$fs")
-        iops=$(python3 -c '
+        iops=$(python3 - "$out" <<'PY'
 import json, sys
-t = open(sys.argv[1]).read()
-print(f"{json.loads(t[t.index(chr(123)):])[\"jobs\"][0][\"read\"][\"iops\"]:.0f}")' "$out") ||
-            die "cannot parse $out"
+text = open(sys.argv[1]).read()
+job = json.loads(text[text.index("{"):])["jobs"][0]   # fio may print notes first
+print(f'{job["read"]["iops"]:.0f}')
+PY
+        ) || die "cannot parse $out"
         log "$fs randread $bs: $iops IOPS, load $(loadavg)"
         record "random read $bs, cached $MB MiB file (IOPS)" "$fs" "$iops"
         [ "$fs" = local ] ||
