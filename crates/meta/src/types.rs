@@ -345,7 +345,8 @@ impl Slice {
 }
 
 /// The volume's settings, stored as JSON under `setting` with JuiceFS's field names.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// `Default` is all zeros and empty names, for tests to fill in what they need.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
 pub struct Format {
     pub name: String,
