@@ -20,6 +20,8 @@
 #
 # Only the `export` lines go to stdout; progress goes to stderr.
 set -euo pipefail
+# shellcheck source=lib/daemon.sh
+source "$(dirname "$0")/lib/daemon.sh"
 
 if [[ $# -lt 1 || $# -gt 2 ]]; then
     echo "usage: $0 DIR [PORT]" >&2
@@ -83,10 +85,8 @@ fi
 
 # A data directory left by an earlier run belongs to the same one-member cluster, so
 # `--initial-cluster-state new` is ignored for it and the data is kept.
-# setsid: the server outlives this shell and its job control; `exec` keeps the PID
-# written to the PID file the server's own.
 log "starting etcd on $CLIENT_URL (log: $LOG)"
-setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
+start_detached "$PIDFILE" \
     etcd --name nectar-test --data-dir "$DIR/data" \
     --listen-client-urls "$CLIENT_URL" --advertise-client-urls "$CLIENT_URL" \
     --listen-peer-urls "$PEER_URL" --initial-advertise-peer-urls "$PEER_URL" \
@@ -96,7 +96,7 @@ setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
 
 ready=
 for _ in $(seq 1 120); do
-    if [[ -f $PIDFILE ]] && ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+    if exited "$PIDFILE"; then
         log "etcd exited during start-up; last lines of $LOG:"
         tail -n 20 "$LOG" >&2
         rm -f "$PIDFILE"

@@ -16,6 +16,8 @@
 #
 # Only the `export` line goes to stdout; progress goes to stderr.
 set -euo pipefail
+# shellcheck source=lib/daemon.sh
+source "$(dirname "$0")/lib/daemon.sh"
 
 if [[ $# -lt 1 || $# -gt 2 ]]; then
     echo "usage: $0 DIR [PORT]" >&2
@@ -75,10 +77,9 @@ if (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
     exit 1
 fi
 
-# setsid: the server outlives this shell; `exec` keeps the PID written to the PID file
-# the server's own (it drops root for $RUN_USER in the same process).
+# The server drops root for $RUN_USER in the same process, so the PID file stays right.
 log "starting $MARIADBD on 127.0.0.1:$PORT (log: $LOG)"
-setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
+start_detached "$PIDFILE" \
     "$MARIADBD" --no-defaults --user="$RUN_USER" --datadir="$DIR/data" \
     --bind-address=127.0.0.1 --port="$PORT" --socket="$SOCK" --pid-file="$DIR/mysqld.pid" \
     --log-error="$LOG" --skip-name-resolve --max-connections=500 --open-files-limit=65535 \
@@ -88,7 +89,7 @@ setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
 
 ready=
 for _ in $(seq 1 120); do
-    if [[ -f $PIDFILE ]] && ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+    if exited "$PIDFILE"; then
         break
     fi
     if mariadb-admin --no-defaults --socket="$SOCK" -uroot ping >/dev/null 2>&1; then

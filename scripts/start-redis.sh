@@ -27,6 +27,8 @@
 #
 # Only the `export` lines go to stdout; progress goes to stderr.
 set -euo pipefail
+# shellcheck source=lib/daemon.sh
+source "$(dirname "$0")/lib/daemon.sh"
 
 if [[ $# -lt 1 || $# -gt 3 ]]; then
     echo "usage: $0 DIR [standalone|sentinel|cluster] [PORT]" >&2
@@ -91,15 +93,13 @@ start() {
         exit 1
     fi
     mkdir -p "$data"
-    # setsid: the server outlives this shell; `exec` keeps the PID in the file the
-    # server's own.
-    setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pf" \
+    start_detached "$pf" \
         redis-server "$@" --bind 127.0.0.1 --port "$port" --protected-mode yes \
         --save "" --appendonly no --dir "$data" --daemonize no \
         --maxmemory-policy noeviction --logfile "$logf" \
         </dev/null >>"$logf" 2>&1 &
     for _ in $(seq 1 100); do
-        if [[ -f $pf ]] && ! kill -0 "$(cat "$pf")" 2>/dev/null; then
+        if exited "$pf"; then
             log "redis on port $port exited during start-up; last lines of $logf:"
             tail -n 20 "$logf" >&2
             rm -f "$pf"
@@ -150,7 +150,7 @@ EOF
             log "port 26379 on 127.0.0.1 is already in use by another process"
             exit 1
         fi
-        setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pf" \
+        start_detached "$pf" \
             redis-server "$conf" --sentinel --bind 127.0.0.1 --port 26379 \
             --dir "$DIR/26379" --daemonize no --logfile "$logf" \
             </dev/null >>"$logf" 2>&1 &

@@ -18,6 +18,8 @@
 #
 # Only the `export` lines go to stdout; progress goes to stderr.
 set -euo pipefail
+# shellcheck source=lib/daemon.sh
+source "$(dirname "$0")/lib/daemon.sh"
 
 if [[ $# -lt 1 || $# -gt 2 ]]; then
     echo "usage: $0 DIR [PORT]" >&2
@@ -89,12 +91,11 @@ for p in $(seq "$PORT" $((PORT + 4))) $(seq $((PORT + 10000)) $((PORT + 10004)))
     fi
 done
 
-# setsid: the server outlives this shell and its job control; `exec` keeps the PID
-# written to the PID file the server's own. GOMEMLIMIT caps its growth under load.
+# GOMEMLIMIT caps the server's growth under load.
 # Telemetry is off: tests must not send anything off the machine. Buckets are not
 # created by the first upload, as on real S3, so a missing bucket is caught in tests.
 log "starting $WEED mini on $URL (log: $LOG)"
-GOMEMLIMIT=${GOMEMLIMIT:-2GiB} setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
+GOMEMLIMIT=${GOMEMLIMIT:-2GiB} start_detached "$PIDFILE" \
     "$WEED" mini -dir="$DIR" -ip=127.0.0.1 -ip.bind=127.0.0.1 -admin.ui=false -webdav=false \
     -s3.port="$PORT" -master.port=$((PORT + 1)) -volume.port=$((PORT + 2)) \
     -filer.port=$((PORT + 3)) -admin.port=$((PORT + 4)) -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$IDENTITIES" \
@@ -103,7 +104,7 @@ GOMEMLIMIT=${GOMEMLIMIT:-2GiB} setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFI
 
 # Wait for the S3 port to answer HTTP (any status: 403 is fine without signing).
 for _ in $(seq 1 120); do
-    if [[ -f $PIDFILE ]] && ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+    if exited "$PIDFILE"; then
         log "weed exited during start-up; last lines of $LOG:"
         tail -n 20 "$LOG" >&2
         rm -f "$PIDFILE"
