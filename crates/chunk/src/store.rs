@@ -45,6 +45,15 @@ pub struct ChunkStore {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// Where [`Inner::upload`] left a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// In the object store, durable once the store has synced (see `ObjectStore::sync`).
+    InStore,
+    /// In the writeback staging directory, uploaded later.
+    Staged,
+}
+
 /// State shared by the store, its writers and its background tasks.
 pub(crate) struct Inner {
     pub(crate) store: Arc<dyn ObjectStore>,
@@ -179,6 +188,29 @@ impl ChunkStore {
             out.extend_from_slice(&p);
         }
         Ok(out.freeze())
+    }
+
+    /// A sequential reader has gone past `[off, off+len)` of slice `(id, size)`: the
+    /// blocks that end in that range leave the memory cache. The kernel's page cache
+    /// holds what the reader got, and a stream of blocks kept here too would double what
+    /// a streaming read costs in memory, and push out the blocks random readers reuse.
+    /// (They stay in the disk cache.) The caller says when a reader is past a range;
+    /// the VFS waits until it is 4 MiB further, since the kernel's readahead requests
+    /// are served out of order.
+    pub fn consumed(&self, id: u64, size: u32, off: u32, len: u32) {
+        let end = (off as u64 + len as u64).min(size as u64);
+        if off as u64 >= end || !self.inner.cache.enabled() {
+            return;
+        }
+        let bs = self.inner.cfg.block_size as u64;
+        for i in (off as u64 / bs)..=((end - 1) / bs) {
+            let block_end = ((i + 1) * bs).min(size as u64);
+            if block_end > off as u64 && block_end <= end {
+                let index = i as u32;
+                let blen = block_len(size, self.inner.cfg.block_size, index);
+                self.inner.cache.remove(&self.inner.key(id, index, blen));
+            }
+        }
     }
 
     /// Fetches the blocks covering `[off, off+len)` into the memory cache in the
@@ -325,14 +357,14 @@ impl Inner {
         raw: Bytes,
         id: u64,
         cancel: &AtomicBool,
-    ) -> Result<()> {
+    ) -> Result<Stored> {
         if let (Some(disk), Some(_)) = (&self.disk, &self.staged_tx) {
             let (d, k, r) = (disk.clone(), key.to_string(), raw.clone());
             match tokio::task::spawn_blocking(move || d.stage(&k, &r)).await {
                 Ok(Ok(())) => {
                     self.cache.insert(key, raw);
                     self.queue_upload(key.to_string());
-                    return Ok(());
+                    return Ok(Stored::Staged);
                 }
                 Ok(Err(e)) => tracing::warn!("cannot stage {key} ({e}): uploading it now"),
                 Err(e) => tracing::warn!("staging task of {key}: {e}: uploading it now"),
@@ -356,7 +388,7 @@ impl Inner {
                 disk.put_background(key, raw);
             }
         }
-        Ok(())
+        Ok(Stored::InStore)
     }
 
     /// Hands a staged block to the uploader.
@@ -395,6 +427,11 @@ impl Inner {
             self.store.put(&key, stored.clone())
         })
         .await;
+        // The staging file is the block's only durable copy until the store has synced.
+        let put = match put {
+            Ok(()) => self.store.sync().await.map_err(Error::from),
+            Err(e) => Err(e),
+        };
         if let Err(e) = put {
             tracing::warn!("upload of staged block {key} failed ({e}); trying again in 10 s");
             tokio::time::sleep(std::time::Duration::from_secs(10)).await;

@@ -4,9 +4,10 @@
 //! them first (waiting if the store's `buffer_size` is used up). The moment a block is
 //! full it is handed, with its reservation, to a background upload task, so a big slice
 //! streams out while it is being written and memory stays bounded; the budget returns
-//! when the upload ends. [`SliceWriter::finish`] uploads the last partial block and
-//! waits for every upload: only its `Ok` means the slice is durable and may be
-//! committed to metadata. The first failed upload marks the slice failed: later appends
+//! when the upload ends. [`SliceWriter::finish`] uploads the last partial block, waits
+//! for every upload and, when blocks went to the object store, asks it to make them
+//! durable (one sync of a local directory for the whole slice, not one per block): only
+//! its `Ok` means the slice is durable and may be committed to metadata. The first failed upload marks the slice failed: later appends
 //! and `finish` return that error, and the other uploads of the slice stop retrying,
 //! since a slice with a missing block can never be committed. [`SliceWriter::abort`]
 //! (or dropping an unfinished writer) stops the uploads and deletes the blocks already
@@ -14,7 +15,7 @@
 
 use crate::buffer::Reservation;
 use crate::key::blocks;
-use crate::store::Inner;
+use crate::store::{Inner, Stored};
 use crate::{Error, Result, MAX_SLICE_SIZE};
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
@@ -65,7 +66,9 @@ pub struct SliceWriter {
     /// Buffer budget held for `block`.
     reserved: Reservation,
     next_index: u32,
-    uploads: Vec<JoinHandle<Result<()>>>,
+    uploads: Vec<JoinHandle<Result<Stored>>>,
+    /// A block went to the object store since its last sync.
+    unsynced: bool,
     state: Arc<SliceState>,
     phase: Phase,
 }
@@ -82,6 +85,7 @@ impl SliceWriter {
             reserved,
             next_index: 0,
             uploads: Vec::new(),
+            unsynced: false,
             state: Arc::new(SliceState::default()),
             phase: Phase::Writing,
         }
@@ -156,12 +160,19 @@ impl SliceWriter {
             let r = h.await;
             self.uploads.pop();
             match r {
-                Ok(Ok(())) => {}
+                Ok(Ok(Stored::InStore)) => self.unsynced = true,
+                Ok(Ok(Stored::Staged)) => {}
                 Ok(Err(e)) => self.state.fail(e),
                 Err(e) => self.state.fail(Error::Internal(format!(
                     "upload task of slice {}: {e}",
                     self.id
                 ))),
+            }
+        }
+        if self.unsynced && self.state.failure().is_none() {
+            match self.inner.store.sync().await {
+                Ok(()) => self.unsynced = false,
+                Err(e) => self.state.fail(e.into()),
             }
         }
         if let Some(e) = self.state.failure() {
@@ -240,7 +251,7 @@ impl SliceWriter {
                     tracing::warn!("upload of {key} failed: {e}");
                     state.fail(e.clone());
                 }
-                Ok(()) => tracing::trace!("uploaded {key}"),
+                Ok(_) => tracing::trace!("uploaded {key}"),
             }
             r
         }));
@@ -299,7 +310,7 @@ struct Cleanup {
     inner: Arc<Inner>,
     id: u64,
     size: u32,
-    uploads: Vec<JoinHandle<Result<()>>>,
+    uploads: Vec<JoinHandle<Result<Stored>>>,
     state: Arc<SliceState>,
 }
 

@@ -165,6 +165,11 @@ async fn writeback_stages_then_a_later_client_uploads() {
     let w = ChunkStore::new(backend.clone(), writeback(3600));
     let size = write_slice(&w, 6, &bytes, BS).await;
     assert_eq!(backend.puts(), 0, "an upload ran although it is delayed");
+    assert_eq!(
+        backend.syncs(),
+        0,
+        "staged blocks need no sync of the store"
+    );
     assert_eq!(w.staged().0, 4);
     assert!(dir.path().join("uuid/rawstaging/chunks").is_dir());
     assert_eq!(
@@ -180,6 +185,8 @@ async fn writeback_stages_then_a_later_client_uploads() {
         backend.objects() == 4 && again.staged() == (0, 0)
     })
     .await;
+    // Each staging file went only after the store synced its upload.
+    assert!(backend.syncs() >= 4, "{} syncs", backend.syncs());
     let fresh = ChunkStore::new(backend.clone(), cfg(BS, Compression::Lz4));
     assert_eq!(
         &fresh.read(6, size, 0, bytes.len()).await.unwrap()[..],

@@ -105,10 +105,19 @@ async fn full_blocks_upload_before_finish() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(backend.puts(), 3, "the partial block waits for finish");
     assert!(cs.buffered() >= 10, "the partial block is still buffered");
+    assert_eq!(
+        backend.syncs(),
+        0,
+        "nothing asks for durability before finish"
+    );
     assert_eq!(w.finish().await.unwrap() as usize, bytes.len());
     assert_eq!(backend.puts(), 4);
+    // One barrier for the whole slice, after its last block.
+    assert_eq!(backend.syncs(), 1);
+    assert_eq!(backend.puts_at_sync.load(Ordering::SeqCst), 4);
     // finish is idempotent; appending after it is refused.
     assert_eq!(w.finish().await.unwrap() as usize, bytes.len());
+    assert_eq!(backend.syncs(), 1);
     assert!(matches!(w.append(b"x").await, Err(Error::Invalid(_))));
 }
 
@@ -192,6 +201,23 @@ async fn dropping_an_unfinished_writer_cleans_up() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(backend.objects(), 2);
     assert_eq!(cs.read(12, size, 0, 10).await.unwrap().len(), 10);
+}
+
+/// A store that cannot make the blocks durable fails the slice: its caller must not
+/// commit it.
+#[tokio::test]
+async fn a_failed_sync_fails_finish() {
+    let backend = CountingStore::new();
+    backend.fail_syncs.store(true, Ordering::SeqCst);
+    let cs = ChunkStore::new(backend.clone(), cfg(BS, Compression::None));
+    let mut w = cs.writer(9);
+    w.append(&data(BS + 1, 9)).await.unwrap();
+    let e = w.finish().await.unwrap_err();
+    assert!(e.to_string().contains("sync failed"), "{e}");
+    backend.fail_syncs.store(false, Ordering::SeqCst);
+    assert!(w.finish().await.is_err(), "a failed slice stays failed");
+    w.abort().await;
+    assert_eq!(backend.objects(), 0);
 }
 
 #[tokio::test]

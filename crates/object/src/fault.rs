@@ -28,6 +28,7 @@ pub struct FaultStore {
     puts: AtomicUsize,
     gets: AtomicUsize,
     deletes: AtomicUsize,
+    syncs: AtomicUsize,
 }
 
 /// Takes one from a countdown if it is above zero.
@@ -48,6 +49,7 @@ impl FaultStore {
             puts: AtomicUsize::new(0),
             gets: AtomicUsize::new(0),
             deletes: AtomicUsize::new(0),
+            syncs: AtomicUsize::new(0),
         }
     }
 
@@ -90,6 +92,11 @@ impl FaultStore {
     /// Deletes attempted so far.
     pub fn deletes(&self) -> usize {
         self.deletes.load(Ordering::SeqCst)
+    }
+
+    /// Durability barriers asked so far.
+    pub fn syncs(&self) -> usize {
+        self.syncs.load(Ordering::SeqCst)
     }
 
     pub fn inner(&self) -> &Arc<dyn ObjectStore> {
@@ -136,6 +143,11 @@ impl ObjectStore for FaultStore {
     async fn delete(&self, key: &str) -> Result<()> {
         self.deletes.fetch_add(1, Ordering::SeqCst);
         self.inner.delete(key).await
+    }
+
+    async fn sync(&self) -> Result<()> {
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        self.inner.sync().await
     }
 
     async fn list(

@@ -3,7 +3,8 @@
 //! Every byte of file data lives in an object store as an immutable block. This crate
 //! defines the narrow [`ObjectStore`] trait that the rest of Nectar uses (put a whole
 //! object, get it or a byte range of it, head, delete, list) and its implementations:
-//! OpenDAL-backed stores for local directories and S3-compatible services, an in-process
+//! OpenDAL-backed stores for local directories (whose puts and gets use plain file calls
+//! and sync in batches, see `local`) and S3-compatible services, an in-process
 //! memory store, a prefix wrapper that places a volume under `<volume-name>/`, a
 //! wrapper that records every request in the metrics, and a fault-injecting wrapper
 //! for tests. Keeping the trait this small is what lets later
@@ -21,6 +22,7 @@ mod check;
 mod config;
 mod error;
 mod fault;
+mod local;
 mod mem;
 mod metered;
 mod opendal;
@@ -67,6 +69,13 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn head(&self, key: &str) -> Result<Option<u64>>;
     /// Deletes an object; deleting a missing object succeeds.
     async fn delete(&self, key: &str) -> Result<()>;
+    /// Makes every object whose put completed before this call durable. A store whose
+    /// puts are durable when they return (S3 and its kin) has nothing to do; a local
+    /// directory keeps new objects in the page cache until this syncs them. The data
+    /// path calls it before it commits to metadata a slice whose blocks it stored.
+    async fn sync(&self) -> Result<()> {
+        Ok(())
+    }
     /// Lists objects whose key starts with `prefix`, in key order, starting after
     /// `start_after`, at most `limit` of them.
     async fn list(

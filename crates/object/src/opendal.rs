@@ -14,6 +14,7 @@
 //! skipping every directory that cannot hold a key after `start_after`, which keeps a
 //! paged listing of a large volume proportional to the page, not to the volume.
 
+use crate::local::{LocalFiles, FS_TMP_DIR};
 use crate::{Error, ObjectInfo, ObjectStore, Result};
 use ::opendal::layers::{RetryEvent, RetryLayer, TimeoutLayer};
 use ::opendal::{EntryMode, ErrorKind, Operator};
@@ -37,9 +38,6 @@ pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(60);
 const RETRIES: usize = 3;
 const RETRY_MIN_DELAY: Duration = Duration::from_millis(200);
 const RETRY_MAX_DELAY: Duration = Duration::from_secs(5);
-/// Directory under the root of a file store where OpenDAL writes an object before
-/// renaming it into place, so a crash never leaves a half-written object under its key.
-pub(crate) const FS_TMP_DIR: &str = ".nectar-tmp";
 /// Page size asked of a service that lists natively.
 const LIST_PAGE: usize = 1000;
 
@@ -63,6 +61,8 @@ pub struct OpendalStore {
     location: String,
     /// Whether the service lists recursively from a resume point by itself.
     native_list: bool,
+    /// A file store's objects, put and got with plain file calls (see `crate::local`).
+    local: Option<LocalFiles>,
 }
 
 /// Makes OpenDAL's HTTP transport (reqwest) the process default. The workspace builds
@@ -155,6 +155,7 @@ impl OpendalStore {
             describe,
             location,
             native_list,
+            local: None,
         }
     }
 
@@ -184,20 +185,20 @@ impl OpendalStore {
                 "the storage directory {shown} is not valid UTF-8; choose another path"
             ))
         })?;
-        let tmp = root.join(FS_TMP_DIR);
-        remove_stale_temp_files(&tmp);
-        let builder = ::opendal::services::Fs::default()
-            .root(root_str)
-            .atomic_write_dir(tmp.to_str().unwrap_or(root_str));
-        let op = Operator::new(builder).map_err(|e| {
+        let local = LocalFiles::new(&root);
+        remove_stale_temp_files(local.tmp_dir());
+        // Puts and gets go through `local`; OpenDAL heads, deletes and lists.
+        let op = Operator::new(::opendal::services::Fs::default().root(root_str)).map_err(|e| {
             Error::Config(format!("cannot open the storage directory {shown}: {e}"))
         })?;
-        Ok(Self::with_backend(
+        let mut store = Self::with_backend(
             op,
             Backend::Fs,
             format!("file://{root_str}/"),
             root_str.to_string(),
-        ))
+        );
+        store.local = Some(local);
+        Ok(store)
     }
 
     /// A store in OpenDAL's memory service (for tests of this adapter; the `memory`
@@ -221,6 +222,31 @@ impl OpendalStore {
     /// Translates an OpenDAL error of an operation on `key` into ours.
     fn map_err(&self, what: &str, key: &str, f: Failed) -> Error {
         map_opendal_error(self.backend, &self.location, what, key, f.err, f.retried)
+    }
+
+    /// Translates an error of a file store's direct file I/O. None of them is worth
+    /// retrying: a local disk that fails now fails the next time too.
+    fn map_io_err(&self, what: &str, key: &str, e: io::Error) -> Error {
+        let ctx = format!("{what} {key} on {}", self.location);
+        match e.kind() {
+            io::ErrorKind::NotFound
+            | io::ErrorKind::IsADirectory
+            | io::ErrorKind::NotADirectory
+                if what == "get" =>
+            {
+                Error::NotFound(key.to_string())
+            }
+            io::ErrorKind::IsADirectory | io::ErrorKind::NotADirectory => {
+                Error::Permanent(key_collides(&ctx, &e.to_string()))
+            }
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                Error::NoSpace(disk_full(&ctx, &e.to_string()))
+            }
+            io::ErrorKind::PermissionDenied => {
+                Error::Permanent(fs_denied(&ctx, &self.location, &e.to_string()))
+            }
+            _ => Error::Permanent(format!("{ctx}: {e}")),
+        }
     }
 
     async fn read_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, RangeError> {
@@ -520,9 +546,7 @@ pub(crate) fn map_opendal_error(
         format!("{what} {key} on {location}")
     };
     if is_disk_full(&e) {
-        return Error::NoSpace(format!(
-            "{ctx}: {text}; free space on the disk or use another --bucket"
-        ));
+        return Error::NoSpace(disk_full(&ctx, &text));
     }
     let code = s3_code(e.message()).unwrap_or_default().to_string();
     match e.kind() {
@@ -542,10 +566,7 @@ pub(crate) fn map_opendal_error(
                         format!(" ({code})")
                     }
                 ),
-                Backend::Fs => format!(
-                    "{ctx}: permission denied: check that the user running nectar may read \
-                     and write {location} ({text})"
-                ),
+                Backend::Fs => fs_denied(&ctx, location, &text),
                 _ => format!("{ctx}: permission denied: {text}"),
             })
         }
@@ -567,9 +588,7 @@ pub(crate) fn map_opendal_error(
         ) {
             return match what {
                 "get" | "head" | "delete" => Error::NotFound(key.to_string()),
-                _ => Error::Permanent(format!(
-                    "{ctx}: the key collides with an object or directory of another key: {text}"
-                )),
+                _ => Error::Permanent(key_collides(&ctx, &text)),
             };
         }
     }
@@ -603,6 +622,21 @@ pub(crate) fn map_opendal_error(
     Error::Permanent(format!("{ctx}: {text}{hint}"))
 }
 
+fn disk_full(ctx: &str, text: &str) -> String {
+    format!("{ctx}: {text}; free space on the disk or use another --bucket")
+}
+
+fn fs_denied(ctx: &str, location: &str, text: &str) -> String {
+    format!(
+        "{ctx}: permission denied: check that the user running nectar may read and write \
+         {location} ({text})"
+    )
+}
+
+fn key_collides(ctx: &str, text: &str) -> String {
+    format!("{ctx}: the key collides with an object or directory of another key: {text}")
+}
+
 /// The message for a bucket that does not exist; `location` is its URL.
 pub(crate) fn no_such_bucket(location: &str) -> String {
     let (endpoint, bucket) = match location.rsplit_once('/') {
@@ -623,6 +657,12 @@ impl ObjectStore for OpendalStore {
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         validate_key(key)?;
+        if let Some(local) = &self.local {
+            return local
+                .put(key, data)
+                .await
+                .map_err(|e| self.map_io_err("put", key, e));
+        }
         attempt(self.op.write(key, data))
             .await
             .map(|_| ())
@@ -631,6 +671,12 @@ impl ObjectStore for OpendalStore {
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
         validate_key(key)?;
+        if let Some(local) = &self.local {
+            return local
+                .get(key, range)
+                .await
+                .map_err(|e| self.map_io_err("get", key, e));
+        }
         let Some(range) = range else {
             return attempt(self.op.read(key))
                 .await
@@ -686,6 +732,19 @@ impl ObjectStore for OpendalStore {
                 other => Err(other),
             },
         }
+    }
+
+    async fn sync(&self) -> Result<()> {
+        let Some(local) = &self.local else {
+            return Ok(());
+        };
+        local.sync().await.map_err(|e| {
+            Error::Permanent(format!(
+                "syncing {} to its disk failed: {e}; objects written since the last sync may \
+                 be lost: check the disk (dmesg)",
+                self.location
+            ))
+        })
     }
 
     async fn list(

@@ -56,6 +56,10 @@ impl ObjectStore for PrefixStore {
         self.inner.put(&self.full(key), data).await
     }
 
+    async fn sync(&self) -> Result<()> {
+        self.inner.sync().await
+    }
+
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
         self.inner.get(&self.full(key), range).await
     }

@@ -375,9 +375,9 @@ async fn file_store_conformance() {
         keys(&root.list("", None, 10).await.unwrap()),
         vec!["vol/chunks/0/0/5_0_3"]
     );
-    assert!(bucket.join(crate::opendal::FS_TMP_DIR).is_dir());
+    assert!(bucket.join(crate::local::FS_TMP_DIR).is_dir());
     // Reopening removes temp files of failed writes, once they are old.
-    let tmp = bucket.join(crate::opendal::FS_TMP_DIR);
+    let tmp = bucket.join(crate::local::FS_TMP_DIR);
     let old = std::fs::File::create(tmp.join("a.stale")).unwrap();
     old.set_modified(std::time::SystemTime::now() - Duration::from_secs(7200))
         .unwrap();

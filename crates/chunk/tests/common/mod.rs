@@ -25,6 +25,11 @@ pub struct CountingStore {
     pub get_bytes: AtomicU64,
     pub puts: AtomicUsize,
     pub deletes: AtomicUsize,
+    /// Durability barriers asked, and the puts done when the last one was asked.
+    pub syncs: AtomicUsize,
+    pub puts_at_sync: AtomicUsize,
+    /// While set, every sync fails (a disk that lost writes).
+    pub fail_syncs: std::sync::atomic::AtomicBool,
     puts_now: AtomicUsize,
     pub max_concurrent_puts: AtomicUsize,
     get_delay_ms: AtomicU64,
@@ -62,6 +67,10 @@ impl CountingStore {
 
     pub fn objects(&self) -> usize {
         self.mem.len()
+    }
+
+    pub fn syncs(&self) -> usize {
+        self.syncs.load(Ordering::SeqCst)
     }
 }
 
@@ -101,6 +110,17 @@ impl ObjectStore for CountingStore {
 
     async fn head(&self, key: &str) -> Result<Option<u64>> {
         self.mem.head(key).await
+    }
+
+    async fn sync(&self) -> Result<()> {
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        self.puts_at_sync.store(self.puts(), Ordering::SeqCst);
+        if self.fail_syncs.load(Ordering::SeqCst) {
+            return Err(nectar_object::Error::Permanent(
+                "injected: sync failed".into(),
+            ));
+        }
+        Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
