@@ -212,6 +212,29 @@ async fn prefetch_fills_the_cache_once() {
     assert_eq!(backend.gets(), 7);
 }
 
+/// The blocks that end inside a range a reader is done with leave the memory cache;
+/// a block that ends after it stays.
+#[tokio::test]
+async fn blocks_a_reader_is_done_with_leave_the_memory_cache() {
+    let backend = CountingStore::new();
+    let bs = 64 << 10;
+    let bytes = data(3 * bs + 10, 8);
+    let (r, size) = written(&backend, cfg(bs, Compression::Lz4), 12, &bytes).await;
+    let got = r.read(12, size, 0, size as usize).await.unwrap();
+    assert_eq!(&got[..], &bytes[..]);
+    assert_eq!(r.cached_bytes(), size as u64);
+    r.consumed(12, size, 0, bs as u32 + 1);
+    assert_eq!(r.cached_bytes(), size as u64 - bs as u64, "block 0 only");
+    let gets = backend.gets();
+    r.read(12, size, bs as u32, 1).await.unwrap();
+    assert_eq!(backend.gets(), gets, "block 1 is still cached");
+    r.read(12, size, 0, 1).await.unwrap();
+    assert_eq!(backend.gets(), gets + 1, "block 0 was dropped");
+    // The short last block ends at the slice's end.
+    r.consumed(12, size, 2 * bs as u32, size);
+    assert_eq!(r.cached_bytes(), 2 * bs as u64, "blocks 2 and 3 dropped");
+}
+
 #[tokio::test]
 async fn prefetch_is_bounded_by_the_buffer_and_errors_are_only_logged() {
     let backend = CountingStore::new();

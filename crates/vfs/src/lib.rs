@@ -129,6 +129,18 @@ pub struct Vfs {
     started: Instant,
 }
 
+/// How far from the end of a reader's last read a read may start and still count as
+/// sequential: twice the kernel's readahead (1 MiB, see the FUSE adapter), whose
+/// requests arrive out of order.
+const SEQUENTIAL_SLACK: u64 = 2 << 20;
+
+/// How far behind a sequential reader's newest read the blocks it read leave the memory
+/// cache (see `ChunkStore::consumed`): the kernel's readahead (1 MiB) sends requests
+/// that are served out of order, and a block dropped at its last byte was fetched again
+/// for a request sent before that one. In file offsets: a file written in many commits
+/// has many short slices, and a lag counted within each slice kept the end of every one.
+const CONSUMED_LAG: u64 = 4 << 20;
+
 /// A chunk with this many slice records gets compacted into one slice.
 const COMPACT_AT: usize = 64;
 
@@ -989,7 +1001,7 @@ impl Vfs {
     fn read_resolved(&self, fh: u64, off: u64, size: usize) -> Result<Bytes> {
         let (h, file) = self.file_handle(fh)?;
         self.note_access(&file);
-        let (segments, len) = {
+        let (segments, len, behind) = {
             let mut inner = file.inner.lock();
             if inner.is_dirty() {
                 self.commit(file.ino, &mut inner)?;
@@ -1000,10 +1012,25 @@ impl Vfs {
             }
             let end = length.min(off + size as u64);
             let segs = self.segments(file.ino, &mut inner, off, end)?;
-            self.readahead(&h, file.ino, &mut inner, off, end, length);
-            (segs, (end - off) as usize)
+            let behind = if self.readahead(&h, file.ino, &mut inner, off, end, length)
+                && off >= CONSUMED_LAG
+            {
+                self.segments(file.ino, &mut inner, off - CONSUMED_LAG, end - CONSUMED_LAG)?
+            } else {
+                Vec::new()
+            };
+            (segs, (end - off) as usize, behind)
         };
         metrics::counter!("nectar_read_bytes_total").increment(len as u64);
+        let data = self.read_segments(&segments, len)?;
+        for s in &behind {
+            self.store.consumed(s.id, s.size, s.off, s.len);
+        }
+        Ok(data)
+    }
+
+    /// `len` bytes made of `segments` (holes read as zeros).
+    fn read_segments(&self, segments: &[Segment], len: usize) -> Result<Bytes> {
         if segments.len() == 1 && segments[0].len as usize == len {
             let s = &segments[0];
             return Ok(self
@@ -1082,7 +1109,7 @@ impl Vfs {
     }
 
     /// Sequential readers get a window that doubles up to `max_readahead`; a reader that
-    /// jumps around gets none.
+    /// jumps around gets none. Returns whether the reader is sequential.
     fn readahead(
         &self,
         h: &Handle,
@@ -1091,17 +1118,26 @@ impl Vfs {
         off: u64,
         end: u64,
         length: u64,
-    ) {
+    ) -> bool {
         let mut ra = h.readahead.lock();
         let block = self.store.config().block_size as u64;
-        if off == ra.last_end || (off == 0 && ra.last_end == 0) {
+        // The kernel's own readahead sends several requests at once and they arrive in
+        // any order, so "sequential" means "near where the reader was", not "exactly
+        // there": an exact match took a streaming reader for a random one at every
+        // request that overtook another, and dropped its window.
+        let near = off.abs_diff(ra.last_end) <= SEQUENTIAL_SLACK;
+        if (near && ra.last_end > 0) || (off == 0 && ra.last_end == 0) {
             ra.window = (ra.window * 2).clamp(block, self.cfg.max_readahead.max(block));
+            ra.last_end = ra.last_end.max(end);
         } else {
             ra.window = 0;
+            ra.last_end = end;
         }
-        ra.last_end = end;
-        if ra.window == 0 || end >= length {
-            return;
+        if ra.window == 0 {
+            return false;
+        }
+        if end >= length {
+            return true;
         }
         let ahead_end = length.min(end + ra.window);
         // The fetches run on our runtime, whichever thread calls.
@@ -1111,6 +1147,7 @@ impl Vfs {
                 self.store.prefetch(s.id, s.size, s.off, s.len);
             }
         }
+        true
     }
 
     // ----- directories ----------------------------------------------------------------
