@@ -150,6 +150,13 @@ impl ChunkStore {
         &self.inner.store
     }
 
+    /// Makes the blocks stored so far durable (see `ObjectStore::sync`). A slice
+    /// writer's `finish` does this before its slice may be committed; calling it ahead,
+    /// with no lock held, leaves that barrier little to wait for.
+    pub async fn sync(&self) -> Result<()> {
+        Ok(self.inner.store.sync().await?)
+    }
+
     /// A writer for a new slice with the volume-unique `id`.
     pub fn writer(self: &Arc<Self>, id: u64) -> SliceWriter {
         SliceWriter::new(self.inner.clone(), id)

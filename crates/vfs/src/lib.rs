@@ -1355,6 +1355,20 @@ impl Vfs {
         let now = Instant::now();
         let pressure = self.store.buffered() > self.store.buffer_capacity() / 2;
         let files: Vec<Arc<FileState>> = self.files.lock().values().cloned().collect();
+        // A commit holds its file's lock while the slices' blocks are made durable, and
+        // the file's writers wait meanwhile. Syncing the store first, without the lock,
+        // leaves that barrier only what was stored since: a streaming writer no longer
+        // stops for the sync of a whole chunk. (An error shows again in the commit.)
+        let due = files.iter().any(|f| {
+            f.inner
+                .try_lock()
+                .is_some_and(|i| i.flush_due(now) || (pressure && i.is_dirty()))
+        });
+        if due {
+            if let Err(e) = self.rt.block_on(self.store.sync()) {
+                tracing::debug!("sync before the background commit: {e}");
+            }
+        }
         for f in files {
             let mut inner = if pressure {
                 f.inner.lock()
