@@ -7,11 +7,12 @@
 //! when the upload ends. [`SliceWriter::finish`] uploads the last partial block, waits
 //! for every upload and, when blocks went to the object store, asks it to make them
 //! durable (one sync of a local directory for the whole slice, not one per block): only
-//! its `Ok` means the slice is durable and may be committed to metadata. The first failed upload marks the slice failed: later appends
-//! and `finish` return that error, and the other uploads of the slice stop retrying,
-//! since a slice with a missing block can never be committed. [`SliceWriter::abort`]
-//! (or dropping an unfinished writer) stops the uploads and deletes the blocks already
-//! stored, so nothing of a slice that was never committed is left behind.
+//! its `Ok` means the slice is durable and may be committed to metadata. The first
+//! failed upload marks the slice failed: later appends and `finish` return that error,
+//! and the other uploads of the slice stop retrying, since a slice with a missing block
+//! can never be committed. [`SliceWriter::abort`] (or dropping an unfinished writer)
+//! stops the uploads and deletes the blocks already stored, so nothing of a slice that
+//! was never committed is left behind.
 
 use crate::buffer::Reservation;
 use crate::key::blocks;

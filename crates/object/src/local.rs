@@ -131,15 +131,17 @@ fn write_then_rename(tmp: &Path, path: &Path, data: &[u8]) -> io::Result<()> {
 
 fn read_range(path: &Path, range: Option<Range<u64>>) -> io::Result<Bytes> {
     let mut f = File::open(path)?;
-    let (start, len) = match range {
-        Some(r) => (r.start, r.end.saturating_sub(r.start)),
-        None => (0, f.metadata()?.len()),
+    let size = f.metadata()?.len();
+    let (start, end) = match range {
+        Some(r) => (r.start, r.end.min(size)),
+        None => (0, size),
     };
+    let len = end.saturating_sub(start);
     if start > 0 {
         f.seek(SeekFrom::Start(start))?;
     }
-    // The capacity is a hint: a range past the end reads less, and `read_to_end` fills
-    // the spare capacity without zeroing it first.
+    // Sized by the file, not by the range asked (which may reach far past the end);
+    // `read_to_end` fills the spare capacity without zeroing it first.
     let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     f.take(len).read_to_end(&mut buf)?;
     Ok(Bytes::from(buf))
@@ -170,6 +172,11 @@ mod tests {
         assert_eq!(&files.get("a/b/c", Some(2..5)).await.unwrap()[..], b"234");
         // Cut at the end, as every store does.
         assert_eq!(&files.get("a/b/c", Some(8..20)).await.unwrap()[..], b"89");
+        assert_eq!(
+            &files.get("a/b/c", Some(4..u64::MAX)).await.unwrap()[..],
+            b"456789"
+        );
+        assert!(files.get("a/b/c", Some(20..30)).await.unwrap().is_empty());
         assert_eq!(
             files.get("a/b/d", None).await.unwrap_err().kind(),
             io::ErrorKind::NotFound

@@ -1012,10 +1012,12 @@ impl Vfs {
             }
             let end = length.min(off + size as u64);
             let segs = self.segments(file.ino, &mut inner, off, end)?;
+            // Only a hint to the memory cache: failing to resolve it never fails the read.
             let behind = if self.readahead(&h, file.ino, &mut inner, off, end, length)
                 && off >= CONSUMED_LAG
             {
-                self.segments(file.ino, &mut inner, off - CONSUMED_LAG, end - CONSUMED_LAG)?
+                self.segments(file.ino, &mut inner, off - CONSUMED_LAG, end - CONSUMED_LAG)
+                    .unwrap_or_default()
             } else {
                 Vec::new()
             };
