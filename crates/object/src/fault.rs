@@ -4,7 +4,8 @@
 //! then (retry), fails for good (report, never lose committed data) or is slow (bounded
 //! memory, no deadlock). [`FaultStore`] wraps any store and, on command, makes the next
 //! N puts or gets fail with [`Error::Temporary`], makes all of them fail with
-//! [`Error::Permanent`] while a switch is on, or delays puts; it counts the calls it
+//! [`Error::Permanent`] while a switch is on, delays puts, or holds durability
+//! barriers until released; it counts the calls it
 //! sees so a test can assert how often the layer above tried. All knobs are atomics,
 //! so a test flips them from outside while the code under test runs.
 
@@ -25,6 +26,7 @@ pub struct FaultStore {
     broken_puts: AtomicBool,
     broken_gets: AtomicBool,
     put_delay: Mutex<Duration>,
+    held_syncs: AtomicBool,
     puts: AtomicUsize,
     gets: AtomicUsize,
     deletes: AtomicUsize,
@@ -46,6 +48,7 @@ impl FaultStore {
             broken_puts: AtomicBool::new(false),
             broken_gets: AtomicBool::new(false),
             put_delay: Mutex::new(Duration::ZERO),
+            held_syncs: AtomicBool::new(false),
             puts: AtomicUsize::new(0),
             gets: AtomicUsize::new(0),
             deletes: AtomicUsize::new(0),
@@ -77,6 +80,11 @@ impl FaultStore {
     /// Every later put waits `d` before doing anything (zero: no delay).
     pub fn set_put_delay(&self, d: Duration) {
         *self.put_delay.lock() = d;
+    }
+
+    /// While on, every sync waits (counted as asked) until it is turned off.
+    pub fn hold_syncs(&self, on: bool) {
+        self.held_syncs.store(on, Ordering::SeqCst);
     }
 
     /// Puts attempted so far, failed ones included.
@@ -147,6 +155,9 @@ impl ObjectStore for FaultStore {
 
     async fn sync(&self) -> Result<()> {
         self.syncs.fetch_add(1, Ordering::SeqCst);
+        while self.held_syncs.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         self.inner.sync().await
     }
 

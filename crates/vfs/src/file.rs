@@ -7,7 +7,16 @@
 //! is still being written. Pending slices are committed to metadata — after all their
 //! blocks are stored, chunk by chunk in creation order so later writes win — on flush,
 //! fsync, close, before a read, after an idle second, five seconds after the first write,
-//! or when a slice reaches the 64 MiB chunk size.
+//! or, for that chunk alone, when a slice reaches the 64 MiB chunk size.
+//!
+//! A commit takes its slices out of [`FileInner::pending`] and lets go of the file's
+//! lock while their last blocks upload and the store makes them durable; it takes the
+//! lock again to record them. Writers go on meanwhile (a streaming writer fills the
+//! next chunk while the last one syncs), each into new slices. Only one commit of a file
+//! is in flight at a time (`FileInner::committing`, waited on with
+//! [`FileState::committed`]), so slices still reach metadata in the order they were
+//! written; and a file with a commit in flight counts as dirty, so a read or a stat
+//! waits for it rather than miss its data.
 //!
 //! Reads resolve a chunk's slice records once ([`nectar_meta::slice::resolve`]) and
 //! keep the result until this client changes the chunk or another client's change is
@@ -38,8 +47,26 @@ pub(crate) struct PendingSlice {
     pub pos: u32,
     pub writer: SliceWriter,
     pub last_write: Time,
+    /// When the slice was first written (for the age rule of the background commit).
+    pub first_write: Instant,
     /// Keeps the slice's id in flight until it is committed or given up.
     pub _id: NewSlice,
+}
+
+impl PendingSlice {
+    /// Whether the slice reaches the end of its chunk: nothing can be appended to it.
+    pub fn fills_chunk(&self) -> bool {
+        self.pos as u64 + self.writer.len() as u64 >= nectar_meta::CHUNK_SIZE
+    }
+}
+
+/// Which pending slices a commit takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CommitScope {
+    /// Every pending slice (flush, fsync, close, a read, an old or idle write).
+    All,
+    /// The chunks where a slice is full.
+    FullChunks,
 }
 
 pub(crate) struct FileInner {
@@ -50,6 +77,8 @@ pub(crate) struct FileInner {
     pub last_write: Option<Instant>,
     /// Whether a slice reached the chunk size and should be committed soon.
     pub has_full: bool,
+    /// A commit has taken pending slices and is storing them without the lock.
+    pub committing: bool,
     /// Resolved segments per chunk.
     pub slices: HashMap<u32, Arc<Vec<Slice>>>,
     /// The attributes as this client knows them, including uncommitted length.
@@ -68,6 +97,8 @@ pub(crate) struct FileState {
     /// Open handles of this inode in this client.
     pub handles: parking_lot::Mutex<usize>,
     pub inner: parking_lot::Mutex<FileInner>,
+    /// Signalled when a commit in flight ends (`FileInner::committing` turns false).
+    pub committed: parking_lot::Condvar,
 }
 
 impl FileState {
@@ -80,33 +111,69 @@ impl FileState {
                 dirty_since: None,
                 last_write: None,
                 has_full: false,
+                committing: false,
                 slices: HashMap::new(),
                 attr,
                 write_error: None,
                 checked: None,
                 capability: None,
             }),
+            committed: parking_lot::Condvar::new(),
         }
     }
 }
 
 impl FileInner {
+    /// Whether this client holds writes metadata does not have yet.
     pub fn is_dirty(&self) -> bool {
-        !self.pending.is_empty()
+        !self.pending.is_empty() || self.committing
     }
 
-    /// Whether the background flusher should commit now.
-    pub fn flush_due(&self, now: Instant) -> bool {
-        if !self.is_dirty() {
-            return false;
+    /// What the background committer should commit now, if anything: everything once
+    /// the oldest write is old or the file idle; only the chunks a slice has filled
+    /// otherwise, so a streaming writer's current slice keeps growing.
+    pub fn flush_due(&self, now: Instant) -> Option<CommitScope> {
+        if self.pending.is_empty() || self.committing {
+            return None;
         }
-        self.has_full
-            || self
-                .dirty_since
-                .is_some_and(|t| now.duration_since(t).as_secs() >= MAX_PENDING_AGE_SECS)
-            || self
-                .last_write
-                .is_some_and(|t| now.duration_since(t).as_millis() as u64 >= MAX_IDLE_MILLIS)
+        let old = self
+            .dirty_since
+            .is_some_and(|t| now.duration_since(t).as_secs() >= MAX_PENDING_AGE_SECS);
+        let idle = self
+            .last_write
+            .is_some_and(|t| now.duration_since(t).as_millis() as u64 >= MAX_IDLE_MILLIS);
+        if old || idle {
+            Some(CommitScope::All)
+        } else if self.has_full {
+            Some(CommitScope::FullChunks)
+        } else {
+            None
+        }
+    }
+
+    /// Takes the pending slices `scope` asks for out of the file, in chunk order, and
+    /// keeps the dirty bookkeeping right for those left.
+    pub fn take_pending(&mut self, scope: CommitScope) -> BTreeMap<u32, Vec<PendingSlice>> {
+        let taken = match scope {
+            CommitScope::All => std::mem::take(&mut self.pending),
+            CommitScope::FullChunks => {
+                let full: Vec<u32> = self
+                    .pending
+                    .iter()
+                    .filter(|(_, list)| list.iter().any(PendingSlice::fills_chunk))
+                    .map(|(&index, _)| index)
+                    .collect();
+                full.into_iter()
+                    .filter_map(|i| self.pending.remove(&i).map(|list| (i, list)))
+                    .collect()
+            }
+        };
+        self.has_full = false;
+        self.dirty_since = self.pending.values().flatten().map(|s| s.first_write).min();
+        if self.pending.is_empty() {
+            self.last_write = None;
+        }
+        taken
     }
 
     /// Cached resolved view of a chunk.

@@ -23,7 +23,7 @@ pub use stats::STATS_XATTR;
 
 use bytes::Bytes;
 use dir::DirStream;
-use file::{ClosedFiles, FileInner, FileState, PendingSlice};
+use file::{ClosedFiles, CommitScope, FileInner, FileState, PendingSlice};
 use libc::{EBADF, EFBIG, EINVAL, EISDIR, EROFS};
 use nectar_chunk::ChunkStore;
 pub use nectar_chunk::{CacheAction, CacheReport};
@@ -31,8 +31,8 @@ use nectar_meta::{
     AtimeMode, Attr, Ctx, FileType, Ino, Meta, SetAttr, Slice, StatFs, Time, CHUNK_BITS,
     CHUNK_SIZE, MAX_FILE_SIZE, ROOT_INODE,
 };
-use parking_lot::Mutex;
-use std::collections::HashMap;
+use parking_lot::{Mutex, MutexGuard};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -278,9 +278,10 @@ impl Vfs {
 
     /// Attributes with this client's uncommitted length folded in. `read` is what
     /// metadata said before this call. For a file open here it is read again, under
-    /// the file's lock: no commit of this client is under way then, whereas an earlier
-    /// read may predate a commit that finished since, and taking it would undo that
-    /// commit's length (the kernel then shrinks the file it just saw grow).
+    /// the file's lock: no commit of this client records slices then (one in flight
+    /// keeps the file dirty), whereas an earlier read may predate a commit that finished
+    /// since, and taking it would undo that commit's length (the kernel then shrinks the
+    /// file it just saw grow).
     fn merge_pending(&self, ino: Ino, read: Option<Attr>) -> Result<Attr> {
         let file = self.files.lock().get(&ino).cloned();
         let Some(f) = file else {
@@ -351,7 +352,7 @@ impl Vfs {
         match file {
             Some(f) => {
                 let mut inner = f.inner.lock();
-                self.commit(ino, &mut inner)?;
+                self.commit(&f, &mut inner, CommitScope::All)?;
                 let attr = self.meta.truncate(ctx, ino, size)?;
                 inner.slices.clear();
                 inner.attr = attr.clone();
@@ -694,7 +695,7 @@ impl Vfs {
         // Under buffer pressure, commit our own half-filled blocks first: waiting for
         // space while holding them could wait forever.
         if self.store.buffered() > self.store.buffer_capacity() / 10 * 8 {
-            self.commit(file.ino, &mut inner)?;
+            self.commit(&file, &mut inner, CommitScope::All)?;
         }
         let now = Time::now();
         let mut pos = off;
@@ -713,6 +714,7 @@ impl Vfs {
                     pos: in_chunk,
                     writer: self.store.writer(id.id()),
                     last_write: now,
+                    first_write: Instant::now(),
                     _id: id,
                 });
             }
@@ -724,7 +726,7 @@ impl Vfs {
                 return Err(e.into());
             }
             slice.last_write = now;
-            let full = slice.pos as u64 + slice.writer.len() as u64 >= CHUNK_SIZE;
+            let full = slice.fills_chunk();
             inner.has_full |= full;
             pos += n as u64;
             rest = &rest[n..];
@@ -738,24 +740,50 @@ impl Vfs {
         Ok(data.len())
     }
 
-    /// Commits every pending slice of a file: waits for its blocks, then records the
-    /// slices in metadata chunk by chunk, oldest first.
-    fn commit(&self, ino: Ino, inner: &mut FileInner) -> Result<()> {
-        if inner.pending.is_empty() {
+    /// Commits the pending slices of a file that `scope` names: takes them out, lets go
+    /// of the file's lock while their blocks are stored and made durable, then records
+    /// them in metadata chunk by chunk, oldest first (see the `file` module). Waits for
+    /// a commit of the file already in flight first, so commits keep the order of
+    /// writes. Reports (and clears) an error of an earlier background commit.
+    fn commit(
+        &self,
+        file: &FileState,
+        inner: &mut MutexGuard<'_, FileInner>,
+        scope: CommitScope,
+    ) -> Result<()> {
+        while inner.committing {
+            file.committed.wait(inner);
+        }
+        let mut pending = inner.take_pending(scope);
+        if pending.is_empty() {
             return match inner.write_error.take() {
                 Some(e) => sys(e),
                 None => Ok(()),
             };
         }
-        let mut pending = std::mem::take(&mut inner.pending);
-        inner.dirty_since = None;
-        inner.last_write = None;
-        inner.has_full = false;
-        let sizes: Vec<nectar_chunk::Result<u32>> = self.rt.block_on(futures::future::join_all(
-            pending
-                .values_mut()
-                .flat_map(|list| list.iter_mut().map(|s| s.writer.finish())),
-        ));
+        inner.committing = true;
+        let sizes: Vec<nectar_chunk::Result<u32>> = MutexGuard::unlocked(inner, || {
+            self.rt.block_on(futures::future::join_all(
+                pending
+                    .values_mut()
+                    .flat_map(|list| list.iter_mut().map(|s| s.writer.finish())),
+            ))
+        });
+        let result = self.record_slices(file.ino, inner, pending, sizes);
+        inner.committing = false;
+        file.committed.notify_all();
+        result
+    }
+
+    /// Records finished slices in metadata, in order; `sizes` are their `finish`
+    /// outcomes. A failed slice and every slice after it are aborted.
+    fn record_slices(
+        &self,
+        ino: Ino,
+        inner: &mut FileInner,
+        pending: BTreeMap<u32, Vec<PendingSlice>>,
+        sizes: Vec<nectar_chunk::Result<u32>>,
+    ) -> Result<()> {
         let mut failure: Option<Error> = None;
         let mut sizes = sizes.into_iter();
         for (index, list) in pending {
@@ -791,9 +819,15 @@ impl Vfs {
                         if count >= COMPACT_AT {
                             self.fragmented.lock().insert((ino, index));
                         }
+                        // Writes that came while the slices were stored are not in
+                        // metadata yet: keep what they did to length and mtime.
                         let length = inner.attr.length.max(attr.length);
+                        let mtime = inner.attr.mtime.max(attr.mtime);
                         inner.attr = attr;
                         inner.attr.length = length;
+                        if !inner.pending.is_empty() {
+                            inner.attr.mtime = mtime;
+                        }
                     }
                     Err(e) => {
                         if !matches!(e, nectar_meta::Error::Sys(_)) {
@@ -828,9 +862,7 @@ impl Vfs {
         let Some(f) = self.files.lock().get(&ino).cloned() else {
             return Ok(None);
         };
-        let mut inner = f.inner.lock();
-        self.commit(ino, &mut inner)?;
-        drop(inner);
+        self.commit(&f, &mut f.inner.lock(), CommitScope::All)?;
         Ok(Some(f))
     }
 
@@ -882,7 +914,7 @@ impl Vfs {
     pub fn lseek(&self, fh: u64, offset: u64, whence: i32) -> Result<u64> {
         let (h, file) = self.file_handle(fh)?;
         let mut inner = file.inner.lock();
-        self.commit(h.ino, &mut inner)?;
+        self.commit(&file, &mut inner, CommitScope::All)?;
         let length = inner.attr.length;
         if offset >= length {
             return sys(libc::ENXIO);
@@ -942,7 +974,7 @@ impl Vfs {
     pub fn flush(&self, fh: u64) -> Result<()> {
         let (_, file) = self.file_handle(fh)?;
         let mut inner = file.inner.lock();
-        self.commit(file.ino, &mut inner)
+        self.commit(&file, &mut inner, CommitScope::All)
     }
 
     pub fn fsync(&self, fh: u64) -> Result<()> {
@@ -952,10 +984,7 @@ impl Vfs {
     /// Closes a file handle: commits, then forgets the inode when no handle is left.
     pub fn release(&self, fh: u64) -> Result<()> {
         let (h, file) = self.file_handle(fh)?;
-        let res = {
-            let mut inner = file.inner.lock();
-            self.commit(file.ino, &mut inner)
-        };
+        let res = self.commit(&file, &mut file.inner.lock(), CommitScope::All);
         let unlocked = self.release_flock(fh);
         self.handles.lock().remove(&fh);
         let last = {
@@ -1004,7 +1033,7 @@ impl Vfs {
         let (segments, len, behind) = {
             let mut inner = file.inner.lock();
             if inner.is_dirty() {
-                self.commit(file.ino, &mut inner)?;
+                self.commit(&file, &mut inner, CommitScope::All)?;
             }
             let length = inner.attr.length;
             if off >= length || size == 0 {
@@ -1277,8 +1306,7 @@ impl Vfs {
         let files: Vec<Arc<FileState>> = self.files.lock().values().cloned().collect();
         let mut first_err = None;
         for f in files {
-            let mut inner = f.inner.lock();
-            if let Err(e) = self.commit(f.ino, &mut inner) {
+            if let Err(e) = self.commit(&f, &mut f.inner.lock(), CommitScope::All) {
                 tracing::error!("inode {}: pending writes lost at shutdown: {e}", f.ino);
                 first_err.get_or_insert(e);
             }
@@ -1357,20 +1385,6 @@ impl Vfs {
         let now = Instant::now();
         let pressure = self.store.buffered() > self.store.buffer_capacity() / 2;
         let files: Vec<Arc<FileState>> = self.files.lock().values().cloned().collect();
-        // A commit holds its file's lock while the slices' blocks are made durable, and
-        // the file's writers wait meanwhile. Syncing the store first, without the lock,
-        // leaves that barrier only what was stored since: a streaming writer no longer
-        // stops for the sync of a whole chunk. (An error shows again in the commit.)
-        let due = files.iter().any(|f| {
-            f.inner
-                .try_lock()
-                .is_some_and(|i| i.flush_due(now) || (pressure && i.is_dirty()))
-        });
-        if due {
-            if let Err(e) = self.rt.block_on(self.store.sync()) {
-                tracing::debug!("sync before the background commit: {e}");
-            }
-        }
         for f in files {
             let mut inner = if pressure {
                 f.inner.lock()
@@ -1380,11 +1394,14 @@ impl Vfs {
                     None => continue,
                 }
             };
-            if inner.flush_due(now) || (pressure && inner.is_dirty()) {
-                if let Err(e) = self.commit(f.ino, &mut inner) {
-                    tracing::error!("inode {}: background commit failed: {e}", f.ino);
-                    inner.write_error = Some(e.errno());
-                }
+            let scope = match inner.flush_due(now) {
+                Some(scope) => scope,
+                None if pressure && inner.is_dirty() => CommitScope::All,
+                None => continue,
+            };
+            if let Err(e) = self.commit(&f, &mut inner, scope) {
+                tracing::error!("inode {}: background commit failed: {e}", f.ino);
+                inner.write_error = Some(e.errno());
             }
         }
     }

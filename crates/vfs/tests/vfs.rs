@@ -503,3 +503,79 @@ fn the_capability_xattr_of_an_open_file_follows_this_clients_changes() {
     assert_eq!(errno(v.getxattr(ino, caps)), Err(libc::ENODATA));
     v.release(fh).unwrap();
 }
+
+const MIB: usize = 1 << 20;
+
+/// The byte the streaming tests below write at `off`: one value per MiB.
+fn byte_at(off: usize) -> u8 {
+    (off / MIB) as u8
+}
+
+/// Writes [from, to) of the streaming pattern in 1 MiB writes.
+fn write_stream(v: &Vfs, fh: u64, from: usize, to: usize) {
+    for off in (from..to).step_by(MIB) {
+        v.write(fh, off as u64, &vec![byte_at(off); MIB]).unwrap();
+    }
+}
+
+fn assert_stream(v: &Vfs, fh: u64, len: usize) {
+    let data = read_all(v, fh, len);
+    assert_eq!(data.len(), len);
+    for off in (0..len).step_by(MIB) {
+        assert!(
+            data[off..off + MIB].iter().all(|&b| b == byte_at(off)),
+            "at {off}"
+        );
+    }
+}
+
+/// A writer goes on while an fsync of the same file waits for the store to make the
+/// file's blocks durable: the commit lets go of the file meanwhile.
+#[test]
+fn a_writer_goes_on_while_a_commit_waits_for_durability() {
+    let e = env();
+    let (ino, fh) = create(&e.vfs, "stream");
+    write_stream(&e.vfs, fh, 0, 64 * MIB);
+    e.fault.hold_syncs(true);
+    let vfs = e.vfs.clone();
+    let fsync = std::thread::spawn(move || vfs.fsync(fh));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while e.fault.syncs() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let vfs = e.vfs.clone();
+    std::thread::spawn(move || {
+        write_stream(&vfs, fh, 64 * MIB, 68 * MIB);
+        done_tx.send(()).unwrap();
+    });
+    let wrote = done.recv_timeout(std::time::Duration::from_secs(10));
+    e.fault.hold_syncs(false);
+    assert!(wrote.is_ok(), "writes waited for the durability barrier");
+    assert_eq!(e.vfs.getattr(ino).unwrap().length, 68 * MIB as u64);
+    fsync.join().unwrap().unwrap();
+    e.vfs.flush(fh).unwrap();
+    assert_stream(&e.vfs, fh, 68 * MIB);
+    e.vfs.release(fh).unwrap();
+}
+
+/// The background commit of a chunk a streaming writer has filled takes that chunk
+/// alone: the next chunk's slice keeps growing, and each chunk ends up as one slice.
+#[test]
+fn a_full_chunk_is_committed_alone() {
+    let e = env();
+    let (ino, fh) = create(&e.vfs, "stream");
+    write_stream(&e.vfs, fh, 0, 65 * MIB);
+    let records = |index| e.vfs.meta().read_chunk(ino, index).unwrap().len();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while records(0) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(records(0), 1, "the full chunk was never committed");
+    write_stream(&e.vfs, fh, 65 * MIB, 68 * MIB);
+    e.vfs.flush(fh).unwrap();
+    assert_eq!(records(1), 1, "the growing slice was cut");
+    assert_stream(&e.vfs, fh, 68 * MIB);
+    e.vfs.release(fh).unwrap();
+}
