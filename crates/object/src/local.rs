@@ -3,9 +3,17 @@
 //! object.
 //!
 //! A put writes the object to a temporary file under [`FS_TMP_DIR`] and renames it into
-//! place, so a crash never leaves a half-written object under its key. It does not
-//! fsync: like every file written on a local file system, a new object sits in the page
-//! cache until the kernel writes it back. [`LocalFiles::sync`] is the barrier that makes
+//! place, so a crash never leaves a half-written object under its key. Its bytes go
+//! straight to the device (`O_DIRECT`), in pieces copied into one reused aligned buffer
+//! (`O_DIRECT` wants addresses, lengths and offsets aligned to the device's blocks;
+//! 4 KiB covers every device): written through the page cache, a 4 MiB block cost the
+//! client a copy into freshly allocated page-cache memory and then the kernel's
+//! writeback, and on this project's test machines that ran at 180-1,200 MiB/s from
+//! one run to the next where direct writes of the same blocks ran at 640-1,170. An
+//! object's last bytes past the last aligned 4 KiB, and objects smaller than
+//! [`DIRECT_MIN`], are written through the page cache; a file system that refuses
+//! `O_DIRECT` (tmpfs, some network file systems) gets every put that way, after one log
+//! line. Either way a put does not fsync: [`LocalFiles::sync`] is the barrier that makes
 //! every object put so far durable: one `syncfs(2)` of the file system holding the
 //! bucket. The data path calls it (through [`crate::ObjectStore::sync`]) after a slice's
 //! blocks are stored and before the slice is committed to metadata, so metadata never
@@ -20,14 +28,17 @@
 //! A get opens the file and reads the range into a buffer of its exact length: one copy
 //! from the page cache, where OpenDAL read in chunks and joined them.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 
 /// Directory under the root of a file store where an object is written before it is
 /// renamed into place.
@@ -45,6 +56,7 @@ pub(crate) struct LocalFiles {
     /// unique among processes sharing the directory (PIDs repeat across containers).
     tmp_seq: AtomicU64,
     tmp_prefix: u64,
+    direct: Arc<DirectWrites>,
 }
 
 impl LocalFiles {
@@ -56,6 +68,7 @@ impl LocalFiles {
             synced: tokio::sync::Mutex::new(0),
             tmp_seq: AtomicU64::new(0),
             tmp_prefix: rand::random(),
+            direct: Arc::new(DirectWrites::new()),
         }
     }
 
@@ -68,7 +81,8 @@ impl LocalFiles {
         let path = self.root.join(key);
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
         let tmp = self.tmp.join(format!("{:016x}-{seq}", self.tmp_prefix));
-        blocking(move || write_then_rename(&tmp, &path, &data)).await?;
+        let direct = self.direct.clone();
+        blocking(move || write_then_rename(&tmp, &path, &data, &direct)).await?;
         self.stored.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
@@ -103,18 +117,131 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| io::Error::other(format!("file I/O task: {e}")))?
 }
 
-fn write_then_rename(tmp: &Path, path: &Path, data: &[u8]) -> io::Result<()> {
+/// Alignment of `O_DIRECT` addresses, lengths and file offsets.
+const DIRECT_ALIGN: usize = 4096;
+/// Objects shorter than this are written through the page cache: a direct write would
+/// wait for the device for a few bytes, and small files are what the page cache is for.
+pub(crate) const DIRECT_MIN: usize = 64 << 10;
+/// The largest piece written at once; the size of each aligned buffer.
+const DIRECT_PIECE: usize = 1 << 20;
+/// Aligned buffers kept for reuse; more concurrent puts allocate and free their own.
+const DIRECT_POOL: usize = 8;
+
+/// Whether direct writes work here, and the aligned buffers they copy through.
+struct DirectWrites {
+    enabled: AtomicBool,
+    /// Each holds `DIRECT_PIECE` aligned bytes somewhere inside (see [`aligned`]).
+    pool: Mutex<Vec<Vec<u8>>>,
+}
+
+impl DirectWrites {
+    fn new() -> Self {
+        Self {
+            enabled: AtomicBool::new(true),
+            pool: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Writes `data` to `f` (open with `O_DIRECT`, empty): the aligned part directly,
+    /// the rest after turning `O_DIRECT` off.
+    fn write(&self, f: &mut File, data: &[u8]) -> io::Result<()> {
+        let aligned_len = data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
+        let mut buf = self
+            .pool
+            .lock()
+            .pop()
+            .unwrap_or_else(|| vec![0; DIRECT_PIECE + DIRECT_ALIGN]);
+        let written = data[..aligned_len]
+            .chunks(DIRECT_PIECE)
+            .try_for_each(|piece| {
+                let window = &mut aligned(&mut buf)[..piece.len()];
+                window.copy_from_slice(piece);
+                f.write_all(window)
+            });
+        let mut pool = self.pool.lock();
+        if pool.len() < DIRECT_POOL {
+            pool.push(buf);
+        }
+        drop(pool);
+        written?;
+        if aligned_len < data.len() {
+            stop_direct(f)?;
+            f.write_all(&data[aligned_len..])?;
+        }
+        Ok(())
+    }
+
+    /// Turns direct writes off for good after a file system refused them.
+    fn refused(&self, e: &io::Error) {
+        if self.enabled.swap(false, Ordering::Relaxed) {
+            tracing::info!("the bucket's file system refuses O_DIRECT ({e}); objects are written through the page cache");
+        }
+    }
+}
+
+/// The `DIRECT_PIECE` bytes of `buf` that start on an aligned address.
+fn aligned(buf: &mut [u8]) -> &mut [u8] {
+    let skip = buf.as_ptr().align_offset(DIRECT_ALIGN);
+    &mut buf[skip..skip + DIRECT_PIECE]
+}
+
+/// Turns `O_DIRECT` off on an open file, for writes that are not aligned.
+fn stop_direct(f: &File) -> io::Result<()> {
+    let fd = f.as_raw_fd();
+    // SAFETY: fcntl on a descriptor `f` keeps open; F_GETFL/F_SETFL touch no memory.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Creates (truncating) the temporary file of a put, with `O_DIRECT` when asked.
+fn create_tmp(tmp: &Path, direct: bool) -> io::Result<File> {
+    let open = || {
+        let mut o = OpenOptions::new();
+        o.write(true).create(true).truncate(true);
+        if direct {
+            o.custom_flags(libc::O_DIRECT);
+        }
+        o.open(tmp)
+    };
+    match open() {
+        // The temporary directory was removed under a running client.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(tmp.parent().unwrap_or(Path::new(".")))?;
+            open()
+        }
+        r => r,
+    }
+}
+
+/// Writes `data` into the temporary file: directly when it is large enough and the
+/// file system allows it, through the page cache otherwise (and again that way after
+/// a refusal).
+fn write_tmp(tmp: &Path, data: &[u8], direct: &DirectWrites) -> io::Result<()> {
+    if data.len() >= DIRECT_MIN && direct.enabled.load(Ordering::Relaxed) {
+        let tried = create_tmp(tmp, true).and_then(|mut f| direct.write(&mut f, data));
+        match tried {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => direct.refused(&e),
+            r => return r,
+        }
+    }
+    create_tmp(tmp, false)?.write_all(data)
+}
+
+fn write_then_rename(
+    tmp: &Path,
+    path: &Path,
+    data: &[u8],
+    direct: &DirectWrites,
+) -> io::Result<()> {
     let written = (|| {
-        let mut f = match File::create(tmp) {
-            // The temporary directory was removed under a running client.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(tmp.parent().unwrap_or(Path::new(".")))?;
-                File::create(tmp)?
-            }
-            r => r?,
-        };
-        f.write_all(data)?;
-        drop(f);
+        write_tmp(tmp, data, direct)?;
         match fs::rename(tmp, path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
@@ -190,6 +317,41 @@ mod tests {
         // Nothing new: no second syncfs.
         files.sync().await.unwrap();
         assert_eq!(*files.synced.lock().await, 2);
+    }
+
+    /// Objects large enough to go direct, with and without a tail past the last
+    /// aligned 4 KiB and longer than one aligned piece, read back exactly; so do they
+    /// once direct writes are off (as after a file system refused them).
+    #[tokio::test]
+    async fn direct_puts_read_back_with_any_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = LocalFiles::new(dir.path());
+        let sizes = [
+            DIRECT_MIN,
+            DIRECT_MIN + 1,
+            DIRECT_PIECE * 2 + DIRECT_ALIGN * 3 + 123,
+            4 << 20,
+        ];
+        for round in 0..2 {
+            for (i, &size) in sizes.iter().enumerate() {
+                let data: Vec<u8> = (0..size).map(|b| (b * 7 + i + round) as u8).collect();
+                let key = format!("r{round}/o{i}");
+                files.put(&key, Bytes::from(data.clone())).await.unwrap();
+                assert_eq!(files.get(&key, None).await.unwrap(), data, "{key}");
+                let mid = size as u64 / 3;
+                assert_eq!(
+                    files.get(&key, Some(mid..mid + 5000)).await.unwrap(),
+                    data[mid as usize..mid as usize + 5000],
+                );
+            }
+            if round == 0 && !files.direct.enabled.load(Ordering::Relaxed) {
+                eprintln!(
+                    "this file system refuses O_DIRECT: both rounds went through the page cache"
+                );
+            }
+            files.direct.enabled.store(false, Ordering::Relaxed);
+        }
+        assert_eq!(fs::read_dir(files.tmp_dir()).unwrap().count(), 0);
     }
 
     #[tokio::test]
