@@ -220,6 +220,18 @@ impl ChunkStore {
         }
     }
 
+    /// Whether the block holding byte `off` of slice `(id, size)` is in the memory
+    /// cache, so a reader getting there does not wait (past the end: nothing to wait
+    /// for).
+    pub fn in_memory(&self, id: u64, size: u32, off: u32) -> bool {
+        if off >= size {
+            return true;
+        }
+        let index = off / self.inner.cfg.block_size as u32;
+        let blen = block_len(size, self.inner.cfg.block_size, index);
+        self.inner.cache.contains(&self.inner.key(id, index, blen))
+    }
+
     /// Fetches the blocks covering `[off, off+len)` into the memory cache in the
     /// background, on the current tokio runtime (outside one it does nothing). A
     /// block already cached or being fetched is skipped; the bytes in flight count

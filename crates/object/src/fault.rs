@@ -4,7 +4,7 @@
 //! then (retry), fails for good (report, never lose committed data) or is slow (bounded
 //! memory, no deadlock). [`FaultStore`] wraps any store and, on command, makes the next
 //! N puts or gets fail with [`Error::Temporary`], makes all of them fail with
-//! [`Error::Permanent`] while a switch is on, delays puts, or holds durability
+//! [`Error::Permanent`] while a switch is on, delays puts or gets, or holds durability
 //! barriers until released; it counts the calls it
 //! sees so a test can assert how often the layer above tried. All knobs are atomics,
 //! so a test flips them from outside while the code under test runs.
@@ -26,6 +26,7 @@ pub struct FaultStore {
     broken_puts: AtomicBool,
     broken_gets: AtomicBool,
     put_delay: Mutex<Duration>,
+    get_delay: Mutex<Duration>,
     held_syncs: AtomicBool,
     puts: AtomicUsize,
     gets: AtomicUsize,
@@ -48,6 +49,7 @@ impl FaultStore {
             broken_puts: AtomicBool::new(false),
             broken_gets: AtomicBool::new(false),
             put_delay: Mutex::new(Duration::ZERO),
+            get_delay: Mutex::new(Duration::ZERO),
             held_syncs: AtomicBool::new(false),
             puts: AtomicUsize::new(0),
             gets: AtomicUsize::new(0),
@@ -80,6 +82,11 @@ impl FaultStore {
     /// Every later put waits `d` before doing anything (zero: no delay).
     pub fn set_put_delay(&self, d: Duration) {
         *self.put_delay.lock() = d;
+    }
+
+    /// Every later get waits `d` before doing anything (zero: no delay).
+    pub fn set_get_delay(&self, d: Duration) {
+        *self.get_delay.lock() = d;
     }
 
     /// While on, every sync waits (counted as asked) until it is turned off.
@@ -135,6 +142,10 @@ impl ObjectStore for FaultStore {
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
         self.gets.fetch_add(1, Ordering::SeqCst);
+        let delay = *self.get_delay.lock();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         if self.broken_gets.load(Ordering::SeqCst) {
             return Err(Error::Permanent(format!("injected: get {key} broken")));
         }
