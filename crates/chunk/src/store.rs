@@ -233,8 +233,9 @@ impl ChunkStore {
     }
 
     /// Fetches the blocks covering `[off, off+len)` into the memory cache in the
-    /// background, on the current tokio runtime (outside one it does nothing). A
-    /// block already cached or being fetched is skipped; the bytes in flight count
+    /// background, on the current tokio runtime (outside one it does nothing): from
+    /// the disk cache when it has them, from object storage otherwise. A block already
+    /// in memory or being fetched is skipped; the bytes in flight count
     /// against `buffer_size` and prefetching stops when it is full (a prefetch is a
     /// hint and never waits); errors are only logged.
     pub fn prefetch(self: &Arc<Self>, id: u64, size: u32, off: u32, len: u32) {
@@ -585,8 +586,11 @@ impl Inner {
         sub_range(&key, block, range)
     }
 
-    /// Fetches block `key` into the caches in the background unless it is cached or
-    /// being fetched already. The bytes in flight count against `buffer_size`; false
+    /// Fetches block `key` into the caches in the background unless it is in memory or
+    /// being fetched already. A block in the disk cache is read from there into memory
+    /// (readahead of a cached dataset, the training epoch, waited for every block
+    /// when such blocks were skipped), unless there is no memory cache to read it into.
+    /// The bytes in flight count against `buffer_size`; false
     /// (nothing started) when the buffer is full, since a prefetch never waits. `slot`
     /// is held by the fetch until it ends (the `--prefetch` limit of partial reads).
     fn prefetch_block(
@@ -595,10 +599,9 @@ impl Inner {
         len: u32,
         slot: Option<OwnedSemaphorePermit>,
     ) -> bool {
-        if self.cache.contains(key)
-            || self.disk.as_ref().is_some_and(|d| d.contains(key))
-            || self.inflight.lock().contains_key(key)
-        {
+        let on_disk_only =
+            !self.cache.enabled() && self.disk.as_ref().is_some_and(|d| d.contains(key));
+        if on_disk_only || self.cache.contains(key) || self.inflight.lock().contains_key(key) {
             return true;
         }
         let Some(res) = self.buffer.try_reserve(len as usize) else {

@@ -258,3 +258,27 @@ async fn warmup_fills_the_disk_before_it_returns_then_check_and_evict_agree() {
     assert_eq!(text.parse::<CacheReport>().unwrap(), warm);
     assert!("blocks=x".parse::<CacheReport>().is_err());
 }
+
+/// Readahead of blocks the disk cache holds (the second epoch of a training run) reads
+/// them from disk into memory ahead of the reader, without a GET.
+#[tokio::test]
+async fn readahead_brings_disk_cached_blocks_into_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = CountingStore::new();
+    let bytes = data(4 * BS, 3);
+    let size = write_with(&backend, cfg(BS, Compression::Lz4), 1, &bytes).await;
+    let first = ChunkStore::new(backend.clone(), with_disk(dir.path(), 0));
+    first.read(1, size, 0, bytes.len()).await.unwrap();
+    cached(&first, 4).await;
+    drop(first);
+    let gets = backend.gets();
+    let r = ChunkStore::new(backend.clone(), with_disk(dir.path(), 16 << 20));
+    cached(&r, 4).await;
+    r.prefetch(1, size, 0, size);
+    eventually("prefetched blocks in memory", || {
+        (0..4).all(|i| r.in_memory(1, size, (i * BS) as u32))
+    })
+    .await;
+    assert_eq!(backend.gets(), gets, "a cached block was fetched again");
+    assert_eq!(&r.read(1, size, 0, bytes.len()).await.unwrap()[..], &bytes[..]);
+}
