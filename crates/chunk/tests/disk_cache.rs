@@ -280,5 +280,8 @@ async fn readahead_brings_disk_cached_blocks_into_memory() {
     })
     .await;
     assert_eq!(backend.gets(), gets, "a cached block was fetched again");
-    assert_eq!(&r.read(1, size, 0, bytes.len()).await.unwrap()[..], &bytes[..]);
+    assert_eq!(
+        &r.read(1, size, 0, bytes.len()).await.unwrap()[..],
+        &bytes[..]
+    );
 }
