@@ -712,7 +712,13 @@ impl Vfs {
         {
             Ok((ino, attr)) => {
                 self.meta.opened(ino);
-                Ok((self.to_kernel(ino), self.open_state(ino, attr, true)))
+                let opened = self.open_state(ino, attr, true);
+                // A file made just now has no xattrs: the kernel's question about its
+                // `security.capability` before the first write needs no round trip.
+                if let Some(f) = self.files.lock().get(&ino) {
+                    f.inner.lock().capability = Some((Instant::now(), None));
+                }
+                Ok((self.to_kernel(ino), opened))
             }
             Err(nectar_meta::Error::Sys(libc::EEXIST)) if flags & libc::O_EXCL == 0 => {
                 let (ino, _) = self.meta.lookup(ctx, parent, name)?;
