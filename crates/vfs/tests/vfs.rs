@@ -19,6 +19,11 @@ struct Env {
 }
 
 fn env() -> Env {
+    env_with_buffer(8 << 20)
+}
+
+/// A client whose `--buffer-size` is `buffer` bytes.
+fn env_with_buffer(buffer: u64) -> Env {
     static N: AtomicU64 = AtomicU64::new(0);
     let name = format!("vfs-test-{}", N.fetch_add(1, Ordering::Relaxed));
     let meta = Meta::connect(&common::memory_volume(&name)).unwrap();
@@ -32,7 +37,7 @@ fn env() -> Env {
     let fault = Arc::new(FaultStore::new(objects.clone() as Arc<dyn ObjectStore>));
     let cfg = ChunkConfig {
         block_size: 64 << 10,
-        buffer_size: 8 << 20,
+        buffer_size: buffer,
         io_retries: 1,
         ..ChunkConfig::default()
     };
@@ -562,9 +567,11 @@ fn a_writer_goes_on_while_a_commit_waits_for_durability() {
 
 /// The background commit of a chunk a streaming writer has filled takes that chunk
 /// alone: the next chunk's slice keeps growing, and each chunk ends up as one slice.
+/// (A buffer large enough that no commit for buffer pressure, which takes every slice,
+/// comes in between.)
 #[test]
 fn a_full_chunk_is_committed_alone() {
-    let e = env();
+    let e = env_with_buffer(256 << 20);
     let (ino, fh) = create(&e.vfs, "stream");
     write_stream(&e.vfs, fh, 0, 65 * MIB);
     let records = |index| e.vfs.meta().read_chunk(ino, index).unwrap().len();
