@@ -33,6 +33,7 @@ pub use check::check_store;
 pub use config::{create_bucket, create_store, StoreConfig};
 pub use error::{Error, Result};
 pub use fault::FaultStore;
+pub use local::DirectWrites;
 pub use mem::MemStore;
 pub use metered::Metered;
 pub use opendal::OpendalStore;

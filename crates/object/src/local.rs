@@ -68,7 +68,7 @@ impl LocalFiles {
             synced: tokio::sync::Mutex::new(0),
             tmp_seq: AtomicU64::new(0),
             tmp_prefix: rand::random(),
-            direct: Arc::new(DirectWrites::new()),
+            direct: Arc::new(DirectWrites::new("objects")),
         }
     }
 
@@ -127,23 +127,63 @@ const DIRECT_PIECE: usize = 1 << 20;
 /// Aligned buffers kept for reuse; more concurrent puts allocate and free their own.
 const DIRECT_POOL: usize = 8;
 
-/// Whether direct writes work here, and the aligned buffers they copy through.
-struct DirectWrites {
+/// Writing new files with `O_DIRECT` (see the module documentation): whether the file
+/// system takes it, and the aligned buffers the bytes are copied through. The file
+/// store uses one for its objects; the disk cache one per cache directory, for cached
+/// and staged blocks.
+pub struct DirectWrites {
     enabled: AtomicBool,
     /// Each holds `DIRECT_PIECE` aligned bytes somewhere inside (see [`aligned`]).
     pool: Mutex<Vec<Vec<u8>>>,
+    /// What the files are, for the one log line of a refusal.
+    what: &'static str,
 }
 
 impl DirectWrites {
-    fn new() -> Self {
+    /// `what` names the files in the log line of a refusal ("objects", "cached blocks").
+    pub fn new(what: &'static str) -> Self {
         Self {
             enabled: AtomicBool::new(true),
             pool: Mutex::new(Vec::new()),
+            what,
         }
     }
 
+    /// Writes `data` at the start of a new, empty file that `open` creates (told
+    /// whether to ask for `O_DIRECT`): directly when `data` is large enough and the file
+    /// system takes it, through the page cache otherwise, and again that way after a
+    /// refusal. Returns the file positioned after `data`, with `O_DIRECT` off, for the
+    /// caller to append to.
+    pub fn write_new(
+        &self,
+        open: impl Fn(bool) -> io::Result<File>,
+        data: &[u8],
+    ) -> io::Result<File> {
+        if data.len() >= DIRECT_MIN && self.enabled.load(Ordering::Relaxed) {
+            match open(true) {
+                Ok(mut f) => match self.write(&mut f, data) {
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        self.refused(&e);
+                        stop_direct(&f)?;
+                        f.set_len(0)?;
+                        f.seek(SeekFrom::Start(0))?;
+                    }
+                    r => return r.map(|()| f),
+                },
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.refused(&e),
+                Err(e) => return Err(e),
+            }
+            let mut f = open(false)?;
+            f.write_all(data)?;
+            return Ok(f);
+        }
+        let mut f = open(false)?;
+        f.write_all(data)?;
+        Ok(f)
+    }
+
     /// Writes `data` to `f` (open with `O_DIRECT`, empty): the aligned part directly,
-    /// the rest after turning `O_DIRECT` off.
+    /// the rest after turning `O_DIRECT` off (off at the end in any case).
     fn write(&self, f: &mut File, data: &[u8]) -> io::Result<()> {
         let aligned_len = data.len() / DIRECT_ALIGN * DIRECT_ALIGN;
         let mut buf = self
@@ -164,17 +204,17 @@ impl DirectWrites {
         }
         drop(pool);
         written?;
-        if aligned_len < data.len() {
-            stop_direct(f)?;
-            f.write_all(&data[aligned_len..])?;
-        }
-        Ok(())
+        stop_direct(f)?;
+        f.write_all(&data[aligned_len..])
     }
 
     /// Turns direct writes off for good after a file system refused them.
     fn refused(&self, e: &io::Error) {
         if self.enabled.swap(false, Ordering::Relaxed) {
-            tracing::info!("the bucket's file system refuses O_DIRECT ({e}); objects are written through the page cache");
+            tracing::info!(
+                "a file system refuses O_DIRECT ({e}); {} are written through the page cache",
+                self.what
+            );
         }
     }
 }
@@ -220,20 +260,6 @@ fn create_tmp(tmp: &Path, direct: bool) -> io::Result<File> {
     }
 }
 
-/// Writes `data` into the temporary file: directly when it is large enough and the
-/// file system allows it, through the page cache otherwise (and again that way after
-/// a refusal).
-fn write_tmp(tmp: &Path, data: &[u8], direct: &DirectWrites) -> io::Result<()> {
-    if data.len() >= DIRECT_MIN && direct.enabled.load(Ordering::Relaxed) {
-        let tried = create_tmp(tmp, true).and_then(|mut f| direct.write(&mut f, data));
-        match tried {
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => direct.refused(&e),
-            r => return r,
-        }
-    }
-    create_tmp(tmp, false)?.write_all(data)
-}
-
 fn write_then_rename(
     tmp: &Path,
     path: &Path,
@@ -241,7 +267,7 @@ fn write_then_rename(
     direct: &DirectWrites,
 ) -> io::Result<()> {
     let written = (|| {
-        write_tmp(tmp, data, direct)?;
+        direct.write_new(|d| create_tmp(tmp, d), data)?;
         match fs::rename(tmp, path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;

@@ -17,6 +17,7 @@
 use super::file::{self, ReadError, VerifyChecksum};
 use super::index::{now_secs, BlockId, Eviction, Index};
 use bytes::Bytes;
+use nectar_object::DirectWrites;
 use parking_lot::Mutex;
 use std::fs::{self, DirBuilder, File};
 use std::io::{self, Write};
@@ -53,6 +54,7 @@ pub(crate) struct CacheDir {
     pub(super) failed: AtomicBool,
     /// For unique temporary names.
     seq: AtomicU64,
+    direct: DirectWrites,
 }
 
 fn tmp_name(path: &Path, seq: u64) -> PathBuf {
@@ -81,6 +83,7 @@ impl CacheDir {
             full: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             seq: AtomicU64::new(0),
+            direct: DirectWrites::new("cached blocks"),
         })
     }
 
@@ -222,7 +225,7 @@ impl CacheDir {
     fn write(&self, key: &str, data: &Bytes) -> io::Result<()> {
         let path = self.path(key);
         let tmp = tmp_name(&path, self.seq.fetch_add(1, Ordering::Relaxed));
-        file::write(&path, &tmp, data)
+        file::write(&path, &tmp, data, &self.direct)
     }
 
     /// Evicts until `need` more bytes fit in the cache's size and leave the disk its

@@ -16,6 +16,7 @@
 
 use super::file::{self, ReadError, VerifyChecksum};
 use bytes::Bytes;
+use nectar_object::DirectWrites;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -33,11 +34,22 @@ pub(crate) struct Staged {
     pub(crate) since: SystemTime,
 }
 
-#[derive(Default)]
 pub(crate) struct Staging {
     blocks: Mutex<HashMap<String, Staged>>,
     bytes: AtomicU64,
     seq: AtomicU64,
+    direct: DirectWrites,
+}
+
+impl Default for Staging {
+    fn default() -> Self {
+        Self {
+            blocks: Mutex::default(),
+            bytes: AtomicU64::default(),
+            seq: AtomicU64::default(),
+            direct: DirectWrites::new("staged blocks"),
+        }
+    }
 }
 
 /// `<dir>/<uuid>/rawstaging` beside a cache directory's `<dir>/<uuid>/raw`.
@@ -54,7 +66,7 @@ impl Staging {
             std::process::id(),
             self.seq.fetch_add(1, Ordering::Relaxed)
         ));
-        file::write(&path, &tmp, data)?;
+        file::write(&path, &tmp, data, &self.direct)?;
         self.record(key, path, data.len() as u64, SystemTime::now());
         Ok(())
     }
