@@ -149,13 +149,14 @@ impl DirectWrites {
         }
     }
 
-    /// Writes `data` at the start of a new, empty file that `open` creates (told
+    /// Writes `data` at the start of a new, empty file `path` that `open` creates (told
     /// whether to ask for `O_DIRECT`): directly when `data` is large enough and the file
     /// system takes it, through the page cache otherwise, and again that way after a
     /// refusal. Returns the file positioned after `data`, with `O_DIRECT` off, for the
     /// caller to append to.
     pub fn write_new(
         &self,
+        path: &Path,
         open: impl Fn(bool) -> io::Result<File>,
         data: &[u8],
     ) -> io::Result<File> {
@@ -163,19 +164,24 @@ impl DirectWrites {
             match open(true) {
                 Ok(mut f) => match self.write(&mut f, data) {
                     Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        // Start again on the same file, through the page cache.
                         self.refused(&e);
                         stop_direct(&f)?;
                         f.set_len(0)?;
                         f.seek(SeekFrom::Start(0))?;
+                        f.write_all(data)?;
+                        return Ok(f);
                     }
                     r => return r.map(|()| f),
                 },
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.refused(&e),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.refused(&e);
+                    // Linux checks O_DIRECT after creating the file: an exclusive
+                    // create would now find it there.
+                    let _ = fs::remove_file(path);
+                }
                 Err(e) => return Err(e),
             }
-            let mut f = open(false)?;
-            f.write_all(data)?;
-            return Ok(f);
         }
         let mut f = open(false)?;
         f.write_all(data)?;
@@ -267,7 +273,7 @@ fn write_then_rename(
     direct: &DirectWrites,
 ) -> io::Result<()> {
     let written = (|| {
-        direct.write_new(|d| create_tmp(tmp, d), data)?;
+        direct.write_new(tmp, |d| create_tmp(tmp, d), data)?;
         match fs::rename(tmp, path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
@@ -378,6 +384,36 @@ mod tests {
             files.direct.enabled.store(false, Ordering::Relaxed);
         }
         assert_eq!(fs::read_dir(files.tmp_dir()).unwrap().count(), 0);
+    }
+
+    /// A file system that refuses `O_DIRECT` at open, after creating the file as Linux
+    /// does: the write goes through the page cache into a file created afresh, and
+    /// later writes do not try again.
+    #[test]
+    fn a_refused_direct_open_falls_back_to_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let direct = DirectWrites::new("test files");
+        let tries = std::cell::Cell::new(0);
+        let open = |odirect: bool| {
+            let f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            if odirect {
+                tries.set(tries.get() + 1);
+                drop(f);
+                return Err(io::Error::from_raw_os_error(libc::EINVAL));
+            }
+            Ok(f)
+        };
+        let data = vec![7u8; DIRECT_MIN * 2];
+        for _ in 0..2 {
+            direct.write_new(&path, open, &data).unwrap();
+            assert_eq!(fs::read(&path).unwrap(), data);
+            fs::remove_file(&path).unwrap();
+        }
+        assert_eq!(tries.get(), 1, "O_DIRECT was asked again after a refusal");
     }
 
     #[tokio::test]

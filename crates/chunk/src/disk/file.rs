@@ -117,7 +117,7 @@ pub(crate) fn write(
         o.open(tmp)
     };
     let written = direct
-        .write_new(open, data)
+        .write_new(tmp, open, data)
         .and_then(|mut f| f.write_all(&checksums(data)))
         .and_then(|()| std::fs::rename(tmp, path));
     if written.is_err() {
