@@ -34,7 +34,7 @@ mod writer;
 
 pub use codec::{Codec, Compression};
 pub use config::{ChunkConfig, MAX_BLOCK_SIZE, MAX_SLICE_SIZE};
-pub use disk::{DiskCacheConfig, Eviction, VerifyChecksum};
+pub use disk::{DiskCacheConfig, Eviction, StagedUsage, VerifyChecksum};
 pub use error::{Error, Result};
 pub use key::{block_key, parse_block_key};
 pub use store::ChunkStore;

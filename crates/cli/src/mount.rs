@@ -309,14 +309,8 @@ fn cache_settings(a: &MountArgs, uuid: &str) -> Result<(u64, Option<DiskCacheCon
     if !a.writeback && (!a.upload_delay.is_zero() || a.upload_hours.is_some()) {
         bail!("--upload-delay and --upload-hours only apply with --writeback");
     }
-    let dirs = match a.cache_dir.as_deref() {
-        Some("memory") => return Ok((a.cache_size << 20, None)),
-        Some(list) => list
-            .split(':')
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from)
-            .collect(),
-        None => vec![default_cache_dir()],
+    let Some(dirs) = cache_dirs(a.cache_dir.as_deref()) else {
+        return Ok((a.cache_size << 20, None));
     };
     if a.cache_size == 0 {
         return Ok((a.mem_cache_size << 20, None));
@@ -352,6 +346,20 @@ fn parse_hours(s: &str) -> std::result::Result<(u8, u8), String> {
             .ok_or_else(bad)
     };
     Ok((hour(a)?, hour(b)?))
+}
+
+/// The directories of `--cache-dir` (its default when not given); `None` for `memory`.
+pub(crate) fn cache_dirs(flag: Option<&str>) -> Option<Vec<PathBuf>> {
+    match flag {
+        Some("memory") => None,
+        Some(list) => Some(
+            list.split(':')
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .collect(),
+        ),
+        None => Some(vec![default_cache_dir()]),
+    }
 }
 
 /// `/var/nectarCache` for root (JuiceFS's `/var/jfsCache`), `~/.nectar/cache` otherwise.

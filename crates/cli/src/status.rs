@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use nectar_chunk::DiskCacheConfig;
 use nectar_meta::Meta;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -11,6 +12,10 @@ use std::path::PathBuf;
 pub struct StatusArgs {
     /// Metadata engine URL of the volume.
     meta_url: String,
+    /// Cache directories of this node's mounts, to report the blocks `--writeback`
+    /// staged there and has not uploaded yet (as given to `mount`).
+    #[arg(long, value_name = "DIRS")]
+    cache_dir: Option<String>,
 }
 
 #[derive(Args)]
@@ -41,10 +46,24 @@ pub fn run(a: StatusArgs) -> Result<()> {
             })
         })
         .collect();
+    let staging: Vec<serde_json::Value> = crate::mount::cache_dirs(a.cache_dir.as_deref())
+        .map(|dirs| DiskCacheConfig::new(dirs, fmt.uuid.clone()).staged_on_disk())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| {
+            serde_json::json!({
+                "Dir": s.dir,
+                "Blocks": s.blocks,
+                "Bytes": s.bytes,
+                "OldestAgeSeconds": s.oldest.and_then(|t| t.elapsed().ok()).map(|d| d.as_secs()),
+            })
+        })
+        .collect();
     let out = serde_json::json!({
         "Setting": fmt.redacted(),
         "Usage": { "UsedSpace": stat.total_space - stat.avail_space, "UsedInodes": stat.used_inodes },
         "Sessions": sessions,
+        "Staging": staging,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

@@ -517,6 +517,19 @@ fn writeback_survives_kill_9_and_uploads_at_the_next_mount() {
     a.child.as_mut().unwrap().wait().unwrap();
     nectar_ok(&["umount", "--force", a.mp.to_str().unwrap()]);
     drop(a);
+    // With no client left, `status` finds what the killed one staged on this node.
+    let staged_by_status = || {
+        let out = nectar_ok(&["status", &vol.meta_url, "--cache-dir", c]).stdout;
+        let status: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let dirs = status["Staging"].as_array().unwrap().clone();
+        assert_eq!(dirs.len(), 1, "{status}");
+        (
+            dirs[0]["Blocks"].as_u64().unwrap(),
+            dirs[0]["Bytes"].as_u64().unwrap(),
+        )
+    };
+    let total: usize = files.iter().map(|(_, d)| d.len()).sum();
+    assert_eq!(staged_by_status(), (24, total as u64));
     let b = vol.mount("b", &["--cache-dir", c, "--writeback"]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !files_under(&staging).is_empty() {
@@ -529,6 +542,7 @@ fn writeback_survives_kill_9_and_uploads_at_the_next_mount() {
     }
     b.unmount();
     assert_eq!(in_bucket(), 24);
+    assert_eq!(staged_by_status(), (0, 0));
     let other = vol.path("other-cache");
     let r = vol.mount(
         "r",

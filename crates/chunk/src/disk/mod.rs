@@ -72,6 +72,18 @@ pub struct DiskCacheConfig {
     pub upload_hours: Option<(u8, u8)>,
 }
 
+/// Staged blocks found in one staging directory ([`DiskCacheConfig::staged_on_disk`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StagedUsage {
+    /// `<cache-dir>/<volume UUID>/rawstaging`.
+    pub dir: PathBuf,
+    pub blocks: usize,
+    /// Bytes of block data (without the cache files' checksums).
+    pub bytes: u64,
+    /// When the oldest staged block was written.
+    pub oldest: Option<std::time::SystemTime>,
+}
+
 impl DiskCacheConfig {
     /// Defaults for `dirs` (JuiceFS's, except the directories).
     pub fn new(dirs: Vec<PathBuf>, volume_uuid: impl Into<String>) -> Self {
@@ -99,6 +111,25 @@ impl DiskCacheConfig {
             Some((start, end)) if start < end => (start..end).contains(&hour),
             Some((start, end)) => hour >= start || hour < end,
         }
+    }
+
+    /// The blocks staged by `--writeback` clients of this volume in each directory and
+    /// not uploaded yet, found on disk (so a client that was killed counts too). Only
+    /// reads: temporary files of a client writing now are left alone.
+    pub fn staged_on_disk(&self) -> Vec<StagedUsage> {
+        self.roots()
+            .into_iter()
+            .map(|raw| {
+                let root = staging_root(&raw);
+                let found = stage::scan(&root, stage::Temporary::Keep);
+                StagedUsage {
+                    blocks: found.len(),
+                    bytes: found.iter().map(|b| b.len).sum(),
+                    oldest: found.first().map(|b| b.since),
+                    dir: root,
+                }
+            })
+            .collect()
     }
 
     /// `<dir>/<uuid>/raw` for each directory.

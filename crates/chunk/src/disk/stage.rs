@@ -121,50 +121,80 @@ impl Staging {
     /// returns their keys, oldest first. Temporary files are deleted: their block was
     /// never acknowledged as written.
     pub(crate) fn recover(&self, root: &Path) -> Vec<String> {
-        let mut found = Vec::new();
-        let mut stack = vec![root.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            let Ok(entries) = fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                let Ok(meta) = entry.metadata() else { continue };
-                if meta.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                let Some(rel) = path.strip_prefix(root).ok().and_then(Path::to_str) else {
-                    continue;
-                };
-                if rel.contains(".tmp.") {
-                    let _ = fs::remove_file(&path);
-                    continue;
-                }
-                let Some((_, _, len)) = crate::parse_block_key(rel) else {
-                    continue;
-                };
-                if meta.len() != file::file_len(len as usize) {
-                    tracing::error!(
-                        "staged block {} is torn ({} bytes); it cannot be uploaded and is left in place",
-                        path.display(),
-                        meta.len()
-                    );
-                    continue;
-                }
-                let since = meta.modified().unwrap_or_else(|_| SystemTime::now());
-                found.push((since, rel.to_string(), path, len as u64));
-            }
-        }
-        found.sort();
-        found
+        scan(root, Temporary::Remove)
             .into_iter()
-            .map(|(since, key, path, len)| {
-                self.record(&key, path, len, since);
-                key
+            .map(|b| {
+                self.record(&b.key, b.path, b.len, b.since);
+                b.key
             })
             .collect()
     }
+}
+
+/// What [`scan`] does with the temporary file of a staging write that never ended.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Temporary {
+    /// Delete it: the caller is the client that owns the directory now.
+    Remove,
+    /// Leave it: the caller only looks (`nectar status`), a client may be writing it.
+    Keep,
+}
+
+/// A complete staging file found on disk.
+pub(crate) struct Found {
+    pub(crate) key: String,
+    pub(crate) path: PathBuf,
+    pub(crate) len: u64,
+    pub(crate) since: SystemTime,
+}
+
+/// The complete staging files under `root`, oldest first. A torn one (its length is
+/// not what its key says) is logged and left in place: it cannot be uploaded.
+pub(crate) fn scan(root: &Path, temporary: Temporary) -> Vec<Found> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let Some(rel) = path.strip_prefix(root).ok().and_then(Path::to_str) else {
+                continue;
+            };
+            if rel.contains(".tmp.") {
+                if temporary == Temporary::Remove {
+                    let _ = fs::remove_file(&path);
+                }
+                continue;
+            }
+            let Some((_, _, len)) = crate::parse_block_key(rel) else {
+                continue;
+            };
+            if meta.len() != file::file_len(len as usize) {
+                tracing::error!(
+                    "staged block {} is torn ({} bytes); it cannot be uploaded and is left in place",
+                    path.display(),
+                    meta.len()
+                );
+                continue;
+            }
+            let since = meta.modified().unwrap_or_else(|_| SystemTime::now());
+            found.push(Found {
+                key: rel.to_string(),
+                path,
+                len: len as u64,
+                since,
+            });
+        }
+    }
+    found.sort_by(|a, b| (a.since, &a.key).cmp(&(b.since, &b.key)));
+    found
 }
 
 #[cfg(test)]
