@@ -11,7 +11,8 @@
 //! keeps `free_space_ratio` of its space and inodes free. A disk that is still short
 //! (policy `none`, or space taken by others) is *full*: writes are skipped, reads go on.
 //! A disk that fails (any I/O error but a missing file or a full disk) is *failed*: the
-//! directory is out of use for reads and writes, and readers go to object storage. Each
+//! directory is out of use for reads and writes, and readers go to object storage,
+//! until a probe (every 30 s, [`CacheDir::probe_again`]) can write there again. Each
 //! change of state is one log line, never one per block.
 
 use super::file::{self, ReadError, VerifyChecksum};
@@ -67,14 +68,7 @@ impl CacheDir {
     /// The directory for `root` (`<dir>/<uuid>/raw`), created if missing (mode 0700)
     /// and checked writable. An error says what is wrong with it.
     pub(crate) fn open(root: PathBuf, cfg: DirConfig) -> io::Result<Self> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&root)?;
-        let probe = root.join(format!(".probe{TMP_MARK}{}", std::process::id()));
-        let written = File::create(&probe).and_then(|mut f| f.write_all(b"nectar"));
-        let _ = fs::remove_file(&probe);
-        written?;
+        probe(&root)?;
         Ok(Self {
             root,
             cfg,
@@ -114,13 +108,34 @@ impl CacheDir {
     }
 
     /// Takes the directory out of use after an I/O error (logged once).
-    fn fail(&self, what: &str, e: &io::Error) {
+    pub(super) fn fail(&self, what: &str, e: &io::Error) {
         if !self.failed.swap(true, Ordering::Relaxed) {
             tracing::error!(
-                "cache directory {} failed ({what}: {e}); it is out of use until the next mount, blocks are read from object storage",
+                "cache directory {} failed ({what}: {e}); it is out of use until a probe finds it working again, blocks are read from object storage",
                 self.root.display()
             );
         }
+    }
+
+    /// Brings a failed directory back into use if it can be written again (a disk
+    /// replaced or remounted, a directory an operator recreated): its index is rebuilt
+    /// from what is on disk now. Returns whether the directory is in use.
+    pub(crate) fn probe_again(&self) -> bool {
+        if self.in_use() {
+            return true;
+        }
+        if probe(&self.root).is_err() {
+            return false;
+        }
+        *self.index.lock() = Index::default();
+        self.scanned.store(false, Ordering::Release);
+        self.failed.store(false, Ordering::Relaxed);
+        tracing::info!(
+            "cache directory {} works again; it is back in use",
+            self.root.display()
+        );
+        self.scan();
+        self.in_use()
     }
 
     fn set_full(&self, full: bool, why: &str) {
@@ -388,6 +403,15 @@ impl CacheDir {
     }
 }
 
+/// Creates `root` if missing (mode 0700) and checks that a file can be written there.
+fn probe(root: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(root)?;
+    let probe = root.join(format!(".probe{TMP_MARK}{}", std::process::id()));
+    let written = File::create(&probe).and_then(|mut f| f.write_all(b"nectar"));
+    let _ = fs::remove_file(&probe);
+    written
+}
+
 /// Bytes that must be freed so that writing `need` more leaves `ratio` of the disk's
 /// space (and of its inodes, counted as a block each) free.
 fn disk_shortfall(root: &Path, ratio: f64, need: u64) -> io::Result<u64> {
@@ -489,6 +513,32 @@ mod tests {
         assert!(d.full.load(Ordering::Relaxed));
         let (key, id, _) = block(2, 10_000);
         assert!(d.get(&key, id, 0..1).is_none());
+    }
+
+    #[test]
+    fn a_failed_directory_comes_back_when_it_can_be_written_again() {
+        let (_t, d) = dir(1 << 20, Eviction::TwoRandom);
+        let (key, id, data) = block(2, 10_000);
+        d.put(&key, id, &data);
+        d.fail("test", &io::Error::other("disk gone"));
+        assert!(!d.in_use());
+        assert!(
+            d.get(&key, id, 0..10).is_none(),
+            "a failed directory serves nothing"
+        );
+        // Still broken: the directory is a file now.
+        let aside = d.root().with_extension("aside");
+        fs::rename(d.root(), &aside).unwrap();
+        fs::write(d.root(), b"not a directory").unwrap();
+        assert!(!d.probe_again());
+        assert!(!d.in_use());
+        // Repaired: back in use, with the blocks still on disk found again.
+        fs::remove_file(d.root()).unwrap();
+        fs::rename(&aside, d.root()).unwrap();
+        assert!(d.probe_again());
+        assert!(d.in_use());
+        assert_eq!(d.usage(), (1, d.file_len(&id)));
+        assert_eq!(d.get(&key, id, 0..10_000).unwrap(), data);
     }
 
     #[test]

@@ -14,8 +14,8 @@
 //! All file I/O is blocking and runs on the runtime's blocking threads; writes to the
 //! cache happen in the background and are dropped, not queued without end, when more
 //! than [`MAX_PENDING`] bytes are waiting. A background thread rebuilds each
-//! directory's index at start (see [`dir`]), then expires old blocks every
-//! [`MAINTENANCE`].
+//! directory's index at start (see [`dir`]), then expires old blocks and probes failed
+//! directories back into use every [`MAINTENANCE`].
 //!
 //! The cache never makes a read fail: a miss, a damaged file, a full or failed disk all
 //! end in a read from object storage.
@@ -435,8 +435,8 @@ impl DiskCache {
     }
 }
 
-/// The background thread: scans every directory once, then expires old blocks until
-/// the cache is dropped.
+/// The background thread: scans every directory once, then until the cache is dropped
+/// expires old blocks and probes failed directories back into use.
 fn maintain(cache: Weak<DiskCache>) {
     if let Some(c) = cache.upgrade() {
         for d in &c.dirs {
@@ -446,6 +446,9 @@ fn maintain(cache: Weak<DiskCache>) {
     loop {
         std::thread::sleep(MAINTENANCE);
         let Some(c) = cache.upgrade() else { return };
+        for d in &c.dirs {
+            d.probe_again();
+        }
         if let Some(expire) = c.cfg.expire {
             let cutoff = index::now_secs().saturating_sub(expire.as_secs() as u32);
             for d in c.dirs.iter().filter(|d| d.in_use()) {
