@@ -1177,3 +1177,72 @@ fn mounts_on_every_metadata_engine() {
         b.unmount();
     }
 }
+
+/// `ls -l`, `find` and `rm -rf` of a large directory cost its listing, not a metadata
+/// round trip per entry: every page of the listing comes with attributes (READDIRPLUS,
+/// so the kernel needs no lookups), and with the xattrs `ls -l` asks for about each
+/// entry (`security.selinux`), which the mount then answers from memory.
+#[test]
+fn listing_a_large_directory_costs_no_round_trip_per_entry() {
+    require_fuse!();
+    const FILES: usize = 600;
+    let vol = Volume::new(&[]);
+    let w = vol.mount("w", &[]);
+    fs::create_dir(w.path("big")).unwrap();
+    for i in 0..FILES {
+        fs::write(w.path(&format!("big/f{i:04}")), b"x").unwrap();
+    }
+    w.unmount();
+    let counts = |m: &Mount| {
+        let text = scrape(m);
+        let op = |name: &str| {
+            metric(
+                &text,
+                "nectar_fuse_op_duration_seconds_count",
+                &format!("op=\"{name}\""),
+            ) as usize
+        };
+        let reads = metric(
+            &text,
+            "nectar_meta_txn_duration_seconds_count",
+            "kind=\"read\"",
+        ) as usize;
+        (op("lookup"), op("getxattr"), op("readdir"), reads)
+    };
+    for tool in [
+        &["ls", "-l", "{}"][..],
+        &["find", "{}", "-ls"],
+        &["rm", "-rf", "{}"],
+    ] {
+        // A fresh mount: nothing of the directory is in the kernel's caches.
+        let m = vol.mount("r", &["--metrics", "127.0.0.1:0"]);
+        let before = counts(&m);
+        let dir = m.path("big");
+        let args = tool[1..].iter().map(|a| {
+            if *a == "{}" {
+                dir.as_os_str()
+            } else {
+                a.as_ref()
+            }
+        });
+        let out = Command::new(tool[0]).args(args).output().unwrap();
+        assert!(out.status.success(), "{tool:?}: {out:?}");
+        let after = counts(&m);
+        let (lookups, getxattrs, plain_pages, reads) = (
+            after.0 - before.0,
+            after.1 - before.1,
+            after.2 - before.2,
+            after.3 - before.3,
+        );
+        assert_eq!(plain_pages, 0, "{tool:?}: every page is a READDIRPLUS");
+        assert!(lookups < 5, "{tool:?}: {lookups} lookups");
+        assert!(
+            reads < 30,
+            "{tool:?}: {reads} metadata reads for {FILES} entries ({getxattrs} getxattr calls)"
+        );
+        m.unmount();
+    }
+    let m = vol.mount("check", &[]);
+    assert!(!m.path("big").exists(), "rm -rf removed the directory");
+    m.unmount();
+}

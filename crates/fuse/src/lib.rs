@@ -235,8 +235,11 @@ fn name_vec(name: &OsStr) -> Vec<u8> {
 
 impl Filesystem for NectarFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // READDIRPLUS for every page of a listing, not READDIRPLUS_AUTO: with AUTO the
+        // kernel goes back to plain pages after the first unless something looked an
+        // entry up meanwhile, and then `rm -rf` or `find` pay a lookup per entry. A
+        // page with attributes costs one batched read more than one without.
         let mut wanted = InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_ASYNC_READ
             | InitFlags::FUSE_BIG_WRITES

@@ -39,6 +39,14 @@ pub fn attr(ino: Ino) -> Vec<u8> {
     k
 }
 
+/// The inode whose attribute key `key` is, if it is one (`A<ino>I`).
+pub fn attr_inode(key: &[u8]) -> Option<Ino> {
+    match key {
+        [b'A', ino @ .., b'I'] if ino.len() == 8 => read_ino(ino),
+        _ => None,
+    }
+}
+
 pub fn dentry(parent: Ino, name: &[u8]) -> Vec<u8> {
     let mut k = with_ino(b'A', parent, 1 + name.len());
     k.push(b'D');

@@ -26,7 +26,7 @@ pub mod xattr;
 
 pub use acl::{AclEntry, AclType, Rule};
 pub use error::{Error, Result};
-pub use meta::{Meta, SliceDeleter};
+pub use meta::{AttrWatcher, Meta, SliceDeleter};
 pub use namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE};
 pub use types::*;
 pub use unfinished::{NewSlice, SliceSweeper};

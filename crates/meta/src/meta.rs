@@ -35,6 +35,9 @@ pub const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a client with a session writes its usage changes to the counters.
 pub const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Receives the attributes of an inode this client committed ([`Meta::watch_attrs`]).
+pub type AttrWatcher = Arc<dyn Fn(Ino, Option<Attr>) + Send + Sync>;
+
 /// Receives slices whose last reference is gone, to delete their objects.
 pub type SliceDeleter = Arc<dyn Fn(Vec<(u64, u32)>) + Send + Sync>;
 
@@ -208,6 +211,23 @@ impl Meta {
             .read()
             .clone()
             .ok_or_else(|| Error::NotFormatted("volume settings not loaded".into()))
+    }
+
+    /// Calls `watcher` with every inode attribute this client commits, after the
+    /// commit (`None`: the inode was deleted), so a cache above can keep what this
+    /// client itself wrote. One watcher per client; false if one was registered before.
+    pub fn watch_attrs(&self, watcher: AttrWatcher) -> bool {
+        self.kv.watch_commits(
+            |key| keys::attr_inode(key).is_some(),
+            Box::new(move |writes| {
+                for (key, value) in writes {
+                    let Some(ino) = keys::attr_inode(key) else {
+                        continue;
+                    };
+                    watcher(ino, value.as_deref().and_then(|v| Attr::decode(v).ok()));
+                }
+            }),
+        )
     }
 
     /// Registers who deletes the objects of unreferenced slices.

@@ -10,7 +10,7 @@ use crate::kv::prefix_end;
 use crate::meta::Meta;
 use crate::namespace::{get_attr, put_attr};
 use crate::types::*;
-use libc::{E2BIG, EEXIST, EINVAL, ENODATA, ERANGE};
+use libc::{E2BIG, EEXIST, EINVAL, ENODATA, ENOENT, ERANGE};
 
 pub const XATTR_CREATE: i32 = 1;
 pub const XATTR_REPLACE: i32 = 2;
@@ -66,11 +66,15 @@ impl Meta {
         if let Some(typ) = AclType::from_xattr_name(name) {
             return Ok(self.get_facl(ino, typ)?.to_xattr());
         }
-        self.kv.read(|tx| match tx.get(&keys::xattr(ino, name))? {
-            Some(v) => Ok(v),
-            None => {
-                get_attr(tx, ino)?;
-                sys(ENODATA)
+        // The attribute comes in the same batch, to tell ENODATA from ENOENT without a
+        // second round trip.
+        let batch = [keys::xattr(ino, name), keys::attr(ino)];
+        self.kv.read(|tx| {
+            let mut values = tx.gets(&batch)?.into_iter();
+            match (values.next().flatten(), values.next().flatten()) {
+                (Some(v), _) => Ok(v),
+                (None, Some(_)) => sys(ENODATA),
+                (None, None) => sys(ENOENT),
             }
         })
     }

@@ -7,6 +7,7 @@
 //! repeat a name that stayed. Seeking back restarts from the beginning.
 
 use crate::error::Result;
+use crate::xattr_cache::{XattrCache, CACHED_XATTRS};
 use nectar_meta::{Attr, Ctx, FileType, Ino, Meta};
 
 const PAGE: usize = 1024;
@@ -47,13 +48,27 @@ impl DirStream {
         self.eof = false;
     }
 
-    fn next_page(&mut self, meta: &Meta, ctx: &Ctx, mino: Ino, plus: bool) -> Result<()> {
+    /// Fetches the page after the window. With `plus`, the page brings the entries'
+    /// [`CACHED_XATTRS`] too, which go to `xattrs` (the kernel asks for them next).
+    fn next_page(
+        &mut self,
+        meta: &Meta,
+        ctx: &Ctx,
+        mino: Ino,
+        plus: bool,
+        xattrs: &XattrCache,
+    ) -> Result<()> {
         let after = self.window.last().map(|e| e.name.clone());
         let loaded_before = self.window_start + self.window.len() as u64;
         let page = if after.is_none() && self.window_start > 0 {
             Vec::new()
         } else {
-            meta.readdir(ctx, mino, after.as_deref(), PAGE, plus)?
+            let asked: &[&[u8]] = if plus { &CACHED_XATTRS } else { &[] };
+            let mut page = meta.readdir(ctx, mino, after.as_deref(), PAGE, plus, asked)?;
+            for e in page.iter_mut().filter(|e| !e.xattrs.is_empty()) {
+                xattrs.put_listed(e.ino, std::mem::take(&mut e.xattrs));
+            }
+            page
         };
         self.eof = page.len() < PAGE;
         self.window_start = loaded_before;
@@ -69,6 +84,7 @@ impl DirStream {
         mino: Ino,
         offset: u64,
         plus: bool,
+        xattrs: &XattrCache,
     ) -> Result<Vec<DirEntry>> {
         let mut out = Vec::new();
         let dot_attr = |ino: Ino| -> Option<Attr> {
@@ -103,10 +119,10 @@ impl DirStream {
             self.restart();
         }
         if self.window.is_empty() && !self.eof {
-            self.next_page(meta, ctx, mino, plus)?;
+            self.next_page(meta, ctx, mino, plus, xattrs)?;
         }
         while index >= self.window_start + self.window.len() as u64 && !self.eof {
-            self.next_page(meta, ctx, mino, plus)?;
+            self.next_page(meta, ctx, mino, plus, xattrs)?;
         }
         if index < self.window_start {
             return Ok(out);

@@ -87,9 +87,6 @@ pub(crate) struct FileInner {
     pub write_error: Option<i32>,
     /// When `attr` was last taken from metadata (for `--open-cache`).
     pub checked: Option<Instant>,
-    /// The file's `security.capability` xattr (`None`: it has none) and when it was
-    /// read; see [`crate::Vfs::getxattr`].
-    pub capability: Option<(Instant, Option<Vec<u8>>)>,
 }
 
 pub(crate) struct FileState {
@@ -116,7 +113,6 @@ impl FileState {
                 attr,
                 write_error: None,
                 checked: None,
-                capability: None,
             }),
             committed: parking_lot::Condvar::new(),
         }

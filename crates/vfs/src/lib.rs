@@ -16,6 +16,8 @@ mod error;
 mod file;
 mod locks;
 mod stats;
+mod ttl_map;
+mod xattr_cache;
 
 pub use dir::DirEntry;
 pub use error::{Error, Result};
@@ -37,6 +39,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle as Runtime;
+use ttl_map::TtlMap;
+use xattr_cache::XattrCache;
 
 use error::sys;
 
@@ -157,6 +161,11 @@ pub struct Vfs {
     /// Handles with a readahead window open (see `ReadAhead`).
     streaming: Arc<AtomicUsize>,
     stopped: AtomicBool,
+    /// Answers to the xattr questions asked about every file (see `xattr_cache`).
+    xattrs: XattrCache,
+    /// Attributes as this client's own transactions last committed them, trusted for
+    /// the attribute timeout (see [`Vfs::getattr`]).
+    written: Arc<TtlMap<Ino, Attr>>,
     /// Chunks with many slice records, waiting for compaction.
     fragmented: Mutex<std::collections::HashSet<(Ino, u32)>>,
     /// The flock and POSIX locks this client holds.
@@ -187,6 +196,8 @@ const READAHEAD_BUFFER_SHARE: u64 = 5;
 
 /// A chunk with this many slice records gets compacted into one slice.
 const COMPACT_AT: usize = 64;
+/// Attributes kept of what this client wrote (about 200 bytes each).
+const MAX_WRITTEN_ATTRS: usize = 100_000;
 
 /// Where in a file a piece of a read comes from.
 struct Segment {
@@ -229,6 +240,15 @@ impl Vfs {
                 .map_err(|e| e.to_string())
         }));
         let closed = ClosedFiles::new(cfg.open_cache_limit);
+        let xattrs = XattrCache::new(cfg.attr_timeout);
+        let written = Arc::new(TtlMap::new(cfg.attr_timeout, MAX_WRITTEN_ATTRS));
+        let keep = written.clone();
+        meta.watch_attrs(Arc::new(move |ino, attr| match attr {
+            // Two commits of this client may report out of order: the newer change
+            // (its ctime) wins.
+            Some(attr) => keep.insert_all([(ino, attr)], |old: &Attr, new| old.ctime > new.ctime),
+            None => keep.remove(&ino),
+        }));
         let vfs = Arc::new(Vfs {
             meta,
             store,
@@ -243,6 +263,8 @@ impl Vfs {
             streaming: Arc::new(AtomicUsize::new(0)),
             stopped: AtomicBool::new(false),
             fragmented: Mutex::new(Default::default()),
+            xattrs,
+            written,
             stats: Default::default(),
             started: Instant::now(),
         });
@@ -358,12 +380,20 @@ impl Vfs {
         Ok((self.to_kernel(ino), self.merge_pending(ino, Some(attr))?))
     }
 
+    /// Attributes of `ino`. The kernel asks again as soon as a change made here
+    /// invalidated what it had (after every create or unlink in a directory, the
+    /// directory's), so the attributes this client's own commit just wrote are answered
+    /// from memory for the attribute timeout, the time the kernel would have trusted
+    /// them: a `cp` or `rm` of each file in turn costs no read of the directory.
     pub fn getattr(&self, ino: Ino) -> Result<Attr> {
         let ino = self.to_meta(ino);
         if self.files.lock().contains_key(&ino) {
             return self.merge_pending(ino, None);
         }
-        let attr = self.meta.get_attr(ino)?;
+        let attr = match self.written.get(&ino) {
+            Some(attr) => attr,
+            None => self.meta.get_attr(ino)?,
+        };
         self.merge_pending(ino, Some(attr))
     }
 
@@ -539,45 +569,26 @@ impl Vfs {
     ) -> Result<()> {
         self.check_writable()?;
         let ino = self.to_meta(ino);
-        self.forget_capability(ino, name);
+        self.xattrs.forget(ino, name);
         Ok(self.meta.setxattr(ctx, ino, name, value, flags)?)
     }
 
-    /// The kernel asks for `security.capability` before every write to a file (to drop
-    /// file capabilities when it changes), one round trip to metadata per write. For a
-    /// file open here the answer is kept for the attribute timeout, the time the kernel
-    /// trusts attributes too; this client's own setxattr/removexattr forget it.
-    fn cached_capability(&self, ino: Ino) -> Option<Result<Vec<u8>>> {
-        let file = self.files.lock().get(&ino).cloned()?;
-        let cached = file.inner.lock().capability.clone();
-        let value = match cached {
-            Some((at, value)) if at.elapsed() < self.cfg.attr_timeout => value,
-            _ => {
-                let value = match self.meta.getxattr(ino, CAPABILITY_XATTR) {
-                    Ok(v) => Some(v),
-                    Err(nectar_meta::Error::Sys(libc::ENODATA)) => None,
-                    Err(e) => return Some(Err(e.into())),
-                };
-                file.inner.lock().capability = Some((Instant::now(), value.clone()));
-                value
-            }
-        };
-        Some(value.ok_or(Error::Sys(libc::ENODATA)))
-    }
-
-    fn forget_capability(&self, ino: Ino, name: &[u8]) {
-        if name == CAPABILITY_XATTR {
-            if let Some(f) = self.files.lock().get(&ino) {
-                f.inner.lock().capability = None;
-            }
-        }
-    }
-
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
-        if name == CAPABILITY_XATTR {
-            if let Some(answer) = self.cached_capability(self.to_meta(ino)) {
-                return answer;
-            }
+        if self.xattrs.keeps(name) {
+            let ino = self.to_meta(ino);
+            let answer = match self.xattrs.get(ino, name) {
+                Some(answer) => answer,
+                None => {
+                    let answer = match self.meta.getxattr(ino, name) {
+                        Ok(v) => Some(v),
+                        Err(nectar_meta::Error::Sys(libc::ENODATA)) => None,
+                        Err(e) => return Err(e.into()),
+                    };
+                    self.xattrs.put(ino, name, answer.clone());
+                    answer
+                }
+            };
+            return answer.ok_or(Error::Sys(libc::ENODATA));
         }
         if name == INFO_XATTR {
             return Ok(self.info(ino)?.into_bytes());
@@ -598,7 +609,7 @@ impl Vfs {
     pub fn removexattr(&self, ctx: &Ctx, ino: Ino, name: &[u8]) -> Result<()> {
         self.check_writable()?;
         let ino = self.to_meta(ino);
-        self.forget_capability(ino, name);
+        self.xattrs.forget(ino, name);
         Ok(self.meta.removexattr(ctx, ino, name)?)
     }
 
@@ -715,9 +726,7 @@ impl Vfs {
                 let opened = self.open_state(ino, attr, true);
                 // A file made just now has no xattrs: the kernel's question about its
                 // `security.capability` before the first write needs no round trip.
-                if let Some(f) = self.files.lock().get(&ino) {
-                    f.inner.lock().capability = Some((Instant::now(), None));
-                }
+                self.xattrs.put_none(ino);
                 Ok((self.to_kernel(ino), opened))
             }
             Err(nectar_meta::Error::Sys(libc::EEXIST)) if flags & libc::O_EXCL == 0 => {
@@ -1300,7 +1309,7 @@ impl Vfs {
             }
         }
         let mut stream = stream.lock();
-        let mut entries = stream.read(&self.meta, ctx, h.ino, offset, plus)?;
+        let mut entries = stream.read(&self.meta, ctx, h.ino, offset, plus, &self.xattrs)?;
         for e in entries.iter_mut() {
             e.ino = self.to_kernel(e.ino);
         }
@@ -1490,9 +1499,6 @@ impl Vfs {
         }
     }
 }
-
-/// The xattr holding a file's capabilities (see [`Vfs::getxattr`]).
-const CAPABILITY_XATTR: &[u8] = b"security.capability";
 
 /// The name of the virtual xattr that returns [`Vfs::info`].
 pub const INFO_XATTR: &[u8] = b"nectar.info";

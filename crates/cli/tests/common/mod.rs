@@ -202,6 +202,32 @@ impl Mount {
     }
 }
 
+/// Fetches the mount's metrics over HTTP, from the address its log names.
+pub fn scrape(m: &Mount) -> String {
+    use std::io::{Read, Write};
+    let log = m.log_text();
+    let url = log
+        .split("metrics are served at http://")
+        .nth(1)
+        .and_then(|rest| rest.split("/metrics").next())
+        .unwrap_or_else(|| panic!("no metrics address in the log: {log}"));
+    let mut conn = std::net::TcpStream::connect(url).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text
+}
+
+/// The sum of the series `name` whose labels contain `label` (one scrape).
+pub fn metric(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
 pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + timeout;
     loop {

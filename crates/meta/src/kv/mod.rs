@@ -79,6 +79,18 @@ struct Tracked<'a> {
     inner: &'a mut dyn KvTxn,
     space: i64,
     inodes: i64,
+    /// Which keys' writes to report when the transaction commits (see
+    /// [`Kv::watch_commits`]), and those writes (`None`: deleted).
+    watched: Option<WatchedKeys>,
+    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Tracked<'_> {
+    fn note(&mut self, key: &[u8], value: Option<&[u8]>) {
+        if self.watched.is_some_and(|w| w(key)) {
+            self.writes.push((key.to_vec(), value.map(<[u8]>::to_vec)));
+        }
+    }
 }
 
 impl KvTxn for Tracked<'_> {
@@ -92,12 +104,18 @@ impl KvTxn for Tracked<'_> {
         self.inner.scan(begin, end, limit)
     }
     fn set(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.note(key, Some(value));
         self.inner.set(key, value)
     }
     fn delete(&mut self, key: &[u8]) -> Result<()> {
+        self.note(key, None);
         self.inner.delete(key)
     }
     fn append(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        debug_assert!(
+            !self.watched.is_some_and(|w| w(key)),
+            "append to a watched key"
+        );
         self.inner.append(key, value)
     }
     fn incr_by(&mut self, key: &[u8], delta: i64) -> Result<i64> {
@@ -148,6 +166,13 @@ pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest pause between two tries while the database is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Receives the writes of watched keys of each transaction this client committed, in
+/// the order the transaction made them (`None`: the key was deleted).
+pub type CommitWatcher = Box<dyn Fn(&[(Vec<u8>, Option<Vec<u8>>)]) + Send + Sync>;
+
+/// Selects the keys whose writes a [`CommitWatcher`] receives.
+pub type WatchedKeys = fn(&[u8]) -> bool;
+
 /// The engine plus the retry policy shared by all engines.
 pub struct Kv {
     engine: Box<dyn KvEngine>,
@@ -162,6 +187,8 @@ pub struct Kv {
     outage: Mutex<Option<Instant>>,
     /// Operations that gave up during the current outage, for [`Kv::gave_up`].
     give_ups: Mutex<GiveUps>,
+    /// Which keys' committed writes go to which watcher ([`Kv::watch_commits`]).
+    watch: std::sync::OnceLock<(WatchedKeys, CommitWatcher)>,
 }
 
 /// Give-ups not logged yet, and when the last one was.
@@ -184,7 +211,15 @@ impl Kv {
             inodes: AtomicI64::new(0),
             outage: Mutex::new(None),
             give_ups: Mutex::default(),
+            watch: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Reports to `watcher`, after each transaction of this client commits, what it
+    /// wrote to the keys `watched` selects (caches above keep what this client wrote).
+    /// One watcher per Kv: a second call is ignored and returns false.
+    pub fn watch_commits(&self, watched: WatchedKeys, watcher: CommitWatcher) -> bool {
+        self.watch.set((watched, watcher)).is_ok()
     }
 
     /// Names the database in messages (give it a redacted URL).
@@ -259,15 +294,20 @@ impl Kv {
         loop {
             let mut out = None;
             let mut usage = (0, 0);
+            let mut writes = Vec::new();
+            let watch = self.watch.get();
             let res = self.engine.attempt(
                 &mut |tx| {
                     let mut t = Tracked {
                         inner: tx,
                         space: 0,
                         inodes: 0,
+                        watched: watch.map(|w| w.0),
+                        writes: Vec::new(),
                     };
                     out = Some(f(&mut t)?);
                     usage = (t.space, t.inodes);
+                    writes = t.writes;
                     Ok(())
                 },
                 read_only,
@@ -277,6 +317,9 @@ impl Kv {
                     if usage != (0, 0) {
                         self.space.fetch_add(usage.0, Ordering::SeqCst);
                         self.inodes.fetch_add(usage.1, Ordering::SeqCst);
+                    }
+                    if let (Some((_, watcher)), false) = (watch, writes.is_empty()) {
+                        watcher(&writes);
                     }
                     if failures > 0 {
                         self.outage_over();
@@ -428,6 +471,7 @@ pub fn open_engine(url: &str) -> Result<Box<dyn KvEngine>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::sys;
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
 
@@ -448,6 +492,36 @@ mod tests {
         fn reset(&self) -> Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_watcher_sees_the_watched_writes_of_committed_transactions_only() {
+        let kv = Kv::new(Box::new(memory::MemoryEngine::new()));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        assert!(kv.watch_commits(
+            |k| k.starts_with(b"w"),
+            Box::new(move |writes| sink.lock().push(writes.to_vec())),
+        ));
+        assert!(!kv.watch_commits(|_| true, Box::new(|_| {})), "one watcher");
+        kv.txn(|tx| {
+            tx.set(b"w1", b"a")?;
+            tx.set(b"other", b"b")?;
+            tx.delete(b"w2")
+        })
+        .unwrap();
+        // A transaction that fails, one that writes nothing watched, and a read.
+        let _ = kv.txn(|tx| {
+            tx.set(b"w3", b"c")?;
+            sys::<()>(libc::ENOENT)
+        });
+        kv.txn(|tx| tx.set(b"other", b"d")).unwrap();
+        kv.read(|tx| tx.get(b"w1")).unwrap();
+        let expected = vec![vec![
+            (b"w1".to_vec(), Some(b"a".to_vec())),
+            (b"w2".to_vec(), None),
+        ]];
+        assert_eq!(*seen.lock(), expected);
     }
 
     #[test]

@@ -1,0 +1,106 @@
+//! Answers to the xattr questions the kernel and common tools ask about every file,
+//! kept for the attribute timeout.
+//!
+//! The kernel asks for `security.capability` before every write to a file (to drop file
+//! capabilities when it changes), and `ls -l` asks for `security.selinux` of every entry
+//! it lists. Each would be a metadata round trip: 10,000 of them for `ls -l` of 10,000
+//! files, which then costs more than the listing itself. (JuiceFS avoids them by turning
+//! xattrs off unless mounted with `--enable-xattr`; here xattrs always work.) So:
+//!
+//! - a listing with attributes (READDIRPLUS) reads these xattrs of every entry in the
+//!   same batch as the attributes, and a file created here is known to have none;
+//! - an answer read from metadata for one of them is kept too;
+//! - an answer is trusted as long as the kernel trusts attributes (the attribute
+//!   timeout), the same staleness another client's `chmod` has; this client's own
+//!   setxattr and removexattr forget it at once.
+//!
+//! The table is bounded (see [`TtlMap`]).
+
+use crate::ttl_map::TtlMap;
+use nectar_meta::Ino;
+use std::time::Duration;
+
+/// The xattrs whose answers are kept, in the order a listing asks for them.
+pub(crate) const CACHED_XATTRS: [&[u8]; 2] = [b"security.capability", b"security.selinux"];
+
+/// Answers kept at most (about 100 bytes each).
+const MAX_ANSWERS: usize = 200_000;
+
+/// An xattr's value, or `None` when the inode has no such xattr.
+pub(crate) type Answer = Option<Vec<u8>>;
+
+/// Answers by (inode, index in [`CACHED_XATTRS`]).
+pub(crate) struct XattrCache(TtlMap<(Ino, u8), Answer>);
+
+/// The index of `name` in [`CACHED_XATTRS`], if its answers are kept.
+fn slot(name: &[u8]) -> Option<u8> {
+    CACHED_XATTRS
+        .iter()
+        .position(|n| *n == name)
+        .map(|i| i as u8)
+}
+
+impl XattrCache {
+    pub(crate) fn new(ttl: Duration) -> Self {
+        Self(TtlMap::new(ttl, MAX_ANSWERS))
+    }
+
+    /// Whether answers for `name` are kept at all.
+    pub(crate) fn keeps(&self, name: &[u8]) -> bool {
+        self.0.enabled() && slot(name).is_some()
+    }
+
+    /// The answer for xattr `name` of `ino` if one is known and fresh.
+    pub(crate) fn get(&self, ino: Ino, name: &[u8]) -> Option<Answer> {
+        self.0.get(&(ino, slot(name)?))
+    }
+
+    /// Keeps the answer for xattr `name` of `ino`.
+    pub(crate) fn put(&self, ino: Ino, name: &[u8], answer: Answer) {
+        if let Some(slot) = slot(name) {
+            self.0.insert((ino, slot), answer);
+        }
+    }
+
+    /// Keeps the answers a listing read for one inode, in [`CACHED_XATTRS`] order.
+    pub(crate) fn put_listed(&self, ino: Ino, answers: Vec<Answer>) {
+        let answers = answers.into_iter().take(CACHED_XATTRS.len()).enumerate();
+        self.0
+            .insert_all(answers.map(|(i, a)| ((ino, i as u8), a)), |_, _| false);
+    }
+
+    /// Knows that `ino` (a file created just now) has none of the xattrs.
+    pub(crate) fn put_none(&self, ino: Ino) {
+        self.put_listed(ino, vec![None; CACHED_XATTRS.len()]);
+    }
+
+    /// Forgets the answer for xattr `name` of `ino` (set or removed here).
+    pub(crate) fn forget(&self, ino: Ino, name: &[u8]) {
+        if let Some(slot) = slot(name) {
+            self.0.remove(&(ino, slot));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_kept_for_the_ttl_and_forgotten_on_change() {
+        let c = XattrCache::new(Duration::from_millis(100));
+        assert!(c.keeps(b"security.selinux"));
+        assert!(!c.keeps(b"user.x"));
+        assert_eq!(c.get(5, b"security.selinux"), None, "nothing known yet");
+        c.put_listed(5, vec![None, Some(b"ctx".to_vec())]);
+        assert_eq!(c.get(5, b"security.capability"), Some(None));
+        assert_eq!(c.get(5, b"security.selinux"), Some(Some(b"ctx".to_vec())));
+        c.forget(5, b"security.selinux");
+        assert_eq!(c.get(5, b"security.selinux"), None);
+        assert_eq!(c.get(5, b"security.capability"), Some(None));
+        c.put(6, b"user.x", Some(b"v".to_vec()));
+        assert_eq!(c.get(6, b"user.x"), None, "other names are never kept");
+        std::thread::sleep(Duration::from_millis(120));
+        assert_eq!(c.get(5, b"security.capability"), None, "expired");
+    }
+}
