@@ -573,21 +573,26 @@ impl Vfs {
         Ok(self.meta.setxattr(ctx, ino, name, value, flags)?)
     }
 
+    /// The answer to a getxattr when it is known without any I/O (see `xattr_cache`),
+    /// so the FUSE adapter can reply at once instead of handing the request to a worker
+    /// thread: `ls -l` asks this once per entry.
+    pub fn getxattr_cached(&self, ino: Ino, name: &[u8]) -> Option<Result<Vec<u8>>> {
+        let answer = self.xattrs.get(self.to_meta(ino), name)?;
+        Some(answer.ok_or(Error::Sys(libc::ENODATA)))
+    }
+
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
         if self.xattrs.keeps(name) {
+            if let Some(answer) = self.getxattr_cached(ino, name) {
+                return answer;
+            }
             let ino = self.to_meta(ino);
-            let answer = match self.xattrs.get(ino, name) {
-                Some(answer) => answer,
-                None => {
-                    let answer = match self.meta.getxattr(ino, name) {
-                        Ok(v) => Some(v),
-                        Err(nectar_meta::Error::Sys(libc::ENODATA)) => None,
-                        Err(e) => return Err(e.into()),
-                    };
-                    self.xattrs.put(ino, name, answer.clone());
-                    answer
-                }
+            let answer = match self.meta.getxattr(ino, name) {
+                Ok(v) => Some(v),
+                Err(nectar_meta::Error::Sys(libc::ENODATA)) => None,
+                Err(e) => return Err(e.into()),
             };
+            self.xattrs.put(ino, name, answer.clone());
             return answer.ok_or(Error::Sys(libc::ENODATA));
         }
         if name == INFO_XATTR {
