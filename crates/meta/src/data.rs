@@ -28,6 +28,32 @@ fn deref_slice(tx: &mut dyn KvTxn, s: &Slice) -> Result<Option<(u64, u32)>> {
     Ok(None)
 }
 
+/// Releases the data of deleted file `ino` inside the deleting transaction when it is
+/// small: one chunk of at most `max_slices` slice records (a file of a few writes).
+/// Returns the slices that lost their last reference, or `None` (nothing touched) for a
+/// larger file, whose data is then released in transactions of its own.
+pub(crate) fn release_small_file(
+    tx: &mut dyn KvTxn,
+    ino: Ino,
+    max_slices: usize,
+) -> Result<Option<Vec<(u64, u32)>>> {
+    let begin = keys::chunk_prefix(ino);
+    let rows = tx.scan(&begin, &prefix_end(&begin), 2)?;
+    let [(key, value)] = &rows[..] else {
+        return Ok(rows.is_empty().then(Vec::new));
+    };
+    let slices = Slice::decode_all(value)?;
+    if slices.len() > max_slices {
+        return Ok(None);
+    }
+    let mut freed = Vec::new();
+    for s in &slices {
+        freed.extend(deref_slice(tx, s)?);
+    }
+    tx.delete(key)?;
+    Ok(Some(freed))
+}
+
 /// Open flags relevant to permissions.
 fn access_mask(flags: i32) -> u32 {
     match flags & libc::O_ACCMODE {
@@ -126,7 +152,7 @@ impl Meta {
 
     /// Deletes an unlinked inode a session kept open (unless it got a name again).
     pub(crate) fn release_sustained(&self, sid: u64, ino: Ino) -> Result<()> {
-        let len = self.kv.txn(|tx| {
+        let data = self.kv.txn(|tx| {
             tx.delete(&keys::sustained(sid, ino))?;
             let attr = match get_attr(tx, ino) {
                 Ok(a) => a,
@@ -136,13 +162,12 @@ impl Meta {
             if attr.nlink > 0 {
                 return Ok(None);
             }
-            self.remove_inode(tx, ino, &attr)?;
-            Ok(Some(attr.length))
+            Ok(Some(self.remove_inode(tx, ino, &attr)?))
         })?;
-        if let Some(len) = len {
-            self.delete_file_data(ino, len)?;
+        match data {
+            Some(data) => self.after_remove(ino, data),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The slice records of one chunk, in write order.

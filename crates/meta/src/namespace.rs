@@ -113,9 +113,25 @@ pub(crate) enum Dropped {
     StillLinked,
     /// No name remains but this client has it open: kept until the last close.
     Sustained,
-    /// Gone; a file's data must be released (length given).
-    Deleted { file_length: Option<u64> },
+    /// Gone; what is left to do with its data.
+    Deleted(FileData),
 }
+
+/// The data of an inode [`Meta::remove_inode`] deleted.
+pub(crate) enum FileData {
+    /// None to release (not a file), or released in the same transaction.
+    Released,
+    /// Released in the same transaction: these slices lost their last reference, and
+    /// their objects are deleted once it commits.
+    Freed(Vec<(u64, u32)>),
+    /// Queued under a `D` key, to release in transactions of their own (a file of this
+    /// length).
+    Queued(u64),
+}
+
+/// A file with at most this many slice records in one chunk has its data released in
+/// the transaction that deletes it (one transaction per `rm` of a small file, not two).
+const RELEASE_INLINE_SLICES: usize = 16;
 
 impl Meta {
     pub fn get_attr(&self, ino: Ino) -> Result<Attr> {
@@ -353,14 +369,17 @@ impl Meta {
             tx.set(&keys::sustained(self.session_id(), ino), &[1])?;
             return Ok(Dropped::Sustained);
         }
-        self.remove_inode(tx, ino, attr)?;
-        Ok(Dropped::Deleted {
-            file_length: (attr.typ == FileType::File).then_some(attr.length),
-        })
+        Ok(Dropped::Deleted(self.remove_inode(tx, ino, attr)?))
     }
 
-    /// Deletes an inode with no names left; a file's data is queued under `D`.
-    pub(crate) fn remove_inode(&self, tx: &mut dyn KvTxn, ino: Ino, attr: &Attr) -> Result<()> {
+    /// Deletes an inode with no names left. A small file's data (one chunk of a few
+    /// slices) is released at once; a larger file's is queued under `D`.
+    pub(crate) fn remove_inode(
+        &self,
+        tx: &mut dyn KvTxn,
+        ino: Ino,
+        attr: &Attr,
+    ) -> Result<FileData> {
         tx.delete(&keys::attr(ino))?;
         if attr.typ == FileType::Symlink {
             tx.delete(&keys::symlink(ino))?;
@@ -369,28 +388,46 @@ impl Meta {
         for (k, _) in tx.scan(&xp, &prefix_end(&xp), usize::MAX)? {
             tx.delete(&k)?;
         }
-        if attr.typ == FileType::File {
-            tx.set(
-                &keys::del_file(ino, attr.length),
-                &Time::now().sec.to_be_bytes(),
-            )?;
-        }
+        let data = if attr.typ == FileType::File {
+            match crate::data::release_small_file(tx, ino, RELEASE_INLINE_SLICES)? {
+                Some(freed) => FileData::Freed(freed),
+                None => {
+                    tx.set(
+                        &keys::del_file(ino, attr.length),
+                        &Time::now().sec.to_be_bytes(),
+                    )?;
+                    FileData::Queued(attr.length)
+                }
+            }
+        } else {
+            FileData::Released
+        };
         let space = if attr.typ == FileType::File {
             space_of(attr.length)
         } else {
             space_of(0)
         };
-        self.update_usage(tx, -space, -1)
+        self.update_usage(tx, -space, -1)?;
+        Ok(data)
     }
 
     pub(crate) fn after_drop(&self, ino: Ino, d: Dropped) -> Result<()> {
-        if let Dropped::Deleted {
-            file_length: Some(len),
-        } = d
-        {
-            self.delete_file_data(ino, len)?;
+        match d {
+            Dropped::Deleted(data) => self.after_remove(ino, data),
+            Dropped::StillLinked | Dropped::Sustained => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Finishes what [`Meta::remove_inode`] left of a file's data, once it committed.
+    pub(crate) fn after_remove(&self, ino: Ino, data: FileData) -> Result<()> {
+        match data {
+            FileData::Released => Ok(()),
+            FileData::Freed(slices) => {
+                self.delete_slices(slices);
+                Ok(())
+            }
+            FileData::Queued(len) => self.delete_file_data(ino, len),
+        }
     }
 
     pub fn unlink(&self, ctx: &Ctx, parent: Ino, name: &[u8]) -> Result<()> {

@@ -297,6 +297,24 @@ fn unlink_releases_data(url: &str) {
     assert_eq!(d, vec![(id1, 1000), (id2, 10)]);
     assert!(m.read_chunk(f, 0).unwrap().is_empty());
     assert_eq!(m.cleanup_deleted_files().unwrap(), 0, "no D key left");
+    // A small file (one chunk, a few slices) is released by the unlink's own
+    // transaction; one with many slices in its chunk the same way as a large file.
+    for (name, slices) in [("small", 3u32), ("many", 40)] {
+        deleted.lock().unwrap().clear();
+        let f = create(&m, ROOT_INODE, name);
+        let mut ids = Vec::new();
+        for i in 0..slices {
+            let id = m.new_slice().unwrap().id();
+            write(&m, f, 0, i * 10, id, 10);
+            ids.push((id, 10));
+        }
+        m.unlink(&root(), ROOT_INODE, name.as_bytes()).unwrap();
+        let mut d = deleted.lock().unwrap().clone();
+        d.sort();
+        assert_eq!(d, ids, "{name}");
+        assert!(m.read_chunk(f, 0).unwrap().is_empty(), "{name}");
+        assert_eq!(m.cleanup_deleted_files().unwrap(), 0, "{name}: no D key left");
+    }
 }
 
 fn open_file_survives_unlink(url: &str) {
