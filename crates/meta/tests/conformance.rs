@@ -313,7 +313,11 @@ fn unlink_releases_data(url: &str) {
         d.sort();
         assert_eq!(d, ids, "{name}");
         assert!(m.read_chunk(f, 0).unwrap().is_empty(), "{name}");
-        assert_eq!(m.cleanup_deleted_files().unwrap(), 0, "{name}: no D key left");
+        assert_eq!(
+            m.cleanup_deleted_files().unwrap(),
+            0,
+            "{name}: no D key left"
+        );
     }
 }
 

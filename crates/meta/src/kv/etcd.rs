@@ -354,12 +354,7 @@ impl EtcdEngine {
             .map(|e| e.trim_start_matches("http://"))
             .collect::<Vec<_>>()
             .join(",");
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("nectar-etcd")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::engine(format!("etcd: cannot start a runtime: {e}"), false))?;
+        let rt = super::engine_runtime("etcd")?;
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT)

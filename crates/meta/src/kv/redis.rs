@@ -644,14 +644,7 @@ impl RedisEngine {
         } else {
             None
         };
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .thread_name("nectar-redis")
-            .build()
-            .map_err(|e| {
-                Error::engine(format!("cannot start the Redis client runtime: {e}"), false)
-            })?;
+        let rt = super::engine_runtime("redis")?;
         let hosts = u
             .hosts
             .iter()

@@ -463,14 +463,7 @@ impl SqlEngine {
     /// a lazily filled connection pool.
     pub fn open(scheme: &str, rest: &str) -> Result<Self> {
         let cfg = Config::parse(scheme, rest)?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("nectar-sql")
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                Error::engine(format!("cannot start the SQL client runtime: {e}"), false)
-            })?;
+        let rt = super::engine_runtime("sql")?;
         // sqlx spawns pool maintenance onto the current runtime.
         let _ctx = rt.enter();
         let invalid = |e: sqlx::Error| {

@@ -425,12 +425,7 @@ impl TikvEngine {
             }
             config = config.with_security(&tls.ca, &tls.cert, &tls.key);
         }
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("nectar-tikv")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::engine(format!("TiKV: cannot start a runtime: {e}"), false))?;
+        let rt = super::engine_runtime("tikv")?;
         let connected = rt.block_on(async {
             tokio::time::timeout(
                 open_timeout,
