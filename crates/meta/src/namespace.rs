@@ -659,9 +659,8 @@ impl Meta {
     }
 
     /// Up to `limit` entries of a directory after the name `after` (exclusive), in name
-    /// order. "." and ".." are not included. With `plus`, each entry comes with its
-    /// attributes and the values of the xattrs named in `xattrs` (`None` where it has
-    /// none), all read in one batch.
+    /// order, with attributes (read in one batch) when `plus`. "." and ".." are not
+    /// included.
     pub fn readdir(
         &self,
         ctx: &Ctx,
@@ -669,7 +668,6 @@ impl Meta {
         after: Option<&[u8]>,
         limit: usize,
         plus: bool,
-        xattrs: &[&[u8]],
     ) -> Result<Vec<Entry>> {
         self.kv.read(|tx| {
             let attr = dir_attr(tx, ino)?;
@@ -692,24 +690,13 @@ impl Meta {
                     name: k[prefix.len()..].to_vec(),
                     typ,
                     attr: None,
-                    xattrs: Vec::new(),
                 });
             }
             if plus && !entries.is_empty() {
-                let per_entry = 1 + xattrs.len();
-                let mut keys = Vec::with_capacity(entries.len() * per_entry);
-                for e in &entries {
-                    keys.push(keys::attr(e.ino));
-                    keys.extend(xattrs.iter().map(|name| keys::xattr(e.ino, name)));
-                }
-                let mut values = tx.gets(&keys)?.into_iter();
-                for e in entries.iter_mut() {
-                    e.attr = values
-                        .next()
-                        .flatten()
-                        .map(|a| Attr::decode(&a))
-                        .transpose()?;
-                    e.xattrs = values.by_ref().take(xattrs.len()).collect();
+                let keys: Vec<Vec<u8>> = entries.iter().map(|e| keys::attr(e.ino)).collect();
+                let attrs = tx.gets(&keys)?;
+                for (e, a) in entries.iter_mut().zip(attrs) {
+                    e.attr = a.map(|a| Attr::decode(&a)).transpose()?;
                 }
                 entries.retain(|e| e.attr.is_some());
             }

@@ -461,9 +461,6 @@ pub struct Entry {
     pub typ: FileType,
     /// Filled when asked for (readdirplus).
     pub attr: Option<Attr>,
-    /// With the attributes, the values of the xattrs the listing asked for, in the
-    /// order asked (`None`: the entry has no such xattr).
-    pub xattrs: Vec<Option<Vec<u8>>>,
 }
 
 /// Which attributes `setattr` changes.

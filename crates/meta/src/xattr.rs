@@ -79,6 +79,27 @@ impl Meta {
         })
     }
 
+    /// The values of xattrs `names` of each inode of `inos`, read in one batch (`None`
+    /// where an inode has no such xattr). An inode that does not exist any more gets
+    /// no answers at all (an empty list), so a cache is never told "no such xattr"
+    /// about it. Not for ACLs, which are not stored as xattrs.
+    pub fn xattrs_of(&self, inos: &[Ino], names: &[&[u8]]) -> Result<Vec<Vec<Option<Vec<u8>>>>> {
+        let per_inode = 1 + names.len();
+        let mut batch = Vec::with_capacity(inos.len() * per_inode);
+        for &ino in inos {
+            batch.push(keys::attr(ino));
+            batch.extend(names.iter().map(|name| keys::xattr(ino, name)));
+        }
+        let values = self.kv.read(|tx| tx.gets(&batch))?;
+        Ok(values
+            .chunks(per_inode)
+            .map(|v| match v {
+                [Some(_), xattrs @ ..] => xattrs.to_vec(),
+                _ => Vec::new(),
+            })
+            .collect())
+    }
+
     /// Names, each followed by a zero byte (the `listxattr` format).
     pub fn listxattr(&self, ino: Ino) -> Result<Vec<u8>> {
         self.kv.read(|tx| {

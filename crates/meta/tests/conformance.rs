@@ -453,9 +453,7 @@ fn readdir_paging(url: &str) {
     let mut seen = Vec::new();
     let mut after: Option<Vec<u8>> = None;
     loop {
-        let page = m
-            .readdir(&root(), d, after.as_deref(), 64, true, &[])
-            .unwrap();
+        let page = m.readdir(&root(), d, after.as_deref(), 64, true).unwrap();
         if page.is_empty() {
             break;
         }
@@ -1273,12 +1271,9 @@ fn concurrent_transactions(url: &str) {
         t.join().unwrap();
     }
     assert_eq!(m.counter("test").unwrap(), 100);
-    assert_eq!(
-        m.readdir(&root(), d, None, 1000, false, &[]).unwrap().len(),
-        100
-    );
+    assert_eq!(m.readdir(&root(), d, None, 1000, false).unwrap().len(), 100);
     let mut inos: HashMap<Ino, ()> = HashMap::new();
-    for e in m.readdir(&root(), d, None, 1000, false, &[]).unwrap() {
+    for e in m.readdir(&root(), d, None, 1000, false).unwrap() {
         assert!(
             inos.insert(e.ino, ()).is_none(),
             "inode {} handed out twice",

@@ -7,7 +7,7 @@
 //! repeat a name that stayed. Seeking back restarts from the beginning.
 
 use crate::error::Result;
-use crate::xattr_cache::{XattrCache, CACHED_XATTRS};
+use crate::xattr_cache::XattrCache;
 use nectar_meta::{Attr, Ctx, FileType, Ino, Meta};
 
 const PAGE: usize = 1024;
@@ -48,8 +48,9 @@ impl DirStream {
         self.eof = false;
     }
 
-    /// Fetches the page after the window. With `plus`, the page brings the entries'
-    /// [`CACHED_XATTRS`] too, which go to `xattrs` (the kernel asks for them next).
+    /// Fetches the page after the window. With `plus`, `xattrs` learns which inodes
+    /// were listed together, so that the kernel's first xattr question about one of
+    /// them loads the answers for the whole page.
     fn next_page(
         &mut self,
         meta: &Meta,
@@ -63,10 +64,9 @@ impl DirStream {
         let page = if after.is_none() && self.window_start > 0 {
             Vec::new()
         } else {
-            let asked: &[&[u8]] = if plus { &CACHED_XATTRS } else { &[] };
-            let mut page = meta.readdir(ctx, mino, after.as_deref(), PAGE, plus, asked)?;
-            for e in page.iter_mut().filter(|e| !e.xattrs.is_empty()) {
-                xattrs.put_listed(e.ino, std::mem::take(&mut e.xattrs));
+            let page = meta.readdir(ctx, mino, after.as_deref(), PAGE, plus)?;
+            if plus {
+                xattrs.note_listed(page.iter().map(|e| e.ino).collect());
             }
             page
         };

@@ -40,7 +40,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle as Runtime;
 use ttl_map::TtlMap;
-use xattr_cache::XattrCache;
+use xattr_cache::{XattrCache, CACHED_XATTRS};
 
 use error::sys;
 
@@ -587,6 +587,17 @@ impl Vfs {
                 return answer;
             }
             let ino = self.to_meta(ino);
+            if let Some(page) = self.xattrs.take_listed_page(ino) {
+                let answers = self.meta.xattrs_of(&page, &CACHED_XATTRS)?;
+                for (&listed, answers) in page.iter().zip(answers) {
+                    if !answers.is_empty() {
+                        self.xattrs.put_listed(listed, answers);
+                    }
+                }
+                if let Some(answer) = self.xattrs.get(ino, name) {
+                    return answer.ok_or(Error::Sys(libc::ENODATA));
+                }
+            }
             let answer = match self.meta.getxattr(ino, name) {
                 Ok(v) => Some(v),
                 Err(nectar_meta::Error::Sys(libc::ENODATA)) => None,

@@ -7,8 +7,11 @@
 //! files, which then costs more than the listing itself. (JuiceFS avoids them by turning
 //! xattrs off unless mounted with `--enable-xattr`; here xattrs always work.) So:
 //!
-//! - a listing with attributes (READDIRPLUS) reads these xattrs of every entry in the
-//!   same batch as the attributes, and a file created here is known to have none;
+//! - a listing with attributes (READDIRPLUS) remembers which inodes it listed together
+//!   (a page), and the first question about one of them reads the answers for the whole
+//!   page in one batch, so `ls -l` costs one read per page while a plain `ls` or
+//!   `os.listdir` (which never asks) costs nothing more; a file created here is known
+//!   to have none;
 //! - an answer read from metadata for one of them is kept too;
 //! - an answer is trusted as long as the kernel trusts attributes (the attribute
 //!   timeout), the same staleness another client's `chmod` has; this client's own
@@ -18,6 +21,7 @@
 
 use crate::ttl_map::TtlMap;
 use nectar_meta::Ino;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The xattrs whose answers are kept, in the order a listing asks for them.
@@ -29,8 +33,12 @@ const MAX_ANSWERS: usize = 200_000;
 /// An xattr's value, or `None` when the inode has no such xattr.
 pub(crate) type Answer = Option<Vec<u8>>;
 
-/// Answers by (inode, index in [`CACHED_XATTRS`]).
-pub(crate) struct XattrCache(TtlMap<(Ino, u8), Answer>);
+/// Answers by (inode, index in [`CACHED_XATTRS`]), and the pages listed lately by the
+/// inodes on them.
+pub(crate) struct XattrCache {
+    answers: TtlMap<(Ino, u8), Answer>,
+    listed: TtlMap<Ino, Arc<[Ino]>>,
+}
 
 /// The index of `name` in [`CACHED_XATTRS`], if its answers are kept.
 fn slot(name: &[u8]) -> Option<u8> {
@@ -42,30 +50,52 @@ fn slot(name: &[u8]) -> Option<u8> {
 
 impl XattrCache {
     pub(crate) fn new(ttl: Duration) -> Self {
-        Self(TtlMap::new(ttl, MAX_ANSWERS))
+        Self {
+            answers: TtlMap::new(ttl, MAX_ANSWERS),
+            listed: TtlMap::new(ttl, MAX_ANSWERS / CACHED_XATTRS.len()),
+        }
+    }
+
+    /// Remembers that the inodes of `page` were listed together.
+    pub(crate) fn note_listed(&self, page: Vec<Ino>) {
+        if page.is_empty() || !self.listed.enabled() {
+            return;
+        }
+        let page: Arc<[Ino]> = page.into();
+        self.listed
+            .insert_all(page.iter().map(|&ino| (ino, page.clone())), |_, _| false);
+    }
+
+    /// The page `ino` was listed on lately, if any; forgets it, so it is loaded once.
+    pub(crate) fn take_listed_page(&self, ino: Ino) -> Option<Arc<[Ino]>> {
+        let page = self.listed.get(&ino)?;
+        for other in page.iter() {
+            self.listed.remove(other);
+        }
+        Some(page)
     }
 
     /// Whether answers for `name` are kept at all.
     pub(crate) fn keeps(&self, name: &[u8]) -> bool {
-        self.0.enabled() && slot(name).is_some()
+        self.answers.enabled() && slot(name).is_some()
     }
 
     /// The answer for xattr `name` of `ino` if one is known and fresh.
     pub(crate) fn get(&self, ino: Ino, name: &[u8]) -> Option<Answer> {
-        self.0.get(&(ino, slot(name)?))
+        self.answers.get(&(ino, slot(name)?))
     }
 
     /// Keeps the answer for xattr `name` of `ino`.
     pub(crate) fn put(&self, ino: Ino, name: &[u8], answer: Answer) {
         if let Some(slot) = slot(name) {
-            self.0.insert((ino, slot), answer);
+            self.answers.insert((ino, slot), answer);
         }
     }
 
     /// Keeps the answers a listing read for one inode, in [`CACHED_XATTRS`] order.
     pub(crate) fn put_listed(&self, ino: Ino, answers: Vec<Answer>) {
         let answers = answers.into_iter().take(CACHED_XATTRS.len()).enumerate();
-        self.0
+        self.answers
             .insert_all(answers.map(|(i, a)| ((ino, i as u8), a)), |_, _| false);
     }
 
@@ -77,7 +107,7 @@ impl XattrCache {
     /// Forgets the answer for xattr `name` of `ino` (set or removed here).
     pub(crate) fn forget(&self, ino: Ino, name: &[u8]) {
         if let Some(slot) = slot(name) {
-            self.0.remove(&(ino, slot));
+            self.answers.remove(&(ino, slot));
         }
     }
 }
@@ -102,5 +132,17 @@ mod tests {
         assert_eq!(c.get(6, b"user.x"), None, "other names are never kept");
         std::thread::sleep(Duration::from_millis(120));
         assert_eq!(c.get(5, b"security.capability"), None, "expired");
+    }
+
+    #[test]
+    fn a_listed_page_is_handed_out_once() {
+        let c = XattrCache::new(Duration::from_secs(10));
+        c.note_listed(vec![7, 8, 9]);
+        assert_eq!(c.take_listed_page(10), None, "not listed");
+        assert_eq!(c.take_listed_page(8).as_deref(), Some(&[7, 8, 9][..]));
+        assert_eq!(c.take_listed_page(9), None, "the page was taken whole");
+        let off = XattrCache::new(Duration::ZERO);
+        off.note_listed(vec![1]);
+        assert_eq!(off.take_listed_page(1), None);
     }
 }

@@ -2031,7 +2031,6 @@ mod tests {
                 None,
                 1_000_000,
                 false,
-                &[],
             )
             .unwrap()
             .len();
@@ -2115,7 +2114,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         let n = m
-            .readdir(&ctx, crate::ROOT_INODE, None, 1_000_000, false, &[])
+            .readdir(&ctx, crate::ROOT_INODE, None, 1_000_000, false)
             .unwrap()
             .len() as u64;
         eprintln!("{i} files created, {n} listed, {slow} slow operations");
@@ -2204,7 +2203,7 @@ mod tests {
         let secs = start.elapsed().as_secs_f64();
         let after = used();
         let listed = m
-            .readdir(&crate::Ctx::root(), dir, None, 100, false, &[])
+            .readdir(&crate::Ctx::root(), dir, None, 100, false)
             .unwrap()
             .len();
         assert_eq!(listed, 100);
