@@ -204,8 +204,7 @@ impl NectarFs {
         let start = std::time::Instant::now();
         self.rt.spawn_blocking(move || {
             f(&vfs);
-            metrics::histogram!("nectar_fuse_op_duration_seconds", "op" => op)
-                .record(start.elapsed().as_secs_f64());
+            record_op(op, start);
         });
     }
 
@@ -227,6 +226,12 @@ impl NectarFs {
             Err(e) => reply.error(errno(op, e)),
         }
     }
+}
+
+/// Records a FUSE request's latency (`nectar_fuse_op_duration_seconds`, by `op`).
+fn record_op(op: &'static str, start: std::time::Instant) {
+    metrics::histogram!("nectar_fuse_op_duration_seconds", "op" => op)
+        .record(start.elapsed().as_secs_f64());
 }
 
 fn name_vec(name: &OsStr) -> Vec<u8> {
@@ -798,8 +803,7 @@ impl Filesystem for NectarFs {
         let start = std::time::Instant::now();
         if let Some(res) = self.vfs.getxattr_cached(ino.0, name.as_bytes()) {
             answer(res, reply);
-            metrics::histogram!("nectar_fuse_op_duration_seconds", "op" => "getxattr")
-                .record(start.elapsed().as_secs_f64());
+            record_op("getxattr", start);
             return;
         }
         let name = name_vec(name);

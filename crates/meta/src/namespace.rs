@@ -119,8 +119,8 @@ pub(crate) enum Dropped {
 
 /// The data of an inode [`Meta::remove_inode`] deleted.
 pub(crate) enum FileData {
-    /// None to release (not a file), or released in the same transaction.
-    Released,
+    /// Nothing to release: not a file.
+    NoData,
     /// Released in the same transaction: these slices lost their last reference, and
     /// their objects are deleted once it commits.
     Freed(Vec<(u64, u32)>),
@@ -400,7 +400,7 @@ impl Meta {
                 }
             }
         } else {
-            FileData::Released
+            FileData::NoData
         };
         let space = if attr.typ == FileType::File {
             space_of(attr.length)
@@ -421,7 +421,7 @@ impl Meta {
     /// Finishes what [`Meta::remove_inode`] left of a file's data, once it committed.
     pub(crate) fn after_remove(&self, ino: Ino, data: FileData) -> Result<()> {
         match data {
-            FileData::Released => Ok(()),
+            FileData::NoData => Ok(()),
             FileData::Freed(slices) => {
                 self.delete_slices(slices);
                 Ok(())

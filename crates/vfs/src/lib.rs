@@ -583,27 +583,7 @@ impl Vfs {
 
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
         if self.xattrs.keeps(name) {
-            if let Some(answer) = self.getxattr_cached(ino, name) {
-                return answer;
-            }
-            let ino = self.to_meta(ino);
-            if let Some(page) = self.xattrs.take_listed_page(ino) {
-                let answers = self.meta.xattrs_of(&page, &CACHED_XATTRS)?;
-                for (&listed, answers) in page.iter().zip(answers) {
-                    if !answers.is_empty() {
-                        self.xattrs.put_listed(listed, answers);
-                    }
-                }
-                if let Some(answer) = self.xattrs.get(ino, name) {
-                    return answer.ok_or(Error::Sys(libc::ENODATA));
-                }
-            }
-            let answer = match self.meta.getxattr(ino, name) {
-                Ok(v) => Some(v),
-                Err(nectar_meta::Error::Sys(libc::ENODATA)) => None,
-                Err(e) => return Err(e.into()),
-            };
-            self.xattrs.put(ino, name, answer.clone());
+            let answer = self.known_xattr(self.to_meta(ino), name)?;
             return answer.ok_or(Error::Sys(libc::ENODATA));
         }
         if name == INFO_XATTR {
@@ -616,6 +596,33 @@ impl Vfs {
             return Ok(self.cache_action(ino, action)?.to_string().into_bytes());
         }
         Ok(self.meta.getxattr(self.to_meta(ino), name)?)
+    }
+
+    /// Xattr `name` (one the cache keeps) of `ino`: from the cache; else, if `ino` was
+    /// listed lately, the answers of its whole page read in one batch; else read alone.
+    /// What is read is kept.
+    fn known_xattr(&self, ino: Ino, name: &[u8]) -> Result<xattr_cache::Answer> {
+        if let Some(answer) = self.xattrs.get(ino, name) {
+            return Ok(answer);
+        }
+        if let Some(page) = self.xattrs.take_listed_page(ino) {
+            let answers = self.meta.xattrs_of(&page, &CACHED_XATTRS)?;
+            for (&listed, answers) in page.iter().zip(answers) {
+                if !answers.is_empty() {
+                    self.xattrs.put_listed(listed, answers);
+                }
+            }
+            if let Some(answer) = self.xattrs.get(ino, name) {
+                return Ok(answer);
+            }
+        }
+        let answer = match self.meta.getxattr(ino, name) {
+            Ok(v) => Some(v),
+            Err(nectar_meta::Error::Sys(libc::ENODATA)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        self.xattrs.put(ino, name, answer.clone());
+        Ok(answer)
     }
 
     pub fn listxattr(&self, ino: Ino) -> Result<Vec<u8>> {

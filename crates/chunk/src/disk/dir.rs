@@ -22,7 +22,7 @@ use nectar_object::DirectWrites;
 use parking_lot::Mutex;
 use std::fs::{self, DirBuilder, File};
 use std::io::{self, Write};
-use std::ops::Range;
+use std::ops::{ControlFlow, Range};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -341,48 +341,38 @@ impl CacheDir {
     /// files. Ends with an eviction if the cache holds more than its size now allows.
     pub(crate) fn scan(&self) {
         let start = Instant::now();
-        let mut stack = vec![self.root.clone()];
         let mut dropped = 0usize;
-        while let Some(dir) = stack.pop() {
+        let walked = file::walk_files(&self.root, |rel, path, meta| {
             if !self.in_use() {
-                return;
+                return ControlFlow::Break(());
             }
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return self.fail("scanning", &e),
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                let Ok(meta) = entry.metadata() else { continue };
-                if meta.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                let Some(rel) = path.strip_prefix(&self.root).ok().and_then(Path::to_str) else {
-                    continue;
-                };
-                if rel.contains(TMP_MARK) {
-                    let age = meta
-                        .modified()
-                        .ok()
-                        .and_then(|m| SystemTime::now().duration_since(m).ok());
-                    if age.is_some_and(|a| a > STALE_TMP) {
-                        let _ = fs::remove_file(&path);
-                    }
-                    continue;
-                }
-                let Some(id) = crate::parse_block_key(rel) else {
-                    continue;
-                };
-                if meta.len() != self.file_len(&id) {
+            if rel.contains(TMP_MARK) {
+                let age = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| SystemTime::now().duration_since(m).ok());
+                if age.is_some_and(|a| a > STALE_TMP) {
                     let _ = fs::remove_file(&path);
-                    dropped += 1;
-                    continue;
                 }
-                let atime = meta.atime().max(meta.mtime()).clamp(0, u32::MAX as i64) as u32;
-                self.index.lock().insert(id, meta.len(), atime);
+                return ControlFlow::Continue(());
             }
+            let Some(id) = crate::parse_block_key(rel) else {
+                return ControlFlow::Continue(());
+            };
+            if meta.len() != self.file_len(&id) {
+                let _ = fs::remove_file(&path);
+                dropped += 1;
+                return ControlFlow::Continue(());
+            }
+            let atime = meta.atime().max(meta.mtime()).clamp(0, u32::MAX as i64) as u32;
+            self.index.lock().insert(id, meta.len(), atime);
+            ControlFlow::Continue(())
+        });
+        if let Err(e) = walked {
+            return self.fail("scanning", &e);
+        }
+        if !self.in_use() {
+            return;
         }
         self.scanned.store(true, Ordering::Release);
         let (blocks, bytes) = self.usage();

@@ -14,10 +14,11 @@
 
 use bytes::Bytes;
 use nectar_object::DirectWrites;
-use std::fs::File;
+use std::fs::{self, File};
 use std::io;
-use std::ops::Range;
+use std::ops::{ControlFlow, Range};
 use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 /// Bytes covered by one checksum.
@@ -76,6 +77,44 @@ impl From<io::Error> for ReadError {
 }
 
 /// Length of the cache file of a block of `len` bytes.
+/// Calls `visit` with every file under `root` (depth first): its path relative to
+/// `root`, its full path and its metadata; `Break` ends the walk. A directory that
+/// vanished meanwhile is skipped; the first other error reading a directory is
+/// returned once everything readable was visited.
+pub(crate) fn walk_files(
+    root: &Path,
+    mut visit: impl FnMut(&str, PathBuf, &fs::Metadata) -> ControlFlow<()>,
+) -> io::Result<()> {
+    let mut first_error = None;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                first_error.get_or_insert(e);
+                continue;
+            }
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let Some(rel) = path.strip_prefix(root).ok().and_then(Path::to_str) else {
+                continue;
+            };
+            let rel = rel.to_string();
+            if visit(&rel, path, &meta).is_break() {
+                return Ok(());
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
 pub(crate) fn file_len(len: usize) -> u64 {
     (len + len.div_ceil(SEGMENT) * CRC_LEN) as u64
 }

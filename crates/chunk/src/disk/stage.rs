@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
-use std::ops::Range;
+use std::ops::{ControlFlow, Range};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -118,11 +118,14 @@ impl Staging {
     }
 
     /// Records the staging files found under `root` (left by an earlier client) and
-    /// returns their keys, oldest first. Temporary files are deleted: their block was
-    /// never acknowledged as written.
+    /// returns their keys, oldest first. Temporary files of other processes are
+    /// deleted: their block was never acknowledged as written. This runs in the
+    /// background while this client already stages blocks, so its own temporary files
+    /// and the blocks it staged itself (already queued for upload) are left alone.
     pub(crate) fn recover(&self, root: &Path) -> Vec<String> {
-        scan(root, Temporary::Remove)
+        scan(root, Temporary::RemoveOthers)
             .into_iter()
+            .filter(|b| !self.contains(&b.key))
             .map(|b| {
                 self.record(&b.key, b.path, b.len, b.since);
                 b.key
@@ -131,11 +134,17 @@ impl Staging {
     }
 }
 
+/// Whether `rel` is a temporary file this process is writing (`<key>.tmp.<pid>.<n>`).
+fn own_temporary(rel: &str) -> bool {
+    rel.contains(&format!(".tmp.{}.", std::process::id()))
+}
+
 /// What [`scan`] does with the temporary file of a staging write that never ended.
 #[derive(Clone, Copy, PartialEq)]
 pub(crate) enum Temporary {
-    /// Delete it: the caller is the client that owns the directory now.
-    Remove,
+    /// Delete it unless this process is writing it: the caller is the client that
+    /// owns the directory now.
+    RemoveOthers,
     /// Leave it: the caller only looks (`nectar status`), a client may be writing it.
     Keep,
 }
@@ -152,47 +161,34 @@ pub(crate) struct Found {
 /// not what its key says) is logged and left in place: it cannot be uploaded.
 pub(crate) fn scan(root: &Path, temporary: Temporary) -> Vec<Found> {
     let mut found = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                stack.push(path);
-                continue;
+    // An unreadable directory hides only its own blocks: they stay staged on disk.
+    let _ = file::walk_files(root, |rel, path, meta| {
+        if rel.contains(".tmp.") {
+            if temporary == Temporary::RemoveOthers && !own_temporary(rel) {
+                let _ = fs::remove_file(&path);
             }
-            let Some(rel) = path.strip_prefix(root).ok().and_then(Path::to_str) else {
-                continue;
-            };
-            if rel.contains(".tmp.") {
-                if temporary == Temporary::Remove {
-                    let _ = fs::remove_file(&path);
-                }
-                continue;
-            }
-            let Some((_, _, len)) = crate::parse_block_key(rel) else {
-                continue;
-            };
-            if meta.len() != file::file_len(len as usize) {
-                tracing::error!(
-                    "staged block {} is torn ({} bytes); it cannot be uploaded and is left in place",
-                    path.display(),
-                    meta.len()
-                );
-                continue;
-            }
-            let since = meta.modified().unwrap_or_else(|_| SystemTime::now());
-            found.push(Found {
-                key: rel.to_string(),
-                path,
-                len: len as u64,
-                since,
-            });
+            return ControlFlow::Continue(());
         }
-    }
+        let Some((_, _, len)) = crate::parse_block_key(rel) else {
+            return ControlFlow::Continue(());
+        };
+        if meta.len() != file::file_len(len as usize) {
+            tracing::error!(
+                "staged block {} is torn ({} bytes); it cannot be uploaded and is left in place",
+                path.display(),
+                meta.len()
+            );
+            return ControlFlow::Continue(());
+        }
+        let since = meta.modified().unwrap_or_else(|_| SystemTime::now());
+        found.push(Found {
+            key: rel.to_string(),
+            path,
+            len: len as u64,
+            since,
+        });
+        ControlFlow::Continue(())
+    });
     found.sort_by(|a, b| (a.since, &a.key).cmp(&(b.since, &b.key)));
     found
 }
@@ -218,6 +214,14 @@ mod tests {
         assert_eq!(again.recover(&root), vec![key.clone()]);
         assert_eq!(again.read(&key, 0..100).unwrap(), data);
         assert!(!root.join(format!("{key}.tmp.1.1")).exists());
+        // Recovery runs while this client stages: its own temporary files and blocks
+        // are not touched or returned again; another process's leftovers are removed.
+        let own = root.join(format!("{key}.tmp.{}.7", std::process::id()));
+        fs::write(&own, b"x").unwrap();
+        fs::write(root.join(format!("{key}.tmp.1.2")), b"x").unwrap();
+        assert!(again.recover(&root).is_empty(), "already staged here");
+        assert!(own.exists(), "a write in progress here is left alone");
+        assert!(!root.join(format!("{key}.tmp.1.2")).exists());
         let staged = again.take(&key).unwrap();
         assert_eq!(staged.len, 100);
         assert_eq!(again.usage(), (0, 0));
