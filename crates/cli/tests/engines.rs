@@ -495,7 +495,7 @@ fn outage(kind: Kind) {
     let started = Instant::now();
     let server = PrivateServer::new(kind);
     let url = server.start();
-    let redacted = nectar_meta::meta::redact_url(&url);
+    let redacted = nectar_meta::redact_url(&url);
     let dir = tempfile::tempdir().unwrap();
     let bucket = dir.path().join("data");
     nectar_ok(&[

@@ -395,7 +395,7 @@ impl Meta {
             return Ok(());
         }
         let (begin, end) = (keys::acl_prefix(), prefix_end(&keys::acl_prefix()));
-        let rows = self.kv.read(|tx| tx.scan(&begin, &end, usize::MAX))?;
+        let rows = self.kv.read(|tx| Ok(tx.scan(&begin, &end, usize::MAX)?))?;
         let mut cache = self.acls.write();
         for (k, v) in rows {
             let Some(id) = k

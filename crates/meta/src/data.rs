@@ -142,7 +142,7 @@ impl Meta {
         let sid = self.session_id();
         let sustained = self
             .kv
-            .read(|tx| tx.get(&keys::sustained(sid, ino)))?
+            .read(|tx| Ok(tx.get(&keys::sustained(sid, ino))?))?
             .is_some();
         if sustained {
             self.release_sustained(sid, ino)?;
@@ -172,7 +172,7 @@ impl Meta {
 
     /// The slice records of one chunk, in write order.
     pub fn read_chunk(&self, ino: Ino, index: u32) -> Result<Vec<Slice>> {
-        let v = self.kv.read(|tx| tx.get(&keys::chunk(ino, index)))?;
+        let v = self.kv.read(|tx| Ok(tx.get(&keys::chunk(ino, index))?))?;
         match v {
             Some(v) => Slice::decode_all(&v),
             None => Ok(Vec::new()),
@@ -375,7 +375,7 @@ impl Meta {
 
     /// Finishes deletions a crashed client left behind (`D` keys).
     pub fn cleanup_deleted_files(&self) -> Result<usize> {
-        let rows = self.kv.read(|tx| tx.scan(b"D", b"E", 10_000))?;
+        let rows = self.kv.read(|tx| Ok(tx.scan(b"D", b"E", 10_000)?))?;
         let mut n = 0;
         for (k, _) in rows {
             if k.len() != 17 {
@@ -607,7 +607,7 @@ impl Meta {
     pub fn chunk_indexes(&self, ino: Ino, from: u32, limit: usize) -> Result<Vec<u32>> {
         let begin = keys::chunk(ino, from);
         let end = prefix_end(&keys::chunk_prefix(ino));
-        let rows = self.kv.read(|tx| tx.scan(&begin, &end, limit))?;
+        let rows = self.kv.read(|tx| Ok(tx.scan(&begin, &end, limit)?))?;
         Ok(rows
             .iter()
             .filter_map(|(k, _)| {

@@ -12,12 +12,10 @@ pub enum Error {
     /// A POSIX error to hand to the caller as is.
     #[error("{}", std::io::Error::from_raw_os_error(*.0))]
     Sys(i32),
-    /// An optimistic transaction lost a race; the transaction runner retries it.
-    #[error("transaction conflict")]
-    Conflict,
-    /// The engine failed: a lost connection, a busy database, a full disk.
-    #[error("metadata engine error: {msg}")]
-    Engine { msg: String, temporary: bool },
+    /// The KV layer failed: a lost connection, a busy or full database, a race lost too
+    /// many times.
+    #[error(transparent)]
+    Kv(nectar_kv::Error),
     /// Stored metadata cannot be decoded.
     #[error("corrupt metadata: {0}")]
     Corrupt(String),
@@ -41,28 +39,40 @@ impl Error {
     pub fn errno(&self) -> i32 {
         match self {
             Error::Sys(e) => *e,
-            Error::Engine { msg, .. } if msg.contains("full") => libc::ENOSPC,
+            Error::Kv(nectar_kv::Error::Full(_)) => libc::ENOSPC,
             _ => libc::EIO,
         }
     }
 
     /// Whether the failure may go away by itself (retry later).
     pub fn is_temporary(&self) -> bool {
-        matches!(
-            self,
-            Error::Conflict
-                | Error::Engine {
-                    temporary: true,
-                    ..
-                }
-        )
+        matches!(self, Error::Kv(e) if e.is_temporary())
+    }
+}
+
+/// A KV error as the file system reports it: bad input and undecodable values are the
+/// same kinds here as there.
+impl From<nectar_kv::Error> for Error {
+    fn from(e: nectar_kv::Error) -> Self {
+        match e {
+            nectar_kv::Error::Invalid(m) => Error::Invalid(m),
+            nectar_kv::Error::Corrupt(m) => Error::Corrupt(m),
+            e => Error::Kv(e),
+        }
+    }
+}
+
+/// Transaction bodies return this crate's errors; POSIX answers are not failures.
+impl nectar_kv::BodyError for Error {
+    fn as_kv(&self) -> Option<&nectar_kv::Error> {
+        match self {
+            Error::Kv(e) => Some(e),
+            _ => None,
+        }
     }
 
-    pub(crate) fn engine(msg: impl std::fmt::Display, temporary: bool) -> Self {
-        Error::Engine {
-            msg: msg.to_string(),
-            temporary,
-        }
+    fn is_answer(&self) -> bool {
+        matches!(self, Error::Sys(_))
     }
 }
 

@@ -181,3 +181,106 @@ pub fn acl(id: u32) -> Vec<u8> {
 pub fn acl_prefix() -> Vec<u8> {
     b"R".to_vec()
 }
+
+/// How the schema's keys group for range scans, for engines that index each group on its
+/// own (Redis keeps one sorted set per scan domain). The domain of a key is its first 1,
+/// 2 or 10 bytes, decided by its first bytes only:
+///
+/// | key | domain | holds |
+/// |---|---|---|
+/// | `A<ino 8 bytes><t>…`, t ∉ {I, S} | first 10 bytes | dentries `D`, xattrs `X`, chunks `C`, parents `P` of one inode |
+/// | `A<ino>I`, `A<ino>S` | none | attribute, symlink target: never scanned |
+/// | `C…`, `s…` | none | counters, `setting`: never scanned |
+/// | `SS<sid 8 bytes>…` | first 10 bytes | inodes kept open by one session |
+/// | `S<x>…` (x ≠ S), `Q<x>…` | first 2 bytes | `SE`, `SI`, `SR`, `SC`, `SW`, `QD` |
+/// | anything else | first byte | `D`, `K`, `L`, `U`, `F`, `P`, `R` |
+///
+/// Every scan this crate makes lies within one domain. Chunk 0 of a file is the implicit
+/// member of its chunk domain: most files have no other chunk, so they need no index.
+pub struct Layout;
+
+pub static LAYOUT: Layout = Layout;
+
+impl crate::kv::KeyLayout for Layout {
+    fn domain_len(&self, key: &[u8]) -> Option<usize> {
+        match *key.first()? {
+            b'A' => match key.get(9) {
+                Some(b'I') | Some(b'S') => None,
+                _ => Some(10),
+            },
+            b'C' | b's' => None,
+            b'S' => match key.get(1) {
+                Some(b'S') => Some(10),
+                _ => Some(2),
+            },
+            b'Q' => Some(2),
+            _ => Some(1),
+        }
+    }
+
+    fn implicit_member(&self, domain: &[u8]) -> Option<&'static [u8]> {
+        (domain.len() == 10 && domain[0] == b'A' && domain[9] == b'C').then_some(&[0u8; 4][..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::{prefix_end, KeyLayout};
+
+    fn domain_of(key: &[u8]) -> Option<&[u8]> {
+        key.get(..LAYOUT.domain_len(key)?)
+    }
+
+    /// The domain holding all of `[begin, end)`, if one does.
+    fn scan_domain<'a>(begin: &'a [u8], end: &[u8]) -> Option<&'a [u8]> {
+        let d = domain_of(begin)?;
+        (end <= prefix_end(d).as_slice()).then_some(d)
+    }
+
+    #[test]
+    fn every_scan_lies_in_one_domain() {
+        let ino = 0x0102030405060708u64;
+        let dp = dentry_prefix(ino);
+        assert_eq!(scan_domain(&dp, &prefix_end(&dp)), Some(dp.as_slice()));
+        let mut after = dentry(ino, b"name");
+        after.push(0);
+        assert_eq!(scan_domain(&after, &prefix_end(&dp)), Some(dp.as_slice()));
+        let cp = chunk_prefix(ino);
+        assert_eq!(
+            scan_domain(&chunk(ino, 7), &prefix_end(&cp)),
+            Some(cp.as_slice())
+        );
+        let xp = xattr_prefix(ino);
+        assert_eq!(scan_domain(&xp, &prefix_end(&xp)), Some(xp.as_slice()));
+        let sp = sustained_prefix(9);
+        assert_eq!(scan_domain(&sp, &prefix_end(&sp)), Some(sp.as_slice()));
+        assert_eq!(scan_domain(b"SE", b"SF"), Some(b"SE".as_slice()));
+        assert_eq!(scan_domain(b"D", b"E"), Some(b"D".as_slice()));
+        // Keys land in the domain their scans use.
+        assert_eq!(domain_of(&dentry(ino, b"x")), Some(dp.as_slice()));
+        assert_eq!(domain_of(&sustained(9, ino)), Some(sp.as_slice()));
+        assert_eq!(domain_of(&del_file(ino, 5)), Some(b"D".as_slice()));
+        assert_eq!(domain_of(&slice_ref(1, 2)), Some(b"K".as_slice()));
+        assert_eq!(domain_of(&session_expire(3)), Some(b"SE".as_slice()));
+        // Chunk 0 is the one implicit member, of chunk domains only.
+        assert_eq!(LAYOUT.implicit_member(&cp), Some(&[0u8; 4][..]));
+        assert_eq!(LAYOUT.implicit_member(&dp), None);
+        assert_eq!([cp.as_slice(), &[0; 4]].concat(), chunk(ino, 0));
+        // Never scanned, never indexed.
+        assert_eq!(domain_of(&attr(ino)), None);
+        assert_eq!(domain_of(&symlink(ino)), None);
+        assert_eq!(domain_of(&counter("nextInode")), None);
+        assert_eq!(domain_of(SETTING), None);
+        // Ranges spanning domains, or holding unindexed keys, are no domain's.
+        let ip = inode_prefix(ino);
+        assert_eq!(scan_domain(&ip, &prefix_end(&ip)), None);
+        assert_eq!(scan_domain(b"S", b"T"), None);
+        assert_eq!(scan_domain(b"SS", b"ST"), None);
+        assert_eq!(scan_domain(b"", b"\xff"), None);
+        assert_eq!(scan_domain(b"D", b"F"), None);
+        let a = attr(ino);
+        assert_eq!(scan_domain(&a, &prefix_end(&a)), None);
+        assert_eq!(scan_domain(b"C", b"D"), None);
+    }
+}

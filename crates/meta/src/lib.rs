@@ -1,9 +1,9 @@
 //! Nectar's metadata: the file-system tree, attributes, chunk slice lists, sessions.
 //!
 //! The design: one transactional, ordered key-value interface ([`kv::KvTxn`] run by a
-//! [`kv::KvEngine`]) that every engine implements (memory, SQLite, and later Redis,
-//! PostgreSQL, MySQL, etcd, TiKV), and all file-system logic written once above it in
-//! [`Meta`]. Keys and values use JuiceFS's transactional-KV schema byte for byte
+//! [`kv::KvEngine`], in the `nectar-kv` crate beneath) that every engine implements
+//! (memory, SQLite, Redis, PostgreSQL, MySQL, etcd, TiKV), and all file-system logic
+//! written once above it in [`Meta`]. Keys and values use JuiceFS's transactional-KV schema byte for byte
 //! ([`keys`], [`types`]), so volumes and dumps move between the two systems. Every
 //! operation is a single transaction: when it returns, every client sees its effect.
 //!
@@ -15,7 +15,6 @@ pub mod acl;
 pub mod data;
 pub mod error;
 pub mod keys;
-pub mod kv;
 pub mod locks;
 pub mod meta;
 pub mod namespace;
@@ -28,5 +27,8 @@ pub use acl::{AclEntry, AclType, Rule};
 pub use error::{Error, Result};
 pub use meta::{AttrWatcher, Meta, SliceDeleter};
 pub use namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE};
+/// The transactional KV layer beneath, its own crate so it cannot reach up into files.
+pub use nectar_kv as kv;
+pub use nectar_kv::redact_url;
 pub use types::*;
 pub use unfinished::{NewSlice, SliceSweeper};

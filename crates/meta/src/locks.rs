@@ -231,7 +231,7 @@ impl Meta {
             return sys(libc::EINVAL);
         }
         let me = self.lock_owner(owner);
-        let Some(v) = self.kv().read(|tx| tx.get(&keys::plock(ino)))? else {
+        let Some(v) = self.kv().read(|tx| Ok(tx.get(&keys::plock(ino))?))? else {
             return Ok(None);
         };
         Ok(first_conflict(
@@ -298,7 +298,7 @@ impl Meta {
             let mut from = vec![tag];
             let end = vec![tag + 1];
             loop {
-                let batch = self.kv().read(|tx| tx.scan(&from, &end, 256))?;
+                let batch = self.kv().read(|tx| Ok(tx.scan(&from, &end, 256)?))?;
                 let Some((last, _)) = batch.last() else { break };
                 from = last.clone();
                 from.push(0);
@@ -323,9 +323,10 @@ impl Meta {
                             (!t.is_empty()).then(|| encode_plocks(&t))
                         };
                         match rest {
-                            Some(v) => tx.set(&key, &v),
-                            None => tx.delete(&key),
+                            Some(v) => tx.set(&key, &v)?,
+                            None => tx.delete(&key)?,
                         }
+                        Ok(())
                     })?;
                 }
             }

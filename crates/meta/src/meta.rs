@@ -12,14 +12,14 @@
 //! The usage counters (`usedSpace`, `totalInodes`) would be written by nearly every
 //! transaction, so on the optimistic engines all concurrent writers would conflict on
 //! them. Once a client has a session, its transactions only record their usage change
-//! in memory ([`KvTxn::add_usage`]); a background thread adds the sum to the counters
+//! in memory ([`KvTxn::incr_later`]); a background thread adds the sum to the counters
 //! about once a second in a small transaction of its own, and [`Meta::close_session`]
 //! writes the rest. `statfs`, `counter` and the capacity checks add this client's
 //! unwritten changes. A client that dies loses at most its last second of changes.
 
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::kv::{open_engine, Kv, KvTxn};
+use crate::kv::{open_engine, redact_url, KvTxn};
 use crate::types::*;
 use crate::unfinished::{SliceIds, SliceSweeper};
 use parking_lot::{Mutex, RwLock};
@@ -27,6 +27,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
+
+/// The KV runner of the file system: transaction bodies return this crate's errors.
+pub type Kv = crate::kv::Kv<Error>;
 
 const INODE_BATCH: u64 = 1024;
 /// A session not refreshed for this long is dead (JuiceFS: 5 heartbeats of 12 s).
@@ -115,7 +118,7 @@ impl Meta {
 
     /// Connects to the engine named by `url` with the given settings.
     pub fn connect_with(url: &str, cfg: MetaConfig) -> Result<Arc<Meta>> {
-        let engine = open_engine(url)?;
+        let engine = open_engine(url, &keys::LAYOUT)?;
         let redacted = redact_url(url);
         let kv = Kv::new(engine)
             .with_url(&redacted)
@@ -146,6 +149,15 @@ impl Meta {
 
     pub fn kv(&self) -> &Kv {
         &self.kv
+    }
+
+    /// Usage changes (space, inodes) committed by this client and not yet written to the
+    /// counters.
+    pub fn pending_usage(&self) -> (i64, i64) {
+        (
+            self.kv.deferred(&keys::counter("usedSpace")),
+            self.kv.deferred(&keys::counter("totalInodes")),
+        )
     }
 
     /// Creates the volume, or with `force` updates an existing one's settings (keeping
@@ -194,12 +206,15 @@ impl Meta {
 
     /// Reads the volume's settings.
     pub fn load(&self) -> Result<Format> {
-        let v = self.kv.read(|tx| tx.get(keys::SETTING))?.ok_or_else(|| {
-            Error::NotFormatted(format!(
-                "no volume in {}: create one with `nectar format {} NAME`",
-                self.url, self.url
-            ))
-        })?;
+        let v = self
+            .kv
+            .read(|tx| Ok(tx.get(keys::SETTING)?))?
+            .ok_or_else(|| {
+                Error::NotFormatted(format!(
+                    "no volume in {}: create one with `nectar format {} NAME`",
+                    self.url, self.url
+                ))
+            })?;
         let fmt = parse_format(&v)?;
         *self.format.write() = Some(fmt.clone());
         Ok(fmt)
@@ -252,7 +267,7 @@ impl Meta {
         let mut r = range.lock();
         if r.next >= r.end {
             let key = keys::counter(counter);
-            let end = self.kv.txn(|tx| tx.incr_by(&key, batch as i64))? as u64;
+            let end = self.kv.txn(|tx| Ok(tx.incr_by(&key, batch as i64)?))? as u64;
             r.next = end - batch;
             r.end = end;
         }
@@ -331,7 +346,7 @@ impl Meta {
     /// checks never miss them (they may count them twice meanwhile).
     pub fn flush_usage(&self) -> Result<()> {
         let _one = self.flush_lock.lock();
-        let (space, inodes) = self.kv.pending_usage();
+        let (space, inodes) = self.pending_usage();
         if (space, inodes) == (0, 0) {
             return Ok(());
         }
@@ -344,7 +359,8 @@ impl Meta {
             }
             Ok(())
         })?;
-        self.kv.settle_usage(space, inodes);
+        self.kv.settle(&keys::counter("usedSpace"), space);
+        self.kv.settle(&keys::counter("totalInodes"), inodes);
         Ok(())
     }
 
@@ -413,11 +429,11 @@ impl Meta {
     /// first, so nothing drawn under the session can be committed meanwhile; the lease
     /// goes last, so a cleaner that fails midway leaves the session to clean again.
     pub(crate) fn clean_session(&self, sid: u64, dead: bool) -> Result<()> {
-        self.kv.txn(|tx| tx.delete(&keys::session_info(sid)))?;
+        self.kv.txn(|tx| Ok(tx.delete(&keys::session_info(sid))?))?;
         let prefix = keys::sustained_prefix(sid);
         let end = crate::kv::prefix_end(&prefix);
         loop {
-            let batch = self.kv.read(|tx| tx.scan(&prefix, &end, 100))?;
+            let batch = self.kv.read(|tx| Ok(tx.scan(&prefix, &end, 100)?))?;
             if batch.is_empty() {
                 break;
             }
@@ -425,18 +441,18 @@ impl Meta {
                 if let Some(ino) = keys::read_ino(&k[prefix.len()..]) {
                     self.release_sustained(sid, ino)?;
                 } else {
-                    self.kv.txn(|tx| tx.delete(&k))?;
+                    self.kv.txn(|tx| Ok(tx.delete(&k)?))?;
                 }
             }
         }
         self.release_session_locks(sid)?;
         self.clean_session_slices(sid, dead)?;
-        self.kv.txn(|tx| tx.delete(&keys::session_expire(sid)))
+        self.kv.txn(|tx| Ok(tx.delete(&keys::session_expire(sid))?))
     }
 
     /// Lists sessions, live or not yet cleaned.
     pub fn list_sessions(&self) -> Result<Vec<Session>> {
-        let rows = self.kv.read(|tx| tx.scan(b"SE", b"SF", usize::MAX))?;
+        let rows = self.kv.read(|tx| Ok(tx.scan(b"SE", b"SF", usize::MAX)?))?;
         let mut out = Vec::new();
         for (k, v) in rows {
             let Some(sid) = keys::read_u64_be(&k[2..]) else {
@@ -486,7 +502,7 @@ impl Meta {
 
     pub fn statfs(&self) -> Result<StatFs> {
         let fmt = self.get_format()?;
-        let (space, inodes) = self.kv.pending_usage();
+        let (space, inodes) = self.pending_usage();
         let (used, inodes) = self.kv.read(|tx| {
             let u = tx.get(&keys::counter("usedSpace"))?;
             let i = tx.get(&keys::counter("totalInodes"))?;
@@ -524,7 +540,7 @@ impl Meta {
         let Some(fmt) = fmt.as_ref() else {
             return Ok(());
         };
-        let (local_space, local_inodes) = self.kv.pending_usage();
+        let (local_space, local_inodes) = self.pending_usage();
         if space > 0 && fmt.capacity > 0 {
             let used = tx
                 .get(&keys::counter("usedSpace"))?
@@ -557,7 +573,9 @@ impl Meta {
             return Ok(());
         }
         if self.defer_usage.load(Ordering::SeqCst) {
-            return tx.add_usage(space, inodes);
+            tx.incr_later(&keys::counter("usedSpace"), space)?;
+            tx.incr_later(&keys::counter("totalInodes"), inodes)?;
+            return Ok(());
         }
         if space != 0 {
             tx.incr_by(&keys::counter("usedSpace"), space)?;
@@ -574,11 +592,11 @@ impl Meta {
         let key = keys::counter(name);
         let stored = self
             .kv
-            .read(|tx| tx.get(&key))?
+            .read(|tx| Ok(tx.get(&key)?))?
             .map(|v| crate::kv::parse_counter(&v))
             .transpose()?
             .unwrap_or(0);
-        let (space, inodes) = self.kv.pending_usage();
+        let (space, inodes) = self.pending_usage();
         Ok(match name {
             "usedSpace" => stored + space,
             "totalInodes" => stored + inodes,
@@ -589,55 +607,4 @@ impl Meta {
 
 fn parse_format(v: &[u8]) -> Result<Format> {
     serde_json::from_slice(v).map_err(|e| Error::Corrupt(format!("volume settings: {e}")))
-}
-
-/// Removes the password from a URL for messages and session info. Works without a
-/// URL parser, because JuiceFS-style URLs such as `mysql://u:pw@(host:3306)/db` are not
-/// valid URLs.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    // The user info ends at the last '@' of the authority (a password may contain '@',
-    // and the `(host:port)` form has its '/' only after the host).
-    let Some(at) = rest[..authority_end.max(rest.find(")/").map_or(0, |p| p + 1))].rfind('@')
-    else {
-        return url.to_string();
-    };
-    match rest[..at].split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:****@{}", &rest[at + 1..]),
-        None => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact_url;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact_url("redis://:secret@127.0.0.1:6379/1"),
-            "redis://:****@127.0.0.1:6379/1"
-        );
-        assert_eq!(
-            redact_url("postgres://u:p@ss@h:5432/db?sslmode=disable"),
-            "postgres://u:****@h:5432/db?sslmode=disable"
-        );
-        assert_eq!(
-            redact_url("mysql://nectar:pw@(127.0.0.1:3306)/nectar2"),
-            "mysql://nectar:****@(127.0.0.1:3306)/nectar2"
-        );
-        assert_eq!(
-            redact_url("etcd://root:pw@h1:2379,h2:2379/pfx"),
-            "etcd://root:****@h1:2379,h2:2379/pfx"
-        );
-        assert_eq!(
-            redact_url("sqlite3:///var/lib/nectar/a@b.db"),
-            "sqlite3:///var/lib/nectar/a@b.db"
-        );
-        assert_eq!(redact_url("redis://h:6379/1"), "redis://h:6379/1");
-        assert_eq!(redact_url("no-scheme"), "no-scheme");
-    }
 }

@@ -26,7 +26,7 @@ pub(crate) fn get_attr(tx: &mut dyn KvTxn, ino: Ino) -> Result<Attr> {
 }
 
 pub(crate) fn put_attr(tx: &mut dyn KvTxn, ino: Ino, attr: &Attr) -> Result<()> {
-    tx.set(&keys::attr(ino), &attr.encode())
+    Ok(tx.set(&keys::attr(ino), &attr.encode())?)
 }
 
 fn encode_entry(typ: FileType, ino: Ino) -> [u8; 9] {

@@ -144,7 +144,7 @@ impl Meta {
         commit: Option<(u64, u64)>,
     ) -> Result<Vec<Option<Vec<u8>>>> {
         let Some((sid, _)) = commit else {
-            return tx.gets(&keys);
+            return Ok(tx.gets(&keys)?);
         };
         keys.push(keys::session_info(sid));
         let mut values = tx.gets(&keys)?;
@@ -162,7 +162,7 @@ impl Meta {
     ) -> Result<()> {
         match commit {
             // Not empty: some engines (TiKV) refuse empty values.
-            Some((sid, id)) => tx.set(&keys::session_commit(sid, id), &[1]),
+            Some((sid, id)) => Ok(tx.set(&keys::session_commit(sid, id), &[1])?),
             None => Ok(()),
         }
     }
@@ -180,7 +180,9 @@ impl Meta {
         // About one heartbeat's commits: read in one scan, deleted in batches.
         let commits = keys::session_commits_prefix(sid);
         let below = keys::session_commit(sid, mark);
-        let settled = self.kv.read(|tx| tx.scan(&commits, &below, usize::MAX))?;
+        let settled = self
+            .kv
+            .read(|tx| Ok(tx.scan(&commits, &below, usize::MAX)?))?;
         self.delete_keys(settled.into_iter().map(|(k, _)| k).collect())?;
         let done: Vec<Vec<u8>> = self
             .session_ranges(sid)?
@@ -205,14 +207,14 @@ impl Meta {
         let commits = keys::session_commits_prefix(sid);
         let commit_keys: Vec<Vec<u8>> = self
             .kv
-            .read(|tx| tx.scan(&commits, &prefix_end(&commits), usize::MAX))?
+            .read(|tx| Ok(tx.scan(&commits, &prefix_end(&commits), usize::MAX)?))?
             .into_iter()
             .map(|(k, _)| k)
             .collect();
         if sweep {
             let mark = self
                 .kv
-                .read(|tx| tx.get(&keys::session_mark(sid)))?
+                .read(|tx| Ok(tx.get(&keys::session_mark(sid))?))?
                 .and_then(|v| keys::read_u64_be(&v))
                 .unwrap_or(0);
             let unsettled: Vec<(u64, u64)> = ranges
@@ -261,7 +263,7 @@ impl Meta {
         let prefix = keys::session_ranges_prefix(sid);
         let rows = self
             .kv
-            .read(|tx| tx.scan(&prefix, &prefix_end(&prefix), usize::MAX))?;
+            .read(|tx| Ok(tx.scan(&prefix, &prefix_end(&prefix), usize::MAX)?))?;
         Ok(rows
             .iter()
             .filter_map(|(k, v)| {
@@ -277,7 +279,7 @@ impl Meta {
     fn delete_keys(&self, keys: Vec<Vec<u8>>) -> Result<()> {
         for batch in keys.chunks(RECORDS_PER_TXN) {
             self.kv
-                .txn(|tx| batch.iter().try_for_each(|k| tx.delete(k)))?;
+                .txn(|tx| Ok(batch.iter().try_for_each(|k| tx.delete(k))?))?;
         }
         Ok(())
     }

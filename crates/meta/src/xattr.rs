@@ -90,7 +90,7 @@ impl Meta {
             batch.push(keys::attr(ino));
             batch.extend(names.iter().map(|name| keys::xattr(ino, name)));
         }
-        let values = self.kv.read(|tx| tx.gets(&batch))?;
+        let values = self.kv.read(|tx| Ok(tx.gets(&batch)?))?;
         Ok(values
             .chunks(per_inode)
             .map(|v| match v {

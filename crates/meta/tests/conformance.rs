@@ -4,6 +4,8 @@
 //! space-separated list of META-URLs of real servers (CI starts them); each URL's
 //! database is wiped first, so never point it at a volume you care about.
 
+mod common;
+use common::new_format;
 use nectar_meta::kv::KvTxn;
 use nectar_meta::*;
 use std::collections::HashMap;
@@ -20,27 +22,6 @@ fn user(uid: u32) -> Ctx {
         gids: vec![],
         pid: 1,
         check_permission: true,
-    }
-}
-
-fn new_format(name: &str) -> Format {
-    Format {
-        name: name.into(),
-        uuid: "00000000-0000-0000-0000-000000000001".into(),
-        storage: "memory".into(),
-        bucket: String::new(),
-        access_key: None,
-        secret_key: None,
-        block_size: 4096,
-        compression: None,
-        hash_prefix: false,
-        capacity: 0,
-        inodes: 0,
-        trash_days: 0,
-        meta_version: 1,
-        min_client_version: None,
-        dir_stats: false,
-        enable_acl: false,
     }
 }
 
@@ -963,9 +944,7 @@ fn deferred_counters(url: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     // The flusher commits the counters, then takes what it committed off the pending
     // sums: both must be seen done.
-    while reader.counter("totalInodes").unwrap() != base_inodes + 2
-        || m.kv().pending_usage() != (0, 0)
-    {
+    while reader.counter("totalInodes").unwrap() != base_inodes + 2 || m.pending_usage() != (0, 0) {
         assert!(std::time::Instant::now() < deadline, "usage never flushed");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
@@ -1001,10 +980,7 @@ fn deferred_counters(url: &str) {
     }
     m.close_session().unwrap();
     other.close_session().unwrap();
-    assert_eq!(
-        (m.kv().pending_usage(), other.kv().pending_usage()),
-        ((0, 0), (0, 0))
-    );
+    assert_eq!((m.pending_usage(), other.pending_usage()), ((0, 0), (0, 0)));
     // 8 x 15 files of 5000..5019 bytes (8 KiB each) are left, plus d and f.
     assert_eq!(
         reader.counter("totalInodes").unwrap(),
@@ -1033,7 +1009,7 @@ fn sessions(url: &str) {
     assert_eq!(s.info.process_id, 42);
     // Another client sees an expired session and cleans it.
     m.kv()
-        .txn(|tx| tx.set(&keys::session_expire(sid), &1i64.to_be_bytes()))
+        .txn(|tx| Ok(tx.set(&keys::session_expire(sid), &1i64.to_be_bytes())?))
         .unwrap();
     let other = Meta::connect(url).unwrap();
     other.load().unwrap();
@@ -1045,7 +1021,7 @@ fn sessions(url: &str) {
 fn count_keys(m: &Meta, prefix: &[u8]) -> usize {
     let end = nectar_meta::kv::prefix_end(prefix);
     m.kv()
-        .read(|tx| tx.scan(prefix, &end, usize::MAX))
+        .read(|tx| Ok(tx.scan(prefix, &end, usize::MAX)?))
         .unwrap()
         .len()
 }
@@ -1113,7 +1089,7 @@ fn unfinished_slices_of_a_dead_client(url: &str) {
     // The client dies holding all of them. A sweeper that fails leaves the session to
     // clean again.
     a.kv()
-        .txn(|tx| tx.set(&keys::session_expire(sid), &1i64.to_be_bytes()))
+        .txn(|tx| Ok(tx.set(&keys::session_expire(sid), &1i64.to_be_bytes())?))
         .unwrap();
     let b = Meta::connect(url).unwrap();
     b.load().unwrap();
@@ -1239,7 +1215,7 @@ fn locks_between_clients(url: &str) {
 
     // b's session expires: a cleans it and b's flock and ranges are gone.
     b.kv()
-        .txn(|tx| tx.set(&keys::session_expire(b.session_id()), &1i64.to_be_bytes()))
+        .txn(|tx| Ok(tx.set(&keys::session_expire(b.session_id()), &1i64.to_be_bytes())?))
         .unwrap();
     assert_eq!(a.clean_stale_sessions().unwrap(), 1);
     assert!(a.try_flock(f, 2, F_WRLCK).unwrap());
@@ -1262,7 +1238,7 @@ fn concurrent_transactions(url: &str) {
             std::thread::spawn(move || {
                 for i in 0..25 {
                     create(&m, d, &format!("t{t}-{i}"));
-                    m.kv().txn(|tx| tx.incr_by(b"Ctest", 1)).unwrap();
+                    m.kv().txn(|tx| Ok(tx.incr_by(b"Ctest", 1)?)).unwrap();
                 }
             })
         })
@@ -1316,7 +1292,7 @@ fn external_engines() {
         return;
     }
     for url in urls.split_whitespace() {
-        eprintln!("conformance on {}", meta::redact_url(url));
+        eprintln!("conformance on {}", nectar_meta::redact_url(url));
         run_all(url);
     }
 }

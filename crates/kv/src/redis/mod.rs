@@ -17,18 +17,9 @@
 //! the same `MULTI` as the write itself. A scan `WATCH`es its domain's sorted set, so a key
 //! inserted into or removed from a listed range makes the scanning transaction conflict.
 //!
-//! Scan domains. The domain of a key is its first 1, 2 or 10 bytes, decided by its first
-//! bytes only (never by a byte past the domain's own length, so every key that starts
-//! with a domain belongs to that domain):
-//!
-//! | key | domain | holds |
-//! |---|---|---|
-//! | `A<ino 8 bytes><t>…`, t ∉ {I, S} | first 10 bytes | dentries `D`, xattrs `X`, chunks `C`, parents `P` of one inode |
-//! | `A<ino>I`, `A<ino>S` | none | attribute, symlink target: never scanned |
-//! | `C…`, `s…` | none | counters, `setting`: never scanned |
-//! | `SS<sid 8 bytes>…` | first 10 bytes | inodes kept open by one session |
-//! | `S<x>…` (x ≠ S), `Q<x>…` | first 2 bytes | `SE`, `SI`, `SR`, `SC`, `SW`, `QD` |
-//! | anything else | first byte | `D`, `K`, `L`, `U`, `F`, `P`, `R` |
+//! Scan domains come from the caller's [`KeyLayout`] (the file system's table is in
+//! `nectar-meta`'s `keys.rs`): a key's domain is a prefix decided by its first bytes, and
+//! keys of no domain are never scanned, so never indexed.
 //!
 //! A key shorter than its domain is not indexed. A scan `[begin, end)` is served from one
 //! index when `begin` has a domain `D` and `end <= prefix_end(D)`, i.e. when every key of
@@ -72,8 +63,8 @@
 //! calling thread, which is never an async task (see docs/ARCHITECTURE.md). Connections
 //! time out after 5 s and commands after 10 s, so a dead server becomes a temporary error.
 
-use super::{prefix_end, KvEngine, KvTxn, TxnBody};
 use crate::error::{Error, Result};
+use crate::{prefix_end, KeyLayout, KvEngine, KvTxn, TxnBody};
 use deadpool::managed::{Metrics, Object, RecycleResult};
 use deadpool_redis::{PoolError, Runtime, Timeouts};
 use parking_lot::Mutex;
@@ -173,49 +164,21 @@ type Pool = deadpool::managed::Pool<Manager>;
 // Scan domains
 // ---------------------------------------------------------------------------------------
 
-/// Length of the scan domain of keys starting like `key`, or `None` for kinds of keys that
-/// are never indexed. Looks only at bytes before the length it returns, so all keys that
-/// share a domain agree on it.
-fn domain_len(key: &[u8]) -> Option<usize> {
-    match *key.first()? {
-        // Attributes and symlink targets are read by key, never scanned.
-        b'A' => match key.get(9) {
-            Some(b'I') | Some(b'S') => None,
-            _ => Some(10),
-        },
-        // Counters and `setting`.
-        b'C' | b's' => None,
-        b'S' => match key.get(1) {
-            Some(b'S') => Some(10),
-            _ => Some(2),
-        },
-        b'Q' => Some(2),
-        _ => Some(1),
-    }
-}
-
 /// The domain (index) a key belongs to, if any.
-fn domain_of(key: &[u8]) -> Option<&[u8]> {
-    let len = domain_len(key)?;
+fn domain_of<'k>(layout: &dyn KeyLayout, key: &'k [u8]) -> Option<&'k [u8]> {
+    let len = layout.domain_len(key)?;
     key.get(..len)
 }
 
-/// The member of domain `d` that its index never holds: chunk 0 of a file. Most files
-/// have no other chunk, so they need no index (a sorted set costs about 90 bytes of
-/// Redis memory); a scan of a chunk domain reads that key directly instead.
-fn implicit_member(d: &[u8]) -> Option<&'static [u8]> {
-    (d.len() == 10 && d[0] == b'A' && d[9] == b'C').then_some(&[0u8; 4][..])
-}
-
 /// The key of domain `d`'s implicit member when it lies in `[begin, end)`.
-fn implicit_key(d: &[u8], begin: &[u8], end: &[u8]) -> Option<Vec<u8>> {
-    let key = [d, implicit_member(d)?].concat();
+fn implicit_key(layout: &dyn KeyLayout, d: &[u8], begin: &[u8], end: &[u8]) -> Option<Vec<u8>> {
+    let key = [d, layout.implicit_member(d)?].concat();
     (begin <= key.as_slice() && key.as_slice() < end).then_some(key)
 }
 
 /// The one domain holding every key of `[begin, end)`, if there is one.
-fn scan_domain<'a>(begin: &'a [u8], end: &[u8]) -> Option<&'a [u8]> {
-    let d = domain_of(begin)?;
+fn scan_domain<'a>(layout: &dyn KeyLayout, begin: &'a [u8], end: &[u8]) -> Option<&'a [u8]> {
+    let d = domain_of(layout, begin)?;
     (end <= prefix_end(d).as_slice()).then_some(d)
 }
 
@@ -278,26 +241,13 @@ struct RedisUrl {
 fn invalid(url: &str, msg: impl std::fmt::Display) -> Error {
     Error::Invalid(format!(
         "invalid Redis META-URL {}: {msg}; expected redis[s]://[USER[:PASSWORD]@]HOST[:PORT][,HOST[:PORT]...][/DB][?sentinel=NAME]",
-        crate::meta::redact_url(url)
+        crate::redact_url(url)
     ))
 }
 
-/// Decodes `%XX` escapes.
+/// Decodes `%XX` escapes of a text part of the URL.
 fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    String::from_utf8(crate::shared::percent_decode(s, false)?).ok()
 }
 
 fn parse_url(url: &str) -> Result<RedisUrl> {
@@ -517,11 +467,9 @@ fn map_err(e: &RedisError, addr: &str) -> Error {
         );
     }
     if has("OOM") {
-        // "full" makes the caller see ENOSPC.
-        return Error::engine(
-            format!("Redis at {addr} is full: it reached maxmemory ({text}); raise maxmemory or free memory"),
-            false,
-        );
+        return Error::Full(format!(
+            "Redis at {addr} is full: it reached maxmemory ({text}); raise maxmemory or free memory"
+        ));
     }
     if text.contains("certificate")
         || text.contains("corrupt message")
@@ -583,6 +531,8 @@ pub struct RedisEngine {
     /// sentinels.
     current: Arc<Mutex<Option<Arc<Current>>>>,
     scan_script: redis::Script,
+    /// Which keys are scanned together, so indexed together.
+    layout: &'static dyn KeyLayout,
     /// The hosts of the URL, for messages.
     hosts: String,
 }
@@ -612,7 +562,7 @@ fn read_file(path: &str, what: &str) -> Result<Vec<u8>> {
 
 impl RedisEngine {
     /// Opens the engine for `url` and checks that the server answers.
-    pub fn open(url: &str) -> Result<Self> {
+    pub fn open(url: &str, layout: &'static dyn KeyLayout) -> Result<Self> {
         let mut u = parse_url(url)?;
         if u.password.is_none() {
             if let Ok(pw) = std::env::var("META_PASSWORD") {
@@ -644,7 +594,7 @@ impl RedisEngine {
         } else {
             None
         };
-        let rt = super::engine_runtime("redis")?;
+        let rt = crate::shared::engine_runtime("redis")?;
         let hosts = u
             .hosts
             .iter()
@@ -653,6 +603,7 @@ impl RedisEngine {
             .join(",");
         let mut eng = RedisEngine {
             rt: Some(rt),
+            layout,
             mode: Mode::Standalone,
             db: 0,
             prefix: Vec::new(),
@@ -1236,7 +1187,7 @@ impl RedisTxn<'_> {
     ) -> Result<Vec<Vec<u8>>> {
         let zk = self.eng.zkey(d);
         let (min, max) = lex_bounds(d, begin, end);
-        let implicit = implicit_key(d, begin, end);
+        let implicit = implicit_key(self.eng.layout, d, begin, end);
         let mut p = redis::pipe();
         let mut watched = vec![zk.clone()];
         watched.extend(implicit.iter().map(|k| self.eng.rkey(k)));
@@ -1346,7 +1297,7 @@ impl RedisTxn<'_> {
         let (min, max) = lex_bounds(d, begin, end);
         let limit_arg: i64 = i64::try_from(limit).unwrap_or(-1);
         let data_prefix = self.eng.rkey(d);
-        let implicit = implicit_key(d, begin, end).map(|k| k[d.len()..].to_vec());
+        let implicit = implicit_key(self.eng.layout, d, begin, end).map(|k| k[d.len()..].to_vec());
         let mut inv = self.eng.scan_script.key(&zk);
         inv.arg(&min)
             .arg(&max)
@@ -1377,12 +1328,15 @@ impl RedisTxn<'_> {
         let mut zadd: BTreeMap<Vec<u8>, Vec<&[u8]>> = BTreeMap::new();
         let mut zrem: BTreeMap<Vec<u8>, Vec<&[u8]>> = BTreeMap::new();
         for (k, v) in &self.writes {
-            let index = domain_of(k).map(|d| (self.eng.zkey(d), &k[d.len()..]));
+            let index = domain_of(self.eng.layout, k).map(|d| (self.eng.zkey(d), &k[d.len()..]));
             match v {
                 Some(v) => {
                     sets.push((self.eng.rkey(k), v));
                     match index {
-                        Some((_, m)) if domain_of(k).and_then(implicit_member) == Some(m) => {}
+                        Some((_, m))
+                            if domain_of(self.eng.layout, k)
+                                .and_then(|d| self.eng.layout.implicit_member(d))
+                                == Some(m) => {}
                         Some((zk, m)) => zadd.entry(zk).or_default().push(m),
                         None => {}
                     }
@@ -1472,7 +1426,7 @@ impl KvTxn for RedisTxn<'_> {
         if begin >= end || limit == 0 {
             return Ok(Vec::new());
         }
-        let domain = scan_domain(begin, end);
+        let domain = scan_domain(self.eng.layout, begin, end);
         if let (Some(d), true) = (domain, self.read_only) {
             return self.scan_script(d, begin, end, limit);
         }
@@ -1514,7 +1468,7 @@ impl KvTxn for RedisTxn<'_> {
         if begin >= end {
             return Ok(false);
         }
-        let Some(d) = scan_domain(begin, end) else {
+        let Some(d) = scan_domain(self.eng.layout, begin, end) else {
             return Ok(!self.scan(begin, end, 1)?.is_empty());
         };
         let pending = self.pending(begin, end);
@@ -1580,7 +1534,7 @@ impl KvEngine for RedisEngine {
             // (a dentry whose inode another client just removed gives ENOENT) may have
             // seen two states mixed. If a watched key changed, that outcome is void and
             // the transaction runs again.
-            Err(e @ Error::Sys(_)) => tx.validate().and(Err(e)),
+            Err(Error::Aborted) => tx.validate().and(Err(Error::Aborted)),
             Err(e) => Err(e),
         };
         let mut damage = tx.damage;
@@ -1651,7 +1605,52 @@ impl KvEngine for RedisEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys;
+
+    /// Keys shaped like a file system's, for the tests: `<inode>/<kind>/<name>`, scanned
+    /// by inode and kind; `<inode>/attr` and counters `C…` are never scanned, and chunk 0
+    /// of a file is the implicit member of its chunk domain.
+    mod keys {
+        pub fn inode_prefix(ino: u64) -> Vec<u8> {
+            format!("{ino}/").into_bytes()
+        }
+        pub fn attr(ino: u64) -> Vec<u8> {
+            format!("{ino}/attr").into_bytes()
+        }
+        pub fn dentry_prefix(ino: u64) -> Vec<u8> {
+            format!("{ino}/d/").into_bytes()
+        }
+        pub fn dentry(ino: u64, name: &[u8]) -> Vec<u8> {
+            [dentry_prefix(ino).as_slice(), name].concat()
+        }
+        pub fn xattr(ino: u64, name: &[u8]) -> Vec<u8> {
+            [format!("{ino}/x/").as_bytes(), name].concat()
+        }
+        pub fn chunk_prefix(ino: u64) -> Vec<u8> {
+            format!("{ino}/c/").into_bytes()
+        }
+        pub fn chunk(ino: u64, index: u32) -> Vec<u8> {
+            [chunk_prefix(ino), index.to_be_bytes().to_vec()].concat()
+        }
+    }
+
+    struct TestLayout;
+
+    impl KeyLayout for TestLayout {
+        fn domain_len(&self, key: &[u8]) -> Option<usize> {
+            let first = key.iter().position(|&b| b == b'/')?;
+            let second = key[first + 1..].iter().position(|&b| b == b'/')?;
+            Some(first + second + 2)
+        }
+        fn implicit_member(&self, domain: &[u8]) -> Option<&'static [u8]> {
+            domain.ends_with(b"/c/").then_some(&[0u8; 4][..])
+        }
+    }
+
+    static LAYOUT: TestLayout = TestLayout;
+
+    fn open(url: &str) -> Result<RedisEngine> {
+        RedisEngine::open(url, &LAYOUT)
+    }
 
     #[test]
     fn urls() {
@@ -1700,56 +1699,33 @@ mod tests {
 
     #[test]
     fn domains() {
-        let ino = 0x0102030405060708u64;
-        // Every scan the metadata layer makes lies in one domain.
-        let dp = keys::dentry_prefix(ino);
-        assert_eq!(scan_domain(&dp, &prefix_end(&dp)), Some(dp.as_slice()));
-        let mut after = keys::dentry(ino, b"name");
+        let l = &LAYOUT;
+        // A range inside one domain is served by its index, even from a resumed scan.
+        let dp = keys::dentry_prefix(77);
+        assert_eq!(scan_domain(l, &dp, &prefix_end(&dp)), Some(dp.as_slice()));
+        let mut after = keys::dentry(77, b"name");
         after.push(0);
-        assert_eq!(scan_domain(&after, &prefix_end(&dp)), Some(dp.as_slice()));
-        let cp = keys::chunk_prefix(ino);
         assert_eq!(
-            scan_domain(&keys::chunk(ino, 7), &prefix_end(&cp)),
-            Some(cp.as_slice())
+            scan_domain(l, &after, &prefix_end(&dp)),
+            Some(dp.as_slice())
         );
-        let xp = keys::xattr_prefix(ino);
-        assert_eq!(scan_domain(&xp, &prefix_end(&xp)), Some(xp.as_slice()));
-        let sp = keys::sustained_prefix(9);
-        assert_eq!(scan_domain(&sp, &prefix_end(&sp)), Some(sp.as_slice()));
-        assert_eq!(scan_domain(b"SE", b"SF"), Some(b"SE".as_slice()));
-        assert_eq!(scan_domain(b"D", b"E"), Some(b"D".as_slice()));
-        // Keys land in the domain their scans use.
-        assert_eq!(domain_of(&keys::dentry(ino, b"x")), Some(dp.as_slice()));
-        assert_eq!(domain_of(&keys::sustained(9, ino)), Some(sp.as_slice()));
-        assert_eq!(domain_of(&keys::del_file(ino, 5)), Some(b"D".as_slice()));
-        assert_eq!(domain_of(&keys::slice_ref(1, 2)), Some(b"K".as_slice()));
-        assert_eq!(domain_of(&keys::session_expire(3)), Some(b"SE".as_slice()));
-        // Never scanned, never indexed.
-        // Chunk 0 is the one implicit member, of chunk domains only.
-        assert_eq!(implicit_member(&cp), Some(&[0u8; 4][..]));
-        assert_eq!(implicit_member(&dp), None);
+        assert_eq!(domain_of(l, &keys::dentry(77, b"x")), Some(dp.as_slice()));
+        // Unindexed keys, and ranges that span domains, fall back.
+        assert_eq!(domain_of(l, &keys::attr(77)), None);
+        let ip = keys::inode_prefix(77);
+        assert_eq!(scan_domain(l, &ip, &prefix_end(&ip)), None);
+        assert_eq!(scan_domain(l, b"", b"\xff"), None);
+        // The implicit member, when the range holds it.
+        let cp = keys::chunk_prefix(77);
         assert_eq!(
-            implicit_key(&cp, &cp, &prefix_end(&cp)),
-            Some(keys::chunk(ino, 0))
+            implicit_key(l, &cp, &cp, &prefix_end(&cp)),
+            Some(keys::chunk(77, 0))
         );
         assert_eq!(
-            implicit_key(&cp, &keys::chunk(ino, 1), &prefix_end(&cp)),
+            implicit_key(l, &cp, &keys::chunk(77, 1), &prefix_end(&cp)),
             None
         );
-        assert_eq!(domain_of(&keys::attr(ino)), None);
-        assert_eq!(domain_of(&keys::symlink(ino)), None);
-        assert_eq!(domain_of(&keys::counter("nextInode")), None);
-        assert_eq!(domain_of(keys::SETTING), None);
-        // Ranges spanning domains, or holding unindexed keys, fall back.
-        let ip = keys::inode_prefix(ino);
-        assert_eq!(scan_domain(&ip, &prefix_end(&ip)), None);
-        assert_eq!(scan_domain(b"S", b"T"), None);
-        assert_eq!(scan_domain(b"SS", b"ST"), None);
-        assert_eq!(scan_domain(b"", b"\xff"), None);
-        assert_eq!(scan_domain(b"D", b"F"), None);
-        let a = keys::attr(ino);
-        assert_eq!(scan_domain(&a, &prefix_end(&a)), None);
-        assert_eq!(scan_domain(b"C", b"D"), None);
+        assert_eq!(implicit_key(l, &dp, &dp, &prefix_end(&dp)), None);
         // Bounds.
         assert_eq!(
             lex_bounds(&dp, &dp, &prefix_end(&dp)),
@@ -1776,7 +1752,7 @@ mod tests {
     #[test]
     fn unreachable_server_is_a_clear_error() {
         // Port 1 on loopback: nothing listens there.
-        let e = RedisEngine::open("redis://127.0.0.1:1/1").err().unwrap();
+        let e = open("redis://127.0.0.1:1/1").err().unwrap();
         let msg = e.to_string();
         assert!(
             msg.contains("cannot connect to Redis at 127.0.0.1:1"),
@@ -1807,22 +1783,19 @@ mod tests {
     fn bad_inputs_on_a_real_server() {
         let Some(url) = server() else { return };
         // A database the server does not have.
-        let e = RedisEngine::open(&with_db(&url, "999"))
-            .err()
-            .unwrap()
-            .to_string();
+        let e = open(&with_db(&url, "999")).err().unwrap().to_string();
         assert!(e.contains("no such database"), "{e}");
         // A user that does not exist / a wrong password.
         let base = with_db(&url, "1");
         let bad = base.replacen("redis://", "redis://nobody:wrong@", 1);
-        let e = RedisEngine::open(&bad).err().unwrap();
+        let e = open(&bad).err().unwrap();
         assert!(
             e.to_string().contains("refused the user name or password"),
             "{e}"
         );
         assert!(!e.is_temporary());
         // A real ACL user with the right and a wrong password.
-        let admin = RedisEngine::open(&with_db(&url, "14")).unwrap();
+        let admin = open(&with_db(&url, "14")).unwrap();
         let acl = |args: &[&str]| {
             let cur = admin.current().unwrap();
             admin
@@ -1838,25 +1811,22 @@ mod tests {
         acl(&["SETUSER", "nectar-test", "on", ">s3cret", "~*", "+@all"]);
         let good = with_db(&url, "14").replacen("redis://", "redis://nectar-test:s3cret@", 1);
         let wrong = with_db(&url, "14").replacen("redis://", "redis://nectar-test:nope@", 1);
-        let ok = crate::Meta::connect(&good).and_then(|m| {
-            m.kv().reset()?;
-            m.kv().txn(|tx| tx.set(b"Cx", b"1"))
+        let ok = open(&good).and_then(|e| {
+            let kv = crate::Kv::new(Box::new(e));
+            kv.reset()?;
+            kv.txn(|tx| tx.set(b"Cx", b"1"))
         });
-        let e = RedisEngine::open(&wrong).err().unwrap().to_string();
+        let e = open(&wrong).err().unwrap().to_string();
         acl(&["DELUSER", "nectar-test"]);
         ok.unwrap();
         assert!(e.contains("refused the user name or password"), "{e}");
-        // An empty database holds no volume.
-        let m = crate::Meta::connect(&with_db(&url, "14")).unwrap();
-        m.kv().reset().unwrap();
-        assert!(matches!(m.load(), Err(Error::NotFormatted(_))));
     }
 
     #[test]
     fn scans_conflicts_and_fallbacks() {
         let Some(url) = server() else { return };
         let url = format!("{}?prefix=scan-test:", with_db(&url, "15"));
-        let kv = crate::kv::Kv::new(Box::new(RedisEngine::open(&url).unwrap()));
+        let kv = crate::Kv::new(Box::new(open(&url).unwrap()));
         kv.reset().unwrap();
         let ino = 77;
         kv.txn(|tx| {
@@ -1915,8 +1885,8 @@ mod tests {
         assert!(!kv.read(|tx| tx.exists(&dp, &prefix_end(&dp))).unwrap());
 
         // An insert into a scanned range makes the scanning transaction conflict.
-        let eng = RedisEngine::open(&url).unwrap();
-        let other = crate::kv::Kv::new(Box::new(RedisEngine::open(&url).unwrap()));
+        let eng = open(&url).unwrap();
+        let other = crate::Kv::new(Box::new(open(&url).unwrap()));
         let mut tries = 0;
         let r = eng.attempt(
             &mut |tx| {
@@ -1947,271 +1917,5 @@ mod tests {
         assert!(kv.txn(|tx| tx.set(b"\xffx", b"")).is_err());
         kv.reset().unwrap();
         assert!(kv.read(|tx| tx.scan(b"", b"\xff", 100)).unwrap().is_empty());
-    }
-
-    /// Prints what `Meta::connect` + `load` say for each URL in `NECTAR_REDIS_PROBE_URLS`
-    /// (space separated): for checking error messages by hand.
-    #[test]
-    fn probe_urls() {
-        let Ok(urls) = std::env::var("NECTAR_REDIS_PROBE_URLS") else {
-            return;
-        };
-        for url in urls.split_whitespace() {
-            let r = crate::Meta::connect(url).and_then(|m| m.load());
-            match r {
-                Ok(f) => eprintln!("{url}\n  -> volume {:?}", f.name),
-                Err(e) => eprintln!("{url}\n  -> {e} (temporary: {})", e.is_temporary()),
-            }
-        }
-    }
-
-    /// `NECTAR_REDIS_CONTENTION_THREADS` threads create 200 files each in one directory
-    /// (every create updates the same counters and parent attribute, so they conflict).
-    #[test]
-    fn contention() {
-        let Some(url) = server() else { return };
-        let Some(threads) = std::env::var("NECTAR_REDIS_CONTENTION_THREADS")
-            .ok()
-            .and_then(|n| n.parse::<usize>().ok())
-        else {
-            return;
-        };
-        let url = with_db(&url, "12");
-        let m = crate::Meta::connect(&url).unwrap();
-        m.kv().reset().unwrap();
-        let f = crate::Format {
-            name: "busy".into(),
-            uuid: "00000000-0000-0000-0000-000000000004".into(),
-            storage: "memory".into(),
-            bucket: String::new(),
-            access_key: None,
-            secret_key: None,
-            block_size: 4096,
-            compression: None,
-            hash_prefix: false,
-            capacity: 0,
-            inodes: 0,
-            trash_days: 0,
-            meta_version: 1,
-            min_client_version: None,
-            dir_stats: false,
-            enable_acl: false,
-        };
-        m.format(f, false).unwrap();
-        let start = std::time::Instant::now();
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let m = m.clone();
-                std::thread::spawn(move || {
-                    for i in 0..200 {
-                        m.mknod(
-                            &crate::Ctx::root(),
-                            crate::ROOT_INODE,
-                            format!("t{t}-{i}").as_bytes(),
-                            crate::FileType::File,
-                            0o644,
-                            0,
-                            0,
-                            b"",
-                        )
-                        .unwrap();
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap();
-        }
-        let n = threads * 200;
-        let secs = start.elapsed().as_secs_f64();
-        let listed = m
-            .readdir(
-                &crate::Ctx::root(),
-                crate::ROOT_INODE,
-                None,
-                1_000_000,
-                false,
-            )
-            .unwrap()
-            .len();
-        eprintln!(
-            "{threads} threads: {n} creates in {secs:.1} s ({:.0}/s)",
-            n as f64 / secs
-        );
-        assert_eq!(listed, n);
-        m.kv().reset().unwrap();
-    }
-
-    /// Keeps creating and looking up files for `NECTAR_REDIS_TOPOLOGY_SECS` seconds on
-    /// `NECTAR_TEST_REDIS_TOPOLOGY_URL` (a Sentinel or Cluster URL) while someone fails the
-    /// master over or migrates the volume's slot by hand; every operation must succeed.
-    #[test]
-    fn survives_topology_changes() {
-        let (Some(url), Some(secs)) = (
-            std::env::var("NECTAR_TEST_REDIS_TOPOLOGY_URL").ok(),
-            std::env::var("NECTAR_REDIS_TOPOLOGY_SECS")
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok()),
-        ) else {
-            eprintln!(
-                "skipped: NECTAR_TEST_REDIS_TOPOLOGY_URL / NECTAR_REDIS_TOPOLOGY_SECS not set"
-            );
-            return;
-        };
-        let m = crate::Meta::connect(&url).unwrap();
-        m.kv().reset().unwrap();
-        let mut f = crate::Format {
-            name: "topo".into(),
-            uuid: "00000000-0000-0000-0000-000000000003".into(),
-            storage: "memory".into(),
-            bucket: String::new(),
-            access_key: None,
-            secret_key: None,
-            block_size: 4096,
-            compression: None,
-            hash_prefix: false,
-            capacity: 0,
-            inodes: 0,
-            trash_days: 0,
-            meta_version: 1,
-            min_client_version: None,
-            dir_stats: false,
-            enable_acl: false,
-        };
-        f = m.format(f, false).unwrap();
-        assert_eq!(f.name, "topo");
-        let ctx = crate::Ctx::root();
-        let start = std::time::Instant::now();
-        let mut i = 0u64;
-        let mut slow = 0;
-        while start.elapsed().as_secs() < secs {
-            let t = std::time::Instant::now();
-            let name = format!("f{i}");
-            let ino = m
-                .mknod(
-                    &ctx,
-                    crate::ROOT_INODE,
-                    name.as_bytes(),
-                    crate::FileType::File,
-                    0o644,
-                    0,
-                    0,
-                    b"",
-                )
-                .unwrap()
-                .0;
-            assert_eq!(
-                m.lookup(&ctx, crate::ROOT_INODE, name.as_bytes())
-                    .unwrap()
-                    .0,
-                ino
-            );
-            if t.elapsed() > Duration::from_millis(500) {
-                slow += 1;
-                eprintln!("file {i} took {:?}", t.elapsed());
-            }
-            i += 1;
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let n = m
-            .readdir(&ctx, crate::ROOT_INODE, None, 1_000_000, false)
-            .unwrap()
-            .len() as u64;
-        eprintln!("{i} files created, {n} listed, {slow} slow operations");
-        assert_eq!(n, i);
-        m.kv().reset().unwrap();
-    }
-
-    /// Memory per file: `NECTAR_REDIS_MEMORY_FILES=100000 cargo test -p nectar-meta --lib
-    /// kv::redis::tests::memory_per_file -- --nocapture` (uses database 13 of the test
-    /// server).
-    #[test]
-    fn memory_per_file() {
-        let Some(url) = server() else { return };
-        let Some(n) = std::env::var("NECTAR_REDIS_MEMORY_FILES")
-            .ok()
-            .and_then(|n| n.parse::<u64>().ok())
-        else {
-            eprintln!("skipped: NECTAR_REDIS_MEMORY_FILES is not set");
-            return;
-        };
-        let url = with_db(&url, "13");
-        let m = crate::Meta::connect(&url).unwrap();
-        m.kv().reset().unwrap();
-        let mut f = crate::Format {
-            name: "mem".into(),
-            uuid: "00000000-0000-0000-0000-000000000002".into(),
-            storage: "memory".into(),
-            bucket: String::new(),
-            access_key: None,
-            secret_key: None,
-            block_size: 4096,
-            compression: None,
-            hash_prefix: false,
-            capacity: 0,
-            inodes: 0,
-            trash_days: 0,
-            meta_version: 1,
-            min_client_version: None,
-            dir_stats: false,
-            enable_acl: false,
-        };
-        f = m.format(f, false).unwrap();
-        assert_eq!(f.name, "mem");
-        let used = || -> u64 {
-            let eng = RedisEngine::open(&url).unwrap();
-            let cur = eng.current().unwrap();
-            let info: String = eng
-                .block_on(async {
-                    let mut c = cur.pool.get().await.unwrap();
-                    redis::cmd("INFO").arg("memory").query_async(&mut *c).await
-                })
-                .unwrap();
-            info.lines()
-                .find_map(|l| l.strip_prefix("used_memory:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap()
-        };
-        let dir = m
-            .mknod(
-                &crate::Ctx::root(),
-                crate::ROOT_INODE,
-                b"d",
-                crate::FileType::Directory,
-                0o755,
-                0,
-                0,
-                b"",
-            )
-            .unwrap()
-            .0;
-        let before = used();
-        let start = std::time::Instant::now();
-        for i in 0..n {
-            m.mknod(
-                &crate::Ctx::root(),
-                dir,
-                format!("file-{i:08}").as_bytes(),
-                crate::FileType::File,
-                0o644,
-                0o022,
-                0,
-                b"",
-            )
-            .unwrap();
-        }
-        let secs = start.elapsed().as_secs_f64();
-        let after = used();
-        let listed = m
-            .readdir(&crate::Ctx::root(), dir, None, 100, false)
-            .unwrap()
-            .len();
-        assert_eq!(listed, 100);
-        eprintln!(
-            "redis memory: {n} files, used_memory {before} -> {after}: {} bytes per file; {:.0} creates/s",
-            (after - before) / n,
-            n as f64 / secs
-        );
-        m.kv().reset().unwrap();
     }
 }

@@ -7,7 +7,7 @@
 //! transaction's own writes without any client-side buffer. On PostgreSQL a read-write
 //! transaction runs at SERIALIZABLE: its SSI aborts one side of every dangerous conflict
 //! with SQLSTATE 40001 (40P01 on deadlock), which becomes [`Error::Conflict`] and the
-//! [`super::Kv`] runner retries. MySQL/MariaDB's SERIALIZABLE only turns reads into shared
+//! [`crate::Kv`] runner retries. MySQL/MariaDB's SERIALIZABLE only turns reads into shared
 //! locks that deadlock on every read-then-write, so there a read-write transaction runs at
 //! REPEATABLE READ and reads with `SELECT ... FOR UPDATE`: every key read and every
 //! scanned range is locked exclusively (next-key locks cover the gaps too, so an absent
@@ -42,8 +42,8 @@
 //! creates the schema and table when missing (so `nectar format` needs nothing prepared
 //! beyond the database and its user).
 
-use super::{KvEngine, KvTxn, TxnBody};
 use crate::error::{Error, Result};
+use crate::{KvEngine, KvTxn, TxnBody};
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlConnection, MySqlDatabaseError};
 use sqlx::pool::{Pool, PoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgDatabaseError, Postgres};
@@ -463,7 +463,7 @@ impl SqlEngine {
     /// a lazily filled connection pool.
     pub fn open(scheme: &str, rest: &str) -> Result<Self> {
         let cfg = Config::parse(scheme, rest)?;
-        let rt = super::engine_runtime("sql")?;
+        let rt = crate::shared::engine_runtime("sql")?;
         // sqlx spawns pool maintenance onto the current runtime.
         let _ctx = rt.enter();
         let invalid = |e: sqlx::Error| {
@@ -614,7 +614,7 @@ async fn setup_postgres(
     table: &str,
     target: &str,
 ) -> Result<()> {
-    let fail = |e: sqlx::Error, what: &str| context(classify(e, target), what);
+    let fail = |e: sqlx::Error, what: &str| classify(e, target).context(what);
     // Look before creating: CREATE ... IF NOT EXISTS checks the CREATE privilege first,
     // so it would fail for a user who may use an existing schema but not create one.
     if let Some(schema) = &cfg.schema {
@@ -664,7 +664,7 @@ async fn setup_mysql(
     table: &str,
     target: &str,
 ) -> Result<()> {
-    let fail = |e: sqlx::Error, what: &str| context(classify(e, target), what);
+    let fail = |e: sqlx::Error, what: &str| classify(e, target).context(what);
     let exists: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM information_schema.tables \
          WHERE table_schema = DATABASE() AND table_name = ?",
@@ -689,17 +689,6 @@ async fn setup_mysql(
         }
     }
     Ok(())
-}
-
-/// Puts what was being done in front of an engine error's message.
-fn context(e: Error, what: &str) -> Error {
-    match e {
-        Error::Engine { msg, temporary } => Error::Engine {
-            msg: format!("{what}: {msg}"),
-            temporary,
-        },
-        other => other,
-    }
 }
 
 /// Turns a driver error into a conflict (retry now), a temporary error (retry later) or
@@ -756,7 +745,7 @@ fn classify_postgres(code: &str, msg: &str, target: &str) -> Error {
             "; grant the user the privilege (it needs CREATE on the database or schema to create the table, and read/write on the table)",
         ),
         "25006" => permanent("; the server accepts only reads (a standby?): connect to the primary"),
-        "53100" => Error::engine(format!("{target}: the database disk is full: {msg}"), false),
+        "53100" => Error::Full(format!("{target}: the database disk is full: {msg}")),
         // The transaction already failed on an earlier statement whose error was
         // swallowed by the body; running it again is the only way out.
         "25P02" => Error::engine(format!("{target}: {msg} [{code}]"), true),
@@ -785,7 +774,7 @@ fn classify_mysql(number: u16, msg: &str, target: &str) -> Error {
         ),
         1142 | 1227 => permanent("; grant the user ALL on the database"),
         1290 | 1792 | 1836 => permanent("; the server accepts only reads: connect to the primary"),
-        1021 | 1114 => Error::engine(format!("{target}: the table or disk is full: {msg}"), false),
+        1021 | 1114 => Error::Full(format!("{target}: the table or disk is full: {msg}")),
         // too many connections, server shutting down, connection killed, network
         // errors, query interrupted or timed out
         1040 | 1053 | 1077 | 1152..=1161 | 1203 | 1317 | 1927 | 2006 | 2013 | 3024 => {
@@ -1057,21 +1046,11 @@ mod tests {
     }
 
     #[test]
-    fn empty_table_is_not_formatted() {
-        for url in server_urls() {
-            let url = with_option(&url, "table=nectar_unit_empty");
-            let m = crate::Meta::connect(&url).unwrap();
-            m.kv().reset().unwrap();
-            assert!(matches!(m.load(), Err(Error::NotFormatted(_))));
-        }
-    }
-
-    #[test]
     fn binary_keys_order_and_large_values() {
         for url in server_urls() {
             let e = open(&with_option(&url, "table=nectar_unit_kv"));
             e.reset().unwrap();
-            let kv = super::super::Kv::new(Box::new(e));
+            let kv = crate::Kv::new(Box::new(e));
             let keys: Vec<Vec<u8>> = vec![
                 b"a".to_vec(),
                 b"a\0".to_vec(),
@@ -1135,7 +1114,7 @@ mod tests {
             // A failed body leaves nothing behind.
             let r: Result<()> = kv.txn(|tx| {
                 tx.set(b"gone", b"1")?;
-                Err(Error::Sys(libc::EEXIST))
+                Err(Error::Invalid("exists".into()))
             });
             assert!(r.is_err());
             assert_eq!(kv.read(|tx| tx.get(b"gone")).unwrap(), None);
@@ -1153,7 +1132,7 @@ mod tests {
         for url in server_urls() {
             let e = open(&with_option(&url, "table=nectar_unit_rmw"));
             e.reset().unwrap();
-            let kv = Arc::new(super::super::Kv::new(Box::new(e)));
+            let kv = Arc::new(crate::Kv::new(Box::new(e)));
             let threads: Vec<_> = (0..4)
                 .map(|t| {
                     let kv = kv.clone();
@@ -1165,7 +1144,7 @@ mod tests {
                                 let n = tx.incr_by(b"n", 1)?;
                                 let k = format!("k{t}-{i}");
                                 if tx.get(k.as_bytes())?.is_some() {
-                                    return Err(Error::Sys(libc::EEXIST));
+                                    return Err(Error::Invalid("exists".into()));
                                 }
                                 tx.set(k.as_bytes(), &n.to_le_bytes())?;
                                 tx.append(b"log", &[t as u8])
@@ -1186,7 +1165,7 @@ mod tests {
             assert_eq!(keys.len(), 120);
             let mut seen: Vec<i64> = keys
                 .iter()
-                .map(|(_, v)| super::super::parse_counter(v).unwrap())
+                .map(|(_, v)| crate::parse_counter(v).unwrap())
                 .collect();
             seen.sort();
             assert_eq!(

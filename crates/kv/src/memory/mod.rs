@@ -5,8 +5,8 @@
 //! when the body fails. Engines with the same NAME in one process share one map, so a
 //! test can format a volume and mount it through two handles.
 
-use super::{KvEngine, KvTxn, TxnBody};
 use crate::error::Result;
+use crate::{KvEngine, KvTxn, TxnBody};
 use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};

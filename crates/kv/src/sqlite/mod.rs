@@ -8,8 +8,8 @@
 //! volume on one machine): they wait for each other through the busy timeout, and a
 //! timeout surfaces as a temporary error that the transaction runner retries.
 
-use super::{KvEngine, KvTxn, TxnBody};
 use crate::error::{Error, Result};
+use crate::{KvEngine, KvTxn, TxnBody};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use std::path::PathBuf;
@@ -28,7 +28,7 @@ fn map_err(e: rusqlite::Error) -> Error {
         Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
             Error::engine(format!("sqlite: {e}"), true)
         }
-        Some(ErrorCode::DiskFull) => Error::engine("sqlite: the disk is full", false),
+        Some(ErrorCode::DiskFull) => Error::Full("sqlite: the disk is full".into()),
         _ => Error::engine(format!("sqlite: {e}"), false),
     }
 }

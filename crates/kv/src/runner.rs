@@ -1,84 +1,42 @@
-//! The transactional key-value interface every metadata engine implements.
+//! [`Kv`]: the transaction runner every engine shares.
 //!
-//! All file-system logic is written once against [`KvTxn`]; an engine only has to run a
-//! closure as one serializable transaction ([`KvEngine::attempt`]). [`Kv`] adds what is
-//! common to all engines: retrying a transaction that lost an optimistic race (up to 50
-//! tries with growing random backoff), retrying while the database is unreachable (until
-//! a deadline, [`DEFAULT_RETRY_TIMEOUT`] unless configured), a read-only fast path,
-//! helpers for counters, and the client's unflushed usage deltas ([`KvTxn::add_usage`]).
-//! Keys and values are opaque bytes; the key schema lives in `keys.rs`.
-
-pub mod etcd;
-pub mod memory;
-pub mod redis;
-pub mod sql;
-pub mod sqlite;
-#[cfg(feature = "tikv")]
-pub mod tikv;
+//! A body is a closure over [`KvTxn`] that may run several times. The runner hands it to
+//! the engine wrapped in [`Tracked`], which keeps what must happen only if the attempt
+//! commits (deferred counter increments, the writes a watcher wants to see), then decides
+//! by the error's kind: a conflict is retried at once with a little random backoff, an
+//! unavailable engine is waited for until the retry timeout, anything else goes back to
+//! the caller. A body's own errors (a file-system answer such as `ENOENT`) are of the
+//! caller's type ([`BodyError`]); the engine sees them as [`Error::Aborted`] and the
+//! runner returns them unchanged.
 
 use crate::error::{Error, Result};
+use crate::{KvEngine, KvTxn};
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
-/// Operations available inside one transaction. Writes are visible to later reads of
-/// the same transaction and become visible to others only when it commits.
-pub trait KvTxn {
-    fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>>;
-    /// Values of several keys at once, in the order asked.
-    fn gets(&mut self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
-        keys.iter().map(|k| self.get(k)).collect()
+/// The error type of a transaction body: the caller's own, which can hold a KV error.
+pub trait BodyError: From<Error> {
+    /// The KV error this is, if it is one.
+    fn as_kv(&self) -> Option<&Error>;
+    /// Whether this is an answer to give the caller rather than a failure (a POSIX
+    /// `ENOENT` is not counted as a failed transaction in the metrics).
+    fn is_answer(&self) -> bool {
+        false
     }
-    /// Pairs with `begin <= key < end` in key order, at most `limit` of them. To resume,
-    /// call again with `begin` set to the last key returned followed by a zero byte.
-    fn scan(&mut self, begin: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
-    fn set(&mut self, key: &[u8], value: &[u8]) -> Result<()>;
-    fn delete(&mut self, key: &[u8]) -> Result<()>;
-    /// Appends bytes to a value (creating it when absent).
-    fn append(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        let mut v = self.get(key)?.unwrap_or_default();
-        v.extend_from_slice(value);
-        self.set(key, &v)
-    }
-    /// Adds `delta` to a counter stored as i64 little-endian (absent = 0) and returns the
-    /// new value. Little-endian is what JuiceFS's transactional-KV engines store.
-    fn incr_by(&mut self, key: &[u8], delta: i64) -> Result<i64> {
-        let old = match self.get(key)? {
-            Some(v) => parse_counter(&v)?,
-            None => 0,
-        };
-        let new = old.wrapping_add(delta);
-        if delta != 0 {
-            self.set(key, &new.to_le_bytes())?;
-        }
-        Ok(new)
-    }
-    /// Whether any key exists in [begin, end).
-    fn exists(&mut self, begin: &[u8], end: &[u8]) -> Result<bool> {
-        Ok(!self.scan(begin, end, 1)?.is_empty())
-    }
-    /// Records a change of the volume's used space (bytes) and inode count. Inside
-    /// [`Kv::txn`] the change is kept in the client's memory when the transaction commits
-    /// (see [`Kv::pending_usage`]) and written to the counters later, in a small
-    /// transaction of its own, so concurrent transactions never conflict on the two
-    /// counters. A bare engine transaction writes the counters at once.
-    fn add_usage(&mut self, space: i64, inodes: i64) -> Result<()> {
-        if space != 0 {
-            self.incr_by(&crate::keys::counter("usedSpace"), space)?;
-        }
-        if inodes != 0 {
-            self.incr_by(&crate::keys::counter("totalInodes"), inodes)?;
-        }
-        Ok(())
+}
+
+impl BodyError for Error {
+    fn as_kv(&self) -> Option<&Error> {
+        Some(self)
     }
 }
 
 /// An engine transaction as the runner hands it to a body: everything goes to the
-/// engine except usage changes, which are collected and applied only if it commits.
+/// engine except deferred increments, which are collected and kept only if it commits.
 struct Tracked<'a> {
     inner: &'a mut dyn KvTxn,
-    space: i64,
-    inodes: i64,
+    deferred: Vec<(Vec<u8>, i64)>,
     /// Which keys' writes to report when the transaction commits (see
     /// [`Kv::watch_commits`]), and those writes (`None`: deleted).
     watched: Option<WatchedKeys>,
@@ -124,54 +82,20 @@ impl KvTxn for Tracked<'_> {
     fn exists(&mut self, begin: &[u8], end: &[u8]) -> Result<bool> {
         self.inner.exists(begin, end)
     }
-    fn add_usage(&mut self, space: i64, inodes: i64) -> Result<()> {
-        self.space += space;
-        self.inodes += inodes;
+    fn incr_later(&mut self, key: &[u8], delta: i64) -> Result<()> {
+        if delta != 0 {
+            add_delta(&mut self.deferred, key, delta);
+        }
         Ok(())
     }
 }
 
-/// The runtime a networked engine's client library runs on, its threads named
-/// `nectar-<engine>`: requests block the calling thread on it (`block_on`) while the
-/// library's connection tasks run on its two workers. (One worker measured the same
-/// within this machine's noise, which is ±40% from run to run for single operations.)
-pub(crate) fn engine_runtime(engine: &str) -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name(format!("nectar-{engine}"))
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            Error::engine(
-                format!("cannot start the {engine} client runtime: {e}"),
-                false,
-            )
-        })
-}
-
-/// Decodes a counter value.
-pub fn parse_counter(v: &[u8]) -> Result<i64> {
-    let b: [u8; 8] = v
-        .try_into()
-        .map_err(|_| Error::Corrupt(format!("counter of {} bytes", v.len())))?;
-    Ok(i64::from_le_bytes(b))
-}
-
-/// A transaction body. It may run several times, so it must not have effects outside
-/// the transaction other than filling its own outputs.
-pub type TxnBody<'a> = dyn FnMut(&mut dyn KvTxn) -> Result<()> + 'a;
-
-/// A metadata engine: runs one transaction attempt.
-pub trait KvEngine: Send + Sync {
-    /// The URL scheme or a short name, for messages.
-    fn name(&self) -> &'static str;
-    /// Runs `body` once as a serializable transaction and commits it. Returns
-    /// [`Error::Conflict`] when another transaction interfered (the caller retries).
-    /// `read_only` transactions never write and may use a cheaper path.
-    fn attempt(&self, body: &mut TxnBody<'_>, read_only: bool) -> Result<()>;
-    /// Deletes every key of the volume (used by `format --force` on a broken volume and
-    /// by tests).
-    fn reset(&self) -> Result<()>;
+/// Adds `delta` to the entry of `key` in a short list of counter deltas.
+fn add_delta(deltas: &mut Vec<(Vec<u8>, i64)>, key: &[u8], delta: i64) {
+    match deltas.iter_mut().find(|(k, _)| k == key) {
+        Some((_, d)) => *d += delta,
+        None => deltas.push((key.to_vec(), delta)),
+    }
 }
 
 /// Maximum tries of one transaction that keeps losing optimistic races.
@@ -192,14 +116,14 @@ pub type CommitWatcher = Box<dyn Fn(&[(Vec<u8>, Option<Vec<u8>>)]) + Send + Sync
 pub type WatchedKeys = fn(&[u8]) -> bool;
 
 /// The engine plus the retry policy shared by all engines.
-pub struct Kv {
+pub struct Kv<E = Error> {
     engine: Box<dyn KvEngine>,
     /// The META-URL without its password, for messages.
     url: String,
     retry_timeout: Duration,
-    /// Usage changes committed by this client and not yet written to the counters.
-    space: AtomicI64,
-    inodes: AtomicI64,
+    /// Increments committed by this client's transactions ([`KvTxn::incr_later`]) and
+    /// not yet written to their counters; a handful of counters at most.
+    deferred: Mutex<Vec<(Vec<u8>, i64)>>,
     /// Since when transactions of this client have been failing with temporary engine
     /// errors (an outage), to log its start and end once.
     outage: Mutex<Option<Instant>>,
@@ -207,6 +131,8 @@ pub struct Kv {
     give_ups: Mutex<GiveUps>,
     /// Which keys' committed writes go to which watcher ([`Kv::watch_commits`]).
     watch: std::sync::OnceLock<(WatchedKeys, CommitWatcher)>,
+    /// The error type of transaction bodies (fixed per Kv, so bodies need no annotation).
+    body_error: PhantomData<fn() -> E>,
 }
 
 /// Give-ups not logged yet, and when the last one was.
@@ -219,14 +145,14 @@ struct GiveUps {
 /// How often, at most, an outage logs that operations fail.
 const GIVE_UP_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
-impl Kv {
+impl<E: BodyError> Kv<E> {
     pub fn new(engine: Box<dyn KvEngine>) -> Self {
         Kv {
+            body_error: PhantomData,
             url: engine.name().to_string(),
             engine,
             retry_timeout: DEFAULT_RETRY_TIMEOUT,
-            space: AtomicI64::new(0),
-            inodes: AtomicI64::new(0),
+            deferred: Mutex::default(),
             outage: Mutex::new(None),
             give_ups: Mutex::default(),
             watch: std::sync::OnceLock::new(),
@@ -261,28 +187,29 @@ impl Kv {
         self.engine.name()
     }
 
-    /// Usage changes (space, inodes) committed by this client's transactions through
-    /// [`KvTxn::add_usage`] and not yet written to the counters.
-    pub fn pending_usage(&self) -> (i64, i64) {
-        (
-            self.space.load(Ordering::SeqCst),
-            self.inodes.load(Ordering::SeqCst),
-        )
+    /// The sum of the increments of `key` committed by this client's transactions through
+    /// [`KvTxn::incr_later`] and not yet written to it.
+    pub fn deferred(&self, key: &[u8]) -> i64 {
+        let deferred = self.deferred.lock();
+        deferred
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(0, |(_, d)| *d)
     }
 
-    /// Takes back usage changes that were written to the counters.
-    pub fn settle_usage(&self, space: i64, inodes: i64) {
-        self.space.fetch_sub(space, Ordering::SeqCst);
-        self.inodes.fetch_sub(inodes, Ordering::SeqCst);
+    /// Takes back `delta` of the deferred increments of `key`, which the caller wrote to
+    /// the counter.
+    pub fn settle(&self, key: &[u8], delta: i64) {
+        add_delta(&mut self.deferred.lock(), key, -delta);
     }
 
     /// Runs a read-write transaction, retrying conflicts and temporary engine errors.
-    pub fn txn<T>(&self, mut f: impl FnMut(&mut dyn KvTxn) -> Result<T>) -> Result<T> {
+    pub fn txn<T>(&self, mut f: impl FnMut(&mut dyn KvTxn) -> Result<T, E>) -> Result<T, E> {
         self.run(&mut f, false)
     }
 
     /// Runs a read-only transaction.
-    pub fn read<T>(&self, mut f: impl FnMut(&mut dyn KvTxn) -> Result<T>) -> Result<T> {
+    pub fn read<T>(&self, mut f: impl FnMut(&mut dyn KvTxn) -> Result<T, E>) -> Result<T, E> {
         self.run(&mut f, true)
     }
 
@@ -290,13 +217,17 @@ impl Kv {
     /// of the whole (`nectar_meta_txn_duration_seconds`, by `kind`, retries included),
     /// conflicts that made it start over (`nectar_meta_txn_restarts_total`) and failures
     /// (`nectar_meta_txn_errors_total`; POSIX answers such as ENOENT are not failures).
-    fn run<T>(&self, f: &mut dyn FnMut(&mut dyn KvTxn) -> Result<T>, read_only: bool) -> Result<T> {
+    fn run<T>(
+        &self,
+        f: &mut dyn FnMut(&mut dyn KvTxn) -> Result<T, E>,
+        read_only: bool,
+    ) -> Result<T, E> {
         let start = Instant::now();
         let kind = if read_only { "read" } else { "write" };
         let res = self.attempts(f, read_only);
         metrics::histogram!("nectar_meta_txn_duration_seconds", "kind" => kind)
             .record(start.elapsed().as_secs_f64());
-        if matches!(&res, Err(e) if !matches!(e, Error::Sys(_))) {
+        if matches!(&res, Err(e) if !e.is_answer()) {
             metrics::counter!("nectar_meta_txn_errors_total", "kind" => kind).increment(1);
         }
         res
@@ -304,27 +235,36 @@ impl Kv {
 
     fn attempts<T>(
         &self,
-        f: &mut dyn FnMut(&mut dyn KvTxn) -> Result<T>,
+        f: &mut dyn FnMut(&mut dyn KvTxn) -> Result<T, E>,
         read_only: bool,
-    ) -> Result<T> {
+    ) -> Result<T, E> {
         let start = Instant::now();
         let (mut conflicts, mut failures) = (0u32, 0u32);
         loop {
             let mut out = None;
-            let mut usage = (0, 0);
+            let mut body_error = None;
+            let mut deferred = Vec::new();
             let mut writes = Vec::new();
             let watch = self.watch.get();
             let res = self.engine.attempt(
                 &mut |tx| {
                     let mut t = Tracked {
                         inner: tx,
-                        space: 0,
-                        inodes: 0,
+                        deferred: Vec::new(),
                         watched: watch.map(|w| w.0),
                         writes: Vec::new(),
                     };
-                    out = Some(f(&mut t)?);
-                    usage = (t.space, t.inodes);
+                    match f(&mut t) {
+                        Ok(v) => out = Some(v),
+                        Err(e) => {
+                            // The engine must see a KV failure as what it is (a conflict
+                            // found by a read); anything else only as "stop".
+                            let seen = e.as_kv().cloned().unwrap_or(Error::Aborted);
+                            body_error = Some(e);
+                            return Err(seen);
+                        }
+                    }
+                    deferred = t.deferred;
                     writes = t.writes;
                     Ok(())
                 },
@@ -332,9 +272,11 @@ impl Kv {
             );
             match res {
                 Ok(()) => {
-                    if usage != (0, 0) {
-                        self.space.fetch_add(usage.0, Ordering::SeqCst);
-                        self.inodes.fetch_add(usage.1, Ordering::SeqCst);
+                    if !deferred.is_empty() {
+                        let mut all = self.deferred.lock();
+                        for (key, delta) in &deferred {
+                            add_delta(&mut all, key, *delta);
+                        }
                     }
                     if let (Some((_, watcher)), false) = (watch, writes.is_empty()) {
                         watcher(&writes);
@@ -342,8 +284,14 @@ impl Kv {
                     if failures > 0 {
                         self.outage_over();
                     }
-                    return out
-                        .ok_or_else(|| Error::Corrupt("transaction produced no result".into()));
+                    return out.ok_or_else(|| {
+                        Error::Corrupt("transaction produced no result".into()).into()
+                    });
+                }
+                // The body stopped with its own error, and the engine found its reads
+                // still valid: that error is the answer.
+                Err(Error::Aborted) if body_error.is_some() => {
+                    return Err(body_error.take().expect("checked"));
                 }
                 // Lost an optimistic race: the database is fine, try again soon, a bounded
                 // number of times.
@@ -355,7 +303,7 @@ impl Kv {
                             "transaction on {} gave up after {MAX_TRIES} conflicting tries",
                             self.engine.name()
                         );
-                        return Err(Error::Conflict);
+                        return Err(Error::Conflict.into());
                     }
                     let max_ms = (conflicts * conflicts) as u64;
                     std::thread::sleep(Duration::from_millis(rand::random::<u64>() % max_ms + 1));
@@ -370,13 +318,14 @@ impl Kv {
                     }
                     if elapsed >= self.retry_timeout {
                         self.gave_up(&e, elapsed);
-                        return Err(e);
+                        return Err(e.into());
                     }
                     let exp = Duration::from_millis(10u64 << failures.min(7)).min(MAX_BACKOFF);
                     let jittered = exp / 2 + exp.mul_f64(rand::random::<f64>() / 2.0);
                     std::thread::sleep(jittered.min(self.retry_timeout - elapsed));
                 }
-                Err(e) => return Err(e),
+                // A KV failure from the body (e.g. a corrupt counter) or from the engine.
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -445,52 +394,12 @@ impl Kv {
     }
 }
 
-/// The smallest key greater than every key starting with `prefix`.
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0xff; prefix.len() + 1]
-}
-
-/// Opens the engine named by a META-URL.
-pub fn open_engine(url: &str) -> Result<Box<dyn KvEngine>> {
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
-        Error::Invalid(format!(
-            "invalid META-URL {url:?}: expected SCHEME://..., e.g. sqlite3:///var/lib/nectar/vol.db"
-        ))
-    })?;
-    match scheme {
-        "memory" => Ok(Box::new(memory::MemoryEngine::shared(rest))),
-        "sqlite3" | "sqlite" => Ok(Box::new(sqlite::SqliteEngine::open(rest)?)),
-        "postgres" | "postgresql" | "mysql" => Ok(Box::new(sql::SqlEngine::open(scheme, rest)?)),
-        "etcd" => Ok(Box::new(etcd::EtcdEngine::open(rest)?)),
-        "redis" | "rediss" => Ok(Box::new(redis::RedisEngine::open(url)?)),
-        #[cfg(feature = "tikv")]
-        "tikv" => Ok(Box::new(tikv::TikvEngine::open(rest)?)),
-        #[cfg(not(feature = "tikv"))]
-        "tikv" => Err(Error::Invalid(
-            "this build has no TiKV support: rebuild with `cargo build --release --features tikv`"
-                .into(),
-        )),
-        other => Err(Error::Invalid(format!(
-            "unknown metadata engine {other:?} in META-URL {}: supported: sqlite3://PATH, \
-             redis[s]://HOST:PORT/DB, postgres://USER@HOST:PORT/DB, mysql://USER@HOST:PORT/DB, \
-             etcd://HOST:PORT/PREFIX, memory://NAME",
-            crate::meta::redact_url(url)
-        ))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::sys;
+    use crate::{memory, TxnBody};
     use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
 
     /// A memory engine whose database is down until told otherwise.
@@ -514,7 +423,7 @@ mod tests {
 
     #[test]
     fn a_watcher_sees_the_watched_writes_of_committed_transactions_only() {
-        let kv = Kv::new(Box::new(memory::MemoryEngine::new()));
+        let kv: Kv = Kv::new(Box::new(memory::MemoryEngine::new()));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
         assert!(kv.watch_commits(
@@ -531,7 +440,7 @@ mod tests {
         // A transaction that fails, one that writes nothing watched, and a read.
         let _ = kv.txn(|tx| {
             tx.set(b"w3", b"c")?;
-            sys::<()>(libc::ENOENT)
+            Err::<(), _>(Error::Invalid("the body gives up".into()))
         });
         kv.txn(|tx| tx.set(b"other", b"d")).unwrap();
         kv.read(|tx| tx.get(b"w1")).unwrap();
@@ -548,7 +457,7 @@ mod tests {
         let engine = Down(down.clone(), memory::MemoryEngine::new());
         // Long enough that the thread bringing the database back (after 50 ms) is
         // scheduled in time on a loaded machine.
-        let kv = Kv::new(Box::new(engine)).with_retry_timeout(Duration::from_millis(1000));
+        let kv: Kv = Kv::new(Box::new(engine)).with_retry_timeout(Duration::from_millis(1000));
         for _ in 0..3 {
             let e = kv.read(|_| Ok(())).unwrap_err();
             assert!(e.is_temporary(), "{e}");
@@ -568,5 +477,76 @@ mod tests {
         up.join().unwrap();
         let g = kv.give_ups.lock();
         assert_eq!((g.logged, g.failed), (None, 0));
+    }
+
+    /// A caller's error type, as the file system's is: KV errors or its own answers.
+    #[derive(Debug, PartialEq)]
+    enum Caller {
+        Kv(Error),
+        NotFound,
+    }
+
+    impl From<Error> for Caller {
+        fn from(e: Error) -> Self {
+            Caller::Kv(e)
+        }
+    }
+
+    impl BodyError for Caller {
+        fn as_kv(&self) -> Option<&Error> {
+            match self {
+                Caller::Kv(e) => Some(e),
+                Caller::NotFound => None,
+            }
+        }
+    }
+
+    #[test]
+    fn a_body_error_comes_back_as_it_was_and_nothing_is_written() {
+        let kv: Kv<Caller> = Kv::new(Box::new(memory::MemoryEngine::new()));
+        let r = kv.txn(|tx| {
+            tx.set(b"k", b"v")?;
+            Err::<(), _>(Caller::NotFound)
+        });
+        assert_eq!(r, Err(Caller::NotFound));
+        assert_eq!(kv.read(|tx| Ok(tx.get(b"k")?)).unwrap(), None);
+        // A KV error raised in the body keeps its kind.
+        let corrupt = || Caller::Kv(Error::Corrupt("x".into()));
+        assert_eq!(kv.read(|_| Err::<(), _>(corrupt())), Err(corrupt()));
+    }
+
+    #[test]
+    fn deferred_increments_count_only_when_committed() {
+        let kv: Kv = Kv::new(Box::new(memory::MemoryEngine::new()));
+        kv.txn(|tx| {
+            tx.incr_later(b"c", 5)?;
+            tx.incr_later(b"c", 2)?;
+            tx.incr_later(b"d", -1)
+        })
+        .unwrap();
+        let _ = kv.txn(|tx| {
+            tx.incr_later(b"c", 100)?;
+            Err::<(), _>(Error::Invalid("the body gives up".into()))
+        });
+        assert_eq!(
+            (kv.deferred(b"c"), kv.deferred(b"d"), kv.deferred(b"e")),
+            (7, -1, 0)
+        );
+        assert_eq!(kv.read(|tx| tx.get(b"c")).unwrap(), None, "not written yet");
+        kv.settle(b"c", 7);
+        assert_eq!(kv.deferred(b"c"), 0);
+        // A bare engine transaction adds at once.
+        let e = memory::MemoryEngine::new();
+        e.attempt(&mut |tx| tx.incr_later(b"c", 3), false).unwrap();
+        let mut got = None;
+        e.attempt(
+            &mut |tx| {
+                got = tx.get(b"c")?;
+                Ok(())
+            },
+            true,
+        )
+        .unwrap();
+        assert_eq!(got, Some(3i64.to_le_bytes().to_vec()));
     }
 }

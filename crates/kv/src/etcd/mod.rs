@@ -38,8 +38,9 @@
 //! docs/ARCHITECTURE.md). Every request has a deadline, so a dead server surfaces as a
 //! temporary error instead of a hang.
 
-use super::{prefix_end, KvEngine, KvTxn, TxnBody};
 use crate::error::{Error, Result};
+use crate::shared::causes;
+use crate::{prefix_end, KvEngine, KvTxn, TxnBody};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, GetResponse, KeyValue,
     KvClient, Txn, TxnOp, TxnOpResponse,
@@ -102,42 +103,19 @@ struct EtcdUrl {
     prefix: Vec<u8>,
 }
 
-/// Decodes `%XX` escapes as Go's `url.Parse` does for the path and user info; a `%` not
-/// followed by two hex digits is an error there too.
+/// Decodes `%XX` escapes of the URL's `what` (as Go's `url.Parse`, which JuiceFS uses).
 fn percent_decode(s: &str, what: &str) -> Result<Vec<u8>> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = b
-                .get(i + 1..i + 3)
-                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
-            match hex {
-                Some(v) => {
-                    out.push(v);
-                    i += 3;
-                }
-                None => {
-                    // Never quote a password back.
-                    let shown = if what == "password" {
-                        String::new()
-                    } else {
-                        format!(" {s:?}")
-                    };
-                    return Err(Error::Invalid(format!(
-                        "invalid etcd META-URL: bad %-escape in the {what}{shown}"
-                    )));
-                }
-            }
+    crate::shared::percent_decode(s, false).ok_or_else(|| {
+        // Never quote a password back.
+        let shown = if what == "password" {
+            String::new()
         } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    Ok(out)
+            format!(" {s:?}")
+        };
+        Error::Invalid(format!(
+            "invalid etcd META-URL: bad %-escape in the {what}{shown}"
+        ))
+    })
 }
 
 /// Parses the part of the URL after `etcd://` the way JuiceFS does (Go's `url.Parse`
@@ -259,9 +237,8 @@ fn map_err(e: etcd_client::Error, hosts: &str) -> Error {
                 );
             }
             if msg.contains("database space exceeded") {
-                return Error::engine(
+                return Error::Full(
                     format!("etcd at {hosts}: the database is full ({msg}); compact and defragment it, raise --quota-backend-bytes, then run `etcdctl alarm disarm`"),
-                    false,
                 );
             }
             if msg.contains("required revision has been compacted") {
@@ -303,20 +280,6 @@ fn map_err(e: etcd_client::Error, hosts: &str) -> Error {
     }
 }
 
-/// An error and its causes, "a: b: c", each said once (tonic's "tcp connect error" alone
-/// hides the useful "Connection refused" underneath).
-fn causes(first: String, mut cur: Option<&(dyn std::error::Error + 'static)>) -> String {
-    let mut parts: Vec<String> = vec![first];
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !parts.iter().any(|p| p.contains(&m)) {
-            parts.push(m);
-        }
-        cur = c.source();
-    }
-    parts.join(": ")
-}
-
 fn too_many_ops(counts: Option<(usize, usize)>) -> Error {
     let what = match counts {
         Some((cmps, ops)) => format!(" ({cmps} compares, {ops} writes)"),
@@ -354,7 +317,7 @@ impl EtcdEngine {
             .map(|e| e.trim_start_matches("http://"))
             .collect::<Vec<_>>()
             .join(",");
-        let rt = super::engine_runtime("etcd")?;
+        let rt = crate::shared::engine_runtime("etcd")?;
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT)
@@ -568,12 +531,10 @@ impl EtcdTxn<'_> {
             .call(async move { kv.txn(txn).await })
             .map_err(|e| match e {
                 // Add what only we know: the size of this transaction.
-                Error::Engine { msg, .. } if msg.contains("--max-txn-ops") => {
+                Error::Failed(msg) if msg.contains("--max-txn-ops") => {
                     too_many_ops(Some((n_cmps, n_ops)))
                 }
-                Error::Engine { msg, .. } if msg.contains("--max-request-bytes") => {
-                    too_large(Some(bytes))
-                }
+                Error::Failed(msg) if msg.contains("--max-request-bytes") => too_large(Some(bytes)),
                 e => e,
             })?;
         if resp.succeeded() {
@@ -922,7 +883,7 @@ mod tests {
         let r = eng.attempt(
             &mut |tx| {
                 tx.set(b"k\x00", b"lost")?;
-                Err(Error::Sys(libc::EIO))
+                Err(Error::Aborted)
             },
             false,
         );
@@ -960,7 +921,7 @@ mod tests {
                 assert_eq!(first[0].0, format!("p{:05}", SCAN_PAGE + 5).as_bytes());
                 assert!(tx.exists(b"p", b"q")?);
                 // Too many writes to commit, and not meant to be: give up.
-                Err(Error::Sys(libc::EAGAIN))
+                Err(Error::Aborted)
             },
             false,
         )
@@ -1115,20 +1076,6 @@ mod tests {
         a.reset().unwrap();
         assert_eq!(get(&a, b"setting"), None);
         assert_eq!(get(&b, b"setting").as_deref(), Some(&b"B"[..]));
-    }
-
-    #[test]
-    fn prefix_without_volume_is_not_formatted() {
-        let Some(eng) = test_engine("unformatted") else {
-            return;
-        };
-        drop(eng);
-        let url = std::env::var("NECTAR_TEST_ETCD_URL").unwrap();
-        let authority = url["etcd://".len()..].split('/').next().unwrap();
-        let m =
-            crate::Meta::connect(&format!("etcd://{authority}/nectar-unit-unformatted")).unwrap();
-        let e = m.load().unwrap_err();
-        assert!(matches!(e, Error::NotFormatted(_)), "{e}");
     }
 
     /// Runs when `NECTAR_TEST_ETCD_AUTH_URL` names a server with authentication on, as

@@ -39,8 +39,9 @@
 //! every 3 hours (`gc-interval`); this engine does not, so a cluster used only by Nectar
 //! needs GC run from outside.
 
-use super::{KvEngine, KvTxn, TxnBody};
 use crate::error::{Error, Result};
+use crate::shared::causes;
+use crate::{KvEngine, KvTxn, TxnBody};
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
@@ -106,40 +107,14 @@ struct TikvUrl {
     tls: Option<Tls>,
 }
 
-/// Decodes `%XX` escapes as Go's `url.Parse` does; a `%` not followed by two hex digits
-/// is an error there too. `+` stays `+` in the path; in a query value Go reads it as a
-/// space, which `query` asks for.
+/// Decodes `%XX` escapes of the URL's `what` as Go's `url.Parse` does; a query value
+/// (`query`) also reads `+` as a space.
 fn percent_decode(s: &str, what: &str, query: bool) -> Result<Vec<u8>> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = b
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| {
-                        Error::Invalid(format!(
-                            "invalid TiKV META-URL: bad %-escape in the {what} {s:?}"
-                        ))
-                    })?;
-                out.push(hex);
-                i += 3;
-            }
-            b'+' if query => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    Ok(out)
+    crate::shared::percent_decode(s, query).ok_or_else(|| {
+        Error::Invalid(format!(
+            "invalid TiKV META-URL: bad %-escape in the {what} {s:?}"
+        ))
+    })
 }
 
 /// Parses the part of the URL after `tikv://` the way JuiceFS does (Go's `url.Parse`):
@@ -271,19 +246,6 @@ fn probe(pds: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// An error and its causes, "a: b: c", each said once.
-fn causes(first: String, mut cur: Option<&(dyn std::error::Error + 'static)>) -> String {
-    let mut parts: Vec<String> = vec![first];
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !parts.iter().any(|p| p.contains(&m)) {
-            parts.push(m);
-        }
-        cur = c.source();
-    }
-    parts.join(": ")
 }
 
 /// Whether a per-key error means another transaction got in the way (retry).
@@ -425,7 +387,7 @@ impl TikvEngine {
             }
             config = config.with_security(&tls.ca, &tls.cert, &tls.key);
         }
-        let rt = super::engine_runtime("tikv")?;
+        let rt = crate::shared::engine_runtime("tikv")?;
         let connected = rt.block_on(async {
             tokio::time::timeout(
                 open_timeout,
@@ -447,9 +409,7 @@ impl TikvEngine {
                 return Ok(engine);
             }
             Ok(Err(e)) => match map_err(e, &pds) {
-                Error::Engine {
-                    temporary: true, ..
-                } => format!("no PD answered ({})", probe(&url.pds)),
+                Error::Unavailable(_) => format!("no PD answered ({})", probe(&url.pds)),
                 e => {
                     rt.shutdown_background();
                     return Err(e);
@@ -510,7 +470,7 @@ impl TikvEngine {
     fn reset_batch(&self, from: &[u8], setting: bool) -> Result<Option<Vec<u8>>> {
         let mut txn = self.begin(false)?;
         let setting = setting.then(|| self.full(b"setting"));
-        let range = BoundRange::from(from.to_vec()..super::prefix_end(&self.prefix));
+        let range = BoundRange::from(from.to_vec()..crate::prefix_end(&self.prefix));
         let keys: Vec<Key> = self.call(async {
             if let Some(s) = setting {
                 txn.delete(s).await?;
@@ -856,12 +816,12 @@ mod tests {
 
     #[test]
     fn tikv_open_engine_knows_the_scheme() {
-        let e = super::super::open_engine("tikv://127.0.0.1:1/x")
+        let e = crate::open_engine("tikv://127.0.0.1:1/x", &crate::FirstByteDomains)
             .err()
             .unwrap();
         let msg = e.to_string();
         assert!(msg.contains("cannot reach TiKV"), "{msg}");
-        let e = super::super::open_engine("tikv://a/x?nope=1")
+        let e = crate::open_engine("tikv://a/x?nope=1", &crate::FirstByteDomains)
             .err()
             .unwrap();
         assert!(
