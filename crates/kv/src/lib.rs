@@ -19,6 +19,7 @@
 //! `sql` (PostgreSQL and MySQL/MariaDB), `etcd`, `tikv` (feature `tikv`). What they would
 //! otherwise repeat (runtime, URL decoding and redaction, error causes) is in `shared`.
 
+pub mod counting;
 pub mod error;
 pub mod etcd;
 pub mod memory;

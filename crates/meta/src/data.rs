@@ -11,7 +11,7 @@ use crate::error::{sys, Error, Result};
 use crate::keys;
 use crate::kv::{prefix_end, KvTxn};
 use crate::meta::{space_of, Meta};
-use crate::namespace::{get_attr, put_attr};
+use crate::namespace::{attr_of, get_attr, put_attr};
 use crate::types::*;
 use libc::{EFBIG, EINVAL, EISDIR, ENOENT, EPERM};
 
@@ -138,6 +138,11 @@ impl Meta {
                 }
                 None => return Ok(()),
             }
+        }
+        // Only this client sustains the files it has open, so it knows without asking
+        // whether this one was unlinked meanwhile (a close costs no round trip).
+        if !self.sustained_here.lock().remove(&ino) {
+            return Ok(());
         }
         let sid = self.session_id();
         let sustained = self
@@ -274,8 +279,13 @@ impl Meta {
     /// One truncate transaction; `None` when `cut` is [`Cut::Whole`] and more than
     /// [`CHUNKS_PER_TXN`] chunks would go (nothing is changed then).
     fn truncate_once(&self, ctx: &Ctx, ino: Ino, length: u64, cut: Cut) -> Result<Option<Attr>> {
+        // The chunk the new end falls in (it gets a hole over its tail when the file
+        // shrinks) is read with the attribute, in one round trip.
+        let end_chunk = keys::chunk(ino, (length >> CHUNK_BITS) as u32);
         let (attr, freed) = self.kv.txn(|tx| {
-            let mut attr = get_attr(tx, ino)?;
+            let mut got = tx.gets(&[keys::attr(ino), end_chunk.clone()])?.into_iter();
+            let mut attr = attr_of(got.next().flatten())?;
+            let end_chunk_exists = got.next().flatten().is_some();
             match attr.typ {
                 FileType::File => {}
                 FileType::Directory => return sys(EISDIR),
@@ -300,9 +310,7 @@ impl Meta {
                 let end = prefix_end(&keys::chunk_prefix(ino));
                 loop {
                     let rows = tx.scan(&begin, &end, 1000)?;
-                    if rows.is_empty() {
-                        break;
-                    }
+                    let last_page = rows.len() < 1000;
                     let slices = rows.iter().map(|(_, v)| v.len() / SLICE_LEN);
                     if cut == Cut::Whole && fitting(slices) < rows.len() {
                         return Ok((None, Vec::new()));
@@ -313,23 +321,23 @@ impl Meta {
                         }
                         tx.delete(&k)?;
                     }
+                    if last_page {
+                        break;
+                    }
                 }
                 if !length.is_multiple_of(CHUNK_SIZE) {
                     let index = (length >> CHUNK_BITS) as u32;
                     let pos = (length % CHUNK_SIZE) as u32;
                     let chunk_end = (old - ((index as u64) << CHUNK_BITS)).min(CHUNK_SIZE) as u32;
-                    if chunk_end > pos {
-                        let key = keys::chunk(ino, index);
-                        if tx.get(&key)?.is_some() {
-                            let hole = Slice {
-                                pos,
-                                id: 0,
-                                size: 0,
-                                off: 0,
-                                len: chunk_end - pos,
-                            };
-                            tx.append(&key, &hole.encode())?;
-                        }
+                    if chunk_end > pos && end_chunk_exists {
+                        let hole = Slice {
+                            pos,
+                            id: 0,
+                            size: 0,
+                            off: 0,
+                            len: chunk_end - pos,
+                        };
+                        tx.append(&end_chunk, &hole.encode())?;
                     }
                 }
             }

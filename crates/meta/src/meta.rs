@@ -19,11 +19,11 @@
 
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::kv::{open_engine, redact_url, KvTxn};
+use crate::kv::{open_engine, redact_url, KvEngine, KvTxn};
 use crate::types::*;
 use crate::unfinished::{SliceIds, SliceSweeper};
 use parking_lot::{Mutex, RwLock};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -90,6 +90,8 @@ pub struct Meta {
     pub(crate) slices: Arc<Mutex<SliceIds>>,
     /// How many times this client has each inode open.
     pub(crate) open_files: Mutex<HashMap<Ino, u32>>,
+    /// Files this client's session sustains (`SS` keys): unlinked while open here.
+    pub(crate) sustained_here: Mutex<HashSet<Ino>>,
     deleter: RwLock<Option<SliceDeleter>>,
     pub(crate) sweeper: RwLock<Option<SliceSweeper>>,
     /// The session's info, kept to register again if another client cleaned it.
@@ -119,11 +121,17 @@ impl Meta {
     /// Connects to the engine named by `url` with the given settings.
     pub fn connect_with(url: &str, cfg: MetaConfig) -> Result<Arc<Meta>> {
         let engine = open_engine(url, &keys::LAYOUT)?;
+        Ok(Self::with_engine(engine, url, cfg))
+    }
+
+    /// Runs on an engine the caller opened (for `url`, named in messages), e.g. one
+    /// wrapped to count its calls ([`crate::kv::counting`]).
+    pub fn with_engine(engine: Box<dyn KvEngine>, url: &str, cfg: MetaConfig) -> Arc<Meta> {
         let redacted = redact_url(url);
         let kv = Kv::new(engine)
             .with_url(&redacted)
             .with_retry_timeout(cfg.retry_timeout);
-        Ok(Arc::new_cyclic(|me| Meta {
+        Arc::new_cyclic(|me| Meta {
             kv,
             url: redacted,
             format: RwLock::new(None),
@@ -131,6 +139,7 @@ impl Meta {
             inodes: Mutex::new(Range::default()),
             slices: Default::default(),
             open_files: Mutex::new(HashMap::new()),
+            sustained_here: Mutex::default(),
             deleter: RwLock::new(None),
             sweeper: RwLock::new(None),
             session_info: Mutex::new(Vec::new()),
@@ -139,7 +148,7 @@ impl Meta {
             session_timeout: cfg.session_timeout.as_secs().max(1) as i64,
             acls: Default::default(),
             me: me.clone(),
-        }))
+        })
     }
 
     /// The META-URL with any password removed.
@@ -504,8 +513,10 @@ impl Meta {
         let fmt = self.get_format()?;
         let (space, inodes) = self.pending_usage();
         let (used, inodes) = self.kv.read(|tx| {
-            let u = tx.get(&keys::counter("usedSpace"))?;
-            let i = tx.get(&keys::counter("totalInodes"))?;
+            let [u, i]: [Option<Vec<u8>>; 2] = tx
+                .gets(&[keys::counter("usedSpace"), keys::counter("totalInodes")])?
+                .try_into()
+                .map_err(|_| Error::Corrupt("engine returned a short batch".into()))?;
             let p = |v: Option<Vec<u8>>| v.map(|v| crate::kv::parse_counter(&v)).transpose();
             Ok((
                 (p(u)?.unwrap_or(0) + space).max(0) as u64,

@@ -19,7 +19,12 @@ pub const RENAME_NOREPLACE: u32 = 1;
 pub const RENAME_EXCHANGE: u32 = 2;
 
 pub(crate) fn get_attr(tx: &mut dyn KvTxn, ino: Ino) -> Result<Attr> {
-    match tx.get(&keys::attr(ino))? {
+    attr_of(tx.get(&keys::attr(ino))?)
+}
+
+/// An inode's attributes from the value of its attribute key (absent: `ENOENT`).
+pub(crate) fn attr_of(value: Option<Vec<u8>>) -> Result<Attr> {
+    match value {
         Some(v) => Attr::decode(&v),
         None => sys(ENOENT),
     }
@@ -36,7 +41,7 @@ fn encode_entry(typ: FileType, ino: Ino) -> [u8; 9] {
     b
 }
 
-fn decode_entry(v: &[u8]) -> Result<(FileType, Ino)> {
+fn decode_entry(v: &[u8]) -> Result<Dentry> {
     if v.len() != 9 {
         return Err(Error::Corrupt(format!(
             "directory entry of {} bytes",
@@ -47,16 +52,6 @@ fn decode_entry(v: &[u8]) -> Result<(FileType, Ino)> {
         FileType::from_u8(v[0])?,
         u64::from_be_bytes(v[1..9].try_into().unwrap_or_default()),
     ))
-}
-
-pub(crate) fn get_entry(
-    tx: &mut dyn KvTxn,
-    parent: Ino,
-    name: &[u8],
-) -> Result<Option<(FileType, Ino)>> {
-    tx.get(&keys::dentry(parent, name))?
-        .map(|v| decode_entry(&v))
-        .transpose()
 }
 
 /// Whether `ctx` has the `mask` rights (4 read, 2 write, 1 execute) on `attr`.
@@ -97,6 +92,31 @@ pub(crate) fn check_name(name: &[u8]) -> Result<()> {
         return sys(ENAMETOOLONG);
     }
     Ok(())
+}
+
+/// A value as the KV layer returns it (`None`: no such key).
+type Value = Option<Vec<u8>>;
+
+/// What a directory entry names: the type and inode.
+type Dentry = (FileType, Ino);
+
+/// A directory's attributes, its entry `name` and the values of `more` keys, read in one
+/// round trip: the first read of nearly every namespace operation.
+fn dir_and_entry(
+    tx: &mut dyn KvTxn,
+    parent: Ino,
+    name: &[u8],
+    more: &[Vec<u8>],
+) -> Result<(Attr, Option<Dentry>, Vec<Value>)> {
+    let mut asked = vec![keys::attr(parent), keys::dentry(parent, name)];
+    asked.extend_from_slice(more);
+    let mut got = tx.gets(&asked)?.into_iter();
+    let pattr = attr_of(got.next().flatten())?;
+    if pattr.typ != FileType::Directory {
+        return sys(ENOTDIR);
+    }
+    let entry = got.next().flatten().map(|v| decode_entry(&v)).transpose()?;
+    Ok((pattr, entry, got.collect()))
 }
 
 fn dir_attr(tx: &mut dyn KvTxn, ino: Ino) -> Result<Attr> {
@@ -185,16 +205,7 @@ impl Meta {
         self.kv.read(|tx| {
             // The parent and the entry in one round trip: lookups dominate `stat` and
             // `ls -l` on a networked engine.
-            let mut got = tx
-                .gets(&[keys::attr(parent), keys::dentry(parent, name)])?
-                .into_iter();
-            let pattr = match got.next().flatten() {
-                Some(v) => Attr::decode(&v)?,
-                None => return sys(ENOENT),
-            };
-            if pattr.typ != FileType::Directory {
-                return sys(ENOTDIR);
-            }
+            let (pattr, entry, _) = dir_and_entry(tx, parent, name, &[])?;
             self.check_access(tx, ctx, &pattr, 1)?;
             let ino = match name {
                 b"." => parent,
@@ -205,10 +216,7 @@ impl Meta {
                         pattr.parent
                     }
                 }
-                _ => match got.next().flatten() {
-                    Some(v) => decode_entry(&v)?.1,
-                    None => return sys(ENOENT),
-                },
+                _ => entry.ok_or(Error::Sys(ENOENT))?.1,
             };
             Ok((ino, get_attr(tx, ino)?))
         })
@@ -240,12 +248,12 @@ impl Meta {
         let mut made = NewRules::new();
         let created = self.kv.txn(|tx| {
             made.clear();
-            let mut pattr = dir_attr(tx, parent)?;
+            let (mut pattr, existing, _) = dir_and_entry(tx, parent, name, &[])?;
             if pattr.nlink == 0 {
                 return sys(ENOENT);
             }
             self.check_access(tx, ctx, &pattr, 3)?;
-            if get_entry(tx, parent, name)?.is_some() {
+            if existing.is_some() {
                 return sys(EEXIST);
             }
             let space = space_of(0);
@@ -311,19 +319,19 @@ impl Meta {
     pub fn link(&self, ctx: &Ctx, ino: Ino, parent: Ino, name: &[u8]) -> Result<Attr> {
         check_name(name)?;
         self.kv.txn(|tx| {
-            let mut pattr = dir_attr(tx, parent)?;
+            let (mut pattr, existing, more) = dir_and_entry(tx, parent, name, &[keys::attr(ino)])?;
             if pattr.nlink == 0 {
                 return sys(ENOENT);
             }
             self.check_access(tx, ctx, &pattr, 3)?;
-            let mut attr = get_attr(tx, ino)?;
+            let mut attr = attr_of(more.into_iter().next().flatten())?;
             if attr.typ == FileType::Directory {
                 return sys(EPERM);
             }
             if attr.nlink == 0 {
                 return sys(ENOENT);
             }
-            if get_entry(tx, parent, name)?.is_some() {
+            if existing.is_some() {
                 return sys(EEXIST);
             }
             if attr.parent != 0 {
@@ -365,6 +373,9 @@ impl Meta {
             return Ok(Dropped::StillLinked);
         }
         if attr.typ == FileType::File && self.open_files.lock().contains_key(&ino) {
+            // Noted before the commit (an attempt that does not commit leaves a note that
+            // only costs its close a read).
+            self.sustained_here.lock().insert(ino);
             put_attr(tx, ino, attr)?;
             tx.set(&keys::sustained(self.session_id(), ino), &[1])?;
             return Ok(Dropped::Sustained);
@@ -435,9 +446,9 @@ impl Meta {
             return sys(ENAMETOOLONG);
         }
         let (ino, dropped) = self.kv.txn(|tx| {
-            let mut pattr = dir_attr(tx, parent)?;
+            let (mut pattr, entry, _) = dir_and_entry(tx, parent, name, &[])?;
             self.check_access(tx, ctx, &pattr, 3)?;
-            let (typ, ino) = get_entry(tx, parent, name)?.ok_or(Error::Sys(ENOENT))?;
+            let (typ, ino) = entry.ok_or(Error::Sys(ENOENT))?;
             if typ == FileType::Directory {
                 return sys(EISDIR);
             }
@@ -470,9 +481,9 @@ impl Meta {
             _ => {}
         }
         self.kv.txn(|tx| {
-            let mut pattr = dir_attr(tx, parent)?;
+            let (mut pattr, entry, _) = dir_and_entry(tx, parent, name, &[])?;
             self.check_access(tx, ctx, &pattr, 3)?;
-            let (typ, ino) = get_entry(tx, parent, name)?.ok_or(Error::Sys(ENOENT))?;
+            let (typ, ino) = entry.ok_or(Error::Sys(ENOENT))?;
             if typ != FileType::Directory {
                 return sys(ENOTDIR);
             }
@@ -535,21 +546,37 @@ impl Meta {
         }
         let exchange = flags & RENAME_EXCHANGE != 0;
         let (ino, attr, dropped) = self.kv.txn(|tx| {
-            let mut sp = dir_attr(tx, psrc)?;
-            let mut dp = if pdst == psrc {
-                sp.clone()
-            } else {
-                dir_attr(tx, pdst)?
+            // Both directories and both entries in one round trip, both inodes in another.
+            let mut more = vec![keys::dentry(pdst, ndst)];
+            if pdst != psrc {
+                more.push(keys::attr(pdst));
+            }
+            let (mut sp, src, more) = dir_and_entry(tx, psrc, nsrc, &more)?;
+            let mut more = more.into_iter();
+            let dst = more
+                .next()
+                .flatten()
+                .map(|v| decode_entry(&v))
+                .transpose()?;
+            let mut dp = match more.next() {
+                None => sp.clone(),
+                Some(None) => return sys(ENOENT),
+                Some(Some(v)) => match Attr::decode(&v)? {
+                    a if a.typ != FileType::Directory => return sys(ENOTDIR),
+                    a => a,
+                },
             };
             if dp.nlink == 0 {
                 return sys(ENOENT);
             }
             self.check_access(tx, ctx, &sp, 3)?;
             self.check_access(tx, ctx, &dp, 3)?;
-            let (styp, sino) = get_entry(tx, psrc, nsrc)?.ok_or(Error::Sys(ENOENT))?;
-            let mut sattr = get_attr(tx, sino)?;
+            let (styp, sino) = src.ok_or(Error::Sys(ENOENT))?;
+            let mut inodes = vec![keys::attr(sino)];
+            inodes.extend(dst.map(|(_, dino)| keys::attr(dino)));
+            let mut inodes = tx.gets(&inodes)?.into_iter();
+            let mut sattr = attr_of(inodes.next().flatten())?;
             check_sticky(ctx, &sp, &sattr)?;
-            let dst = get_entry(tx, pdst, ndst)?;
             if psrc == pdst && nsrc == ndst {
                 return Ok((sino, sattr, None));
             }
@@ -569,7 +596,7 @@ impl Meta {
                     // Two names of one file: POSIX says do nothing.
                     return Ok((sino, sattr, None));
                 }
-                let mut dattr = get_attr(tx, dino)?;
+                let mut dattr = attr_of(inodes.next().flatten())?;
                 check_sticky(ctx, &dp, &dattr)?;
                 if exchange {
                     if dtyp == FileType::Directory

@@ -8,7 +8,7 @@ use crate::error::{sys, Error, Result};
 use crate::keys;
 use crate::kv::prefix_end;
 use crate::meta::Meta;
-use crate::namespace::{get_attr, put_attr};
+use crate::namespace::{attr_of, get_attr, put_attr};
 use crate::types::*;
 use libc::{E2BIG, EEXIST, EINVAL, ENODATA, ENOENT, ERANGE};
 
@@ -46,9 +46,10 @@ impl Meta {
             return Ok(());
         }
         self.kv.txn(|tx| {
-            let mut attr = get_attr(tx, ino)?;
             let key = keys::xattr(ino, name);
-            let exists = tx.get(&key)?.is_some();
+            let mut got = tx.gets(&[keys::attr(ino), key.clone()])?.into_iter();
+            let mut attr = attr_of(got.next().flatten())?;
+            let exists = got.next().flatten().is_some();
             if flags & XATTR_CREATE != 0 && exists {
                 return sys(EEXIST);
             }
