@@ -148,6 +148,13 @@ pub struct MountArgs {
     /// unreachable (down, restarting, failing over) before it fails with EIO, in seconds.
     #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
     meta_retry_timeout: f64,
+    /// In a directory where changes of entries lately conflicted with other clients',
+    /// do not write the directory's mtime if the stored one is younger than this:
+    /// clients creating files in one directory stop colliding on its attribute, whose
+    /// times then lag by at most that much. Directories nobody else writes in always get
+    /// exact times. 0 writes them every time.
+    #[arg(long, default_value = "100ms", value_name = "DURATION", value_parser = crate::duration::parse)]
+    skip_dir_mtime: Duration,
     /// FUSE worker threads.
     #[arg(long, default_value_t = 8)]
     threads: usize,
@@ -378,6 +385,7 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
     let meta_cfg = MetaConfig {
         retry_timeout: secs("meta-retry-timeout", a.meta_retry_timeout)?,
         session_timeout: Duration::from_secs(5 * a.heartbeat.max(1)),
+        skip_dir_mtime: a.skip_dir_mtime,
     };
     let meta = Meta::connect_with(&url, meta_cfg)?;
     let fmt = meta.load()?;

@@ -26,12 +26,19 @@ use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The KV runner of the file system: transaction bodies return this crate's errors.
 pub type Kv = crate::kv::Kv<Error>;
 
 const INODE_BATCH: u64 = 1024;
+/// How long a directory counts as contended after a change of its entries conflicted
+/// (see `Meta::dir_changed`).
+const CONTENDED_FOR: Duration = Duration::from_secs(2);
+/// Contended directories remembered at most (expired ones are dropped at this size).
+const MAX_CONTENDED_DIRS: usize = 1024;
+/// JuiceFS's default `--skip-dir-mtime`.
+pub const SKIP_DIR_MTIME: Duration = Duration::from_millis(100);
 /// A session not refreshed for this long is dead (JuiceFS: 5 heartbeats of 12 s).
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -55,6 +62,12 @@ pub struct MetaConfig {
     /// other clients then release its locks and open-but-deleted files. A mount uses
     /// five heartbeats, as JuiceFS does.
     pub session_timeout: Duration,
+    /// In a directory where changes of entries conflicted lately, its mtime is not
+    /// written when the stored one is younger than this (JuiceFS's `--skip-dir-mtime`,
+    /// 100 ms by default), so clients creating files in one directory stop colliding on
+    /// its attribute. A change of the directory's link count is always written. See
+    /// `Meta::dir_changed`.
+    pub skip_dir_mtime: Duration,
 }
 
 impl Default for MetaConfig {
@@ -62,6 +75,7 @@ impl Default for MetaConfig {
         MetaConfig {
             retry_timeout: crate::kv::DEFAULT_RETRY_TIMEOUT,
             session_timeout: SESSION_TIMEOUT,
+            skip_dir_mtime: SKIP_DIR_MTIME,
         }
     }
 }
@@ -90,6 +104,10 @@ pub struct Meta {
     pub(crate) slices: Arc<Mutex<SliceIds>>,
     /// How many times this client has each inode open.
     pub(crate) open_files: Mutex<HashMap<Ino, u32>>,
+    /// See [`MetaConfig::skip_dir_mtime`].
+    skip_dir_mtime: Duration,
+    /// Directories where a change of entries conflicted lately, and when.
+    contended_dirs: Mutex<HashMap<Ino, Instant>>,
     /// Files this client's session sustains (`SS` keys): unlinked while open here.
     pub(crate) sustained_here: Mutex<HashSet<Ino>>,
     deleter: RwLock<Option<SliceDeleter>>,
@@ -146,6 +164,8 @@ impl Meta {
             defer_usage: AtomicBool::new(false),
             flush_lock: Mutex::new(()),
             session_timeout: cfg.session_timeout.as_secs().max(1) as i64,
+            skip_dir_mtime: cfg.skip_dir_mtime,
+            contended_dirs: Mutex::default(),
             acls: Default::default(),
             me: me.clone(),
         })
@@ -575,6 +595,46 @@ impl Meta {
             }
         }
         Ok(())
+    }
+
+    /// Records in a directory's attributes that its entries changed at `now`, and says
+    /// whether they must be written. A directory nobody else writes in gets exact times
+    /// (POSIX, and pjdfstest with 1 ms naps). Once a change of its entries conflicted
+    /// with another client's, the directory counts as contended for a while
+    /// ([`CONTENDED_FOR`]): its new mtime and ctime are then not written when the stored
+    /// mtime is younger than [`MetaConfig::skip_dir_mtime`] (times the conflicts of this
+    /// transaction), so writers in a busy directory stop colliding on its attribute and
+    /// its times lag by at most that much. A change of its link count (`nlink_changed`)
+    /// is always written. (JuiceFS skips from the first change, contended or not.)
+    pub(crate) fn dir_changed(
+        &self,
+        ino: Ino,
+        dir: &mut Attr,
+        now: Time,
+        nlink_changed: bool,
+        attempt: u32,
+    ) -> bool {
+        let conflicts = attempt.saturating_sub(1);
+        let contended = {
+            let mut busy = self.contended_dirs.lock();
+            let at = Instant::now();
+            if conflicts > 0 {
+                if busy.len() >= MAX_CONTENDED_DIRS {
+                    busy.retain(|_, since| at.duration_since(*since) < CONTENDED_FOR);
+                }
+                busy.insert(ino, at);
+            }
+            busy.get(&ino)
+                .is_some_and(|since| at.duration_since(*since) < CONTENDED_FOR)
+        };
+        let window = self.skip_dir_mtime.as_nanos() as i128 * conflicts.max(1) as i128;
+        let age = now.nanos() - dir.mtime.nanos();
+        if contended && !nlink_changed && (0..window).contains(&age) {
+            return false;
+        }
+        dir.mtime = now;
+        dir.ctime = now;
+        true
     }
 
     /// Records a usage change: kept in memory when a flusher runs (see the module

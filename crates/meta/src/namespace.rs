@@ -246,7 +246,9 @@ impl Meta {
         }
         let ino = self.next_inode()?;
         let mut made = NewRules::new();
+        let mut attempt = 0;
         let created = self.kv.txn(|tx| {
+            attempt += 1;
             made.clear();
             let (mut pattr, existing, _) = dir_and_entry(tx, parent, name, &[])?;
             if pattr.nlink == 0 {
@@ -289,12 +291,13 @@ impl Meta {
             }
             put_attr(tx, ino, &attr)?;
             tx.set(&keys::dentry(parent, name), &encode_entry(typ, ino))?;
-            pattr.mtime = attr.ctime;
-            pattr.ctime = attr.ctime;
-            if typ == FileType::Directory {
+            let is_dir = typ == FileType::Directory;
+            if is_dir {
                 pattr.nlink += 1;
             }
-            put_attr(tx, parent, &pattr)?;
+            if self.dir_changed(parent, &mut pattr, attr.ctime, is_dir, attempt) {
+                put_attr(tx, parent, &pattr)?;
+            }
             self.update_usage(tx, space, 1)?;
             Ok((ino, attr))
         })?;
@@ -318,7 +321,9 @@ impl Meta {
     /// Adds a name for an existing non-directory inode.
     pub fn link(&self, ctx: &Ctx, ino: Ino, parent: Ino, name: &[u8]) -> Result<Attr> {
         check_name(name)?;
+        let mut attempt = 0;
         self.kv.txn(|tx| {
+            attempt += 1;
             let (mut pattr, existing, more) = dir_and_entry(tx, parent, name, &[keys::attr(ino)])?;
             if pattr.nlink == 0 {
                 return sys(ENOENT);
@@ -344,9 +349,9 @@ impl Meta {
             attr.ctime = now;
             put_attr(tx, ino, &attr)?;
             tx.set(&keys::dentry(parent, name), &encode_entry(attr.typ, ino))?;
-            pattr.mtime = now;
-            pattr.ctime = now;
-            put_attr(tx, parent, &pattr)?;
+            if self.dir_changed(parent, &mut pattr, now, false, attempt) {
+                put_attr(tx, parent, &pattr)?;
+            }
             Ok(attr)
         })
     }
@@ -445,7 +450,9 @@ impl Meta {
         if name.len() > MAX_NAME {
             return sys(ENAMETOOLONG);
         }
+        let mut attempt = 0;
         let (ino, dropped) = self.kv.txn(|tx| {
+            attempt += 1;
             let (mut pattr, entry, _) = dir_and_entry(tx, parent, name, &[])?;
             self.check_access(tx, ctx, &pattr, 3)?;
             let (typ, ino) = entry.ok_or(Error::Sys(ENOENT))?;
@@ -464,9 +471,9 @@ impl Meta {
             };
             check_sticky(ctx, &pattr, &attr)?;
             tx.delete(&keys::dentry(parent, name))?;
-            pattr.mtime = now;
-            pattr.ctime = now;
-            put_attr(tx, parent, &pattr)?;
+            if self.dir_changed(parent, &mut pattr, now, false, attempt) {
+                put_attr(tx, parent, &pattr)?;
+            }
             let d = self.drop_link(tx, parent, ino, &mut attr, now)?;
             Ok((ino, d))
         })?;
@@ -545,7 +552,9 @@ impl Meta {
             check_name(n)?;
         }
         let exchange = flags & RENAME_EXCHANGE != 0;
+        let mut attempt = 0;
         let (ino, attr, dropped) = self.kv.txn(|tx| {
+            attempt += 1;
             // Both directories and both entries in one round trip, both inodes in another.
             let mut more = vec![keys::dentry(pdst, ndst)];
             if pdst != psrc {
@@ -569,6 +578,7 @@ impl Meta {
             if dp.nlink == 0 {
                 return sys(ENOENT);
             }
+            let (sp_nlink, dp_nlink) = (sp.nlink, dp.nlink);
             self.check_access(tx, ctx, &sp, 3)?;
             self.check_access(tx, ctx, &dp, 3)?;
             let (styp, sino) = src.ok_or(Error::Sys(ENOENT))?;
@@ -642,16 +652,20 @@ impl Meta {
                 sp.nlink -= 1;
                 dp.nlink += 1;
             }
-            sp.mtime = now;
-            sp.ctime = now;
-            dp.mtime = now;
-            dp.ctime = now;
             if psrc == pdst {
                 // One directory: the link-count changes cancel out; keep `dp`'s view.
-                put_attr(tx, pdst, &dp)?;
+                let nlink_changed = dp.nlink != dp_nlink;
+                if self.dir_changed(pdst, &mut dp, now, nlink_changed, attempt) {
+                    put_attr(tx, pdst, &dp)?;
+                }
             } else {
-                put_attr(tx, psrc, &sp)?;
-                put_attr(tx, pdst, &dp)?;
+                let (s_changed, d_changed) = (sp.nlink != sp_nlink, dp.nlink != dp_nlink);
+                if self.dir_changed(psrc, &mut sp, now, s_changed, attempt) {
+                    put_attr(tx, psrc, &sp)?;
+                }
+                if self.dir_changed(pdst, &mut dp, now, d_changed, attempt) {
+                    put_attr(tx, pdst, &dp)?;
+                }
             }
             Ok((sino, sattr, dropped))
         })?;

@@ -132,6 +132,11 @@ impl Time {
         }
     }
 
+    /// Nanoseconds since the epoch.
+    pub fn nanos(self) -> i128 {
+        self.sec as i128 * 1_000_000_000 + self.nsec as i128
+    }
+
     pub fn to_system_time(self) -> std::time::SystemTime {
         use std::time::{Duration, UNIX_EPOCH};
         if self.sec >= 0 {

@@ -1,8 +1,9 @@
 //! The metadata conformance suite: one test body, run on every engine.
 //!
 //! Memory and SQLite always run. Other engines run when `NECTAR_TEST_META_URLS` holds a
-//! space-separated list of META-URLs of real servers (CI starts them); each URL's
-//! database is wiped first, so never point it at a volume you care about.
+//! space-separated list of META-URLs of real servers (CI starts them); each scenario
+//! wipes its own key space there (a prefix, table or path derived from the URL), so
+//! never point it at a server holding a volume you care about.
 
 mod common;
 use common::new_format;
@@ -85,28 +86,65 @@ fn write(m: &Meta, ino: Ino, index: u32, pos: u32, id: u64, len: u32) -> Attr {
     m.write_slice(ino, index, s, Time::now()).unwrap().0
 }
 
-fn run_all(url: &str) {
-    format_and_load(url);
-    create_lookup_and_errors(url);
-    directories_and_nlink(url);
-    unlink_releases_data(url);
-    open_file_survives_unlink(url);
-    hard_links(url);
-    rename_rules(url);
-    readdir_paging(url);
-    xattrs(url);
-    truncate_and_holes(url);
-    truncate_of_many_chunks(url);
-    fallocate_and_copy(url);
-    permissions(url);
-    acls(url);
-    counters_are_exact(url);
-    deferred_counters(url);
-    sessions(url);
-    locks_between_clients(url);
-    unfinished_slices_of_a_dead_client(url);
-    concurrent_transactions(url);
+/// One test per engine and scenario, `<engine>::<scenario>`, so that a failure names
+/// both: memory and SQLite always, the servers when `NECTAR_TEST_META_URLS` names them
+/// (each scenario in its own key space there, see `common::server_url`).
+macro_rules! on_every_engine {
+    ($($scenario:ident),* $(,)?) => {
+        mod memory {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario(concat!("memory://conformance-", stringify!($scenario)));
+            })*
+        }
+        mod sqlite {
+            $(#[test]
+            fn $scenario() {
+                let dir = tempfile::tempdir().unwrap();
+                super::$scenario(&format!("sqlite3://{}/meta.db", dir.path().display()));
+            })*
+        }
+        on_every_engine!(@server redis; $($scenario),*);
+        on_every_engine!(@server postgres; $($scenario),*);
+        on_every_engine!(@server mysql; $($scenario),*);
+        on_every_engine!(@server etcd; $($scenario),*);
+        on_every_engine!(@server tikv; $($scenario),*);
+    };
+    (@server $engine:ident; $($scenario:ident),*) => {
+        mod $engine {
+            $(#[test]
+            fn $scenario() {
+                let space = stringify!($scenario);
+                if let Some(url) = crate::common::server_url(stringify!($engine), space) {
+                    super::$scenario(&url);
+                }
+            })*
+        }
+    };
 }
+
+on_every_engine!(
+    format_and_load,
+    create_lookup_and_errors,
+    directories_and_nlink,
+    unlink_releases_data,
+    open_file_survives_unlink,
+    hard_links,
+    rename_rules,
+    readdir_paging,
+    xattrs,
+    truncate_and_holes,
+    truncate_of_many_chunks,
+    fallocate_and_copy,
+    permissions,
+    acls,
+    counters_are_exact,
+    deferred_counters,
+    sessions,
+    locks_between_clients,
+    unfinished_slices_of_a_dead_client,
+    concurrent_transactions,
+);
 
 fn format_and_load(url: &str) {
     let m = Meta::connect(url).unwrap();
@@ -1259,17 +1297,6 @@ fn concurrent_transactions(url: &str) {
 }
 
 #[test]
-fn memory_engine() {
-    run_all("memory://conformance");
-}
-
-#[test]
-fn sqlite_engine() {
-    let dir = tempfile::tempdir().unwrap();
-    run_all(&format!("sqlite3://{}/meta.db", dir.path().display()));
-}
-
-#[test]
 fn sqlite_bad_paths() {
     let e = Meta::connect("sqlite3:///nonexistent-dir/x/meta.db")
         .err()
@@ -1280,21 +1307,6 @@ fn sqlite_bad_paths() {
     assert!(e.contains("unknown metadata engine"), "{e}");
     let e = Meta::connect("just-a-path").err().unwrap().to_string();
     assert!(e.contains("invalid META-URL"), "{e}");
-}
-
-#[test]
-fn external_engines() {
-    let urls = std::env::var("NECTAR_TEST_META_URLS").unwrap_or_default();
-    if urls.trim().is_empty() {
-        eprintln!(
-            "skipped: NECTAR_TEST_META_URLS is not set (no database servers to test against)"
-        );
-        return;
-    }
-    for url in urls.split_whitespace() {
-        eprintln!("conformance on {}", nectar_meta::redact_url(url));
-        run_all(url);
-    }
 }
 
 #[allow(dead_code)]

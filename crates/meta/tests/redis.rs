@@ -1,6 +1,6 @@
 //! File-system level tests and measurements on a Redis server (scripts/start-redis.sh;
 //! `NECTAR_TEST_REDIS_URL`): what the engine's own tests in `nectar-kv` cannot see,
-//! such as concurrent creates in one directory and the memory a file costs.
+//! such as a failover under load and the memory a file costs.
 
 mod common;
 use common::new_format;
@@ -64,63 +64,6 @@ fn probe_urls() {
             Err(e) => eprintln!("{url}\n  -> {e} (temporary: {})", e.is_temporary()),
         }
     }
-}
-
-/// `NECTAR_REDIS_CONTENTION_THREADS` threads create 200 files each in one directory
-/// (every create updates the same counters and parent attribute, so they conflict).
-#[test]
-fn contention() {
-    let Some(url) = server() else { return };
-    let Some(threads) = std::env::var("NECTAR_REDIS_CONTENTION_THREADS")
-        .ok()
-        .and_then(|n| n.parse::<usize>().ok())
-    else {
-        return;
-    };
-    let url = with_db(&url, "12");
-    let m = Meta::connect(&url).unwrap();
-    m.kv().reset().unwrap();
-    let f = Format {
-        uuid: "00000000-0000-0000-0000-000000000004".into(),
-        ..new_format("busy")
-    };
-    m.format(f, false).unwrap();
-    let start = std::time::Instant::now();
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let m = m.clone();
-            std::thread::spawn(move || {
-                for i in 0..200 {
-                    m.mknod(
-                        &Ctx::root(),
-                        ROOT_INODE,
-                        format!("t{t}-{i}").as_bytes(),
-                        FileType::File,
-                        0o644,
-                        0,
-                        0,
-                        b"",
-                    )
-                    .unwrap();
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap();
-    }
-    let n = threads * 200;
-    let secs = start.elapsed().as_secs_f64();
-    let listed = m
-        .readdir(&Ctx::root(), ROOT_INODE, None, 1_000_000, false)
-        .unwrap()
-        .len();
-    eprintln!(
-        "{threads} threads: {n} creates in {secs:.1} s ({:.0}/s)",
-        n as f64 / secs
-    );
-    assert_eq!(listed, n);
-    m.kv().reset().unwrap();
 }
 
 /// Keeps creating and looking up files for `NECTAR_REDIS_TOPOLOGY_SECS` seconds on
