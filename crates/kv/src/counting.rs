@@ -10,7 +10,7 @@
 //! etcd Txn, SQL COMMIT). Read-only transactions commit nothing.
 
 use crate::error::Result;
-use crate::{KvEngine, KvTxn, TxnBody};
+use crate::{Follow, Followed, KvEngine, KvTxn, TxnBody};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -128,6 +128,16 @@ impl KvTxn for CountingTxn<'_> {
     fn scan(&mut self, begin: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.read();
         self.inner.scan(begin, end, limit)
+    }
+    fn gets_and_follow(&mut self, keys: &[Vec<u8>], follow: &Follow) -> Result<Followed> {
+        // Two reads when a key was followed: what it costs on every engine but Redis,
+        // which follows in the same script (the worst case is the one held to budget).
+        self.read();
+        let out = self.inner.gets_and_follow(keys, follow)?;
+        if out.1.is_some() {
+            self.read();
+        }
+        Ok(out)
     }
     fn exists(&mut self, begin: &[u8], end: &[u8]) -> Result<bool> {
         self.read();

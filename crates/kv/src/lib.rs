@@ -71,6 +71,13 @@ pub trait KvTxn {
     fn exists(&mut self, begin: &[u8], end: &[u8]) -> Result<bool> {
         Ok(!self.scan(begin, end, 1)?.is_empty())
     }
+    /// Values of `keys`, then the value of the key `follow` makes of the last one's value
+    /// (`None` when that value is absent or too short), as `(key, value)`. One round trip
+    /// on an engine that can follow the pointer on the server (a script on Redis, in
+    /// read-only transactions); two elsewhere.
+    fn gets_and_follow(&mut self, keys: &[Vec<u8>], follow: &Follow) -> Result<Followed> {
+        follow_in_two_reads(self, keys, follow)
+    }
     /// Adds `delta` to the counter `key` (as [`KvTxn::incr_by`]), but not necessarily in
     /// this transaction: inside [`Kv::txn`] the delta is kept in the client's memory when
     /// the transaction commits ([`Kv::deferred`]) and the caller writes the sum later, in
@@ -80,6 +87,56 @@ pub trait KvTxn {
         self.incr_by(key, delta).map(drop)
     }
 }
+
+/// How [`KvTxn::gets_and_follow`] makes a key of a value: `prefix`, bytes
+/// `from..to` of the value (in reverse order when `reverse`), then `suffix`. E.g. a
+/// directory entry's value holds an inode number and the inode's attribute key is made
+/// of it: a lookup reads both in one round trip.
+#[derive(Debug, Clone, Copy)]
+pub struct Follow {
+    pub prefix: &'static [u8],
+    pub from: usize,
+    pub to: usize,
+    pub reverse: bool,
+    pub suffix: &'static [u8],
+}
+
+impl Follow {
+    /// The key made of `value`, or `None` when it is too short.
+    pub fn key(&self, value: &[u8]) -> Option<Vec<u8>> {
+        let part = value.get(self.from..self.to)?;
+        let mut k = Vec::with_capacity(self.prefix.len() + part.len() + self.suffix.len());
+        k.extend_from_slice(self.prefix);
+        if self.reverse {
+            k.extend(part.iter().rev());
+        } else {
+            k.extend_from_slice(part);
+        }
+        k.extend_from_slice(self.suffix);
+        Some(k)
+    }
+}
+
+/// [`KvTxn::gets_and_follow`] as two reads, for engines that cannot follow on the server.
+pub fn follow_in_two_reads<T: KvTxn + ?Sized>(
+    tx: &mut T,
+    keys: &[Vec<u8>],
+    follow: &Follow,
+) -> Result<Followed> {
+    let values = tx.gets(keys)?;
+    let followed = match values.last().and_then(|v| follow.key(v.as_deref()?)) {
+        Some(k) => {
+            let v = tx.get(&k)?;
+            Some((k, v))
+        }
+        None => None,
+    };
+    Ok((values, followed))
+}
+
+/// What [`KvTxn::gets_and_follow`] read: the values asked, and the followed key with its
+/// value.
+pub type Followed = (Vec<Option<Vec<u8>>>, Option<(Vec<u8>, Option<Vec<u8>>)>);
 
 /// Decodes a counter value.
 pub fn parse_counter(v: &[u8]) -> Result<i64> {

@@ -10,7 +10,7 @@
 //! runner returns them unchanged.
 
 use crate::error::{Error, Result};
-use crate::{KvEngine, KvTxn};
+use crate::{Follow, Followed, KvEngine, KvTxn};
 use parking_lot::Mutex;
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
@@ -60,6 +60,9 @@ impl KvTxn for Tracked<'_> {
     }
     fn scan(&mut self, begin: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.inner.scan(begin, end, limit)
+    }
+    fn gets_and_follow(&mut self, keys: &[Vec<u8>], follow: &Follow) -> Result<Followed> {
+        self.inner.gets_and_follow(keys, follow)
     }
     fn set(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         self.note(key, Some(value));

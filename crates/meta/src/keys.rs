@@ -47,6 +47,16 @@ pub fn attr_inode(key: &[u8]) -> Option<Ino> {
     }
 }
 
+/// The attribute key of the inode a directory entry's value names: the value is the
+/// type byte and the inode big-endian, the key `A`, the inode little-endian, `I`.
+pub const ATTR_OF_ENTRY: crate::kv::Follow = crate::kv::Follow {
+    prefix: b"A",
+    from: 1,
+    to: 9,
+    reverse: true,
+    suffix: b"I",
+};
+
 pub fn dentry(parent: Ino, name: &[u8]) -> Vec<u8> {
     let mut k = with_ino(b'A', parent, 1 + name.len());
     k.push(b'D');
@@ -236,6 +246,14 @@ mod tests {
     fn scan_domain<'a>(begin: &'a [u8], end: &[u8]) -> Option<&'a [u8]> {
         let d = domain_of(begin)?;
         (end <= prefix_end(d).as_slice()).then_some(d)
+    }
+
+    #[test]
+    fn an_entry_leads_to_its_inode_attribute() {
+        let ino = 0x0102030405060708u64;
+        let entry = [&[1u8][..], &ino.to_be_bytes()].concat();
+        assert_eq!(ATTR_OF_ENTRY.key(&entry), Some(attr(ino)));
+        assert_eq!(ATTR_OF_ENTRY.key(&entry[..5]), None);
     }
 
     #[test]

@@ -111,12 +111,18 @@ fn dir_and_entry(
     let mut asked = vec![keys::attr(parent), keys::dentry(parent, name)];
     asked.extend_from_slice(more);
     let mut got = tx.gets(&asked)?.into_iter();
-    let pattr = attr_of(got.next().flatten())?;
-    if pattr.typ != FileType::Directory {
-        return sys(ENOTDIR);
-    }
+    let pattr = dir_of(got.next().flatten())?;
     let entry = got.next().flatten().map(|v| decode_entry(&v)).transpose()?;
     Ok((pattr, entry, got.collect()))
+}
+
+/// A directory's attributes from the value of its attribute key.
+fn dir_of(value: Value) -> Result<Attr> {
+    let a = attr_of(value)?;
+    if a.typ != FileType::Directory {
+        return sys(ENOTDIR);
+    }
+    Ok(a)
 }
 
 fn dir_attr(tx: &mut dyn KvTxn, ino: Ino) -> Result<Attr> {
@@ -203,9 +209,14 @@ impl Meta {
             return sys(ENAMETOOLONG);
         }
         self.kv.read(|tx| {
-            // The parent and the entry in one round trip: lookups dominate `stat` and
-            // `ls -l` on a networked engine.
-            let (pattr, entry, _) = dir_and_entry(tx, parent, name, &[])?;
+            // The parent, the entry and the inode it names in one round trip where the
+            // engine follows the entry on the server (Redis), two elsewhere: lookups
+            // dominate `stat` and `ls -l` on a networked engine.
+            let asked = [keys::attr(parent), keys::dentry(parent, name)];
+            let (got, followed) = tx.gets_and_follow(&asked, &keys::ATTR_OF_ENTRY)?;
+            let mut got = got.into_iter();
+            let pattr = dir_of(got.next().flatten())?;
+            let entry = got.next().flatten().map(|v| decode_entry(&v)).transpose()?;
             self.check_access(tx, ctx, &pattr, 1)?;
             let ino = match name {
                 b"." => parent,
@@ -218,7 +229,11 @@ impl Meta {
                 }
                 _ => entry.ok_or(Error::Sys(ENOENT))?.1,
             };
-            Ok((ino, get_attr(tx, ino)?))
+            let attr = match followed {
+                Some((key, value)) if key == keys::attr(ino) => attr_of(value)?,
+                _ => get_attr(tx, ino)?,
+            };
+            Ok((ino, attr))
         })
     }
 

@@ -64,7 +64,7 @@
 //! time out after 5 s and commands after 10 s, so a dead server becomes a temporary error.
 
 use crate::error::{Error, Result};
-use crate::{prefix_end, KeyLayout, KvEngine, KvTxn, TxnBody};
+use crate::{prefix_end, Follow, Followed, KeyLayout, KvEngine, KvTxn, TxnBody};
 use deadpool::managed::{Metrics, Object, RecycleResult};
 use deadpool_redis::{PoolError, Runtime, Timeouts};
 use parking_lot::Mutex;
@@ -127,6 +127,22 @@ for i = 1, #m, 500 do
   end
 end
 return out
+"#;
+
+/// Read-only [`KvTxn::gets_and_follow`] in one round trip: MGET of KEYS, then, when the
+/// last value holds bytes `from..to` (1-based `ARGV[2]..ARGV[3]`), GET of the key made of
+/// ARGV[1] (the data-key prefix and the follow prefix), those bytes (reversed when ARGV[4]
+/// is 1) and ARGV[5]. Returns the values, plus the followed value when a key was made (a
+/// reply one longer than KEYS; Lua's false becomes nil).
+const FOLLOW_SCRIPT: &str = r#"
+local vals = redis.call('MGET', unpack(KEYS))
+local v = vals[#KEYS]
+if v and #v >= tonumber(ARGV[3]) then
+  local part = string.sub(v, tonumber(ARGV[2]), tonumber(ARGV[3]))
+  if ARGV[4] == '1' then part = string.reverse(part) end
+  vals[#KEYS + 1] = redis.call('GET', ARGV[1] .. part .. ARGV[5])
+end
+return vals
 "#;
 
 // ---------------------------------------------------------------------------------------
@@ -531,6 +547,7 @@ pub struct RedisEngine {
     /// sentinels.
     current: Arc<Mutex<Option<Arc<Current>>>>,
     scan_script: redis::Script,
+    follow_script: redis::Script,
     /// Which keys are scanned together, so indexed together.
     layout: &'static dyn KeyLayout,
     /// The hosts of the URL, for messages.
@@ -610,6 +627,7 @@ impl RedisEngine {
             tls_certs,
             current: Default::default(),
             scan_script: redis::Script::new(SCAN_SCRIPT),
+            follow_script: redis::Script::new(FOLLOW_SCRIPT),
             hosts,
             url: u,
         };
@@ -1422,6 +1440,38 @@ impl KvTxn for RedisTxn<'_> {
         Ok(keys.iter().map(|k| self.seen(k)).collect())
     }
 
+    fn gets_and_follow(&mut self, keys: &[Vec<u8>], follow: &Follow) -> Result<Followed> {
+        // A read-write transaction must WATCH the followed key before reading it, which a
+        // script cannot do: two round trips there.
+        if !self.read_only || keys.is_empty() {
+            return crate::follow_in_two_reads(self, keys, follow);
+        }
+        for k in keys {
+            check_key(k)?;
+        }
+        let mut inv = self.eng.follow_script.prepare_invoke();
+        for k in keys {
+            inv.key(self.eng.rkey(k));
+        }
+        inv.arg(self.eng.rkey(follow.prefix))
+            .arg(follow.from + 1)
+            .arg(follow.to)
+            .arg(if follow.reverse { "1" } else { "0" })
+            .arg(follow.suffix);
+        let r = self
+            .eng
+            .block_on(inv.invoke_async::<Vec<Option<Vec<u8>>>>(&mut **self.conn));
+        let mut values = r.map_err(|e| self.fail(e))?;
+        let followed = if values.len() > keys.len() {
+            let v = values.pop().flatten();
+            let k = values.last().and_then(|v| follow.key(v.as_deref()?));
+            k.map(|k| (k, v))
+        } else {
+            None
+        };
+        Ok((values, followed))
+    }
+
     fn scan(&mut self, begin: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         if begin >= end || limit == 0 {
             return Ok(Vec::new());
@@ -1820,6 +1870,49 @@ mod tests {
         acl(&["DELUSER", "nectar-test"]);
         ok.unwrap();
         assert!(e.contains("refused the user name or password"), "{e}");
+    }
+
+    /// A value naming another key (`<ino>/attr`, its digits reversed) is followed in the same
+    /// script by a read-only transaction, and in two reads by a read-write one.
+    #[test]
+    fn following_a_value_to_its_key() {
+        let Some(url) = server() else { return };
+        let url = format!("{}?prefix=follow-test:", with_db(&url, "15"));
+        let kv: crate::Kv = crate::Kv::new(Box::new(open(&url).unwrap()));
+        kv.reset().unwrap();
+        kv.txn(|tx| {
+            tx.set(&keys::dentry(1, b"a"), b"x87")?;
+            tx.set(&keys::dentry(1, b"short"), b"x")?;
+            tx.set(&keys::attr(78), b"attr of 78")
+        })
+        .unwrap();
+        let follow = Follow {
+            prefix: b"",
+            from: 1,
+            to: 3,
+            reverse: true,
+            suffix: b"/attr",
+        };
+        let asked = |name: &[u8]| vec![keys::attr(1), keys::dentry(1, name)];
+        for read_only in [true, false] {
+            let run = |name: &[u8]| {
+                let body = |tx: &mut dyn KvTxn| tx.gets_and_follow(&asked(name), &follow);
+                if read_only {
+                    kv.read(body).unwrap()
+                } else {
+                    kv.txn(body).unwrap()
+                }
+            };
+            let (values, followed) = run(b"a");
+            assert_eq!(values, vec![None, Some(b"x87".to_vec())]);
+            assert_eq!(
+                followed,
+                Some((keys::attr(78), Some(b"attr of 78".to_vec())))
+            );
+            assert_eq!(run(b"short").1, None, "too short to follow");
+            assert_eq!(run(b"none"), (vec![None, None], None));
+        }
+        kv.reset().unwrap();
     }
 
     #[test]

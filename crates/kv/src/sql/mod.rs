@@ -13,10 +13,9 @@
 //! scanned range is locked exclusively (next-key locks cover the gaps too, so an absent
 //! key or a range cannot change under the transaction), concurrent writers queue, and a
 //! deadlock (1213) or lock wait timeout (1205) becomes a conflict. Read-only transactions
-//! take no locks: a `REPEATABLE READ READ ONLY` snapshot on PostgreSQL, `START TRANSACTION
-//! READ ONLY, WITH CONSISTENT SNAPSHOT` on MySQL. (Not SERIALIZABLE READ ONLY on
-//! PostgreSQL: that may abort or wait, and a snapshot of committed state is all a read
-//! needs.) Writes are upserts (`ON CONFLICT` / `ON
+//! take no locks and open no server transaction: each of their statements runs on its
+//! own (autocommit) and sees the latest commits, as a read-only transaction does on Redis;
+//! a lookup is two statements instead of BEGIN, two statements and ROLLBACK. Writes are upserts (`ON CONFLICT` / `ON
 //! DUPLICATE KEY UPDATE`); `append` concatenates on the server. The dialects differ only
 //! in SQL text (built once per engine), the BEGIN statements and error codes; the one copy
 //! of the transaction logic runs on either driver through a two-arm match
@@ -45,7 +44,7 @@
 use crate::error::{Error, Result};
 use crate::{KvEngine, KvTxn, TxnBody};
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlConnection, MySqlDatabaseError};
-use sqlx::pool::{Pool, PoolOptions};
+use sqlx::pool::{Pool, PoolConnection, PoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgDatabaseError, Postgres};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, Row};
 use std::collections::HashMap;
@@ -102,14 +101,13 @@ impl Dialect {
         }
     }
 
-    fn begin(self, read_only: bool) -> &'static str {
-        match (self, read_only) {
-            (Dialect::Postgres, false) => "BEGIN ISOLATION LEVEL SERIALIZABLE",
-            (Dialect::Postgres, true) => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+    /// The statement that starts a read-write transaction.
+    fn begin(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "BEGIN ISOLATION LEVEL SERIALIZABLE",
             // The session's isolation level is set to REPEATABLE READ on connect: it is
             // what makes FOR UPDATE take next-key (gap) locks.
-            (Dialect::MySql, false) => "START TRANSACTION READ WRITE",
-            (Dialect::MySql, true) => "START TRANSACTION READ ONLY, WITH CONSISTENT SNAPSHOT",
+            Dialect::MySql => "START TRANSACTION READ WRITE",
         }
     }
 }
@@ -371,10 +369,13 @@ enum SqlPool {
     My(Pool<MySql>),
 }
 
-/// An open server-side transaction of either driver.
+/// An open server-side transaction of either driver, or, for a read-only transaction,
+/// a plain connection whose statements each run on their own (autocommit).
 enum Tx {
     Pg(sqlx::Transaction<'static, Postgres>),
     My(sqlx::Transaction<'static, MySql>),
+    PgAuto(PoolConnection<Postgres>),
+    MyAuto(PoolConnection<MySql>),
 }
 
 /// Runs the same code on the connection of either driver: only the SQL text differs
@@ -387,6 +388,14 @@ macro_rules! with_conn {
                 $body
             }
             Tx::My(t) => {
+                let $c: &mut MySqlConnection = &mut **t;
+                $body
+            }
+            Tx::PgAuto(t) => {
+                let $c: &mut PgConnection = &mut **t;
+                $body
+            }
+            Tx::MyAuto(t) => {
                 let $c: &mut MySqlConnection = &mut **t;
                 $body
             }
@@ -435,6 +444,7 @@ impl Tx {
         match self {
             Tx::Pg(t) => t.commit().await,
             Tx::My(t) => t.commit().await,
+            Tx::PgAuto(_) | Tx::MyAuto(_) => Ok(()),
         }
     }
 
@@ -442,6 +452,7 @@ impl Tx {
         match self {
             Tx::Pg(t) => t.rollback().await,
             Tx::My(t) => t.rollback().await,
+            Tx::PgAuto(_) | Tx::MyAuto(_) => Ok(()),
         }
     }
 }
@@ -559,11 +570,18 @@ impl SqlEngine {
         classify(e, &self.target)
     }
 
+    /// Starts a read-write transaction, or takes a connection for a read-only one: its
+    /// statements run on their own, without BEGIN and ROLLBACK (a lookup is two
+    /// statements, not four). Each read then sees the latest commits, but several reads
+    /// are not one snapshot, which is what read-only transactions promise on every
+    /// engine (Redis reads without WATCH alike).
     async fn begin(&self, read_only: bool) -> sqlx::Result<Tx> {
-        let stmt = self.dialect.begin(read_only);
-        Ok(match &self.pool {
-            SqlPool::Pg(p) => Tx::Pg(p.begin_with(stmt).await?),
-            SqlPool::My(p) => Tx::My(p.begin_with(stmt).await?),
+        let stmt = self.dialect.begin();
+        Ok(match (&self.pool, read_only) {
+            (SqlPool::Pg(p), true) => Tx::PgAuto(p.acquire().await?),
+            (SqlPool::My(p), true) => Tx::MyAuto(p.acquire().await?),
+            (SqlPool::Pg(p), false) => Tx::Pg(p.begin_with(stmt).await?),
+            (SqlPool::My(p), false) => Tx::My(p.begin_with(stmt).await?),
         })
     }
 }
@@ -891,9 +909,7 @@ impl KvEngine for SqlEngine {
             read_only,
         };
         match body(&mut txn) {
-            // A read-only transaction is dropped, not committed: sqlx queues its
-            // ROLLBACK, which then travels with the next use of the connection instead
-            // of costing a round trip of its own.
+            // A read-only transaction has nothing to commit (see `begin`).
             Ok(()) if read_only => Ok(()),
             Ok(()) => rt.block_on(txn.tx.commit()).map_err(|e| self.err(e)),
             Err(e) => {
