@@ -89,7 +89,16 @@ bench_init() {
 # The 1, 5 and 15 minute load averages: the machine is shared, so other work shows.
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
-meta_url() { echo "sqlite3://$WORK/$1/meta.db"; }
+# Where a file system's metadata goes: a SQLite file in the work directory, or with
+# BENCH_META=redis a database of the Redis already running on 127.0.0.1:REDIS_PORT
+# (12 for nectar, 13 for juicefs; flushed by fs_format), as the seed's small-file test.
+meta_url() {
+    case ${BENCH_META:-sqlite} in
+    redis) echo "redis://127.0.0.1:${REDIS_PORT:-6379}/$(redis_db_of "$1")" ;;
+    *) echo "sqlite3://$WORK/$1/meta.db" ;;
+    esac
+}
+redis_db_of() { if [ "$1" = nectar ]; then echo 12; else echo 13; fi; }
 mnt() { echo "$WORK/$1/mnt"; }
 
 is_mounted() { mountpoint -q "$1" 2>/dev/null; }
@@ -143,6 +152,10 @@ vol_name() {
 fs_format() {
     local fs=$1 d=$WORK/$1
     mkdir -p "$d/bucket" "$d/mnt" "$d/cache"
+    if [ "${BENCH_META:-sqlite}" = redis ] && [ "$fs" != local ]; then
+        redis-cli -p "${REDIS_PORT:-6379}" -n "$(redis_db_of "$fs")" FLUSHDB >/dev/null ||
+            die "BENCH_META=redis: no Redis answers on 127.0.0.1:${REDIS_PORT:-6379}"
+    fi
     case $fs in
     nectar)
         "$NECTAR" format "$(meta_url nectar)" "$(vol_name nectar)" $(storage_args nectar) \

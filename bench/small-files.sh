@@ -19,6 +19,8 @@
 #   SMALL_LOOPS   parallel loops (default 10)
 #   SMALL_FILES   files per loop (default 1000)
 #   SMALL_SIZE    bytes per file (default 100)
+#   BENCH_META=redis   metadata in the running Redis (127.0.0.1:REDIS_PORT, databases
+#                      12 and 13) instead of SQLite: the seed's own test
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

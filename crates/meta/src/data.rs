@@ -20,11 +20,18 @@ fn deref_slice(tx: &mut dyn KvTxn, s: &Slice) -> Result<Option<(u64, u32)>> {
     if s.id == 0 {
         return Ok(None);
     }
+    // `K<id><size>` counts the slice's references beyond the first (absent: none), so
+    // most slices have no key and their last dereference writes nothing.
     let k = keys::slice_ref(s.id, s.size);
-    if tx.incr_by(&k, -1)? < 0 {
+    let extra = match tx.get(&k)? {
+        Some(v) => crate::kv::parse_counter(&v)?,
+        None => return Ok(Some((s.id, s.size))),
+    };
+    if extra <= 0 {
         tx.delete(&k)?;
         return Ok(Some((s.id, s.size)));
     }
+    tx.set(&k, &(extra - 1).to_le_bytes())?;
     Ok(None)
 }
 

@@ -1208,26 +1208,33 @@ impl RedisTxn<'_> {
         let implicit = implicit_key(self.eng.layout, d, begin, end);
         let mut p = redis::pipe();
         let mut watched = vec![zk.clone()];
-        watched.extend(implicit.iter().map(|k| self.eng.rkey(k)));
+        // The implicit member is read, not only tested, in the same round trip (it is
+        // watched first), so a scan of a file's chunks needs no second one. One this
+        // attempt wrote is left to the caller's overlay; one it read is known.
+        let implicit = implicit.filter(|k| !self.writes.contains_key(k));
+        let known = implicit.as_ref().and_then(|k| self.cache.get(k).cloned());
+        let unread = implicit.clone().filter(|_| known.is_none());
+        watched.extend(unread.iter().map(|k| self.eng.rkey(k)));
         self.watch(&mut p, watched);
-        if let Some(k) = &implicit {
-            p.cmd("EXISTS").arg(self.eng.rkey(k));
+        if let Some(k) = &unread {
+            p.cmd("GET").arg(self.eng.rkey(k));
         }
         let c = p.cmd("ZRANGEBYLEX").arg(&zk).arg(&min).arg(&max);
         if let Some(n) = limit {
             c.arg("LIMIT").arg(0).arg(n);
         }
-        let mut keys = Vec::new();
-        let members: Vec<Vec<u8>> = match implicit {
+        let (found, members): (Option<Vec<u8>>, Vec<Vec<u8>>) = match unread {
             Some(k) => {
-                let (exists, members): (bool, Vec<Vec<u8>>) = self.query(&p)?;
-                if exists {
-                    keys.push(k);
-                }
-                members
+                let (value, members): (Option<Vec<u8>>, Vec<Vec<u8>>) = self.query(&p)?;
+                self.cache.insert(k, value.clone());
+                (value, members)
             }
-            None => self.query::<(Vec<Vec<u8>>,)>(&p)?.0,
+            None => (known.flatten(), self.query::<(Vec<Vec<u8>>,)>(&p)?.0),
         };
+        let mut keys = Vec::new();
+        if let (Some(k), Some(_)) = (implicit, found) {
+            keys.push(k);
+        }
         // Volumes written before chunk 0 was left out of the index may still list it.
         for m in members {
             let k = [d, m.as_slice()].concat();
