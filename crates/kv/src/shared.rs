@@ -1,6 +1,6 @@
-//! What every networked engine needs and would otherwise repeat: the runtime its async
-//! client runs on, the decoding and redaction of META-URLs, and error messages that
-//! keep their causes.
+//! What the engines would otherwise repeat: the runtime an async client runs on, the
+//! decoding and redaction of META-URLs, error messages that keep their causes, and the
+//! read-only guard's answer.
 
 use crate::error::{Error, Result};
 
@@ -40,6 +40,12 @@ pub fn redact_url(url: &str) -> String {
         Some((user, _)) => format!("{scheme}://{user}:****@{}", &rest[at + 1..]),
         None => url.to_string(),
     }
+}
+
+/// What an engine answers to a write inside a read-only transaction: a bug of the
+/// caller's, never a user's doing.
+pub(crate) fn write_in_read_only() -> Error {
+    Error::Corrupt("write in a read-only transaction".into())
 }
 
 /// Decodes `%XX` escapes as Go's `url.Parse` does (JuiceFS parses its META-URLs with it):

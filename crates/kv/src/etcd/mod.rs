@@ -711,7 +711,7 @@ impl KvTxn for EtcdTxn<'_> {
 
     fn set(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         if self.read_only {
-            return Err(Error::Corrupt("write in a read-only transaction".into()));
+            return Err(crate::shared::write_in_read_only());
         }
         self.writes.insert(key.to_vec(), Some(value.to_vec()));
         Ok(())
@@ -719,7 +719,7 @@ impl KvTxn for EtcdTxn<'_> {
 
     fn delete(&mut self, key: &[u8]) -> Result<()> {
         if self.read_only {
-            return Err(Error::Corrupt("write in a read-only transaction".into()));
+            return Err(crate::shared::write_in_read_only());
         }
         self.writes.insert(key.to_vec(), None);
         Ok(())

@@ -59,15 +59,7 @@ impl KvTxn for MemTxn<'_> {
         Ok(self.map.get(key).cloned())
     }
     fn scan(&mut self, begin: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        if begin >= end {
-            return Ok(Vec::new());
-        }
-        Ok(self
-            .map
-            .range(begin.to_vec()..end.to_vec())
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        Ok(scan_map(self.map, begin, end, limit))
     }
     fn set(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         self.remember(key);
@@ -81,6 +73,17 @@ impl KvTxn for MemTxn<'_> {
     }
 }
 
+/// Pairs of `[begin, end)` in key order, at most `limit`.
+fn scan_map(map: &Map, begin: &[u8], end: &[u8], limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    if begin >= end {
+        return Vec::new();
+    }
+    map.range(begin.to_vec()..end.to_vec())
+        .take(limit)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// Read-only view used by read transactions under the shared lock.
 struct MemReadTxn<'a> {
     map: &'a Map,
@@ -91,25 +94,13 @@ impl KvTxn for MemReadTxn<'_> {
         Ok(self.map.get(key).cloned())
     }
     fn scan(&mut self, begin: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        if begin >= end {
-            return Ok(Vec::new());
-        }
-        Ok(self
-            .map
-            .range(begin.to_vec()..end.to_vec())
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        Ok(scan_map(self.map, begin, end, limit))
     }
     fn set(&mut self, _key: &[u8], _value: &[u8]) -> Result<()> {
-        Err(crate::Error::Corrupt(
-            "write in a read-only transaction".into(),
-        ))
+        Err(crate::shared::write_in_read_only())
     }
     fn delete(&mut self, _key: &[u8]) -> Result<()> {
-        Err(crate::Error::Corrupt(
-            "write in a read-only transaction".into(),
-        ))
+        Err(crate::shared::write_in_read_only())
     }
 }
 

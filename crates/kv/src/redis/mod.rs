@@ -1540,7 +1540,7 @@ impl KvTxn for RedisTxn<'_> {
 
     fn set(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         if self.read_only {
-            return Err(Error::Corrupt("write in a read-only transaction".into()));
+            return Err(crate::shared::write_in_read_only());
         }
         check_key(key)?;
         self.writes.insert(key.to_vec(), Some(value.to_vec()));
@@ -1549,7 +1549,7 @@ impl KvTxn for RedisTxn<'_> {
 
     fn delete(&mut self, key: &[u8]) -> Result<()> {
         if self.read_only {
-            return Err(Error::Corrupt("write in a read-only transaction".into()));
+            return Err(crate::shared::write_in_read_only());
         }
         check_key(key)?;
         self.writes.insert(key.to_vec(), None);

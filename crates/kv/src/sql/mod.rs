@@ -819,7 +819,7 @@ impl SqlTxn<'_> {
 
     fn exec(&mut self, sql: &Arc<str>, args: &[Arg<'_>]) -> Result<u64> {
         if self.read_only {
-            return Err(Error::Corrupt("write in a read-only transaction".into()));
+            return Err(crate::shared::write_in_read_only());
         }
         let engine = self.engine;
         engine

@@ -624,7 +624,7 @@ impl KvTxn for TikvTxn<'_> {
 
     fn set(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         if self.read_only {
-            return Err(Error::Corrupt("write in a read-only transaction".into()));
+            return Err(crate::shared::write_in_read_only());
         }
         self.wrote = true;
         let (full, value) = (self.eng.full(key), value.to_vec());
@@ -634,7 +634,7 @@ impl KvTxn for TikvTxn<'_> {
 
     fn delete(&mut self, key: &[u8]) -> Result<()> {
         if self.read_only {
-            return Err(Error::Corrupt("write in a read-only transaction".into()));
+            return Err(crate::shared::write_in_read_only());
         }
         self.wrote = true;
         let full = self.eng.full(key);
