@@ -35,7 +35,7 @@ const INODE_BATCH: u64 = 1024;
 /// How long a directory counts as contended after a change of its entries conflicted
 /// (see `Meta::dir_changed`).
 const CONTENDED_FOR: Duration = Duration::from_secs(2);
-/// Contended directories remembered at most (expired ones are dropped at this size).
+/// How many contended directories are remembered before expired ones are dropped.
 const MAX_CONTENDED_DIRS: usize = 1024;
 /// JuiceFS's default `--skip-dir-mtime`.
 pub const SKIP_DIR_MTIME: Duration = Duration::from_millis(100);
@@ -678,4 +678,48 @@ impl Meta {
 
 fn parse_format(v: &[u8]) -> Result<Format> {
     serde_json::from_slice(v).map_err(|e| Error::Corrupt(format!("volume settings: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_at(sec: i64) -> Attr {
+        let mut a = Attr::new(FileType::Directory, 0o755, 0, 0);
+        a.mtime = Time { sec, nsec: 0 };
+        a.ctime = a.mtime;
+        a
+    }
+
+    #[test]
+    fn a_directory_keeps_exact_times_until_its_changes_conflict() {
+        let m = Meta::connect("memory://dir-changed").unwrap();
+        let now = Time { sec: 100, nsec: 0 };
+        let just_before = Time {
+            sec: 99,
+            nsec: 950_000_000,
+        };
+        // Uncontended: every change writes exact times, however recent the last one.
+        let mut d = dir_at(0);
+        d.mtime = just_before;
+        assert!(m.dir_changed(7, &mut d, now, false, 1));
+        assert_eq!(d.mtime, now);
+        // A retried change marks the directory contended and skips a young mtime...
+        let mut d = dir_at(0);
+        d.mtime = just_before;
+        assert!(!m.dir_changed(7, &mut d, now, false, 2));
+        assert_eq!(d.mtime, just_before, "left as stored");
+        // ...and so does a first try while it stays contended, but not an old mtime,
+        // a link-count change, or another directory.
+        let mut d = dir_at(0);
+        d.mtime = just_before;
+        assert!(!m.dir_changed(7, &mut d, now, false, 1));
+        assert!(m.dir_changed(7, &mut dir_at(50), now, false, 1));
+        let mut d = dir_at(0);
+        d.mtime = just_before;
+        assert!(m.dir_changed(7, &mut d, now, true, 1));
+        let mut d = dir_at(0);
+        d.mtime = just_before;
+        assert!(m.dir_changed(8, &mut d, now, false, 1));
+    }
 }
