@@ -99,6 +99,14 @@ impl KvEngine for Counting {
     fn reset(&self) -> Result<()> {
         self.inner.reset()
     }
+
+    fn announce_changes(&self, announced: crate::AnnouncedKeys) -> bool {
+        self.inner.announce_changes(announced)
+    }
+
+    fn follow_changes(&self, follower: &mut crate::FeedFollower<'_>) -> Result<()> {
+        self.inner.follow_changes(follower)
+    }
 }
 
 struct CountingTxn<'a> {

@@ -15,6 +15,9 @@
 //! the layer above. The one thing an engine may need to know about the keys is how they
 //! group for range scans ([`KeyLayout`]), which the caller passes when it opens one.
 //!
+//! Engines that can push changes announce what each commit changed to the other
+//! clients, and follow theirs (`feed`): a cache above stays fresh without asking.
+//!
 //! Engines, one folder each: `memory` (tests), `sqlite` (the embedded default), `redis`,
 //! `sql` (PostgreSQL and MySQL/MariaDB), `etcd`, `tikv` (feature `tikv`). What they would
 //! otherwise repeat (runtime, URL decoding and redaction, error causes) is in `shared`.
@@ -22,6 +25,7 @@
 pub mod counting;
 pub mod error;
 pub mod etcd;
+pub mod feed;
 pub mod memory;
 pub mod redis;
 mod runner;
@@ -32,6 +36,7 @@ pub mod sqlite;
 pub mod tikv;
 
 pub use error::{Error, Result};
+pub use feed::{AnnouncedKeys, FeedEvent, FeedFollower};
 pub use runner::{BodyError, CommitWatcher, Kv, WatchedKeys, DEFAULT_RETRY_TIMEOUT};
 pub use shared::redact_url;
 
@@ -164,6 +169,20 @@ pub trait KvEngine: Send + Sync {
     /// Deletes every key of the volume (used by `format --force` on a broken volume and
     /// by tests).
     fn reset(&self) -> Result<()>;
+    /// Makes this client's later commits announce to the other clients which of the
+    /// keys `announced` selects they changed (see [`feed`]). Returns false when the
+    /// engine has no feed; then nothing is announced and followers cannot exist.
+    fn announce_changes(&self, announced: AnnouncedKeys) -> bool {
+        let _ = announced;
+        false
+    }
+    /// Follows the changes other clients announce, on the calling thread, until
+    /// `follower` returns false; reconnects by itself after a break (reported as
+    /// [`FeedEvent::Lost`]). An engine without a feed returns an error at once.
+    fn follow_changes(&self, follower: &mut FeedFollower<'_>) -> Result<()> {
+        let _ = follower;
+        feed::unsupported(self.name())
+    }
 }
 
 /// How the caller's keys group for range scans. An engine without ordered range scans

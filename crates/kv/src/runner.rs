@@ -169,6 +169,18 @@ impl<E: BodyError> Kv<E> {
         self.watch.set((watched, watcher)).is_ok()
     }
 
+    /// Makes this client's commits announce the keys `announced` selects to the other
+    /// clients; false when the engine cannot (see [`crate::feed`]).
+    pub fn announce_changes(&self, announced: crate::AnnouncedKeys) -> bool {
+        self.engine.announce_changes(announced)
+    }
+
+    /// Follows the other clients' announced changes on this thread until `follower`
+    /// returns false (see [`crate::feed`]).
+    pub fn follow_changes(&self, follower: &mut crate::FeedFollower<'_>) -> Result<()> {
+        self.engine.follow_changes(follower)
+    }
+
     /// Names the database in messages (give it a redacted URL).
     pub fn with_url(mut self, url: &str) -> Self {
         self.url = url.to_string();

@@ -40,7 +40,9 @@
 
 use crate::error::{Error, Result};
 use crate::shared::causes;
-use crate::{prefix_end, KvEngine, KvTxn, TxnBody};
+use crate::{prefix_end, AnnouncedKeys, FeedFollower, KvEngine, KvTxn, TxnBody};
+
+mod feed;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, GetResponse, KeyValue,
     KvClient, Txn, TxnOp, TxnOpResponse,
@@ -87,8 +89,13 @@ pub struct EtcdEngine {
     /// `Option` only so that `Drop` can shut it down without blocking.
     rt: Option<tokio::runtime::Runtime>,
     kv: KvClient,
-    /// Keeps the connection (and its auth token refresher) alive.
-    _client: Client,
+    /// Keeps the connection (and its auth token refresher) alive; the change feed
+    /// watches through it.
+    client: Client,
+    /// Which keys the change feed reports (all when unset).
+    announced: std::sync::OnceLock<AnnouncedKeys>,
+    /// Revisions of this client's commits, which its feed does not report.
+    own: feed::OwnRevisions,
     /// The volume's key prefix: the URL's path + 0xFD.
     prefix: Vec<u8>,
     /// The endpoints, for messages.
@@ -347,7 +354,9 @@ impl EtcdEngine {
         let engine = EtcdEngine {
             rt: Some(rt),
             kv,
-            _client: client,
+            client,
+            announced: std::sync::OnceLock::new(),
+            own: Default::default(),
             prefix: url.prefix,
             hosts,
         };
@@ -526,17 +535,21 @@ impl EtcdTxn<'_> {
         let (n_cmps, n_ops) = (cmps.len(), ops.len());
         let txn = Txn::new().when(cmps).and_then(ops);
         let mut kv = self.kv.clone();
-        let resp = self
-            .eng
-            .call(async move { kv.txn(txn).await })
-            .map_err(|e| match e {
-                // Add what only we know: the size of this transaction.
-                Error::Failed(msg) if msg.contains("--max-txn-ops") => {
-                    too_many_ops(Some((n_cmps, n_ops)))
-                }
-                Error::Failed(msg) if msg.contains("--max-request-bytes") => too_large(Some(bytes)),
-                e => e,
-            })?;
+        let ticket = self.eng.own.begin();
+        let resp = self.eng.call(async move { kv.txn(txn).await });
+        let applied = resp.as_ref().ok().filter(|r| r.succeeded());
+        self.eng.own.end(
+            ticket,
+            applied.and_then(|r| r.header()).map(|h| h.revision()),
+        );
+        let resp = resp.map_err(|e| match e {
+            // Add what only we know: the size of this transaction.
+            Error::Failed(msg) if msg.contains("--max-txn-ops") => {
+                too_many_ops(Some((n_cmps, n_ops)))
+            }
+            Error::Failed(msg) if msg.contains("--max-request-bytes") => too_large(Some(bytes)),
+            e => e,
+        })?;
         if resp.succeeded() {
             Ok(())
         } else {
@@ -745,6 +758,17 @@ impl KvEngine for EtcdEngine {
         tx.commit()
     }
 
+    /// Every commit is seen by a watch: nothing to add to commits, only which keys the
+    /// feed reports.
+    fn announce_changes(&self, announced: AnnouncedKeys) -> bool {
+        let _ = self.announced.set(announced);
+        true
+    }
+
+    fn follow_changes(&self, follower: &mut FeedFollower<'_>) -> Result<()> {
+        self.follow(follower)
+    }
+
     fn reset(&self) -> Result<()> {
         // One DeleteRange over the volume's prefix: atomic, and not subject to
         // --max-txn-ops however many keys it removes.
@@ -807,7 +831,7 @@ mod tests {
 
     /// An engine on the test server (`NECTAR_TEST_ETCD_URL`, set by
     /// scripts/start-etcd.sh) under a prefix of its own, emptied; `None` without a server.
-    fn test_engine(name: &str) -> Option<EtcdEngine> {
+    pub(super) fn test_engine(name: &str) -> Option<EtcdEngine> {
         let url = std::env::var("NECTAR_TEST_ETCD_URL").ok()?;
         let rest = url.strip_prefix("etcd://")?;
         let authority = rest.split('/').next()?;

@@ -64,7 +64,11 @@
 //! time out after 5 s and commands after 10 s, so a dead server becomes a temporary error.
 
 use crate::error::{Error, Result};
-use crate::{prefix_end, Follow, Followed, KeyLayout, KvEngine, KvTxn, TxnBody};
+use crate::{
+    prefix_end, AnnouncedKeys, FeedFollower, Follow, Followed, KeyLayout, KvEngine, KvTxn, TxnBody,
+};
+
+mod feed;
 use deadpool::managed::{Metrics, Object, RecycleResult};
 use deadpool_redis::{PoolError, Runtime, Timeouts};
 use parking_lot::Mutex;
@@ -530,6 +534,8 @@ enum Mode {
 /// The master in use and the pool of connections to it.
 struct Current {
     addr: String,
+    /// How to connect to it (the change feed opens its own connection).
+    info: ConnectionInfo,
     pool: Pool,
 }
 
@@ -552,6 +558,12 @@ pub struct RedisEngine {
     layout: &'static dyn KeyLayout,
     /// The hosts of the URL, for messages.
     hosts: String,
+    /// The channel this volume's commits announce their changes on (see `feed`).
+    channel: Vec<u8>,
+    /// This client's id in its announcements.
+    origin: u64,
+    /// Which keys commits announce; unset: none.
+    announced: std::sync::OnceLock<AnnouncedKeys>,
 }
 
 impl Drop for RedisEngine {
@@ -630,6 +642,9 @@ impl RedisEngine {
             follow_script: redis::Script::new(FOLLOW_SCRIPT),
             hosts,
             url: u,
+            channel: Vec::new(),
+            origin: crate::feed::new_origin(),
+            announced: std::sync::OnceLock::new(),
         };
         eng.mode = match &eng.url.sentinel {
             Some(name) => Mode::Sentinel(name.clone()),
@@ -671,6 +686,7 @@ impl RedisEngine {
                 eng.prefix = eng.url.prefix.clone().unwrap_or_default();
             }
         }
+        eng.channel = feed::channel(eng.db, &eng.prefix);
         // Fail now, with a clear message, when the server cannot be used at all.
         let cur = eng.current()?;
         if let Mode::Sentinel(name) = &eng.mode {
@@ -964,7 +980,7 @@ impl RedisEngine {
         let (host, port) = self.block_on(self.resolve())?;
         let addr = format!("{host}:{port}");
         let info = self.conn_info(&host, port, self.db, false)?;
-        let manager = deadpool_redis::Manager::new_with_config(info, Self::conn_config())
+        let manager = deadpool_redis::Manager::new_with_config(info.clone(), Self::conn_config())
             .map(Manager)
             .map_err(|e| map_err(&e, &addr))?;
         let pool = Pool::builder(manager)
@@ -989,7 +1005,7 @@ impl RedisEngine {
         if self.mode != Mode::Standalone {
             tracing::info!("redis: the volume's master is {addr}");
         }
-        let c = Arc::new(Current { addr, pool });
+        let c = Arc::new(Current { addr, info, pool });
         *cur = Some(c.clone());
         Ok(c)
     }
@@ -1432,6 +1448,12 @@ impl RedisTxn<'_> {
         let mut p = redis::pipe();
         p.atomic();
         self.queue_writes(&mut p);
+        if let Some(announced) = self.eng.announced.get() {
+            let keys = self.writes.keys().map(Vec::as_slice);
+            if let Some(payload) = crate::feed::encode(self.eng.origin, keys, *announced) {
+                p.cmd("PUBLISH").arg(&self.eng.channel).arg(payload);
+            }
+        }
         self.exec(&p)
     }
 }
@@ -1616,6 +1638,15 @@ impl KvEngine for RedisEngine {
         res
     }
 
+    fn announce_changes(&self, announced: AnnouncedKeys) -> bool {
+        let _ = self.announced.set(announced);
+        true
+    }
+
+    fn follow_changes(&self, follower: &mut FeedFollower<'_>) -> Result<()> {
+        self.follow(follower)
+    }
+
     fn reset(&self) -> Result<()> {
         let cur = self.current()?;
         let pattern = glob_prefix(&self.prefix);
@@ -1705,7 +1736,7 @@ mod tests {
 
     static LAYOUT: TestLayout = TestLayout;
 
-    fn open(url: &str) -> Result<RedisEngine> {
+    pub(super) fn open(url: &str) -> Result<RedisEngine> {
         RedisEngine::open(url, &LAYOUT)
     }
 
@@ -1819,7 +1850,7 @@ mod tests {
     }
 
     /// The URL of a test server (scripts/start-redis.sh), or None to skip.
-    fn server() -> Option<String> {
+    pub(super) fn server() -> Option<String> {
         let url = std::env::var("NECTAR_TEST_REDIS_URL")
             .ok()
             .filter(|u| !u.is_empty());
@@ -1830,7 +1861,7 @@ mod tests {
     }
 
     /// The test server's URL with another database and query.
-    fn with_db(url: &str, db: &str) -> String {
+    pub(super) fn with_db(url: &str, db: &str) -> String {
         let base = url.split('?').next().unwrap_or(url);
         let host = base.rsplit_once('/').map_or(base, |(h, _)| h);
         format!("{host}/{db}")
