@@ -47,6 +47,45 @@ pub fn attr_inode(key: &[u8]) -> Option<Ino> {
     }
 }
 
+/// What a changed key means to a client that caches metadata, if anything: the keys a
+/// commit announces to other clients (see `cache.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangedKey<'k> {
+    /// `A<ino>I`: the inode's attributes.
+    Attr(Ino),
+    /// `A<parent>D<name>`: a directory entry.
+    Entry(Ino, &'k [u8]),
+    /// `A<ino>C<index>`: the slices of one chunk of a file.
+    Chunk(Ino, u32),
+    /// `A<ino>X<name>`: an extended attribute.
+    Xattr(Ino),
+}
+
+/// Reads a changed key; `None` for keys no cache holds (counters, sessions, slices'
+/// reference counts, symlink targets, which never change, parent lists).
+pub fn changed_key(key: &[u8]) -> Option<ChangedKey<'_>> {
+    if key.len() < 10 || key[0] != b'A' {
+        return None;
+    }
+    let ino = read_ino(&key[1..9])?;
+    let rest = &key[10..];
+    match key[9] {
+        b'I' if rest.is_empty() => Some(ChangedKey::Attr(ino)),
+        b'D' => Some(ChangedKey::Entry(ino, rest)),
+        b'C' => Some(ChangedKey::Chunk(
+            ino,
+            u32::from_be_bytes(rest.try_into().ok()?),
+        )),
+        b'X' => Some(ChangedKey::Xattr(ino)),
+        _ => None,
+    }
+}
+
+/// Whether a commit announces its change of `key` to other clients.
+pub fn announced(key: &[u8]) -> bool {
+    changed_key(key).is_some()
+}
+
 /// The attribute key of the inode a directory entry's value names: the value is the
 /// type byte and the inode big-endian, the key `A`, the inode little-endian, `I`.
 pub const ATTR_OF_ENTRY: crate::kv::Follow = crate::kv::Follow {
@@ -246,6 +285,30 @@ mod tests {
     fn scan_domain<'a>(begin: &'a [u8], end: &[u8]) -> Option<&'a [u8]> {
         let d = domain_of(begin)?;
         (end <= prefix_end(d).as_slice()).then_some(d)
+    }
+
+    #[test]
+    fn changed_keys_are_read_back() {
+        let ino = 0x0102030405060708u64;
+        assert_eq!(changed_key(&attr(ino)), Some(ChangedKey::Attr(ino)));
+        assert_eq!(
+            changed_key(&dentry(ino, b"n")),
+            Some(ChangedKey::Entry(ino, b"n"))
+        );
+        assert_eq!(changed_key(&chunk(ino, 7)), Some(ChangedKey::Chunk(ino, 7)));
+        assert_eq!(
+            changed_key(&xattr(ino, b"user.a")),
+            Some(ChangedKey::Xattr(ino))
+        );
+        for other in [
+            symlink(ino),
+            parent(ino, 1),
+            counter("usedSpace"),
+            slice_ref(1, 2),
+        ] {
+            assert_eq!(changed_key(&other), None, "{other:?}");
+        }
+        assert_eq!(changed_key(&inode_prefix(ino)), None);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! can re-run on conflict.
 
 pub mod acl;
+pub mod cache;
 pub mod data;
 pub mod error;
 pub mod keys;
@@ -24,6 +25,7 @@ pub mod unfinished;
 pub mod xattr;
 
 pub use acl::{AclEntry, AclType, Rule};
+pub use cache::{Change, ChangeListener, ChangeSeq};
 pub use error::{Error, Result};
 pub use meta::{AttrWatcher, Meta, SliceDeleter};
 pub use namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE};

@@ -124,6 +124,14 @@ pub struct Meta {
     pub(crate) acls: RwLock<crate::acl::RuleCache>,
     /// This `Meta`, for the flusher thread.
     me: Weak<Meta>,
+    /// Attributes and entries read while the change feed is live (see `cache.rs`).
+    pub(crate) cache: crate::cache::MetaCache,
+    /// Whether the engine announces changes to other clients and can follow theirs.
+    pub(crate) feed_supported: bool,
+    /// Tells the change feed's thread to stop.
+    pub(crate) feed_stop: AtomicBool,
+    /// Hears the attributes this client commits ([`Meta::watch_attrs`]).
+    attr_watcher: std::sync::OnceLock<AttrWatcher>,
 }
 
 fn now_secs() -> i64 {
@@ -149,7 +157,9 @@ impl Meta {
         let kv = Kv::new(engine)
             .with_url(&redacted)
             .with_retry_timeout(cfg.retry_timeout);
-        Arc::new_cyclic(|me| Meta {
+        // Every client announces its changes, whether or not it caches itself.
+        let feed_supported = kv.announce_changes(keys::announced);
+        let meta = Arc::new_cyclic(|me| Meta {
             kv,
             url: redacted,
             format: RwLock::new(None),
@@ -168,7 +178,41 @@ impl Meta {
             contended_dirs: Mutex::default(),
             acls: Default::default(),
             me: me.clone(),
-        })
+            cache: Default::default(),
+            feed_supported,
+            feed_stop: AtomicBool::new(false),
+            attr_watcher: Default::default(),
+        });
+        let me = Arc::downgrade(&meta);
+        meta.kv.watch_commits(
+            |key| {
+                matches!(
+                    keys::changed_key(key),
+                    Some(keys::ChangedKey::Attr(_) | keys::ChangedKey::Entry(..))
+                )
+            },
+            Box::new(move |writes| {
+                if let Some(meta) = me.upgrade() {
+                    meta.committed(writes);
+                }
+            }),
+        );
+        meta
+    }
+
+    /// What this client just committed to attributes and entries: the cache forgets
+    /// it (a read in flight must not bring the old value back), and the attribute
+    /// watcher hears the new attributes.
+    fn committed(&self, writes: &[(Vec<u8>, Option<Vec<u8>>)]) {
+        let changes = crate::cache::changes_of(writes.iter().map(|(k, _)| k.as_slice()));
+        self.cache.forget(&changes, false);
+        if let Some(watcher) = self.attr_watcher.get() {
+            for (key, value) in writes {
+                if let Some(ino) = keys::attr_inode(key) {
+                    watcher(ino, value.as_deref().and_then(|v| Attr::decode(v).ok()));
+                }
+            }
+        }
     }
 
     /// The META-URL with any password removed.
@@ -261,17 +305,7 @@ impl Meta {
     /// commit (`None`: the inode was deleted), so a cache above can keep what this
     /// client itself wrote. One watcher per client; false if one was registered before.
     pub fn watch_attrs(&self, watcher: AttrWatcher) -> bool {
-        self.kv.watch_commits(
-            |key| keys::attr_inode(key).is_some(),
-            Box::new(move |writes| {
-                for (key, value) in writes {
-                    let Some(ino) = keys::attr_inode(key) else {
-                        continue;
-                    };
-                    watcher(ino, value.as_deref().and_then(|v| Attr::decode(v).ok()));
-                }
-            }),
-        )
+        self.attr_watcher.set(watcher).is_ok()
     }
 
     /// Registers who deletes the objects of unreferenced slices.

@@ -161,7 +161,13 @@ const RELEASE_INLINE_SLICES: usize = 16;
 
 impl Meta {
     pub fn get_attr(&self, ino: Ino) -> Result<Attr> {
-        self.kv.read(|tx| get_attr(tx, ino))
+        if let Some(attr) = self.cache.attr(ino) {
+            return Ok(attr);
+        }
+        let since = self.cache.seq();
+        let attr = self.kv.read(|tx| get_attr(tx, ino))?;
+        self.cache.keep_attr(since, ino, &attr);
+        Ok(attr)
     }
 
     /// Checks `mask` rights of `ctx` on an inode (the `access` call).
@@ -208,7 +214,15 @@ impl Meta {
         if name.len() > MAX_NAME {
             return sys(ENAMETOOLONG);
         }
-        self.kv.read(|tx| {
+        // The cache answers only where the kernel checked permissions.
+        let cacheable = !ctx.check_permission && name != b"." && name != b"..";
+        if cacheable {
+            if let Some(found) = self.cache.entry(parent, name) {
+                return Ok(found);
+            }
+        }
+        let since = self.cache.seq();
+        let (ino, attr) = self.kv.read(|tx| {
             // The parent, the entry and the inode it names in one round trip where the
             // engine follows the entry on the server (Redis), two elsewhere: lookups
             // dominate `stat` and `ls -l` on a networked engine.
@@ -234,7 +248,11 @@ impl Meta {
                 _ => get_attr(tx, ino)?,
             };
             Ok((ino, attr))
-        })
+        })?;
+        if cacheable {
+            self.cache.keep_entry(since, parent, name, ino, &attr);
+        }
+        Ok((ino, attr))
     }
 
     /// Creates a node of any type. `mode` holds the permission bits (07777); `umask` is

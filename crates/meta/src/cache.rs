@@ -1,0 +1,421 @@
+//! The client's metadata cache, kept fresh by the engine's change feed.
+//!
+//! The design: a client may answer `stat` and lookups from memory only while it is sure
+//! to hear of every change: while the engine's change feed (`nectar_kv::feed`) is live.
+//! Every commit announces the keys it changed (attributes, entries, chunks, xattrs);
+//! a follower thread ([`Meta::follow_changes`]) turns the other clients'
+//! announcements into [`Change`]s, drops what they touch from this cache, and passes
+//! them on to a listener (the VFS, which tells the kernel). When the feed breaks, the
+//! cache empties and stops answering at once, and the listener hears
+//! [`Change::FeedLost`] so the kernel's caches are dropped too; when it comes back,
+//! everything is read afresh.
+//!
+//! A read racing a change must not put the old value in the cache after the change
+//! was heard. So every change heard (this client's own commits included) gets a number
+//! in a sequence and is remembered in a short log; a read notes the sequence before it
+//! starts ([`MetaCache::seq`]) and its result is kept only if nothing logged since
+//! touches it. The same test tells the kernel adapter whether an answer may be given
+//! with a long kernel timeout ([`Meta::changed_since`]).
+//!
+//! Bounded: the maps are emptied when they reach [`MAX_CACHED`] entries each, and a
+//! read that started before the oldest logged change counts as touched.
+
+use crate::keys::{self, ChangedKey};
+use crate::meta::Meta;
+use crate::types::{Attr, Ino};
+use parking_lot::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// What another client changed, as a listener of [`Meta::follow_changes`] hears it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The attributes of an inode (its length, times, mode, link count...).
+    Attr(Ino),
+    /// A directory entry: `(parent, name)` was added, removed or points elsewhere.
+    Entry(Ino, Vec<u8>),
+    /// The data of a file (the slices of one chunk).
+    Data(Ino, u32),
+    /// An extended attribute of an inode.
+    Xattr(Ino),
+    /// Anything may have changed (a commit too big to list, or a feed message this
+    /// version does not understand).
+    Everything,
+    /// The feed broke: changes are not heard until [`Change::FeedLive`].
+    FeedLost,
+    /// The feed is live: changes are heard from now on.
+    FeedLive,
+}
+
+/// Hears what other clients changed.
+pub type ChangeListener = Arc<dyn Fn(&[Change]) + Send + Sync>;
+
+/// A point in the sequence of changes this client heard of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeSeq(u64);
+
+/// Entries of each map before it is emptied.
+pub const MAX_CACHED: usize = 500_000;
+/// Changes remembered to check reads in flight against.
+const LOG_LEN: usize = 4096;
+
+/// What a logged change touches.
+#[derive(Debug)]
+enum Touched {
+    Inode(Ino),
+    Entry(Ino, Box<[u8]>),
+    All,
+}
+
+#[derive(Default)]
+struct State {
+    /// Number of the last change heard.
+    seq: u64,
+    /// The latest changes: number, whether another client made it, what it touched.
+    log: VecDeque<(u64, bool, Touched)>,
+    /// Changes up to this number were dropped from the log.
+    forgotten: u64,
+    attrs: HashMap<Ino, Attr>,
+    entries: HashMap<(Ino, Box<[u8]>), Ino>,
+}
+
+impl State {
+    fn log(&mut self, foreign: bool, t: Touched) {
+        self.seq += 1;
+        match &t {
+            Touched::Inode(ino) => {
+                self.attrs.remove(ino);
+            }
+            Touched::Entry(parent, name) => {
+                self.entries.remove(&(*parent, name.clone()));
+            }
+            Touched::All => {
+                self.attrs.clear();
+                self.entries.clear();
+            }
+        }
+        if self.log.len() == LOG_LEN {
+            if let Some((n, ..)) = self.log.pop_front() {
+                self.forgotten = n;
+            }
+        }
+        self.log.push_back((self.seq, foreign, t));
+    }
+
+    /// Whether a change heard after `since` (another client's only, with
+    /// `foreign_only`) touches inode `ino` or entry `entry`.
+    fn touched_since(
+        &self,
+        since: ChangeSeq,
+        foreign_only: bool,
+        ino: Option<Ino>,
+        entry: Option<(Ino, &[u8])>,
+    ) -> bool {
+        if since.0 < self.forgotten {
+            return true;
+        }
+        self.log
+            .iter()
+            .rev()
+            .take_while(|(n, ..)| *n > since.0)
+            .filter(|(_, foreign, _)| *foreign || !foreign_only)
+            .any(|(.., t)| match t {
+                Touched::All => true,
+                Touched::Inode(i) => Some(*i) == ino,
+                Touched::Entry(p, n) => entry.is_some_and(|(ep, en)| ep == *p && en == &n[..]),
+            })
+    }
+}
+
+/// Attributes and entries read from metadata, valid while the change feed is live.
+#[derive(Default)]
+pub(crate) struct MetaCache {
+    live: AtomicBool,
+    state: Mutex<State>,
+}
+
+impl MetaCache {
+    pub(crate) fn live(&self) -> bool {
+        self.live.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn seq(&self) -> ChangeSeq {
+        ChangeSeq(self.state.lock().seq)
+    }
+
+    pub(crate) fn attr(&self, ino: Ino) -> Option<Attr> {
+        if !self.live() {
+            return None;
+        }
+        self.state.lock().attrs.get(&ino).cloned()
+    }
+
+    /// The inode and attributes of entry `name` of `parent`.
+    pub(crate) fn entry(&self, parent: Ino, name: &[u8]) -> Option<(Ino, Attr)> {
+        if !self.live() {
+            return None;
+        }
+        let st = self.state.lock();
+        let ino = *st.entries.get(&(parent, Box::from(name)))?;
+        Some((ino, st.attrs.get(&ino)?.clone()))
+    }
+
+    /// Keeps attributes read by a read that started at `since`, unless a change heard
+    /// meanwhile touches them.
+    pub(crate) fn keep_attr(&self, since: ChangeSeq, ino: Ino, attr: &Attr) {
+        if !self.live() {
+            return;
+        }
+        let mut st = self.state.lock();
+        if st.touched_since(since, false, Some(ino), None) {
+            return;
+        }
+        if st.attrs.len() >= MAX_CACHED {
+            st.attrs.clear();
+        }
+        st.attrs.insert(ino, attr.clone());
+    }
+
+    /// Keeps an entry and its inode's attributes, as [`MetaCache::keep_attr`].
+    pub(crate) fn keep_entry(
+        &self,
+        since: ChangeSeq,
+        parent: Ino,
+        name: &[u8],
+        ino: Ino,
+        attr: &Attr,
+    ) {
+        if !self.live() {
+            return;
+        }
+        let mut st = self.state.lock();
+        if st.touched_since(since, false, Some(ino), Some((parent, name))) {
+            return;
+        }
+        if st.entries.len() >= MAX_CACHED {
+            st.entries.clear();
+        }
+        if st.attrs.len() >= MAX_CACHED {
+            st.attrs.clear();
+        }
+        st.entries.insert((parent, Box::from(name)), ino);
+        st.attrs.insert(ino, attr.clone());
+    }
+
+    /// Drops what changes touch. `foreign`: another client made them.
+    pub(crate) fn forget(&self, changes: &[Change], foreign: bool) {
+        let mut st = self.state.lock();
+        for c in changes {
+            let t = match c {
+                Change::Attr(ino) | Change::Data(ino, _) | Change::Xattr(ino) => {
+                    Touched::Inode(*ino)
+                }
+                Change::Entry(p, n) => Touched::Entry(*p, n.clone().into_boxed_slice()),
+                Change::Everything | Change::FeedLost | Change::FeedLive => Touched::All,
+            };
+            st.log(foreign, t);
+        }
+    }
+
+    /// Starts or stops answering; either way everything known so far is dropped.
+    pub(crate) fn set_live(&self, live: bool) {
+        let mut st = self.state.lock();
+        st.log(true, Touched::All);
+        self.live.store(live, Ordering::Release);
+    }
+
+    /// See [`Meta::changed_since`].
+    pub(crate) fn changed_since(
+        &self,
+        since: ChangeSeq,
+        ino: Ino,
+        entry: Option<(Ino, &[u8])>,
+    ) -> bool {
+        !self.live()
+            || self
+                .state
+                .lock()
+                .touched_since(since, true, Some(ino), entry)
+    }
+}
+
+/// The changes a set of changed keys means.
+pub(crate) fn changes_of<'k>(keys: impl IntoIterator<Item = &'k [u8]>) -> Vec<Change> {
+    keys.into_iter()
+        .filter_map(|k| {
+            Some(match keys::changed_key(k)? {
+                ChangedKey::Attr(ino) => Change::Attr(ino),
+                ChangedKey::Entry(p, name) => Change::Entry(p, name.to_vec()),
+                ChangedKey::Chunk(ino, index) => Change::Data(ino, index),
+                ChangedKey::Xattr(ino) => Change::Xattr(ino),
+            })
+        })
+        .collect()
+}
+
+impl Meta {
+    /// Whether the engine can tell this client what others change (Redis, etcd), so
+    /// that a cache may be trusted while its feed is live.
+    pub fn feed_supported(&self) -> bool {
+        self.feed_supported
+    }
+
+    /// Whether the change feed is live: the cache answers, and every change another
+    /// client commits reaches [`Meta::follow_changes`]'s listener.
+    pub fn feed_live(&self) -> bool {
+        self.cache.live()
+    }
+
+    /// The current point in the sequence of changes heard, to pass to
+    /// [`Meta::changed_since`] after a read.
+    pub fn change_seq(&self) -> ChangeSeq {
+        self.cache.seq()
+    }
+
+    /// Whether an answer about inode `ino` (and entry `entry`) read since `since` may be
+    /// stale: the feed is not live, or another client's change heard meanwhile touches
+    /// it. A kernel adapter gives such an answer only a short timeout.
+    pub fn changed_since(&self, since: ChangeSeq, ino: Ino, entry: Option<(Ino, &[u8])>) -> bool {
+        self.cache.changed_since(since, ino, entry)
+    }
+
+    /// Starts following other clients' changes in a thread of its own: the cache
+    /// answers while the feed is live, and `listener` hears every change (after the
+    /// cache dropped it) and every break and return of the feed. Returns false when the
+    /// engine has no feed; then nothing is cached here. Stops with
+    /// [`Meta::stop_following`].
+    pub fn follow_changes(self: &Arc<Self>, listener: ChangeListener) -> bool {
+        if !self.feed_supported {
+            return false;
+        }
+        let meta = self.clone();
+        let started = std::thread::Builder::new()
+            .name("nectar-feed".into())
+            .spawn(move || {
+                let mut was_lost = false;
+                let res = meta.kv.follow_changes(&mut |event| {
+                    use crate::kv::FeedEvent;
+                    match event {
+                        FeedEvent::Live => {
+                            meta.cache.set_live(true);
+                            if was_lost {
+                                tracing::info!("metadata change feed is back: caching again");
+                            }
+                            listener(&[Change::FeedLive]);
+                        }
+                        FeedEvent::Lost(why) => {
+                            meta.cache.set_live(false);
+                            if !was_lost {
+                                tracing::warn!(
+                                    "metadata change feed lost ({why}): another client's changes show within the attribute timeout until it is back"
+                                );
+                            }
+                            was_lost = true;
+                            listener(&[Change::FeedLost]);
+                        }
+                        FeedEvent::Changed(keys) => {
+                            let changes = changes_of(keys.iter().map(Vec::as_slice));
+                            if !changes.is_empty() {
+                                meta.cache.forget(&changes, true);
+                                listener(&changes);
+                            }
+                        }
+                        FeedEvent::Everything => {
+                            meta.cache.forget(&[Change::Everything], true);
+                            listener(&[Change::Everything]);
+                        }
+                        FeedEvent::Idle => {}
+                    }
+                    !meta.feed_stop.load(Ordering::Relaxed)
+                });
+                meta.cache.set_live(false);
+                if let Err(e) = res {
+                    tracing::warn!("metadata change feed: {e}");
+                }
+            });
+        started.is_ok()
+    }
+
+    /// Stops the thread of [`Meta::follow_changes`] within about a second.
+    pub fn stop_following(&self) {
+        self.feed_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::FileType;
+
+    fn attr(len: u64) -> Attr {
+        let mut a = Attr::new(FileType::File, 0o644, 0, 0);
+        a.length = len;
+        a
+    }
+
+    #[test]
+    fn nothing_is_kept_or_answered_while_the_feed_is_not_live() {
+        let c = MetaCache::default();
+        let s = c.seq();
+        c.keep_attr(s, 5, &attr(1));
+        assert_eq!(c.attr(5), None);
+        c.set_live(true);
+        let s = c.seq();
+        c.keep_entry(s, 1, b"a", 5, &attr(1));
+        assert_eq!(c.entry(1, b"a").map(|e| e.0), Some(5));
+        assert_eq!(c.attr(5).map(|a| a.length), Some(1));
+        c.set_live(false);
+        assert_eq!(c.attr(5), None);
+        c.set_live(true);
+        assert_eq!(c.attr(5), None, "a feed that comes back starts empty");
+    }
+
+    #[test]
+    fn a_read_that_raced_a_change_is_not_kept() {
+        let c = MetaCache::default();
+        c.set_live(true);
+        let before = c.seq();
+        c.forget(&[Change::Attr(5), Change::Entry(1, b"a".to_vec())], true);
+        c.keep_attr(before, 5, &attr(1));
+        c.keep_entry(before, 1, b"a", 6, &attr(1));
+        assert_eq!(c.attr(5), None);
+        assert_eq!(c.entry(1, b"a"), None);
+        // Other inodes and entries are not affected.
+        c.keep_entry(before, 1, b"b", 7, &attr(2));
+        assert_eq!(c.entry(1, b"b").map(|e| e.0), Some(7));
+        assert!(c.changed_since(before, 5, None));
+        assert!(c.changed_since(before, 9, Some((1, b"a"))));
+        assert!(!c.changed_since(before, 7, Some((1, b"b"))));
+        // This client's own changes guard the cache but do not shorten kernel timeouts.
+        let before = c.seq();
+        c.forget(&[Change::Attr(7)], false);
+        assert_eq!(c.attr(7), None);
+        assert!(!c.changed_since(before, 7, None));
+        // A change heard after the read is fine; one heard so long ago that the log
+        // forgot it counts as touching everything.
+        let s = c.seq();
+        for i in 0..LOG_LEN as u64 + 1 {
+            c.forget(&[Change::Attr(1000 + i)], true);
+        }
+        assert!(c.changed_since(s, 7, None));
+    }
+
+    #[test]
+    fn keys_become_changes() {
+        let changes = changes_of([
+            keys::attr(3).as_slice(),
+            &keys::dentry(1, b"x"),
+            &keys::chunk(3, 2),
+            &keys::counter("usedSpace"),
+        ]);
+        assert_eq!(
+            changes,
+            vec![
+                Change::Attr(3),
+                Change::Entry(1, b"x".to_vec()),
+                Change::Data(3, 2)
+            ]
+        );
+    }
+}

@@ -1,0 +1,228 @@
+//! The client cache kept fresh by the change feed, with two clients of one volume on
+//! each engine that has a feed (Redis, etcd; servers from NECTAR_TEST_META_URLS): one
+//! changes, the other hears it, drops what it cached and answers the new state; a cut
+//! feed stops the cache at once and a feed that comes back starts it empty.
+
+mod common;
+use common::{new_format, server_url};
+use nectar_kv::counting::Counting;
+use nectar_kv::open_engine;
+use nectar_meta::meta::MetaConfig;
+use nectar_meta::{keys, Change, Ctx, FileType, Meta, SetAttr, ROOT_INODE};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a change may take to reach the other client in these tests (the bound
+/// measured on a loaded two-core machine is far below).
+const BOUND: Duration = Duration::from_secs(2);
+
+struct Follower {
+    meta: Arc<Meta>,
+    counts: Arc<nectar_kv::counting::Counts>,
+    heard: mpsc::Receiver<Vec<Change>>,
+}
+
+impl Follower {
+    fn new(url: &str) -> Follower {
+        let engine = Counting::new(open_engine(url, &keys::LAYOUT).unwrap());
+        let counts = engine.counts();
+        let meta = Meta::with_engine(Box::new(engine), url, MetaConfig::default());
+        meta.load().unwrap();
+        let (tx, heard) = mpsc::channel();
+        assert!(meta.feed_supported());
+        assert!(meta.follow_changes(Arc::new(move |c: &[Change]| {
+            let _ = tx.send(c.to_vec());
+        })));
+        let f = Follower {
+            meta,
+            counts,
+            heard,
+        };
+        f.wait_for(|c| c == &Change::FeedLive);
+        f
+    }
+
+    /// Waits until a change `wanted` selects is heard; returns how long it took.
+    fn wait_for(&self, wanted: impl Fn(&Change) -> bool) -> Duration {
+        let start = Instant::now();
+        loop {
+            let left = BOUND.saturating_sub(start.elapsed());
+            let changes = self
+                .heard
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("nothing wanted heard within {BOUND:?}"));
+            if changes.iter().any(&wanted) {
+                return start.elapsed();
+            }
+        }
+    }
+
+    /// Transactions run since the last call.
+    fn transactions(&self) -> u64 {
+        self.counts.take().attempts
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.meta.stop_following();
+    }
+}
+
+fn file(meta: &Meta, name: &[u8]) -> u64 {
+    meta.mknod(
+        &Ctx::root(),
+        ROOT_INODE,
+        name,
+        FileType::File,
+        0o644,
+        0,
+        0,
+        b"",
+    )
+    .unwrap()
+    .0
+}
+
+fn another_clients_changes_reach_the_cache(engine: &str) {
+    let Some(url) = server_url(engine, "feed") else {
+        return;
+    };
+    let writer = Meta::connect(&url).unwrap();
+    writer.kv().reset().unwrap();
+    writer.format(new_format("feed"), false).unwrap();
+    let ino = file(&writer, b"f");
+    let reader = Follower::new(&url);
+    let r = &reader.meta;
+    let ctx = Ctx::root();
+
+    // Looked up once, then answered from memory.
+    assert_eq!(r.lookup(&ctx, ROOT_INODE, b"f").unwrap().0, ino);
+    reader.transactions();
+    for _ in 0..100 {
+        assert_eq!(r.lookup(&ctx, ROOT_INODE, b"f").unwrap().1.mode, 0o644);
+        r.get_attr(ino).unwrap();
+    }
+    assert_eq!(
+        reader.transactions(),
+        0,
+        "cached lookups and stats are free"
+    );
+
+    // An attribute change.
+    let since = r.change_seq();
+    let set = SetAttr {
+        mode: Some(0o600),
+        ..Default::default()
+    };
+    writer.setattr(&ctx, ino, &set).unwrap();
+    let took = reader.wait_for(|c| c == &Change::Attr(ino));
+    eprintln!("{engine}: an attribute change reached the other client in {took:?}");
+    assert!(r.changed_since(since, ino, None));
+    assert_eq!(r.get_attr(ino).unwrap().mode, 0o600);
+    assert_eq!(r.lookup(&ctx, ROOT_INODE, b"f").unwrap().1.mode, 0o600);
+
+    // An entry renamed away, and one made.
+    writer
+        .rename(&ctx, ROOT_INODE, b"f", ROOT_INODE, b"g", 0)
+        .unwrap();
+    reader.wait_for(|c| c == &Change::Entry(ROOT_INODE, b"f".to_vec()));
+    assert_eq!(
+        r.lookup(&ctx, ROOT_INODE, b"f").unwrap_err().errno(),
+        libc::ENOENT
+    );
+    assert_eq!(r.lookup(&ctx, ROOT_INODE, b"g").unwrap().0, ino);
+    let other = file(&writer, b"f");
+    reader.wait_for(|c| c == &Change::Entry(ROOT_INODE, b"f".to_vec()));
+    assert_eq!(r.lookup(&ctx, ROOT_INODE, b"f").unwrap().0, other);
+
+    // This client's own changes are seen by its own cache at once.
+    r.setattr(
+        &ctx,
+        other,
+        &SetAttr {
+            mode: Some(0o640),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(r.lookup(&ctx, ROOT_INODE, b"f").unwrap().1.mode, 0o640);
+    r.unlink(&ctx, ROOT_INODE, b"f").unwrap();
+    assert_eq!(
+        r.lookup(&ctx, ROOT_INODE, b"f").unwrap_err().errno(),
+        libc::ENOENT
+    );
+    writer.kv().reset().unwrap();
+}
+
+/// One test for both Redis scenarios: the cut kills every subscriber of the server.
+#[test]
+fn redis_changes_reach_the_cache_and_a_cut_stops_it() {
+    another_clients_changes_reach_the_cache("redis");
+    a_cut_redis_feed_stops_the_cache_until_it_is_back();
+}
+
+#[test]
+fn etcd_changes_reach_the_cache() {
+    another_clients_changes_reach_the_cache("etcd");
+}
+
+/// Engines without a feed cache nothing and say so.
+#[test]
+fn sqlite_has_no_feed() {
+    let dir = std::env::temp_dir().join(format!("nectar-feed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite3://{}/v.db", dir.display());
+    let meta = Meta::connect(&url).unwrap();
+    meta.format(new_format("nofeed"), false).unwrap();
+    assert!(!meta.feed_supported());
+    assert!(!meta.follow_changes(Arc::new(|_: &[Change]| {})));
+    assert!(!meta.feed_live());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Cutting the feed's connection stops the cache at once; when the feed is back, the
+/// cache starts empty, so nothing changed meanwhile is answered from memory.
+fn a_cut_redis_feed_stops_the_cache_until_it_is_back() {
+    let Some(url) = server_url("redis", "feedcut") else {
+        return;
+    };
+    let writer = Meta::connect(&url).unwrap();
+    writer.kv().reset().unwrap();
+    writer.format(new_format("feedcut"), false).unwrap();
+    let ino = file(&writer, b"f");
+    let reader = Follower::new(&url);
+    let r = &reader.meta;
+    assert_eq!(r.get_attr(ino).unwrap().mode, 0o644);
+    let authority = url
+        .trim_start_matches("redis://")
+        .split(['/', '?'])
+        .next()
+        .unwrap();
+    let kill = std::process::Command::new("redis-cli")
+        .args(["-h", authority.split(':').next().unwrap()])
+        .args(["-p", authority.split(':').nth(1).unwrap_or("6379")])
+        .args(["CLIENT", "KILL", "TYPE", "pubsub"])
+        .output()
+        .expect("redis-cli");
+    assert!(kill.status.success());
+    reader.wait_for(|c| c == &Change::FeedLost);
+    // Whatever happens next, the cache does not answer until the feed is back, and
+    // then it starts empty.
+    writer
+        .setattr(
+            &Ctx::root(),
+            ino,
+            &SetAttr {
+                mode: Some(0o600),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(r.get_attr(ino).unwrap().mode, 0o600);
+    reader.wait_for(|c| c == &Change::FeedLive);
+    assert!(r.feed_live());
+    assert_eq!(r.get_attr(ino).unwrap().mode, 0o600);
+    writer.kv().reset().unwrap();
+}
