@@ -126,10 +126,14 @@ pub struct MountArgs {
     /// is taken; empty turns it off). `nectar stats MOUNTPOINT` works either way.
     #[arg(long, default_value = "127.0.0.1:9567", value_name = "ADDR")]
     metrics: String,
-    /// Kernel attribute cache, in seconds.
+    /// Kernel attribute cache, in seconds. On an engine with a change feed (Redis,
+    /// etcd) other clients' changes are pushed to the kernel, so this may be long (e.g.
+    /// 60) without ever showing a change late; while the feed is down, answers get at
+    /// most 1 s.
     #[arg(long, default_value_t = 1.0)]
     attr_cache: f64,
-    /// Kernel entry cache of files, in seconds.
+    /// Kernel entry cache of files, in seconds (long is safe with a change feed, as
+    /// for --attr-cache).
     #[arg(long, default_value_t = 1.0)]
     entry_cache: f64,
     /// Kernel entry cache of directories, in seconds.
@@ -470,6 +474,7 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
         stop.clone(),
     );
     let fs = NectarFs::new(vfs.clone(), rt.handle().clone(), writeback_cache);
+    let change_follower = fs.change_follower();
     let fopts = FuseOptions {
         options,
         read_only,
@@ -505,6 +510,14 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
             );
         }
     };
+    if change_follower.start(session.notifier()) {
+        tracing::info!(
+            "following other clients' changes through {}: the kernel keeps attributes {:?} and entries {:?}",
+            meta.kv().engine_name(),
+            vfs.config().attr_timeout,
+            vfs.config().entry_timeout
+        );
+    }
     let bg = std::mem::ManuallyDrop::new(session.spawn().context("cannot start the FUSE session")?);
     // fuser 0.18 unmounts the mount point again when its session object is dropped, and
     // its "already unmounted" check is inverted: after an external `umount` it would

@@ -14,8 +14,9 @@ use fuser::{
     ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, RequestId, SessionACL, TimeOrNow,
     WriteFlags,
 };
+use kernel_sync::KernelSync;
 use nectar_meta::{AclType, Attr, Ctx, FileType, SetAttr, Time, TimeSet};
-use nectar_vfs::Vfs;
+use nectar_vfs::{Timeouts, Vfs};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -24,6 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::runtime::Handle;
+
+mod kernel_sync;
 
 /// How the kernel side of a mount is set up.
 #[derive(Debug, Clone)]
@@ -43,6 +46,8 @@ pub struct FuseOptions {
 
 pub struct NectarFs {
     vfs: Arc<Vfs>,
+    /// Other clients' changes, told to the kernel.
+    sync: Arc<KernelSync>,
     rt: Handle,
     writeback_cache: bool,
     interrupts: Arc<Interrupts>,
@@ -189,6 +194,7 @@ impl NectarFs {
     pub fn new(vfs: Arc<Vfs>, rt: Handle, writeback_cache: bool) -> Self {
         NectarFs {
             vfs,
+            sync: Default::default(),
             rt,
             writeback_cache,
             interrupts: Default::default(),
@@ -199,32 +205,93 @@ impl NectarFs {
     /// and records its latency from arrival to reply, time waiting for a thread
     /// included (`nectar_fuse_op_duration_seconds` by `op`; its count is the number of
     /// operations).
-    fn spawn(&self, op: &'static str, f: impl FnOnce(&Vfs) + Send + 'static) {
-        let vfs = self.vfs.clone();
+    fn spawn(&self, op: &'static str, f: impl FnOnce(&Served) + Send + 'static) {
+        let (vfs, sync) = (self.vfs.clone(), self.sync.clone());
         let start = std::time::Instant::now();
         self.rt.spawn_blocking(move || {
-            f(&vfs);
+            let since = vfs.change_seq();
+            f(&Served {
+                vfs: &vfs,
+                sync: &sync,
+                since,
+            });
             record_op(op, start);
         });
     }
 
-    fn reply_entry(vfs: &Vfs, reply: ReplyEntry, res: nectar_vfs::Result<(u64, Attr)>, op: &str) {
+    /// What starts telling the kernel what other clients change, once the session
+    /// (and its notifier) exists.
+    pub fn change_follower(&self) -> ChangeFollower {
+        ChangeFollower {
+            vfs: self.vfs.clone(),
+            sync: self.sync.clone(),
+        }
+    }
+
+    /// Replies with the entry `name` of `parent` (kernel numbers) that `res` found or
+    /// made.
+    fn reply_entry(
+        s: &Served,
+        reply: ReplyEntry,
+        parent: u64,
+        name: &[u8],
+        res: nectar_vfs::Result<(u64, Attr)>,
+        op: &str,
+    ) {
         match res {
-            Ok((ino, attr)) => {
-                let ttl = if attr.typ == FileType::Directory {
-                    vfs.config().dir_entry_timeout
-                } else {
-                    vfs.config().entry_timeout
-                };
+            Ok((ino, attr)) => s.answer(ino, Some((parent, name)), |t| {
                 reply.entry_with_ttls(
-                    &ttl,
-                    &vfs.config().attr_timeout,
+                    &t.entry_for(attr.typ),
+                    &t.attr,
                     &to_file_attr(ino, &attr),
                     Generation(0),
-                );
-            }
+                )
+            }),
             Err(e) => reply.error(errno(op, e)),
         }
+    }
+}
+
+/// Starts telling the kernel what other clients change ([`NectarFs::change_follower`]).
+pub struct ChangeFollower {
+    vfs: Arc<Vfs>,
+    sync: Arc<KernelSync>,
+}
+
+impl ChangeFollower {
+    /// Follows the engine's change feed, if it has one, and invalidates the kernel's
+    /// caches through `notifier`. Returns whether the engine has a feed.
+    pub fn start(self, notifier: fuser::Notifier) -> bool {
+        self.sync.start(&self.vfs, notifier)
+    }
+}
+
+/// What a request's handler works with: the VFS (which it derefs to), and what decides
+/// how long the kernel may keep the answer.
+struct Served<'a> {
+    vfs: &'a Vfs,
+    sync: &'a KernelSync,
+    /// Where the changes heard from other clients stood when the handler started.
+    since: nectar_meta::ChangeSeq,
+}
+
+impl std::ops::Deref for Served<'_> {
+    type Target = Vfs;
+    fn deref(&self) -> &Vfs {
+        self.vfs
+    }
+}
+
+impl Served<'_> {
+    /// Sends an answer about kernel inode `ino` (and entry `entry`) with the timeouts
+    /// it may have (see [`KernelSync::answer`]).
+    fn answer<R>(
+        &self,
+        ino: u64,
+        entry: Option<(u64, &[u8])>,
+        send: impl FnOnce(Timeouts) -> R,
+    ) -> R {
+        self.sync.answer(self.vfs, self.since, ino, entry, send)
     }
 }
 
@@ -281,13 +348,15 @@ impl Filesystem for NectarFs {
         let (c, name) = (ctx(req), name_vec(name));
         self.spawn("lookup", move |vfs| {
             let res = vfs.lookup(&c, parent.0, &name);
-            Self::reply_entry(vfs, reply, res, "lookup");
+            Self::reply_entry(vfs, reply, parent.0, &name, res, "lookup");
         });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.spawn("getattr", move |vfs| match vfs.getattr(ino.0) {
-            Ok(a) => reply.attr(&vfs.config().attr_timeout, &to_file_attr(ino.0, &a)),
+            Ok(a) => vfs.answer(ino.0, None, |t| {
+                reply.attr(&t.attr, &to_file_attr(ino.0, &a))
+            }),
             Err(e) => reply.error(errno("getattr", e)),
         });
     }
@@ -322,7 +391,9 @@ impl Filesystem for NectarFs {
         };
         self.spawn("setattr", move |vfs| {
             match vfs.setattr(&c, ino.0, &set, size) {
-                Ok(a) => reply.attr(&vfs.config().attr_timeout, &to_file_attr(ino.0, &a)),
+                Ok(a) => vfs.answer(ino.0, None, |t| {
+                    reply.attr(&t.attr, &to_file_attr(ino.0, &a))
+                }),
                 Err(e) => reply.error(errno("setattr", e)),
             }
         });
@@ -348,7 +419,7 @@ impl Filesystem for NectarFs {
         let (c, name) = (ctx(req), name_vec(name));
         self.spawn("mknod", move |vfs| {
             let res = vfs.mknod(&c, parent.0, &name, mode, umask, rdev);
-            Self::reply_entry(vfs, reply, res, "mknod");
+            Self::reply_entry(vfs, reply, parent.0, &name, res, "mknod");
         });
     }
 
@@ -364,7 +435,7 @@ impl Filesystem for NectarFs {
         let (c, name) = (ctx(req), name_vec(name));
         self.spawn("mkdir", move |vfs| {
             let res = vfs.mkdir(&c, parent.0, &name, mode, umask);
-            Self::reply_entry(vfs, reply, res, "mkdir");
+            Self::reply_entry(vfs, reply, parent.0, &name, res, "mkdir");
         });
     }
 
@@ -399,7 +470,7 @@ impl Filesystem for NectarFs {
         );
         self.spawn("symlink", move |vfs| {
             let res = vfs.symlink(&c, parent.0, &name, &target);
-            Self::reply_entry(vfs, reply, res, "symlink");
+            Self::reply_entry(vfs, reply, parent.0, &name, res, "symlink");
         });
     }
 
@@ -433,7 +504,7 @@ impl Filesystem for NectarFs {
         let (c, name) = (ctx(req), name_vec(newname));
         self.spawn("link", move |vfs| {
             let res = vfs.link(&c, ino.0, newparent.0, &name).map(|a| (ino.0, a));
-            Self::reply_entry(vfs, reply, res, "link");
+            Self::reply_entry(vfs, reply, newparent.0, &name, res, "link");
         });
     }
 
@@ -472,13 +543,15 @@ impl Filesystem for NectarFs {
                     if flags & libc::O_DIRECT != 0 {
                         f |= FopenFlags::FOPEN_DIRECT_IO;
                     }
-                    reply.created(
-                        &vfs.config().entry_timeout,
-                        &to_file_attr(ino, &o.attr),
-                        Generation(0),
-                        FileHandle(o.fh),
-                        f,
-                    )
+                    vfs.answer(ino, Some((parent.0, &name)), |t| {
+                        reply.created(
+                            &t.entry,
+                            &to_file_attr(ino, &o.attr),
+                            Generation(0),
+                            FileHandle(o.fh),
+                            f,
+                        )
+                    })
                 }
                 Err(e) => reply.error(errno("create", e)),
             }
@@ -682,7 +755,7 @@ impl Filesystem for NectarFs {
     fn readdirplus(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        dir: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
@@ -690,23 +763,18 @@ impl Filesystem for NectarFs {
         let c = ctx(req);
         self.spawn("readdirplus", move |vfs| {
             match vfs.readdir(&c, fh.0, offset, true) {
-                Ok(entries) => {
-                    let cfg = vfs.config();
+                Ok(entries) => vfs.sync.answer_many(vfs.vfs, vfs.since, |timeouts| {
                     for e in entries {
                         let Some(attr) = e.attr.as_ref() else {
                             continue;
                         };
-                        let ttl = if e.typ == FileType::Directory {
-                            cfg.dir_entry_timeout
-                        } else {
-                            cfg.entry_timeout
-                        };
+                        let t = timeouts(e.ino, Some((dir.0, &e.name)));
                         let fa = to_file_attr(e.ino, attr);
                         if reply.add(
                             INodeNo(e.ino),
                             e.next_offset,
                             OsStr::from_bytes(&e.name),
-                            &ttl,
+                            &t.entry_for(e.typ),
                             &fa,
                             Generation(0),
                         ) {
@@ -714,7 +782,7 @@ impl Filesystem for NectarFs {
                         }
                     }
                     reply.ok()
-                }
+                }),
                 Err(e) => reply.error(errno("readdirplus", e)),
             }
         });

@@ -16,12 +16,14 @@ mod error;
 mod file;
 mod locks;
 mod stats;
+mod sync;
 mod ttl_map;
 mod xattr_cache;
 
 pub use dir::DirEntry;
 pub use error::{Error, Result};
 pub use stats::STATS_XATTR;
+pub use sync::{Timeouts, FALLBACK_TIMEOUT};
 
 use bytes::Bytes;
 use dir::DirStream;
@@ -390,7 +392,7 @@ impl Vfs {
         if self.files.lock().contains_key(&ino) {
             return self.merge_pending(ino, None);
         }
-        let attr = match self.written.get(&ino) {
+        let attr = match self.written.get_within(&ino, self.trusted_for()) {
             Some(attr) => attr,
             None => self.meta.get_attr(ino)?,
         };
@@ -577,7 +579,9 @@ impl Vfs {
     /// so the FUSE adapter can reply at once instead of handing the request to a worker
     /// thread: `ls -l` asks this once per entry.
     pub fn getxattr_cached(&self, ino: Ino, name: &[u8]) -> Option<Result<Vec<u8>>> {
-        let answer = self.xattrs.get(self.to_meta(ino), name)?;
+        let answer = self
+            .xattrs
+            .get(self.to_meta(ino), name, self.trusted_for())?;
         Some(answer.ok_or(Error::Sys(libc::ENODATA)))
     }
 
@@ -602,7 +606,7 @@ impl Vfs {
     /// listed lately, the answers of its whole page read in one batch; else read alone.
     /// What is read is kept.
     fn known_xattr(&self, ino: Ino, name: &[u8]) -> Result<xattr_cache::Answer> {
-        if let Some(answer) = self.xattrs.get(ino, name) {
+        if let Some(answer) = self.xattrs.get(ino, name, self.trusted_for()) {
             return Ok(answer);
         }
         if let Some(page) = self.xattrs.take_listed_page(ino) {
@@ -612,7 +616,7 @@ impl Vfs {
                     self.xattrs.put_listed(listed, answers);
                 }
             }
-            if let Some(answer) = self.xattrs.get(ino, name) {
+            if let Some(answer) = self.xattrs.get(ino, name, self.trusted_for()) {
                 return Ok(answer);
             }
         }
@@ -1438,6 +1442,7 @@ impl Vfs {
     pub fn shutdown(&self) -> Result<()> {
         let r = self.flush_all();
         self.stopped.store(true, Ordering::Relaxed);
+        self.meta.stop_following();
         r
     }
 

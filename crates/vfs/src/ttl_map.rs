@@ -44,9 +44,20 @@ impl<K: Hash + Eq, V: Clone> TtlMap<K, V> {
 
     /// The value of `key` if it is there and fresh.
     pub(crate) fn get(&self, key: &K) -> Option<V> {
+        self.get_within(key, self.ttl)
+    }
+
+    /// The value of `key` if it is there and younger than both the map's time and
+    /// `max_age`.
+    pub(crate) fn get_within(&self, key: &K, max_age: Duration) -> Option<V> {
         let inner = self.inner.lock();
         let (at, value) = inner.entries.get(key)?;
-        (at.elapsed() < self.ttl).then(|| value.clone())
+        (at.elapsed() < self.ttl.min(max_age)).then(|| value.clone())
+    }
+
+    /// Drops every entry whose key `drop` selects.
+    pub(crate) fn remove_where(&self, drop: impl Fn(&K) -> bool) {
+        self.inner.lock().entries.retain(|k, _| !drop(k));
     }
 
     /// Keeps each value, unless `keep_old(old, new)` says a value already there (fresh

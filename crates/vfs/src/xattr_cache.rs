@@ -81,8 +81,9 @@ impl XattrCache {
     }
 
     /// The answer for xattr `name` of `ino` if one is known and fresh.
-    pub(crate) fn get(&self, ino: Ino, name: &[u8]) -> Option<Answer> {
-        self.answers.get(&(ino, slot(name)?))
+    /// The answer for xattr `name` of `ino`, if one younger than `max_age` is kept.
+    pub(crate) fn get(&self, ino: Ino, name: &[u8], max_age: Duration) -> Option<Answer> {
+        self.answers.get_within(&(ino, slot(name)?), max_age)
     }
 
     /// Keeps the answer for xattr `name` of `ino`.
@@ -104,6 +105,16 @@ impl XattrCache {
         self.put_listed(ino, vec![None; CACHED_XATTRS.len()]);
     }
 
+    /// Forgets every answer about `ino` (another client changed one of its xattrs),
+    /// or about every inode.
+    pub(crate) fn forget_inode(&self, ino: Option<Ino>) {
+        self.answers
+            .remove_where(|(i, _)| ino.is_none_or(|ino| *i == ino));
+        if ino.is_none() {
+            self.listed.remove_where(|_| true);
+        }
+    }
+
     /// Forgets the answer for xattr `name` of `ino` (set or removed here).
     pub(crate) fn forget(&self, ino: Ino, name: &[u8]) {
         if let Some(slot) = slot(name) {
@@ -116,22 +127,43 @@ impl XattrCache {
 mod tests {
     use super::*;
 
+    const MAX: Duration = Duration::MAX;
+
     #[test]
     fn answers_are_kept_for_the_ttl_and_forgotten_on_change() {
         let c = XattrCache::new(Duration::from_millis(100));
         assert!(c.keeps(b"security.selinux"));
         assert!(!c.keeps(b"user.x"));
-        assert_eq!(c.get(5, b"security.selinux"), None, "nothing known yet");
+        assert_eq!(c.get(5, b"security.selinux", MAX), None, "nothing known yet");
         c.put_listed(5, vec![None, Some(b"ctx".to_vec())]);
-        assert_eq!(c.get(5, b"security.capability"), Some(None));
-        assert_eq!(c.get(5, b"security.selinux"), Some(Some(b"ctx".to_vec())));
+        assert_eq!(c.get(5, b"security.capability", MAX), Some(None));
+        assert_eq!(c.get(5, b"security.selinux", MAX), Some(Some(b"ctx".to_vec())));
         c.forget(5, b"security.selinux");
-        assert_eq!(c.get(5, b"security.selinux"), None);
-        assert_eq!(c.get(5, b"security.capability"), Some(None));
+        assert_eq!(c.get(5, b"security.selinux", MAX), None);
+        assert_eq!(c.get(5, b"security.capability", MAX), Some(None));
         c.put(6, b"user.x", Some(b"v".to_vec()));
-        assert_eq!(c.get(6, b"user.x"), None, "other names are never kept");
+        assert_eq!(c.get(6, b"user.x", MAX), None, "other names are never kept");
+        assert_eq!(
+            c.get(5, b"security.capability", Duration::ZERO),
+            None,
+            "older than asked"
+        );
         std::thread::sleep(Duration::from_millis(120));
-        assert_eq!(c.get(5, b"security.capability"), None, "expired");
+        assert_eq!(c.get(5, b"security.capability", MAX), None, "expired");
+    }
+
+    #[test]
+    fn another_clients_change_forgets_an_inode_or_everything() {
+        let c = XattrCache::new(Duration::from_secs(10));
+        c.put_none(5);
+        c.put_none(6);
+        c.forget_inode(Some(5));
+        assert_eq!(c.get(5, b"security.capability", MAX), None);
+        assert_eq!(c.get(6, b"security.capability", MAX), Some(None));
+        c.note_listed(vec![7]);
+        c.forget_inode(None);
+        assert_eq!(c.get(6, b"security.capability", MAX), None);
+        assert_eq!(c.take_listed_page(7), None);
     }
 
     #[test]

@@ -1,0 +1,171 @@
+//! Telling the kernel what other clients changed.
+//!
+//! The design: the VFS hears other clients' changes ([`Vfs::follow_changes`]) and
+//! hands them here; a thread of this module sends the kernel the matching
+//! invalidations (`FUSE_NOTIFY_INVAL_INODE` for attributes and pages,
+//! `FUSE_NOTIFY_INVAL_ENTRY` for names). That lets answers carry the user's long
+//! timeouts while the feed is live.
+//!
+//! Two races are closed here. An answer read before a change arrived but sent to the
+//! kernel after its invalidation would stay stale for the whole timeout, so every
+//! answer that may get a long timeout is sent under the read side of a gate
+//! ([`KernelSync::answer`]), after checking that no change heard since its read touched
+//! it; the sending thread, before it invalidates, passes the write side of the gate
+//! once, so every answer that checked before the change was heard has reached the
+//! kernel first. (The gate is never held while the kernel is told: an invalidation
+//! may wait for a directory lock that a request in flight holds.) And when the feed
+//! breaks, everything the kernel was given with a long timeout must go: entries and
+//! inodes answered with long timeouts are remembered (at most [`MAX_GIVEN`]; past that,
+//! answers get short timeouts) and all invalidated on [`Change::FeedLost`].
+
+use fuser::{INodeNo, Notifier};
+use nectar_meta::{Change, ChangeSeq, Ino};
+use nectar_vfs::{Timeouts, Vfs};
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Entries and inodes remembered as given to the kernel with a long timeout.
+pub const MAX_GIVEN: usize = 1_000_000;
+
+#[derive(Default)]
+pub(crate) struct KernelSync {
+    gate: RwLock<()>,
+    given: Mutex<Given>,
+    /// Whether invalidations reach the kernel (the notifier thread runs).
+    active: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct Given {
+    entries: HashSet<(Ino, Box<[u8]>)>,
+    inodes: HashSet<Ino>,
+}
+
+impl KernelSync {
+    /// Sends an answer about kernel inode `ino` (and entry `entry`) read since `since`,
+    /// with the timeouts it may have.
+    pub(crate) fn answer<R>(
+        &self,
+        vfs: &Vfs,
+        since: ChangeSeq,
+        ino: Ino,
+        entry: Option<(Ino, &[u8])>,
+        send: impl FnOnce(Timeouts) -> R,
+    ) -> R {
+        self.answer_many(vfs, since, |timeouts| send(timeouts(ino, entry)))
+    }
+
+    /// Sends an answer about several inodes and entries (a listing page): `send` asks
+    /// the timeouts of each.
+    pub(crate) fn answer_many<R>(
+        &self,
+        vfs: &Vfs,
+        since: ChangeSeq,
+        send: impl FnOnce(&dyn Fn(Ino, Option<(Ino, &[u8])>) -> Timeouts) -> R,
+    ) -> R {
+        let _gate = self.gate.read();
+        send(&|ino, entry| {
+            let t = vfs.timeouts(since, ino, entry);
+            let short = |d: Duration| d.min(nectar_vfs::FALLBACK_TIMEOUT);
+            let long = t.attr > short(t.attr)
+                || t.entry > short(t.entry)
+                || t.dir_entry > short(t.dir_entry);
+            if long && vfs.meta().feed_supported() && !self.remember(ino, entry) {
+                return Timeouts {
+                    attr: short(t.attr),
+                    entry: short(t.entry),
+                    dir_entry: short(t.dir_entry),
+                };
+            }
+            t
+        })
+    }
+
+    /// Remembers what gets a long timeout; false when it cannot be invalidated later
+    /// (no notifier, or too much remembered).
+    fn remember(&self, ino: Ino, entry: Option<(Ino, &[u8])>) -> bool {
+        if !self.active.load(std::sync::atomic::Ordering::Acquire) {
+            return false;
+        }
+        let mut g = self.given.lock();
+        if g.inodes.len() >= MAX_GIVEN || g.entries.len() >= MAX_GIVEN {
+            return false;
+        }
+        g.inodes.insert(ino);
+        if let Some((p, n)) = entry {
+            g.entries.insert((p, Box::from(n)));
+        }
+        true
+    }
+
+    /// Starts passing other clients' changes to the kernel through `notifier`.
+    pub(crate) fn start(self: &Arc<Self>, vfs: &Arc<Vfs>, notifier: Notifier) -> bool {
+        if !vfs.meta().feed_supported() {
+            return false;
+        }
+        let (tx, rx) = mpsc::channel::<Vec<Change>>();
+        let sync = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("nectar-inval".into())
+            .spawn(move || {
+                for changes in rx {
+                    sync.invalidate(&notifier, &changes);
+                }
+            });
+        if spawned.is_err() {
+            tracing::warn!("cannot start the kernel invalidation thread: short kernel timeouts");
+            return false;
+        }
+        self.active
+            .store(true, std::sync::atomic::Ordering::Release);
+        let tx = Mutex::new(tx);
+        if !vfs.follow_changes(Arc::new(move |c: &[Change]| {
+            let _ = tx.lock().send(c.to_vec());
+        })) {
+            self.active
+                .store(false, std::sync::atomic::Ordering::Release);
+            return false;
+        }
+        true
+    }
+
+    fn invalidate(&self, notifier: &Notifier, changes: &[Change]) {
+        // Every answer that checked for changes before these were heard is sent first.
+        drop(self.gate.write());
+        let entry = |p: Ino, n: &[u8]| {
+            let _ = notifier.inval_entry(INodeNo(p), OsStr::from_bytes(n));
+        };
+        // Attributes only (a negative offset), or attributes and every cached page.
+        let inode = |ino: Ino, pages: bool| {
+            let _ = notifier.inval_inode(INodeNo(ino), if pages { 0 } else { -1 }, 0);
+        };
+        for c in changes {
+            match c {
+                Change::Attr(ino) => inode(*ino, false),
+                Change::Data(ino, _) => inode(*ino, true),
+                Change::Entry(p, n) => {
+                    self.given
+                        .lock()
+                        .entries
+                        .remove(&(*p, n.clone().into_boxed_slice()));
+                    entry(*p, n);
+                }
+                Change::Xattr(_) | Change::FeedLive => {}
+                Change::Everything | Change::FeedLost => {
+                    let given = std::mem::take(&mut *self.given.lock());
+                    for (p, n) in &given.entries {
+                        entry(*p, n);
+                    }
+                    for ino in given.inodes {
+                        inode(ino, true);
+                    }
+                }
+            }
+        }
+    }
+}
