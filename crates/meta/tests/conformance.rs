@@ -28,8 +28,23 @@ fn user(uid: u32) -> Ctx {
 
 type Deleted = Arc<Mutex<Vec<(u64, u32)>>>;
 
-fn setup(url: &str) -> (Arc<Meta>, Deleted) {
+/// A client of `url` whose cache is on where the engine has a change feed (Redis,
+/// etcd): every scenario runs with it, so answers from the cache must be as right as
+/// answers from the database.
+fn connect(url: &str) -> Arc<Meta> {
     let m = Meta::connect(url).unwrap();
+    if m.follow_changes(Arc::new(|_: &[nectar_meta::Change]| {})) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !m.feed_live() {
+            assert!(std::time::Instant::now() < deadline, "the change feed never came up");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    m
+}
+
+fn setup(url: &str) -> (Arc<Meta>, Deleted) {
+    let m = connect(url);
     m.kv().reset().unwrap();
     m.format(new_format("test"), false).unwrap();
     let deleted: Deleted = Default::default();
