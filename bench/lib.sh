@@ -23,6 +23,8 @@
 #   BENCH_CACHE_SIZE   disk cache of both clients in MiB, in $WORK/<fs>/cache, with the
 #                      same flags for both (default 0: no disk cache, so reads are cold)
 #   BENCH_MOUNT_OPTS   extra options for both `mount` commands (e.g. --writeback)
+#   BENCH_NECTAR_MOUNT_OPTS  extra options for Nectar's mount only (e.g. long kernel
+#                      timeouts, safe with a change feed: --attr-cache 60 --entry-cache 60)
 #   BENCH_STORAGE      file (default: a directory in $WORK) or s3: then BENCH_S3_BUCKET
 #                      is the bucket URL (http://host:port/bucket), ACCESS_KEY and
 #                      SECRET_KEY its keys (from the environment, never the command
@@ -175,7 +177,7 @@ fs_mount() {
     case $fs in
     nectar)
         "$NECTAR" mount -d "$(meta_url nectar)" "$mp" --log "$d/mount.log" \
-            --cache-dir "$d/cache" --cache-size "${BENCH_CACHE_SIZE:-0}" ${BENCH_MOUNT_OPTS:-} \
+            --cache-dir "$d/cache" --cache-size "${BENCH_CACHE_SIZE:-0}" ${BENCH_MOUNT_OPTS:-} ${BENCH_NECTAR_MOUNT_OPTS:-} \
             --pid-file "$d/mount.pid" 2>>"$d/mount-cmd.log" ||
             { tail -20 "$d/mount.log" "$d/mount-cmd.log" >&2; die "nectar mount failed"; } ;;
     juicefs)

@@ -135,6 +135,25 @@ pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest pause between two tries to connect again.
 const MAX_RETRY: Duration = Duration::from_secs(2);
 
+/// Tells the follower "idle" at least every [`QUIET`] even while announcements keep
+/// coming, so that it can stop.
+pub(crate) struct IdleTicks(std::time::Instant);
+
+impl IdleTicks {
+    pub(crate) fn new() -> Self {
+        IdleTicks(std::time::Instant::now())
+    }
+
+    /// False when the follower, told it is idle, asks to stop.
+    pub(crate) fn tick(&mut self, follower: &mut FeedFollower<'_>) -> bool {
+        if self.0.elapsed() < QUIET {
+            return true;
+        }
+        self.0 = std::time::Instant::now();
+        follower(FeedEvent::Idle)
+    }
+}
+
 /// Why one connection of a feed ended.
 pub(crate) enum Stop {
     /// The follower asked to stop.

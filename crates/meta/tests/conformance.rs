@@ -36,7 +36,10 @@ fn connect(url: &str) -> Arc<Meta> {
     if m.follow_changes(Arc::new(|_: &[nectar_meta::Change]| {})) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while !m.feed_live() {
-            assert!(std::time::Instant::now() < deadline, "the change feed never came up");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the change feed never came up"
+            );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }

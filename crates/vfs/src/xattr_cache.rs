@@ -134,10 +134,17 @@ mod tests {
         let c = XattrCache::new(Duration::from_millis(100));
         assert!(c.keeps(b"security.selinux"));
         assert!(!c.keeps(b"user.x"));
-        assert_eq!(c.get(5, b"security.selinux", MAX), None, "nothing known yet");
+        assert_eq!(
+            c.get(5, b"security.selinux", MAX),
+            None,
+            "nothing known yet"
+        );
         c.put_listed(5, vec![None, Some(b"ctx".to_vec())]);
         assert_eq!(c.get(5, b"security.capability", MAX), Some(None));
-        assert_eq!(c.get(5, b"security.selinux", MAX), Some(Some(b"ctx".to_vec())));
+        assert_eq!(
+            c.get(5, b"security.selinux", MAX),
+            Some(Some(b"ctx".to_vec()))
+        );
         c.forget(5, b"security.selinux");
         assert_eq!(c.get(5, b"security.selinux", MAX), None);
         assert_eq!(c.get(5, b"security.capability", MAX), Some(None));

@@ -12,7 +12,9 @@
 //! connections too.
 
 use super::{map_err, EtcdEngine, CONNECT_TIMEOUT};
-use crate::feed::{follow_with_retries, FeedEvent, FeedFollower, Stop, PING_TIMEOUT, QUIET};
+use crate::feed::{
+    follow_with_retries, FeedEvent, FeedFollower, IdleTicks, Stop, PING_TIMEOUT, QUIET,
+};
 use crate::{Error, Result};
 use etcd_client::WatchOptions;
 use std::collections::{BTreeSet, VecDeque};
@@ -117,7 +119,7 @@ impl EtcdEngine {
             return Ok(Stop::Asked);
         }
         let announced = self.announced.get().copied();
-        let mut heard = Instant::now();
+        let mut idle = IdleTicks::new();
         let mut asked_progress: Option<Instant> = None;
         loop {
             let wait = asked_progress.map_or(QUIET, |at| PING_TIMEOUT.saturating_sub(at.elapsed()));
@@ -167,11 +169,8 @@ impl EtcdEngine {
                     asked_progress = Some(Instant::now());
                 }
             }
-            if heard.elapsed() >= QUIET {
-                heard = Instant::now();
-                if !follower(FeedEvent::Idle) {
-                    return Ok(Stop::Asked);
-                }
+            if !idle.tick(follower) {
+                return Ok(Stop::Asked);
             }
         }
     }

@@ -12,11 +12,10 @@
 
 use super::{map_err, RedisEngine};
 use crate::feed::{
-    deliver, follow_with_retries, FeedEvent, FeedFollower, Stop, PING_TIMEOUT, QUIET,
+    deliver, follow_with_retries, FeedEvent, FeedFollower, IdleTicks, Stop, PING_TIMEOUT, QUIET,
 };
 use crate::{Error, Result};
 use futures::StreamExt;
-use std::time::Instant;
 
 /// The channel of a volume: Redis channels are shared by all databases of a server, so
 /// the name holds the database and the key prefix.
@@ -62,7 +61,7 @@ impl RedisEngine {
         if !follower(FeedEvent::Live) {
             return Ok(Stop::Asked);
         }
-        let mut heard = Instant::now();
+        let mut idle = IdleTicks::new();
         loop {
             match tokio::time::timeout(QUIET, stream.next()).await {
                 Ok(Some(msg)) => {
@@ -95,11 +94,8 @@ impl RedisEngine {
                     }
                 }
             }
-            if heard.elapsed() >= QUIET {
-                heard = Instant::now();
-                if !follower(FeedEvent::Idle) {
-                    return Ok(Stop::Asked);
-                }
+            if !idle.tick(follower) {
+                return Ok(Stop::Asked);
             }
         }
     }
