@@ -184,13 +184,20 @@ impl Meta {
             attr_watcher: Default::default(),
         });
         let me = Arc::downgrade(&meta);
-        meta.kv.watch_commits(
+        // Without a feed nothing is ever cached here: only the attribute watcher needs
+        // this client's commits, and entries need not be copied out of them.
+        let watched: crate::kv::WatchedKeys = if feed_supported {
             |key| {
                 matches!(
                     keys::changed_key(key),
                     Some(keys::ChangedKey::Attr(_) | keys::ChangedKey::Entry(..))
                 )
-            },
+            }
+        } else {
+            |key| keys::attr_inode(key).is_some()
+        };
+        meta.kv.watch_commits(
+            watched,
             Box::new(move |writes| {
                 if let Some(meta) = me.upgrade() {
                     meta.committed(writes);
@@ -204,8 +211,10 @@ impl Meta {
     /// it (a read in flight must not bring the old value back), and the attribute
     /// watcher hears the new attributes.
     fn committed(&self, writes: &[(Vec<u8>, Option<Vec<u8>>)]) {
-        let changes = crate::cache::changes_of(writes.iter().map(|(k, _)| k.as_slice()));
-        self.cache.forget(&changes, false);
+        if self.feed_supported {
+            let changes = crate::cache::changes_of(writes.iter().map(|(k, _)| k.as_slice()));
+            self.cache.forget(&changes, false);
+        }
         if let Some(watcher) = self.attr_watcher.get() {
             for (key, value) in writes {
                 if let Some(ino) = keys::attr_inode(key) {
