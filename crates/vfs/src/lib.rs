@@ -1507,13 +1507,12 @@ impl Vfs {
         let pressure = self.store.buffered() > self.store.buffer_capacity() / 2;
         let files: Vec<Arc<FileState>> = self.files.lock().values().cloned().collect();
         for f in files {
-            let mut inner = if pressure {
-                f.inner.lock()
-            } else {
-                match f.inner.try_lock() {
-                    Some(g) => g,
-                    None => continue,
-                }
+            // Never wait for a file: its holder may be a write waiting for buffer space
+            // that only the commits of other files, further down this list, can free (a
+            // write under pressure commits its own file first). A file skipped now is
+            // tried again at the next tick.
+            let Some(mut inner) = f.inner.try_lock() else {
+                continue;
             };
             let scope = match inner.flush_due(now) {
                 Some(scope) => scope,
