@@ -3,8 +3,10 @@
 //! The design: a client that caches metadata must learn of every change another client
 //! commits, soon and without fail, or stop trusting its cache. Engines that can push
 //! do so in the commit itself, so a change and its announcement are one atomic step:
-//! Redis `PUBLISH`es inside the transaction's `MULTI`/`EXEC`; etcd needs no announcement
-//! at all (a watch on the volume's prefix sees every committed key). The caller says
+//! Redis `PUBLISH`es inside the transaction's `MULTI`/`EXEC`; PostgreSQL sends `NOTIFY`
+//! in the message that commits; etcd needs no announcement at all (a watch on the
+//! volume's prefix sees every committed key). SQLite can only tell that another process
+//! committed something, which its follower reports as "everything". The caller says
 //! which keys are worth announcing ([`KvEngine::announce_changes`]; the file system
 //! announces attributes, entries, chunks and xattrs, not counters or sessions), and
 //! follows the others' announcements with [`KvEngine::follow_changes`], which runs on the
@@ -47,9 +49,9 @@ pub type FeedFollower<'a> = dyn FnMut(FeedEvent<'_>) -> bool + 'a;
 /// Selects the keys a commit announces.
 pub type AnnouncedKeys = fn(&[u8]) -> bool;
 
-/// An announcement longer than this says "everything changed" instead of listing keys
-/// (Redis and PostgreSQL deliver each message whole; a rm of a big file changes
-/// thousands of chunk keys in one transaction).
+/// An announcement longer than its engine's limit says "everything changed" instead of
+/// listing keys (Redis and PostgreSQL deliver each message whole; a rm of a big file
+/// changes thousands of chunk keys in one transaction). Redis takes up to this much.
 pub const MAX_ANNOUNCEMENT: usize = 32 << 10;
 
 const VERSION: u8 = 1;
@@ -61,18 +63,19 @@ pub fn new_origin() -> u64 {
     rand::random::<u64>() | 1
 }
 
-/// The announcement of a commit of `origin` that changed `keys`, or `None` when no key
-/// is worth announcing.
+/// The announcement of a commit of `origin` that changed `keys`, at most `max` bytes
+/// long, or `None` when no key is worth announcing.
 pub fn encode<'k>(
     origin: u64,
     keys: impl IntoIterator<Item = &'k [u8]>,
     announced: AnnouncedKeys,
+    max: usize,
 ) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(64);
     out.push(VERSION);
     out.extend_from_slice(&origin.to_le_bytes());
     for key in keys.into_iter().filter(|k| announced(k)) {
-        if out.len() + 2 + key.len() > MAX_ANNOUNCEMENT || key.len() > u16::MAX as usize {
+        if out.len() + 2 + key.len() > max || key.len() > u16::MAX as usize {
             out.truncate(1 + 8);
             out[0] = EVERYTHING;
             return Some(out);
@@ -109,6 +112,32 @@ pub fn decode(payload: &[u8]) -> Option<Announcement> {
         }
         _ => None,
     }
+}
+
+/// An announcement as text, for channels that carry only text (PostgreSQL's NOTIFY):
+/// lowercase hex, which also needs no quoting inside an SQL string literal.
+pub(crate) fn to_hex(payload: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(payload.len() * 2);
+    for b in payload {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+    out
+}
+
+/// The bytes of [`to_hex`]'s text; `None` when it is not such text (the follower then
+/// treats it as "everything changed").
+pub(crate) fn from_hex(text: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let bytes = text.as_bytes();
+    if !bytes.len().is_multiple_of(2) {
+        return None;
+    }
+    bytes
+        .chunks(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
 }
 
 /// Hands a received announcement to the follower, skipping this client's own. Returns
@@ -206,6 +235,70 @@ pub(crate) fn unsupported(engine: &str) -> Result<()> {
     )))
 }
 
+/// Following an engine's feed in a test: what it heard, as text.
+#[cfg(test)]
+pub(crate) mod heard {
+    use super::FeedEvent;
+    use crate::KvEngine;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+
+    /// The events a follower thread heard: "live", "lost", "everything" or
+    /// "changed KEY,KEY" (keys as lossy UTF-8); the thread stops when this is dropped.
+    pub(crate) struct Heard {
+        rx: mpsc::Receiver<String>,
+        stop: Arc<AtomicBool>,
+    }
+
+    impl Heard {
+        pub(crate) fn follow(engine: Arc<dyn KvEngine>) -> Self {
+            let (tx, rx) = mpsc::channel();
+            let stop = Arc::new(AtomicBool::new(false));
+            let stopped = stop.clone();
+            std::thread::spawn(move || {
+                engine.follow_changes(&mut |e| {
+                    let text = match e {
+                        FeedEvent::Changed(keys) => format!(
+                            "changed {}",
+                            keys.iter()
+                                .map(|k| String::from_utf8_lossy(k).into_owned())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        ),
+                        FeedEvent::Lost(_) => "lost".into(),
+                        FeedEvent::Idle => return !stopped.load(Ordering::Relaxed),
+                        other => format!("{other:?}").to_lowercase(),
+                    };
+                    tx.send(text).is_ok()
+                })
+            });
+            Heard { rx, stop }
+        }
+
+        /// The next event, waiting up to 10 s.
+        pub(crate) fn next(&self) -> String {
+            self.rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the feed reported nothing within 10 s")
+        }
+
+        /// True when nothing but idle ticks is heard for `time`.
+        pub(crate) fn quiet_for(&self, time: Duration) -> bool {
+            matches!(
+                self.rx.recv_timeout(time),
+                Err(mpsc::RecvTimeoutError::Timeout)
+            )
+        }
+    }
+
+    impl Drop for Heard {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,7 +310,7 @@ mod tests {
     #[test]
     fn announcements_round_trip_and_skip_unannounced_keys() {
         let keys: Vec<&[u8]> = vec![b"AxI", b"Cused", b"AyD\xffname"];
-        let p = encode(7, keys.iter().copied(), |k| k[0] == b'A').unwrap();
+        let p = encode(7, keys.iter().copied(), |k| k[0] == b'A', MAX_ANNOUNCEMENT).unwrap();
         assert_eq!(
             decode(&p),
             Some(Announcement::Keys {
@@ -225,20 +318,46 @@ mod tests {
                 keys: vec![b"AxI".to_vec(), b"AyD\xffname".to_vec()]
             })
         );
-        assert_eq!(encode(7, [b"Cused".as_slice()], |k| k[0] == b'A'), None);
+        let only_a = |k: &[u8]| k[0] == b'A';
+        assert_eq!(encode(7, [b"Cused".as_slice()], only_a, 100), None);
     }
 
     #[test]
     fn a_huge_commit_announces_everything() {
         let key = vec![b'A'; 1000];
-        let p = encode(9, std::iter::repeat_n(key.as_slice(), 100), all).unwrap();
+        let p = encode(
+            9,
+            std::iter::repeat_n(key.as_slice(), 100),
+            all,
+            MAX_ANNOUNCEMENT,
+        );
+        let p = p.unwrap();
         assert!(p.len() < 16);
         assert_eq!(decode(&p), Some(Announcement::Everything { origin: 9 }));
+        // The limit is the engine's: two such keys fit Redis's, not one in 1000 bytes.
+        let two = std::iter::repeat_n(key.as_slice(), 2);
+        assert!(
+            matches!(decode(&encode(9, two.clone(), all, MAX_ANNOUNCEMENT).unwrap()), Some(Announcement::Keys { keys, .. }) if keys.len() == 2)
+        );
+        assert_eq!(
+            decode(&encode(9, two, all, 1000).unwrap()),
+            Some(Announcement::Everything { origin: 9 })
+        );
+    }
+
+    #[test]
+    fn hex_text_round_trips_and_rejects_what_it_did_not_write() {
+        let p = encode(3, [b"A\x00\xff'".as_slice()], all, MAX_ANNOUNCEMENT).unwrap();
+        let text = to_hex(&p);
+        assert!(text.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(from_hex(&text), Some(p));
+        assert_eq!(from_hex("abc"), None);
+        assert_eq!(from_hex("zz"), None);
     }
 
     #[test]
     fn own_and_unreadable_announcements() {
-        let p = encode(5, [b"k".as_slice()], all).unwrap();
+        let p = encode(5, [b"k".as_slice()], all, MAX_ANNOUNCEMENT).unwrap();
         let mut seen = Vec::new();
         let mut f = |e: FeedEvent<'_>| {
             seen.push(format!("{e:?}"));

@@ -1,5 +1,6 @@
 //! The client cache kept fresh by the change feed, with two clients of one volume on
-//! each engine that has a feed (Redis, etcd; servers from NECTAR_TEST_META_URLS): one
+//! each engine (Redis, etcd, PostgreSQL, MySQL from NECTAR_TEST_META_URLS;
+//! SQLite, whose two clients stand for two processes on one database file): one
 //! changes, the other hears it, drops what it cached and answers the new state; a cut
 //! feed stops the cache at once and a feed that comes back starts it empty.
 
@@ -43,8 +44,10 @@ impl Follower {
         f
     }
 
-    /// Waits until a change `wanted` selects is heard; returns how long it took.
+    /// Waits until a change `wanted` selects, or "everything changed" (all that SQLite
+    /// can tell), is heard; returns how long it took.
     fn wait_for(&self, wanted: impl Fn(&Change) -> bool) -> Duration {
+        let wanted = |c: &Change| c == &Change::Everything || wanted(c);
         let start = Instant::now();
         loop {
             let left = BOUND.saturating_sub(start.elapsed());
@@ -89,6 +92,11 @@ fn another_clients_changes_reach_the_cache(engine: &str) {
     let Some(url) = server_url(engine, "feed") else {
         return;
     };
+    changes_reach_the_cache(engine, &url);
+}
+
+fn changes_reach_the_cache(engine: &str, url: &str) {
+    let url = url.to_string();
     let writer = Meta::connect(&url).unwrap();
     writer.kv().reset().unwrap();
     writer.format(new_format("feed"), false).unwrap();
@@ -168,18 +176,22 @@ fn etcd_changes_reach_the_cache() {
     another_clients_changes_reach_the_cache("etcd");
 }
 
-/// Engines without a feed cache nothing and say so.
 #[test]
-fn sqlite_has_no_feed() {
-    let dir = std::env::temp_dir().join(format!("nectar-feed-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite3://{}/v.db", dir.display());
-    let meta = Meta::connect(&url).unwrap();
-    meta.format(new_format("nofeed"), false).unwrap();
-    assert!(!meta.feed_supported());
-    assert!(!meta.follow_changes(Arc::new(|_: &[Change]| {})));
-    assert!(!meta.feed_live());
-    std::fs::remove_dir_all(&dir).ok();
+fn postgres_changes_reach_the_cache() {
+    another_clients_changes_reach_the_cache("postgres");
+}
+
+#[test]
+fn mysql_changes_reach_the_cache() {
+    another_clients_changes_reach_the_cache("mysql");
+}
+
+/// Two clients of one SQLite file hear that the other changed something.
+#[test]
+fn sqlite_changes_reach_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite3://{}/v.db", dir.path().display());
+    changes_reach_the_cache("sqlite", &url);
 }
 
 /// Cutting the feed's connection stops the cache at once; when the feed is back, the

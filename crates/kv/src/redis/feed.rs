@@ -104,48 +104,9 @@ impl RedisEngine {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{open, server, with_db};
-    use crate::feed::FeedEvent;
+    use crate::feed::heard::Heard;
     use crate::{KvEngine, KvTxn};
     use redis::ConnectionLike;
-    use std::sync::mpsc;
-    use std::time::Duration;
-
-    /// What a follower thread heard, as text.
-    fn follow_in_background(
-        url: &str,
-    ) -> (
-        mpsc::Receiver<String>,
-        std::sync::Arc<std::sync::atomic::AtomicBool>,
-    ) {
-        let (tx, rx) = mpsc::channel();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let eng = open(url).unwrap();
-        let stopped = stop.clone();
-        std::thread::spawn(move || {
-            eng.follow_changes(&mut |e| {
-                let text = match e {
-                    FeedEvent::Changed(keys) => format!(
-                        "changed {}",
-                        keys.iter()
-                            .map(|k| String::from_utf8_lossy(k).into_owned())
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    ),
-                    FeedEvent::Lost(_) => "lost".into(),
-                    FeedEvent::Idle => return !stopped.load(std::sync::atomic::Ordering::Relaxed),
-                    other => format!("{other:?}").to_lowercase(),
-                };
-                tx.send(text).is_ok()
-            })
-            .unwrap();
-        });
-        (rx, stop)
-    }
-
-    fn next(rx: &mpsc::Receiver<String>) -> String {
-        rx.recv_timeout(Duration::from_secs(10))
-            .expect("the feed reported nothing within 10 s")
-    }
 
     #[test]
     fn commits_announce_their_keys_to_other_clients_and_a_cut_is_reported() {
@@ -153,8 +114,8 @@ mod tests {
         let url = with_db(&url, "9?prefix=feedtest");
         let writer = open(&url).unwrap();
         assert!(writer.announce_changes(|k| k.starts_with(b"A")));
-        let (rx, stop) = follow_in_background(&url);
-        assert_eq!(next(&rx), "live");
+        let heard = Heard::follow(std::sync::Arc::new(open(&url).unwrap()));
+        assert_eq!(heard.next(), "live");
         writer
             .attempt(
                 &mut |tx: &mut dyn KvTxn| {
@@ -165,7 +126,7 @@ mod tests {
                 false,
             )
             .unwrap();
-        assert_eq!(next(&rx), "changed A1,A2");
+        assert_eq!(heard.next(), "changed A1,A2");
         // A commit that changes no announced key publishes nothing (else the next
         // event would not be the cut).
         writer
@@ -182,13 +143,12 @@ mod tests {
             matches!(killed, redis::Value::Int(n) if n >= 1),
             "{killed:?}"
         );
-        assert_eq!(next(&rx), "lost");
-        assert_eq!(next(&rx), "live");
+        assert_eq!(heard.next(), "lost");
+        assert_eq!(heard.next(), "live");
         writer
             .attempt(&mut |tx: &mut dyn KvTxn| tx.set(b"A3", b"z"), false)
             .unwrap();
-        assert_eq!(next(&rx), "changed A3");
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(heard.next(), "changed A3");
         writer.reset().unwrap();
     }
 }

@@ -1450,7 +1450,8 @@ impl RedisTxn<'_> {
         self.queue_writes(&mut p);
         if let Some(announced) = self.eng.announced.get() {
             let keys = self.writes.keys().map(Vec::as_slice);
-            if let Some(payload) = crate::feed::encode(self.eng.origin, keys, *announced) {
+            let max = crate::feed::MAX_ANNOUNCEMENT;
+            if let Some(payload) = crate::feed::encode(self.eng.origin, keys, *announced, max) {
                 p.cmd("PUBLISH").arg(&self.eng.channel).arg(payload);
             }
         }

@@ -15,7 +15,10 @@
 //! deadlock (1213) or lock wait timeout (1205) becomes a conflict. Read-only transactions
 //! take no locks and open no server transaction: each of their statements runs on its
 //! own (autocommit) and sees the latest commits, as a read-only transaction does on Redis;
-//! a lookup is two statements instead of BEGIN, two statements and ROLLBACK. Writes are upserts (`ON CONFLICT` / `ON
+//! a lookup is two statements instead of BEGIN, two statements and ROLLBACK. On
+//! PostgreSQL the engine sends BEGIN and COMMIT itself rather than through sqlx's
+//! transactions, so that COMMIT carries the commit's change announcement (`NOTIFY`, see
+//! `feed`) in the same message. Writes are upserts (`ON CONFLICT` / `ON
 //! DUPLICATE KEY UPDATE`); `append` concatenates on the server. The dialects differ only
 //! in SQL text (built once per engine), the BEGIN statements and error codes; the one copy
 //! of the transaction logic runs on either driver through a two-arm match
@@ -41,7 +44,10 @@
 //! creates the schema and table when missing (so `nectar format` needs nothing prepared
 //! beyond the database and its user).
 
+mod feed;
+
 use crate::error::{Error, Result};
+use crate::feed::{AnnouncedKeys, FeedFollower};
 use crate::{KvEngine, KvTxn, TxnBody};
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlConnection, MySqlDatabaseError};
 use sqlx::pool::{Pool, PoolConnection, PoolOptions};
@@ -372,8 +378,8 @@ enum SqlPool {
 /// An open server-side transaction of either driver, or, for a read-only transaction,
 /// a plain connection whose statements each run on their own (autocommit).
 enum Tx {
-    Pg(sqlx::Transaction<'static, Postgres>),
-    My(sqlx::Transaction<'static, MySql>),
+    Pg(OwnTxn<Postgres>),
+    My(OwnTxn<MySql>),
     PgAuto(PoolConnection<Postgres>),
     MyAuto(PoolConnection<MySql>),
 }
@@ -384,11 +390,11 @@ macro_rules! with_conn {
     ($tx:expr, $c:ident => $body:expr) => {
         match $tx {
             Tx::Pg(t) => {
-                let $c: &mut PgConnection = &mut **t;
+                let $c: &mut PgConnection = &mut *t.conn;
                 $body
             }
             Tx::My(t) => {
-                let $c: &mut MySqlConnection = &mut **t;
+                let $c: &mut MySqlConnection = &mut *t.conn;
                 $body
             }
             Tx::PgAuto(t) => {
@@ -440,19 +446,67 @@ impl Tx {
         with_conn!(self, c => Ok(bound_query!(sql, args).execute(c).await?.rows_affected()))
     }
 
-    async fn commit(self) -> sqlx::Result<()> {
+    /// Commits, sending `announce` (the statement announcing the commit's changes, see
+    /// `feed`) in the same message as COMMIT, so announcing costs no round trip; then
+    /// runs `after` on its own, ignoring its failure (the commit stands).
+    async fn commit(self, announce: Option<String>, after: Option<&str>) -> sqlx::Result<()> {
+        let end = announce.map_or("COMMIT".into(), |a| a + "; COMMIT");
         match self {
-            Tx::Pg(t) => t.commit().await,
-            Tx::My(t) => t.commit().await,
+            Tx::Pg(t) => t.end(&end, after).await,
+            Tx::My(t) => t.end(&end, after).await,
             Tx::PgAuto(_) | Tx::MyAuto(_) => Ok(()),
         }
     }
 
     async fn rollback(self) -> sqlx::Result<()> {
         match self {
-            Tx::Pg(t) => t.rollback().await,
-            Tx::My(t) => t.rollback().await,
+            Tx::Pg(t) => t.end("ROLLBACK", None).await,
+            Tx::My(t) => t.end("ROLLBACK", None).await,
             Tx::PgAuto(_) | Tx::MyAuto(_) => Ok(()),
+        }
+    }
+}
+
+/// A transaction whose BEGIN and COMMIT the engine sends itself (sqlx's own transactions
+/// send COMMIT alone), so that COMMIT can carry the commit's announcement. Plain SQL
+/// without arguments goes as one text query, several statements in one round trip.
+struct OwnTxn<DB: sqlx::Database> {
+    conn: PoolConnection<DB>,
+    /// Until COMMIT or ROLLBACK succeeded: a connection dropped while its transaction may
+    /// still be open (a failed end, a panic in the body) is closed, not pooled.
+    open: bool,
+}
+
+impl<DB: sqlx::Database> OwnTxn<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    async fn begin(mut conn: PoolConnection<DB>, stmt: &'static str) -> sqlx::Result<Self> {
+        (&mut *conn).execute(stmt).await?;
+        Ok(OwnTxn { conn, open: true })
+    }
+
+    async fn end(mut self, sql: &str, after: Option<&str>) -> sqlx::Result<()> {
+        (&mut *self.conn)
+            .execute(AssertSqlSafe(sql.to_owned()))
+            .await?;
+        self.open = false;
+        if let Some(after) = after {
+            if let Err(e) = (&mut *self.conn)
+                .execute(AssertSqlSafe(after.to_owned()))
+                .await
+            {
+                tracing::debug!("after a commit: {e}");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<DB: sqlx::Database> Drop for OwnTxn<DB> {
+    fn drop(&mut self) {
+        if self.open {
+            self.conn.close_on_drop();
         }
     }
 }
@@ -466,6 +520,14 @@ pub struct SqlEngine {
     /// Taken out in `drop` to shut it down without blocking (the engine may be dropped
     /// on an async thread, where a blocking shutdown panics).
     rt: Option<Runtime>,
+    /// How commits announce their changes and followers hear them (see `feed`).
+    feed: Option<feed::Feed>,
+    /// This client's id in its announcements.
+    origin: u64,
+    /// Commits that announced something, counted to prune the change log now and then.
+    announcing_commits: std::sync::atomic::AtomicU64,
+    /// Which keys commits announce; unset: none.
+    announced: std::sync::OnceLock<AnnouncedKeys>,
 }
 
 impl SqlEngine {
@@ -484,6 +546,7 @@ impl SqlEngine {
             ))
         };
         let table = cfg.qualified_table();
+        let feed;
         let (pool, target) = match cfg.dialect {
             Dialect::Postgres => {
                 let mut opts = PgConnectOptions::from_url(&cfg.url).map_err(invalid)?;
@@ -512,7 +575,8 @@ impl SqlEngine {
                     // temporary error the runner retries; pinging each time costs a round
                     // trip per transaction.
                     .test_before_acquire(false)
-                    .connect_lazy_with(opts);
+                    .connect_lazy_with(opts.clone());
+                feed = Some(feed::Feed::notify(opts, &table));
                 (SqlPool::Pg(pool), target)
             }
             Dialect::MySql => {
@@ -526,9 +590,13 @@ impl SqlEngine {
                     },
                     opts.get_database().unwrap_or_default()
                 );
-                rt.block_on(async {
+                let log = feed::ChangeLog::new(&cfg);
+                feed = rt.block_on(async {
                     let mut conn = connect(MySqlConnection::connect_with(&opts), &target).await?;
-                    let res = setup_mysql(&mut conn, &cfg, &table, &target).await;
+                    let res = match setup_mysql(&mut conn, &cfg, &table, &target).await {
+                        Ok(()) => log.setup(&mut conn, &target).await,
+                        Err(e) => Err(e),
+                    };
                     let _ = conn.close().await;
                     res
                 })?;
@@ -557,6 +625,10 @@ impl SqlEngine {
             pool,
             target,
             rt: Some(rt),
+            feed,
+            origin: crate::feed::new_origin(),
+            announcing_commits: Default::default(),
+            announced: std::sync::OnceLock::new(),
         })
     }
 
@@ -580,8 +652,8 @@ impl SqlEngine {
         Ok(match (&self.pool, read_only) {
             (SqlPool::Pg(p), true) => Tx::PgAuto(p.acquire().await?),
             (SqlPool::My(p), true) => Tx::MyAuto(p.acquire().await?),
-            (SqlPool::Pg(p), false) => Tx::Pg(p.begin_with(stmt).await?),
-            (SqlPool::My(p), false) => Tx::My(p.begin_with(stmt).await?),
+            (SqlPool::Pg(p), false) => Tx::Pg(OwnTxn::begin(p.acquire().await?, stmt).await?),
+            (SqlPool::My(p), false) => Tx::My(OwnTxn::begin(p.acquire().await?, stmt).await?),
         })
     }
 }
@@ -806,6 +878,8 @@ struct SqlTxn<'e> {
     engine: &'e SqlEngine,
     tx: Tx,
     read_only: bool,
+    /// The keys written so far that the commit announces.
+    announced: Vec<Vec<u8>>,
 }
 
 impl SqlTxn<'_> {
@@ -815,6 +889,18 @@ impl SqlTxn<'_> {
             .rt()
             .block_on(self.tx.fetch(sql, args))
             .map_err(|e| engine.err(e))
+    }
+
+    /// Writes `key` with one statement, and remembers it when the commit announces it.
+    fn write(&mut self, sql: &Arc<str>, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        match value {
+            Some(v) => self.exec(sql, &[Arg::Bytes(key), Arg::Bytes(v)])?,
+            None => self.exec(sql, &[Arg::Bytes(key)])?,
+        };
+        if self.engine.announced.get().is_some_and(|a| a(key)) {
+            self.announced.push(key.to_vec());
+        }
+        Ok(())
     }
 
     fn exec(&mut self, sql: &Arc<str>, args: &[Arg<'_>]) -> Result<u64> {
@@ -868,13 +954,12 @@ impl KvTxn for SqlTxn<'_> {
 
     fn set(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         let st = &self.engine.stmts;
-        self.exec(&st.set, &[Arg::Bytes(key), Arg::Bytes(value)])
-            .map(drop)
+        self.write(&st.set, key, Some(value))
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<()> {
         let st = &self.engine.stmts;
-        self.exec(&st.delete, &[Arg::Bytes(key)]).map(drop)
+        self.write(&st.delete, key, None)
     }
 
     /// One statement on the server instead of reading and rewriting the whole value.
@@ -882,8 +967,7 @@ impl KvTxn for SqlTxn<'_> {
     /// queue on MySQL and fail one side with 40001 on PostgreSQL: none is lost.
     fn append(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         let st = &self.engine.stmts;
-        self.exec(&st.append, &[Arg::Bytes(key), Arg::Bytes(value)])
-            .map(drop)
+        self.write(&st.append, key, Some(value))
     }
 }
 
@@ -907,11 +991,16 @@ impl KvEngine for SqlEngine {
             engine: self,
             tx,
             read_only,
+            announced: Vec::new(),
         };
         match body(&mut txn) {
             // A read-only transaction has nothing to commit (see `begin`).
             Ok(()) if read_only => Ok(()),
-            Ok(()) => rt.block_on(txn.tx.commit()).map_err(|e| self.err(e)),
+            Ok(()) => {
+                let (announce, after) = self.announcement(&txn.announced);
+                rt.block_on(txn.tx.commit(announce, after))
+                    .map_err(|e| self.err(e))
+            }
             Err(e) => {
                 // The rollback's own failure does not matter: a broken connection is
                 // dropped by the pool, and the body's error is the one to report.
@@ -927,9 +1016,24 @@ impl KvEngine for SqlEngine {
         rt.block_on(async {
             let mut tx = self.begin(false).await?;
             tx.exec(&self.stmts.clear, &[]).await?;
-            tx.commit().await
+            tx.commit(None, None).await
         })
         .map_err(|e| self.err(e))
+    }
+
+    fn announce_changes(&self, announced: AnnouncedKeys) -> bool {
+        if self.feed.is_none() {
+            return false;
+        }
+        let _ = self.announced.set(announced);
+        true
+    }
+
+    fn follow_changes(&self, follower: &mut FeedFollower<'_>) -> Result<()> {
+        match &self.feed {
+            Some(feed) => self.follow(feed, follower),
+            None => crate::feed::unsupported(self.name()),
+        }
     }
 }
 
@@ -1190,5 +1294,132 @@ mod tests {
                 "each increment seen once"
             );
         }
+    }
+
+    /// Kills every other connection to the test database: the follower's among them.
+    fn kill_other_connections(url: &str) -> i64 {
+        let admin = open(url);
+        admin
+            .rt()
+            .block_on(async {
+                match &admin.pool {
+                    SqlPool::Pg(pool) => {
+                        sqlx::query_scalar::<_, i64>(
+                            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                        )
+                        .fetch_one(pool)
+                        .await
+                    }
+                    SqlPool::My(pool) => {
+                        let mut conn = pool.acquire().await?;
+                        let ids: Vec<i64> = sqlx::query_scalar(
+                            "SELECT id FROM information_schema.processlist \
+                             WHERE db = DATABASE() AND id <> CONNECTION_ID()",
+                        )
+                        .fetch_all(&mut *conn)
+                        .await?;
+                        for id in &ids {
+                            // A connection may end meanwhile.
+                            let _ = conn.execute(AssertSqlSafe(format!("KILL {id}"))).await;
+                        }
+                        Ok(ids.len() as i64)
+                    }
+                }
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn commits_announce_their_keys_to_other_clients_and_a_cut_is_reported() {
+        for url in server_urls() {
+            let url = with_option(&url, "table=nectar_unit_feed");
+            let writer = open(&url);
+            writer.reset().unwrap();
+            assert!(writer.announce_changes(|k| k.starts_with(b"A")));
+            let follower = open(&url);
+            assert!(follower.announce_changes(|k| k.starts_with(b"A")));
+            let heard = crate::feed::heard::Heard::follow(std::sync::Arc::new(follower));
+            assert_eq!(heard.next(), "live", "{url}");
+            let commit = |writer: &SqlEngine, body: &mut TxnBody<'_>| writer.attempt(body, false);
+            commit(&writer, &mut |tx| {
+                tx.set(b"A1", b"x")?;
+                tx.set(b"B1", b"not announced")?;
+                tx.append(b"A2", b"y")?;
+                tx.delete(b"A3")
+            })
+            .unwrap();
+            assert_eq!(heard.next(), "changed A1,A2,A3");
+            // Nothing is announced for a transaction that rolls back, or that changes no
+            // announced key: the next event is the one after them.
+            let failed = commit(&writer, &mut |tx| {
+                tx.set(b"A4", b"x")?;
+                Err(Error::Invalid("abandoned".into()))
+            });
+            assert!(failed.is_err());
+            commit(&writer, &mut |tx| tx.set(b"B2", b"y")).unwrap();
+            // A commit too large for one announcement says "everything".
+            commit(&writer, &mut |tx| {
+                for i in 0..300u32 {
+                    tx.set(format!("A-many-{i:020}").as_bytes(), b"z")?;
+                }
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(heard.next(), "everything");
+            // Cut the follower's connection: it says so, then follows again.
+            assert!(kill_other_connections(&url) >= 1);
+            assert_eq!(heard.next(), "lost", "{url}");
+            assert_eq!(heard.next(), "live");
+            let writer = open(&url);
+            assert!(writer.announce_changes(|k| k.starts_with(b"A")));
+            commit(&writer, &mut |tx| tx.set(b"A5", b"z")).unwrap();
+            assert_eq!(heard.next(), "changed A5");
+            writer.reset().unwrap();
+        }
+    }
+
+    #[test]
+    fn mysql_prunes_its_change_log() {
+        let Some(url) = server_urls().into_iter().find(|u| u.starts_with("mysql")) else {
+            eprintln!("skipped: NECTAR_TEST_MYSQL_URL is not set");
+            return;
+        };
+        let e = open(&with_option(&url, "table=nectar_unit_prune"));
+        assert!(e.announce_changes(|_| true));
+        let sql = |q: String| {
+            e.rt()
+                .block_on(async {
+                    let SqlPool::My(pool) = &e.pool else {
+                        unreachable!()
+                    };
+                    sqlx::query_scalar::<_, i64>(AssertSqlSafe(q))
+                        .fetch_optional(pool)
+                        .await
+                })
+                .unwrap()
+        };
+        // An old row, then one far enough ahead that the next insert prunes the old.
+        let log = "nectar_unit_prune_changes";
+        let base = sql(format!("SELECT COALESCE(MAX(id), 0) FROM {log}")).unwrap();
+        let (old, recent) = (base + 1, base + feed::LOG_KEPT + 10);
+        for id in [old, recent] {
+            sql(format!(
+                "INSERT INTO {log} (id, payload) VALUES ({id}, X'00')"
+            ));
+        }
+        // The next commit is the one that prunes.
+        let done = e
+            .announcing_commits
+            .load(std::sync::atomic::Ordering::Relaxed);
+        e.announcing_commits.store(
+            done + feed::PRUNE_EVERY - 1 - done % feed::PRUNE_EVERY,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        e.attempt(&mut |tx| tx.set(b"k", b"v"), false).unwrap();
+        let exists = |id: i64| sql(format!("SELECT id FROM {log} WHERE id = {id}")).is_some();
+        assert!(!exists(old), "rows far behind the last are pruned");
+        assert!(exists(recent));
+        assert!(exists(recent + 1), "the commit's own row");
     }
 }

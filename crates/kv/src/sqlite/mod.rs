@@ -7,8 +7,17 @@
 //! the writer thanks to WAL. Several processes may open the same file (two mounts of a
 //! volume on one machine): they wait for each other through the busy timeout, and a
 //! timeout surfaces as a temporary error that the transaction runner retries.
+//!
+//! Change feed: SQLite cannot say which keys another process changed, but it can say
+//! that one did, cheaply: `PRAGMA data_version` on a connection changes when another
+//! connection committed, and only then. Asked on the writer connection (this process's
+//! only writer) every [`POLL`], it tells a follower "everything may have changed" after
+//! each foreign commit, and never after this process's own. A volume mounted once sees
+//! no event at all; two mounts of one database drop each other's caches on every change,
+//! within `POLL` of its commit.
 
 use crate::error::{Error, Result};
+use crate::feed::{follow_with_retries, AnnouncedKeys, FeedEvent, FeedFollower, IdleTicks, Stop};
 use crate::{KvEngine, KvTxn, TxnBody};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
@@ -16,6 +25,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 const READ_POOL: usize = 8;
+/// How often a follower asks whether another process committed: the bound on how late
+/// it hears of a change.
+pub(crate) const POLL: Duration = Duration::from_millis(50);
 
 pub struct SqliteEngine {
     path: PathBuf,
@@ -183,5 +195,77 @@ impl KvEngine for SqliteEngine {
             .lock()
             .execute_batch("DELETE FROM kv")
             .map_err(map_err)
+    }
+
+    /// Every commit is seen (see the module doc), so nothing needs announcing.
+    fn announce_changes(&self, _: AnnouncedKeys) -> bool {
+        true
+    }
+
+    fn follow_changes(&self, follower: &mut FeedFollower<'_>) -> Result<()> {
+        let version = || {
+            self.writer
+                .lock()
+                .query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
+                .map_err(map_err)
+        };
+        follow_with_retries(follower, |follower| {
+            let mut seen = version()?;
+            if !follower(FeedEvent::Live) {
+                return Ok(Stop::Asked);
+            }
+            let mut idle = IdleTicks::new();
+            loop {
+                std::thread::sleep(POLL);
+                match version() {
+                    Ok(now) if now != seen => {
+                        seen = now;
+                        if !follower(FeedEvent::Everything) {
+                            return Ok(Stop::Asked);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Ok(Stop::Broken(e.to_string())),
+                }
+                if !idle.tick(follower) {
+                    return Ok(Stop::Asked);
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feed::heard::Heard;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_follower_hears_other_processes_commits_not_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("feed.db");
+        let open = || SqliteEngine::open(path.to_str().unwrap()).unwrap();
+        // Two engines on one file stand for two processes: each has its own writer.
+        let (mine, other) = (Arc::new(open()), open());
+        assert!(mine.announce_changes(|_| true));
+        let heard = Heard::follow(mine.clone());
+        assert_eq!(heard.next(), "live");
+        let commit = |e: &SqliteEngine, key: &[u8]| {
+            e.attempt(&mut |tx: &mut dyn KvTxn| tx.set(key, b"v"), false)
+                .unwrap()
+        };
+        commit(&mine, b"own");
+        commit(&other, b"theirs");
+        assert_eq!(
+            heard.next(),
+            "everything",
+            "only the other's commit is heard"
+        );
+        commit(&other, b"theirs again");
+        assert_eq!(heard.next(), "everything");
+        assert!(heard.quiet_for(POLL * 4), "nothing more to hear");
+        commit(&mine, b"own again");
+        assert!(heard.quiet_for(POLL * 4), "its own commit is not heard");
     }
 }
