@@ -17,12 +17,18 @@
 //! touches it. The same test tells the kernel adapter whether an answer may be given
 //! with a long kernel timeout ([`Meta::changed_since`]).
 //!
-//! Bounded: the maps are emptied when they reach [`MAX_CACHED`] entries each, and a
-//! read that started before the oldest logged change counts as touched.
+//! Directory listings are kept whole (name, inode, type of each entry, for directories
+//! of at most [`MAX_LISTING`] entries) and dropped by any change to an entry of the
+//! directory; the attributes a `readdirplus` page needs come from the attribute map,
+//! and only those missing are read, in one batch.
+//!
+//! Bounded: the maps are emptied when they reach [`MAX_CACHED`] entries each (listed
+//! entries counted together), and a read that started before the oldest logged change
+//! counts as touched.
 
 use crate::keys::{self, ChangedKey};
 use crate::meta::Meta;
-use crate::types::{Attr, Ino};
+use crate::types::{Attr, FileType, Ino};
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,6 +63,8 @@ pub struct ChangeSeq(u64);
 
 /// Entries of each map before it is emptied.
 pub const MAX_CACHED: usize = 500_000;
+/// Directories with more entries than this are listed page by page, never kept whole.
+pub const MAX_LISTING: usize = 20_000;
 /// Changes remembered to check reads in flight against.
 const LOG_LEN: usize = 4096;
 
@@ -78,6 +86,20 @@ struct State {
     forgotten: u64,
     attrs: HashMap<Ino, Attr>,
     entries: HashMap<(Ino, Box<[u8]>), Ino>,
+    listings: HashMap<Ino, Listing>,
+    /// Entries of all `listings`.
+    listed: usize,
+}
+
+/// A whole directory listing in name order.
+pub(crate) type Listing = Arc<[Listed]>;
+
+/// One entry of a kept listing.
+#[derive(Debug)]
+pub(crate) struct Listed {
+    pub(crate) name: Box<[u8]>,
+    pub(crate) ino: Ino,
+    pub(crate) typ: FileType,
 }
 
 impl State {
@@ -89,10 +111,15 @@ impl State {
             }
             Touched::Entry(parent, name) => {
                 self.entries.remove(&(*parent, name.clone()));
+                if let Some(gone) = self.listings.remove(parent) {
+                    self.listed -= gone.len();
+                }
             }
             Touched::All => {
                 self.attrs.clear();
                 self.entries.clear();
+                self.listings.clear();
+                self.listed = 0;
             }
         }
         if self.log.len() == LOG_LEN {
@@ -112,6 +139,20 @@ impl State {
         ino: Option<Ino>,
         entry: Option<(Ino, &[u8])>,
     ) -> bool {
+        self.any_since(since, foreign_only, |t| match t {
+            Touched::All => true,
+            Touched::Inode(i) => Some(*i) == ino,
+            Touched::Entry(p, n) => entry.is_some_and(|(ep, en)| ep == *p && en == &n[..]),
+        })
+    }
+
+    /// Whether a change heard after `since` is one `touches` selects.
+    fn any_since(
+        &self,
+        since: ChangeSeq,
+        foreign_only: bool,
+        touches: impl Fn(&Touched) -> bool,
+    ) -> bool {
         if since.0 < self.forgotten {
             return true;
         }
@@ -120,11 +161,7 @@ impl State {
             .rev()
             .take_while(|(n, ..)| *n > since.0)
             .filter(|(_, foreign, _)| *foreign || !foreign_only)
-            .any(|(.., t)| match t {
-                Touched::All => true,
-                Touched::Inode(i) => Some(*i) == ino,
-                Touched::Entry(p, n) => entry.is_some_and(|(ep, en)| ep == *p && en == &n[..]),
-            })
+            .any(|(.., t)| touches(t))
     }
 }
 
@@ -201,6 +238,69 @@ impl MetaCache {
         }
         st.entries.insert((parent, Box::from(name)), ino);
         st.attrs.insert(ino, attr.clone());
+    }
+
+    /// The whole listing of directory `dir`, when kept.
+    pub(crate) fn listing(&self, dir: Ino) -> Option<Listing> {
+        if !self.live() {
+            return None;
+        }
+        self.state.lock().listings.get(&dir).cloned()
+    }
+
+    /// Keeps the whole listing of `dir` read by a read that started at `since`, unless
+    /// an entry of `dir` changed meanwhile.
+    pub(crate) fn keep_listing(&self, since: ChangeSeq, dir: Ino, listing: &Listing) {
+        if !self.live() {
+            return;
+        }
+        let mut st = self.state.lock();
+        let touched = |t: &Touched| match t {
+            Touched::All => true,
+            Touched::Entry(p, _) => *p == dir,
+            Touched::Inode(_) => false,
+        };
+        if st.any_since(since, false, touched) {
+            return;
+        }
+        if st.listed + listing.len() > MAX_CACHED {
+            st.listings.clear();
+            st.listed = 0;
+        }
+        st.listed += listing.len();
+        if let Some(old) = st.listings.insert(dir, listing.clone()) {
+            st.listed -= old.len();
+        }
+    }
+
+    /// Keeps the attributes of several inodes, read by one read that started at
+    /// `since`, as [`MetaCache::keep_attr`] does for one.
+    pub(crate) fn keep_attrs<'a>(
+        &self,
+        since: ChangeSeq,
+        attrs: impl Iterator<Item = (Ino, &'a Attr)>,
+    ) {
+        if !self.live() {
+            return;
+        }
+        let mut st = self.state.lock();
+        for (ino, attr) in attrs {
+            if st.touched_since(since, false, Some(ino), None) {
+                continue;
+            }
+            if st.attrs.len() >= MAX_CACHED {
+                st.attrs.clear();
+            }
+            st.attrs.insert(ino, attr.clone());
+        }
+    }
+
+    /// The kept attributes of these inodes (`None` where not kept).
+    pub(crate) fn attrs_of(&self, inos: impl Iterator<Item = Ino>) -> Vec<Option<Attr>> {
+        let live = self.live();
+        let st = self.state.lock();
+        inos.map(|ino| st.attrs.get(&ino).filter(|_| live).cloned())
+            .collect()
     }
 
     /// Drops what changes touch. `foreign`: another client made them.
@@ -369,6 +469,51 @@ mod tests {
         assert_eq!(c.attr(5), None);
         c.set_live(true);
         assert_eq!(c.attr(5), None, "a feed that comes back starts empty");
+    }
+
+    #[test]
+    fn listings_are_kept_until_an_entry_of_their_directory_changes() {
+        let c = MetaCache::default();
+        c.set_live(true);
+        let listing = |names: &[&str]| -> Listing {
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| Listed {
+                    name: n.as_bytes().into(),
+                    ino: 10 + i as Ino,
+                    typ: FileType::File,
+                })
+                .collect::<Vec<_>>()
+                .into()
+        };
+        // A listing read while an entry of its directory changed is not kept; a change
+        // elsewhere or to an attribute does not matter.
+        let before = c.seq();
+        c.forget(&[Change::Entry(1, b"x".to_vec())], true);
+        c.keep_listing(before, 1, &listing(&["a"]));
+        assert!(c.listing(1).is_none());
+        let before = c.seq();
+        c.forget(&[Change::Entry(2, b"x".to_vec()), Change::Attr(1)], true);
+        c.keep_listing(before, 1, &listing(&["a", "b"]));
+        assert_eq!(c.listing(1).map(|l| l.len()), Some(2));
+        // Kept until an entry of the directory changes, by anyone.
+        c.forget(&[Change::Attr(10), Change::Data(11, 0)], true);
+        assert!(c.listing(1).is_some());
+        c.forget(&[Change::Entry(1, b"c".to_vec())], false);
+        assert!(c.listing(1).is_none());
+        assert_eq!(c.state.lock().listed, 0);
+        // Attributes kept in a batch follow the same rule as one by one.
+        let before = c.seq();
+        c.forget(&[Change::Attr(11)], true);
+        let (one, two) = (attr(1), attr(2));
+        c.keep_attrs(before, [(10, &one), (11, &two)].into_iter());
+        assert_eq!(c.attrs_of([10, 11].into_iter()), [Some(one), None]);
+        // Nothing is answered once the feed is lost.
+        c.keep_listing(c.seq(), 3, &listing(&["a"]));
+        c.set_live(false);
+        assert!(c.listing(3).is_none());
+        assert_eq!(c.attrs_of([10].into_iter()), [None]);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! the transaction commits.
 
 use crate::acl::NewRules;
+use crate::cache::{Listed, Listing, MAX_LISTING};
 use crate::error::{sys, Error, Result};
 use crate::keys;
 use crate::kv::{prefix_end, KvTxn};
@@ -733,8 +734,11 @@ impl Meta {
     }
 
     /// Up to `limit` entries of a directory after the name `after` (exclusive), in name
-    /// order, with attributes (read in one batch) when `plus`. "." and ".." are not
-    /// included.
+    /// order, with attributes (read in one batch) when `plus`; an entry whose inode is
+    /// gone (removed between the two reads) then has none, and is still counted in the
+    /// page, so that a short page always means the end. "." and ".." are not
+    /// included. While the change feed is live, a directory's whole listing is kept and
+    /// pages are cut from it (see `cache`).
     pub fn readdir(
         &self,
         ctx: &Ctx,
@@ -743,6 +747,12 @@ impl Meta {
         limit: usize,
         plus: bool,
     ) -> Result<Vec<Entry>> {
+        // Like lookups, only where the kernel checked permissions.
+        if self.cache.live() && !ctx.check_permission {
+            if let Some(listing) = self.listing(ino, after.is_none())? {
+                return self.page_of(&listing, after, limit, plus);
+            }
+        }
         self.kv.read(|tx| {
             let attr = dir_attr(tx, ino)?;
             self.check_access(tx, ctx, &attr, 4)?;
@@ -772,10 +782,90 @@ impl Meta {
                 for (e, a) in entries.iter_mut().zip(attrs) {
                     e.attr = a.map(|a| Attr::decode(&a)).transpose()?;
                 }
-                entries.retain(|e| e.attr.is_some());
             }
             Ok(entries)
         })
+    }
+
+    /// The whole listing of directory `ino` from the cache, or read and kept when
+    /// `read` (at the first page) and the directory is small enough to keep.
+    fn listing(&self, ino: Ino, read: bool) -> Result<Option<Listing>> {
+        if let Some(listing) = self.cache.listing(ino) {
+            return Ok(Some(listing));
+        }
+        if !read {
+            return Ok(None);
+        }
+        let since = self.cache.seq();
+        let rows = self.kv.read(|tx| {
+            dir_attr(tx, ino)?;
+            let prefix = keys::dentry_prefix(ino);
+            Ok(tx.scan(&prefix, &prefix_end(&prefix), MAX_LISTING + 1)?)
+        })?;
+        if rows.len() > MAX_LISTING {
+            return Ok(None);
+        }
+        let skip = keys::dentry_prefix(ino).len();
+        let listing: Listing = rows
+            .into_iter()
+            .map(|(k, v)| {
+                let (typ, child) = decode_entry(&v)?;
+                Ok(Listed {
+                    name: k[skip..].into(),
+                    ino: child,
+                    typ,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?
+            .into();
+        self.cache.keep_listing(since, ino, &listing);
+        Ok(Some(listing))
+    }
+
+    /// The page of `listing` after `after`, with attributes when `plus`: those kept in
+    /// the cache, the others read in one batch (and kept).
+    fn page_of(
+        &self,
+        listing: &Listing,
+        after: Option<&[u8]>,
+        limit: usize,
+        plus: bool,
+    ) -> Result<Vec<Entry>> {
+        let start = after.map_or(0, |a| listing.partition_point(|e| &e.name[..] <= a));
+        let page = &listing[start..listing.len().min(start.saturating_add(limit))];
+        let mut entries: Vec<Entry> = page
+            .iter()
+            .map(|e| Entry {
+                ino: e.ino,
+                name: e.name.to_vec(),
+                typ: e.typ,
+                attr: None,
+            })
+            .collect();
+        if !plus {
+            return Ok(entries);
+        }
+        let kept = self.cache.attrs_of(entries.iter().map(|e| e.ino));
+        let missing: Vec<usize> = (0..entries.len()).filter(|&i| kept[i].is_none()).collect();
+        for (e, attr) in entries.iter_mut().zip(kept) {
+            e.attr = attr;
+        }
+        if !missing.is_empty() {
+            let since = self.cache.seq();
+            let keys: Vec<Vec<u8>> = missing
+                .iter()
+                .map(|&i| keys::attr(entries[i].ino))
+                .collect();
+            let read = self.kv.read(|tx| Ok(tx.gets(&keys)?))?;
+            for (&i, value) in missing.iter().zip(read) {
+                entries[i].attr = value.map(|v| Attr::decode(&v)).transpose()?;
+            }
+            let fresh = missing
+                .iter()
+                .filter_map(|&i| Some((entries[i].ino, entries[i].attr.as_ref()?)));
+            self.cache.keep_attrs(since, fresh);
+        }
+        Ok(entries)
     }
 
     /// Records an access (a read, a listing) under `mode`; returns the new attributes

@@ -61,6 +61,12 @@ impl Follower {
         }
     }
 
+    /// Waits until nothing more is heard for 200 ms (SQLite's poll may still report a
+    /// change the test already waited for).
+    fn settle(&self) {
+        while self.heard.recv_timeout(Duration::from_millis(200)).is_ok() {}
+    }
+
     /// Transactions run since the last call.
     fn transactions(&self) -> u64 {
         self.counts.take().attempts
@@ -117,6 +123,44 @@ fn changes_reach_the_cache(engine: &str, url: &str) {
         0,
         "cached lookups and stats are free"
     );
+
+    // A listing, read once, then cut into pages from memory with the attributes kept.
+    let names = |m: &Meta| -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = m
+                .readdir(&ctx, ROOT_INODE, after.as_deref(), 2, true)
+                .unwrap();
+            assert!(page.iter().all(|e| e.attr.is_some()));
+            out.extend(page.iter().map(|e| e.name.clone()));
+            match page.last() {
+                Some(last) if page.len() == 2 => after = Some(last.name.clone()),
+                _ => return out,
+            }
+        }
+    };
+    for n in [b"l1", b"l2", b"l3"] {
+        file(&writer, n);
+    }
+    reader.wait_for(|c| c == &Change::Entry(ROOT_INODE, b"l3".to_vec()));
+    reader.settle();
+    assert_eq!(names(r), [&b"f"[..], b"l1", b"l2", b"l3"]);
+    reader.transactions();
+    assert_eq!(names(r), [&b"f"[..], b"l1", b"l2", b"l3"]);
+    assert_eq!(reader.transactions(), 0, "a kept listing is free");
+    writer.unlink(&ctx, ROOT_INODE, b"l2").unwrap();
+    reader.wait_for(|c| c == &Change::Entry(ROOT_INODE, b"l2".to_vec()));
+    assert_eq!(names(r), [&b"f"[..], b"l1", b"l3"]);
+    for n in [b"l1", b"l3"] {
+        writer.unlink(&ctx, ROOT_INODE, n).unwrap();
+    }
+    reader.wait_for(|c| c == &Change::Entry(ROOT_INODE, b"l3".to_vec()));
+    // This client's own change is seen at once.
+    file(r, b"mine");
+    assert_eq!(names(r), [&b"f"[..], b"mine"]);
+    r.unlink(&ctx, ROOT_INODE, b"mine").unwrap();
+    assert_eq!(names(r), [&b"f"[..]]);
 
     // An attribute change.
     let since = r.change_seq();
