@@ -17,6 +17,12 @@
 //! touches it. The same test tells the kernel adapter whether an answer may be given
 //! with a long kernel timeout ([`Meta::changed_since`]).
 //!
+//! What this client creates is kept as its commit wrote it ([`MetaCache::keep_own_entry`]),
+//! so a `stat` of a file made here costs nothing. The commit's own logged changes must
+//! not count against it, but any other change must, even one logged before it (another
+//! thread's chmod of the new file may finish its commit first): each thread remembers
+//! the numbers its last commit logged, and only those are passed over.
+//!
 //! Directory listings are kept whole (name, inode, type of each entry, for directories
 //! of at most [`MAX_LISTING`] entries) and dropped by any change to an entry of the
 //! directory; the attributes a `readdirplus` page needs come from the attribute map,
@@ -74,6 +80,11 @@ enum Touched {
     Inode(Ino),
     Entry(Ino, Box<[u8]>),
     All,
+}
+
+thread_local! {
+    /// The numbers of the changes this thread's last commit logged: (after, up to].
+    static OWN_LOGGED: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
 }
 
 #[derive(Default)]
@@ -153,6 +164,17 @@ impl State {
         foreign_only: bool,
         touches: impl Fn(&Touched) -> bool,
     ) -> bool {
+        self.any_since_but(since, foreign_only, (0, 0), touches)
+    }
+
+    /// [`State::any_since`], passing over the changes numbered in `skip` (after, up to].
+    fn any_since_but(
+        &self,
+        since: ChangeSeq,
+        foreign_only: bool,
+        skip: (u64, u64),
+        touches: impl Fn(&Touched) -> bool,
+    ) -> bool {
         if since.0 < self.forgotten {
             return true;
         }
@@ -160,7 +182,7 @@ impl State {
             .iter()
             .rev()
             .take_while(|(n, ..)| *n > since.0)
-            .filter(|(_, foreign, _)| *foreign || !foreign_only)
+            .filter(|(n, foreign, _)| (*foreign || !foreign_only) && !(skip.0 < *n && *n <= skip.1))
             .any(|(.., t)| touches(t))
     }
 }
@@ -303,9 +325,50 @@ impl MetaCache {
             .collect()
     }
 
-    /// Drops what changes touch. `foreign`: another client made them.
+    /// Keeps an entry and its inode's attributes as this thread's commit, which started
+    /// at `since`, just wrote them: unless a change other than that commit's touched
+    /// them since.
+    pub(crate) fn keep_own_entry(
+        &self,
+        since: ChangeSeq,
+        parent: Ino,
+        name: &[u8],
+        ino: Ino,
+        attr: &Attr,
+    ) {
+        if !self.live() {
+            return;
+        }
+        let own = OWN_LOGGED.with(|o| o.get());
+        let mut st = self.state.lock();
+        let touched = |t: &Touched| match t {
+            Touched::All => true,
+            Touched::Inode(i) => *i == ino,
+            Touched::Entry(p, n) => *p == parent && &n[..] == name,
+        };
+        if st.any_since_but(since, false, own, touched) {
+            return;
+        }
+        if st.entries.len() >= MAX_CACHED {
+            st.entries.clear();
+        }
+        if st.attrs.len() >= MAX_CACHED {
+            st.attrs.clear();
+        }
+        st.entries.insert((parent, Box::from(name)), ino);
+        st.attrs.insert(ino, attr.clone());
+    }
+
+    /// Drops what changes touch. `foreign`: another client made them; otherwise this
+    /// thread's commit did, and the numbers they get are remembered for
+    /// [`MetaCache::keep_own_entry`].
     pub(crate) fn forget(&self, changes: &[Change], foreign: bool) {
         let mut st = self.state.lock();
+        let first = st.seq;
+        if !foreign {
+            // Set even for no changes, so that an older commit's numbers never stand.
+            OWN_LOGGED.with(|o| o.set((first, first + changes.len() as u64)));
+        }
         for c in changes {
             let t = match c {
                 Change::Attr(ino) | Change::Data(ino, _) | Change::Xattr(ino) => {
@@ -355,7 +418,7 @@ pub(crate) fn changes_of<'k>(keys: impl IntoIterator<Item = &'k [u8]>) -> Vec<Ch
 }
 
 impl Meta {
-    /// Whether the engine can tell this client what others change (Redis, etcd), so
+    /// Whether the engine can tell this client what others change (all but TiKV), so
     /// that a cache may be trusted while its feed is live.
     pub fn feed_supported(&self) -> bool {
         self.feed_supported
@@ -514,6 +577,37 @@ mod tests {
         c.set_live(false);
         assert!(c.listing(3).is_none());
         assert_eq!(c.attrs_of([10].into_iter()), [None]);
+    }
+
+    #[test]
+    fn what_this_thread_created_is_kept_unless_another_change_came_between() {
+        let c = Arc::new(MetaCache::default());
+        c.set_live(true);
+        // The commit of a create logs its own changes; they do not count against it.
+        let since = c.seq();
+        c.forget(&[Change::Attr(7), Change::Entry(1, b"new".to_vec())], false);
+        c.keep_own_entry(since, 1, b"new", 7, &attr(3));
+        assert_eq!(c.entry(1, b"new").map(|e| e.0), Some(7));
+        // Another thread's commit touching the new inode, logged before this thread's
+        // own (its commit finished first), does count.
+        let since = c.seq();
+        let other = c.clone();
+        std::thread::spawn(move || other.forget(&[Change::Attr(8)], false))
+            .join()
+            .unwrap();
+        c.forget(
+            &[Change::Attr(8), Change::Entry(1, b"second".to_vec())],
+            false,
+        );
+        c.keep_own_entry(since, 1, b"second", 8, &attr(4));
+        assert_eq!(c.entry(1, b"second"), None);
+        // So does another client's change, and a commit whose changes were not logged
+        // does not lend its numbers to the next keep.
+        let since = c.seq();
+        c.forget(&[Change::Entry(1, b"third".to_vec())], true);
+        c.forget(&[], false);
+        c.keep_own_entry(since, 1, b"third", 9, &attr(5));
+        assert_eq!(c.entry(1, b"third"), None);
     }
 
     #[test]

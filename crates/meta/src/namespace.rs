@@ -281,6 +281,7 @@ impl Meta {
         let ino = self.next_inode()?;
         let mut made = NewRules::new();
         let mut attempt = 0;
+        let since = self.cache.seq();
         let created = self.kv.txn(|tx| {
             attempt += 1;
             made.clear();
@@ -336,6 +337,9 @@ impl Meta {
             Ok((ino, attr))
         })?;
         self.remember_rules(made);
+        // Kept as written, so that a stat of what this client made costs nothing.
+        self.cache
+            .keep_own_entry(since, parent, name, created.0, &created.1);
         Ok(created)
     }
 

@@ -10,8 +10,8 @@
 //!
 //! Without a live feed the kernel gets at most [`FALLBACK_TIMEOUT`] (another client's
 //! change shows within it, as before there was a feed), and so do this client's own
-//! small caches. An engine without any feed (SQLite) keeps the user's timeouts as they
-//! are: a single client has no one to hear from.
+//! small caches. An engine without any feed (TiKV) keeps the user's timeouts as they
+//! are, as JuiceFS does: whoever asks for long ones accepts their staleness there.
 
 use crate::Vfs;
 use nectar_meta::{Change, ChangeListener, ChangeSeq, FileType, Ino};
