@@ -44,11 +44,12 @@
 //! creates the schema and table when missing (so `nectar format` needs nothing prepared
 //! beyond the database and its user).
 
+mod batch;
 mod feed;
 
 use crate::error::{Error, Result};
 use crate::feed::{AnnouncedKeys, FeedFollower};
-use crate::{KvEngine, KvTxn, TxnBody};
+use crate::{Follow, Followed, KvEngine, KvTxn, TxnBody};
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlConnection, MySqlDatabaseError};
 use sqlx::pool::{Pool, PoolConnection, PoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgDatabaseError, Postgres};
@@ -68,6 +69,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// again until its retry timeout: this only bounds how far past that deadline an
 /// operation can run while the server is down.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most keys a one-statement [`KvTxn::gets_and_follow`] asks for.
+const MAX_FOLLOW_KEYS: usize = 8;
 /// Statement shapes for batch gets: a batch is padded up to the next size (repeating its
 /// last key), so a handful of prepared statements serve every batch.
 const BATCH_SIZES: [usize; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
@@ -446,11 +449,17 @@ impl Tx {
         with_conn!(self, c => Ok(bound_query!(sql, args).execute(c).await?.rows_affected()))
     }
 
-    /// Commits, sending `announce` (the statement announcing the commit's changes, see
-    /// `feed`) in the same message as COMMIT, so announcing costs no round trip; then
-    /// runs `after` on its own, ignoring its failure (the commit stands).
-    async fn commit(self, announce: Option<String>, after: Option<&str>) -> sqlx::Result<()> {
-        let end = announce.map_or("COMMIT".into(), |a| a + "; COMMIT");
+    /// Runs SQL text without arguments: one simple query, several statements allowed.
+    async fn exec_text(&mut self, sql: String) -> sqlx::Result<()> {
+        with_conn!(self, c => c.execute(AssertSqlSafe(sql)).await.map(drop))
+    }
+
+    /// Commits, sending `before` (the held-back writes and the statement announcing the
+    /// commit's changes, see `batch` and `feed`) in the same message as COMMIT, so they
+    /// cost no round trip; then runs `after` on its own, ignoring its failure (the
+    /// commit stands).
+    async fn commit(self, before: Option<String>, after: Option<&str>) -> sqlx::Result<()> {
+        let end = before.map_or("COMMIT".into(), |b| b + "; COMMIT");
         match self {
             Tx::Pg(t) => t.end(&end, after).await,
             Tx::My(t) => t.end(&end, after).await,
@@ -487,9 +496,19 @@ where
     }
 
     async fn end(mut self, sql: &str, after: Option<&str>) -> sqlx::Result<()> {
-        (&mut *self.conn)
+        if let Err(e) = (&mut *self.conn)
             .execute(AssertSqlSafe(sql.to_owned()))
-            .await?;
+            .await
+        {
+            // The server refused a statement (a conflict, most often): the connection is
+            // fine once the transaction is rolled back, so it goes back to the pool.
+            if e.as_database_error().is_some()
+                && (&mut *self.conn).execute("ROLLBACK").await.is_ok()
+            {
+                self.open = false;
+            }
+            return Err(e);
+        }
         self.open = false;
         if let Some(after) = after {
             if let Err(e) = (&mut *self.conn)
@@ -517,6 +536,8 @@ pub struct SqlEngine {
     stmts: Statements,
     /// "PostgreSQL at host:port/db", for messages.
     target: String,
+    /// The table as written in SQL.
+    table: String,
     /// Taken out in `drop` to shut it down without blocking (the engine may be dropped
     /// on an async thread, where a blocking shutdown panics).
     rt: Option<Runtime>,
@@ -622,6 +643,7 @@ impl SqlEngine {
         Ok(SqlEngine {
             dialect: cfg.dialect,
             stmts: Statements::new(cfg.dialect, &table),
+            table,
             pool,
             target,
             rt: Some(rt),
@@ -630,6 +652,41 @@ impl SqlEngine {
             announcing_commits: Default::default(),
             announced: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The statement of [`KvTxn::gets_and_follow`] for `n` keys. Arguments: the keys,
+    /// then the prefix and suffix of the followed key, then the last key again. The
+    /// followed key's middle is cut from the last key's value by the server, byte by
+    /// byte where reversed (PostgreSQL has no bytea reverse).
+    fn follow_sql(&self, n: usize, follow: &Follow) -> String {
+        let d = self.dialect;
+        let p = |i: usize| d.placeholder(i);
+        let keys: Vec<String> = (1..=n).map(p).collect();
+        let (from, to) = (follow.from, follow.to);
+        let middle = match (d, follow.reverse) {
+            (Dialect::Postgres, false) => {
+                format!("substring(v from {} for {})", from + 1, to - from)
+            }
+            (Dialect::Postgres, true) => (from + 1..=to)
+                .rev()
+                .map(|i| format!("substring(v from {i} for 1)"))
+                .collect::<Vec<_>>()
+                .join(" || "),
+            (Dialect::MySql, false) => format!("SUBSTRING(v, {}, {})", from + 1, to - from),
+            (Dialect::MySql, true) => format!("REVERSE(SUBSTRING(v, {}, {}))", from + 1, to - from),
+        };
+        let key = match d {
+            Dialect::Postgres => format!("{} || {middle} || {}", p(n + 1), p(n + 2)),
+            Dialect::MySql => format!("CONCAT(?, {middle}, ?)"),
+        };
+        let table = &self.table;
+        format!(
+            "SELECT k, v FROM {table} WHERE k IN ({}) UNION ALL \
+             SELECT k, v FROM {table} WHERE k = \
+             (SELECT {key} FROM {table} WHERE k = {} AND length(v) >= {to})",
+            keys.join(", "),
+            p(n + 3)
+        )
     }
 
     fn rt(&self) -> &Runtime {
@@ -880,10 +937,14 @@ struct SqlTxn<'e> {
     read_only: bool,
     /// The keys written so far that the commit announces.
     announced: Vec<Vec<u8>>,
+    /// Writes not sent yet (see `batch`).
+    held: batch::Batch,
 }
 
 impl SqlTxn<'_> {
     fn fetch(&mut self, sql: &Arc<str>, args: &[Arg<'_>]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        // A read sees the transaction's own writes.
+        self.send_held()?;
         let engine = self.engine;
         engine
             .rt()
@@ -891,12 +952,37 @@ impl SqlTxn<'_> {
             .map_err(|e| engine.err(e))
     }
 
-    /// Writes `key` with one statement, and remembers it when the commit announces it.
-    fn write(&mut self, sql: &Arc<str>, key: &[u8], value: Option<&[u8]>) -> Result<()> {
-        match value {
-            Some(v) => self.exec(sql, &[Arg::Bytes(key), Arg::Bytes(v)])?,
-            None => self.exec(sql, &[Arg::Bytes(key)])?,
+    /// Sends the held-back writes now.
+    fn send_held(&mut self) -> Result<()> {
+        let engine = self.engine;
+        let Some(sql) = self.held.take_sql(engine.dialect, &engine.table) else {
+            return Ok(());
         };
+        engine
+            .rt()
+            .block_on(self.tx.exec_text(sql))
+            .map_err(|e| engine.err(e))
+    }
+
+    /// Writes `key`: `set` and `delete` are held back to go with the commit, other
+    /// statements (appends, large values) go now, after what was held. Remembers the
+    /// key when the commit announces it.
+    fn write(&mut self, sql: &Arc<str>, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+        if self.read_only {
+            return Err(crate::shared::write_in_read_only());
+        }
+        let st = &self.engine.stmts;
+        let held = (Arc::ptr_eq(sql, &st.set) || Arc::ptr_eq(sql, &st.delete))
+            && value.is_none_or(|v| v.len() <= batch::MAX_BATCHED_VALUE);
+        if held {
+            self.held.put(key, value);
+        } else {
+            self.send_held()?;
+            match value {
+                Some(v) => self.exec(sql, &[Arg::Bytes(key), Arg::Bytes(v)])?,
+                None => self.exec(sql, &[Arg::Bytes(key)])?,
+            };
+        }
         if self.engine.announced.get().is_some_and(|a| a(key)) {
             self.announced.push(key.to_vec());
         }
@@ -962,6 +1048,35 @@ impl KvTxn for SqlTxn<'_> {
         self.write(&st.delete, key, None)
     }
 
+    /// Read-only, the keys and the key their last value leads to are read by one
+    /// statement: a UNION of the keys' rows and the row whose key the server builds
+    /// from the last value (a lookup: the directory, the entry and the inode's
+    /// attributes, one round trip instead of two). Read-write transactions read in two
+    /// steps, which lock what they read as any read does (see the module doc).
+    fn gets_and_follow(&mut self, keys: &[Vec<u8>], follow: &Follow) -> Result<Followed> {
+        if !self.read_only || keys.is_empty() || keys.len() > MAX_FOLLOW_KEYS {
+            return crate::follow_in_two_reads(self, keys, follow);
+        }
+        let sql: Arc<str> = self.engine.follow_sql(keys.len(), follow).into();
+        let last = &keys[keys.len() - 1];
+        let mut args: Vec<Arg<'_>> = keys.iter().map(|k| Arg::Bytes(k)).collect();
+        args.extend([
+            Arg::Bytes(follow.prefix),
+            Arg::Bytes(follow.suffix),
+            Arg::Bytes(last),
+        ]);
+        let found: HashMap<Vec<u8>, Vec<u8>> = self.fetch(&sql, &args)?.into_iter().collect();
+        let values: Vec<Option<Vec<u8>>> = keys.iter().map(|k| found.get(k).cloned()).collect();
+        let followed = values
+            .last()
+            .and_then(|v| follow.key(v.as_deref()?))
+            .map(|k| {
+                let v = found.get(&k).cloned();
+                (k, v)
+            });
+        Ok((values, followed))
+    }
+
     /// One statement on the server instead of reading and rewriting the whole value.
     /// The upsert locks the row (and reads its latest version), so concurrent appends
     /// queue on MySQL and fail one side with 40001 on PostgreSQL: none is lost.
@@ -992,13 +1107,19 @@ impl KvEngine for SqlEngine {
             tx,
             read_only,
             announced: Vec::new(),
+            held: Default::default(),
         };
         match body(&mut txn) {
             // A read-only transaction has nothing to commit (see `begin`).
             Ok(()) if read_only => Ok(()),
             Ok(()) => {
                 let (announce, after) = self.announcement(&txn.announced);
-                rt.block_on(txn.tx.commit(announce, after))
+                let held = txn.held.take_sql(self.dialect, &self.table);
+                let before = match (held, announce) {
+                    (Some(h), Some(a)) => Some(format!("{h}; {a}")),
+                    (h, a) => h.or(a),
+                };
+                rt.block_on(txn.tx.commit(before, after))
                     .map_err(|e| self.err(e))
             }
             Err(e) => {
@@ -1162,6 +1283,66 @@ mod tests {
             let msg = e.to_string();
             assert!(!e.is_temporary(), "{msg}");
             assert!(msg.contains("create the database first"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn a_value_is_followed_to_its_key_in_one_statement() {
+        for url in server_urls() {
+            let kv = crate::Kv::new(Box::new(open(&with_option(
+                &url,
+                "table=nectar_unit_follow",
+            ))));
+            kv.reset().unwrap();
+            kv.txn(|tx| {
+                tx.set(b"Da", b"x87")?;
+                tx.set(b"Dplain", b"x78")?;
+                tx.set(b"Dshort", b"x")?;
+                tx.set(b"Dlost", b"x99")?;
+                tx.set(b"parent", b"dir")?;
+                tx.set(b"A78/attr", b"attr of 78")
+            })
+            .unwrap();
+            let follow = |reverse| Follow {
+                prefix: b"A",
+                from: 1,
+                to: 3,
+                reverse,
+                suffix: b"/attr",
+            };
+            let asked = |name: &[u8]| vec![b"parent".to_vec(), [b"D", name].concat()];
+            for read_only in [true, false] {
+                let run = |name: &[u8], reverse: bool| {
+                    let body =
+                        |tx: &mut dyn KvTxn| tx.gets_and_follow(&asked(name), &follow(reverse));
+                    if read_only {
+                        kv.read(body).unwrap()
+                    } else {
+                        kv.txn(body).unwrap()
+                    }
+                };
+                let (values, followed) = run(b"a", true);
+                assert_eq!(
+                    values,
+                    vec![Some(b"dir".to_vec()), Some(b"x87".to_vec())],
+                    "{url}"
+                );
+                assert_eq!(
+                    followed,
+                    Some((b"A78/attr".to_vec(), Some(b"attr of 78".to_vec())))
+                );
+                assert_eq!(
+                    run(b"plain", false).1,
+                    Some((b"A78/attr".to_vec(), Some(b"attr of 78".to_vec())))
+                );
+                assert_eq!(run(b"lost", true).1, Some((b"A99/attr".to_vec(), None)));
+                assert_eq!(run(b"short", true).1, None, "too short to follow");
+                assert_eq!(
+                    run(b"none", true),
+                    (vec![Some(b"dir".to_vec()), None], None)
+                );
+            }
+            kv.reset().unwrap();
         }
     }
 
