@@ -489,16 +489,26 @@ impl Meta {
             return sys(ENAMETOOLONG);
         }
         let mut attempt = 0;
+        // The inode the name had when this client last saw it (the kernel looked it up
+        // just before): its attributes are read with the entry, in the same round trip,
+        // and used when the entry still names it.
+        let guess = self.cache.entry(parent, name).map(|(ino, _)| ino);
+        let more: Vec<Vec<u8>> = guess.map(keys::attr).into_iter().collect();
         let (ino, dropped) = self.kv.txn(|tx| {
             attempt += 1;
-            let (mut pattr, entry, _) = dir_and_entry(tx, parent, name, &[])?;
+            let (mut pattr, entry, extra) = dir_and_entry(tx, parent, name, &more)?;
             self.check_access(tx, ctx, &pattr, 3)?;
             let (typ, ino) = entry.ok_or(Error::Sys(ENOENT))?;
             if typ == FileType::Directory {
                 return sys(EISDIR);
             }
             let now = Time::now();
-            let mut attr = match get_attr(tx, ino) {
+            let read_with_entry = extra.into_iter().next().filter(|_| guess == Some(ino));
+            let attr = match read_with_entry {
+                Some(value) => attr_of(value),
+                None => get_attr(tx, ino),
+            };
+            let mut attr = match attr {
                 Ok(a) => a,
                 Err(Error::Sys(ENOENT)) => {
                     // A dangling entry: remove it.

@@ -205,6 +205,19 @@ fn changes_reach_the_cache(engine: &str, url: &str) {
         r.lookup(&ctx, ROOT_INODE, b"f").unwrap_err().errno(),
         libc::ENOENT
     );
+
+    // An unlink of a name another client just pointed at another inode removes that
+    // inode, whatever this client last saw the name naming.
+    let old = file(&writer, b"a");
+    let new = file(&writer, b"b");
+    assert_eq!(r.lookup(&ctx, ROOT_INODE, b"a").unwrap().0, old);
+    writer
+        .rename(&ctx, ROOT_INODE, b"b", ROOT_INODE, b"a", 0)
+        .unwrap();
+    r.unlink(&ctx, ROOT_INODE, b"a").unwrap();
+    for ino in [old, new] {
+        assert_eq!(writer.get_attr(ino).unwrap_err().errno(), libc::ENOENT);
+    }
     writer.kv().reset().unwrap();
 }
 
