@@ -97,7 +97,7 @@ pub trait KvTxn {
 /// `from..to` of the value (in reverse order when `reverse`), then `suffix`. E.g. a
 /// directory entry's value holds an inode number and the inode's attribute key is made
 /// of it: a lookup reads both in one round trip.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Follow {
     pub prefix: &'static [u8],
     pub from: usize,

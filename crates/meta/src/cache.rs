@@ -141,6 +141,23 @@ impl State {
         self.log.push_back((self.seq, foreign, t));
     }
 
+    /// Keeps attributes, emptying the map first when it is full.
+    fn put_attr(&mut self, ino: Ino, attr: &Attr) {
+        if self.attrs.len() >= MAX_CACHED {
+            self.attrs.clear();
+        }
+        self.attrs.insert(ino, attr.clone());
+    }
+
+    /// Keeps an entry and its inode's attributes, as [`State::put_attr`].
+    fn put_entry(&mut self, parent: Ino, name: &[u8], ino: Ino, attr: &Attr) {
+        if self.entries.len() >= MAX_CACHED {
+            self.entries.clear();
+        }
+        self.entries.insert((parent, Box::from(name)), ino);
+        self.put_attr(ino, attr);
+    }
+
     /// Whether a change heard after `since` (another client's only, with
     /// `foreign_only`) touches inode `ino` or entry `entry`.
     fn touched_since(
@@ -150,7 +167,19 @@ impl State {
         ino: Option<Ino>,
         entry: Option<(Ino, &[u8])>,
     ) -> bool {
-        self.any_since(since, foreign_only, |t| match t {
+        self.touched_since_but(since, foreign_only, (0, 0), ino, entry)
+    }
+
+    /// [`State::touched_since`], passing over the changes numbered in `skip`.
+    fn touched_since_but(
+        &self,
+        since: ChangeSeq,
+        foreign_only: bool,
+        skip: (u64, u64),
+        ino: Option<Ino>,
+        entry: Option<(Ino, &[u8])>,
+    ) -> bool {
+        self.any_since_but(since, foreign_only, skip, |t| match t {
             Touched::All => true,
             Touched::Inode(i) => Some(*i) == ino,
             Touched::Entry(p, n) => entry.is_some_and(|(ep, en)| ep == *p && en == &n[..]),
@@ -227,13 +256,9 @@ impl MetaCache {
             return;
         }
         let mut st = self.state.lock();
-        if st.touched_since(since, false, Some(ino), None) {
-            return;
+        if !st.touched_since(since, false, Some(ino), None) {
+            st.put_attr(ino, attr);
         }
-        if st.attrs.len() >= MAX_CACHED {
-            st.attrs.clear();
-        }
-        st.attrs.insert(ino, attr.clone());
     }
 
     /// Keeps an entry and its inode's attributes, as [`MetaCache::keep_attr`].
@@ -245,21 +270,26 @@ impl MetaCache {
         ino: Ino,
         attr: &Attr,
     ) {
+        self.keep_entry_but(since, (0, 0), parent, name, ino, attr);
+    }
+
+    /// [`MetaCache::keep_entry`], passing over the logged changes numbered in `skip`.
+    fn keep_entry_but(
+        &self,
+        since: ChangeSeq,
+        skip: (u64, u64),
+        parent: Ino,
+        name: &[u8],
+        ino: Ino,
+        attr: &Attr,
+    ) {
         if !self.live() {
             return;
         }
         let mut st = self.state.lock();
-        if st.touched_since(since, false, Some(ino), Some((parent, name))) {
-            return;
+        if !st.touched_since_but(since, false, skip, Some(ino), Some((parent, name))) {
+            st.put_entry(parent, name, ino, attr);
         }
-        if st.entries.len() >= MAX_CACHED {
-            st.entries.clear();
-        }
-        if st.attrs.len() >= MAX_CACHED {
-            st.attrs.clear();
-        }
-        st.entries.insert((parent, Box::from(name)), ino);
-        st.attrs.insert(ino, attr.clone());
     }
 
     /// The whole listing of directory `dir`, when kept.
@@ -307,13 +337,9 @@ impl MetaCache {
         }
         let mut st = self.state.lock();
         for (ino, attr) in attrs {
-            if st.touched_since(since, false, Some(ino), None) {
-                continue;
+            if !st.touched_since(since, false, Some(ino), None) {
+                st.put_attr(ino, attr);
             }
-            if st.attrs.len() >= MAX_CACHED {
-                st.attrs.clear();
-            }
-            st.attrs.insert(ino, attr.clone());
         }
     }
 
@@ -336,27 +362,8 @@ impl MetaCache {
         ino: Ino,
         attr: &Attr,
     ) {
-        if !self.live() {
-            return;
-        }
         let own = OWN_LOGGED.with(|o| o.get());
-        let mut st = self.state.lock();
-        let touched = |t: &Touched| match t {
-            Touched::All => true,
-            Touched::Inode(i) => *i == ino,
-            Touched::Entry(p, n) => *p == parent && &n[..] == name,
-        };
-        if st.any_since_but(since, false, own, touched) {
-            return;
-        }
-        if st.entries.len() >= MAX_CACHED {
-            st.entries.clear();
-        }
-        if st.attrs.len() >= MAX_CACHED {
-            st.attrs.clear();
-        }
-        st.entries.insert((parent, Box::from(name)), ino);
-        st.attrs.insert(ino, attr.clone());
+        self.keep_entry_but(since, own, parent, name, ino, attr);
     }
 
     /// Drops what changes touch. `foreign`: another client made them; otherwise this

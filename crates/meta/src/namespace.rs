@@ -763,7 +763,7 @@ impl Meta {
     ) -> Result<Vec<Entry>> {
         // Like lookups, only where the kernel checked permissions.
         if self.cache.live() && !ctx.check_permission {
-            if let Some(listing) = self.listing(ino, after.is_none())? {
+            if let Some(listing) = self.listing(ino, after.is_none(), limit)? {
                 return self.page_of(&listing, after, limit, plus);
             }
         }
@@ -802,8 +802,10 @@ impl Meta {
     }
 
     /// The whole listing of directory `ino` from the cache, or read and kept when
-    /// `read` (at the first page) and the directory is small enough to keep.
-    fn listing(&self, ino: Ino, read: bool) -> Result<Option<Listing>> {
+    /// `read` (at the first page) and the directory is small enough to keep. A larger
+    /// directory's first [`MAX_LISTING`] entries, not kept, serve a first page of up to
+    /// `limit` entries, rather than reading that page again.
+    fn listing(&self, ino: Ino, read: bool, limit: usize) -> Result<Option<Listing>> {
         if let Some(listing) = self.cache.listing(ino) {
             return Ok(Some(listing));
         }
@@ -816,12 +818,14 @@ impl Meta {
             let prefix = keys::dentry_prefix(ino);
             Ok(tx.scan(&prefix, &prefix_end(&prefix), MAX_LISTING + 1)?)
         })?;
-        if rows.len() > MAX_LISTING {
+        let complete = rows.len() <= MAX_LISTING;
+        if !complete && limit > MAX_LISTING {
             return Ok(None);
         }
         let skip = keys::dentry_prefix(ino).len();
         let listing: Listing = rows
             .into_iter()
+            .take(MAX_LISTING)
             .map(|(k, v)| {
                 let (typ, child) = decode_entry(&v)?;
                 Ok(Listed {
@@ -832,7 +836,9 @@ impl Meta {
             })
             .collect::<Result<Vec<_>>>()?
             .into();
-        self.cache.keep_listing(since, ino, &listing);
+        if complete {
+            self.cache.keep_listing(since, ino, &listing);
+        }
         Ok(Some(listing))
     }
 

@@ -221,6 +221,58 @@ fn changes_reach_the_cache(engine: &str, url: &str) {
     writer.kv().reset().unwrap();
 }
 
+/// A directory too large to keep is listed page by page, every entry once, in order,
+/// its first page cut from the entries read to find out it is too large.
+#[test]
+fn a_directory_too_large_to_keep_is_listed_in_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite3://{}/v.db", dir.path().display());
+    let writer = Meta::connect(&url).unwrap();
+    writer.format(new_format("big"), false).unwrap();
+    let ctx = Ctx::root();
+    let d = writer
+        .mknod(
+            &ctx,
+            ROOT_INODE,
+            b"d",
+            FileType::Directory,
+            0o755,
+            0,
+            0,
+            b"",
+        )
+        .unwrap()
+        .0;
+    let total = nectar_meta::cache::MAX_LISTING + 5;
+    let names: Vec<Vec<u8>> = (0..total).map(|i| format!("{i:06}").into_bytes()).collect();
+    for n in &names {
+        writer
+            .mknod(&ctx, d, n, FileType::File, 0o644, 0, 0, b"")
+            .unwrap();
+    }
+    let reader = Follower::new(&url);
+    let list = || {
+        let mut seen = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = reader
+                .meta
+                .readdir(&ctx, d, after.as_deref(), 1024, true)
+                .unwrap();
+            assert!(page.iter().all(|e| e.attr.is_some()));
+            seen.extend(page.iter().map(|e| e.name.clone()));
+            if page.len() < 1024 {
+                return seen;
+            }
+            after = Some(page.last().unwrap().name.clone());
+        }
+    };
+    assert_eq!(list(), names);
+    reader.transactions();
+    assert_eq!(list(), names);
+    assert!(reader.transactions() > 0, "not kept whole");
+}
+
 /// One test for both Redis scenarios: the cut kills every subscriber of the server.
 #[test]
 fn redis_changes_reach_the_cache_and_a_cut_stops_it() {

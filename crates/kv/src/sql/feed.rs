@@ -282,14 +282,14 @@ impl SqlEngine {
         let mut idle = IdleTicks::new();
         loop {
             let read = async {
-                let mut rows: Vec<(i64, Vec<u8>)> = sqlx::query(AssertSqlSafe(after.clone()))
-                    .bind(cursor.seen)
-                    .fetch_all(pool)
-                    .await?
-                    .iter()
-                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                    .collect::<sqlx::Result<_>>()?;
-                let full = rows.len() == LOG_PAGE;
+                let rows = |r: Vec<sqlx::mysql::MySqlRow>| -> sqlx::Result<Vec<(i64, Vec<u8>)>> {
+                    r.iter()
+                        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                        .collect()
+                };
+                let query = sqlx::query(AssertSqlSafe(after.clone())).bind(cursor.seen);
+                let mut read = rows(query.fetch_all(pool).await?)?;
+                let full = read.len() == LOG_PAGE;
                 if !cursor.missing.is_empty() {
                     // Integers, written into the statement as they are.
                     let ids: Vec<String> = cursor.missing.keys().map(i64::to_string).collect();
@@ -298,11 +298,11 @@ impl SqlEngine {
                         log.table,
                         ids.join(",")
                     );
-                    for r in sqlx::query(AssertSqlSafe(late)).fetch_all(pool).await? {
-                        rows.push((r.try_get(0)?, r.try_get(1)?));
-                    }
+                    read.extend(rows(
+                        sqlx::query(AssertSqlSafe(late)).fetch_all(pool).await?,
+                    )?);
                 }
-                Ok::<_, sqlx::Error>((rows, full))
+                Ok::<_, sqlx::Error>((read, full))
             };
             let (rows, full) = match read.await {
                 Ok(r) => r,
@@ -320,6 +320,7 @@ impl SqlEngine {
             }
         }
     }
+
     /// One listening connection, from connecting until it breaks or the follower stops.
     async fn listen_once(
         &self,

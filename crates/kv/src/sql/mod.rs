@@ -15,10 +15,10 @@
 //! deadlock (1213) or lock wait timeout (1205) becomes a conflict. Read-only transactions
 //! take no locks and open no server transaction: each of their statements runs on its
 //! own (autocommit) and sees the latest commits, as a read-only transaction does on Redis;
-//! a lookup is two statements instead of BEGIN, two statements and ROLLBACK. On
-//! PostgreSQL the engine sends BEGIN and COMMIT itself rather than through sqlx's
-//! transactions, so that COMMIT carries the commit's change announcement (`NOTIFY`, see
-//! `feed`) in the same message. Writes are upserts (`ON CONFLICT` / `ON
+//! a lookup is one statement (see `gets_and_follow`) instead of BEGIN, two statements and
+//! ROLLBACK. Read-write transactions send BEGIN and COMMIT themselves rather than
+//! through sqlx's transactions, so that COMMIT carries the transaction's held-back writes
+//! (`batch`) and its change announcement (`feed`) in the same message. Writes are upserts (`ON CONFLICT` / `ON
 //! DUPLICATE KEY UPDATE`); `append` concatenates on the server. The dialects differ only
 //! in SQL text (built once per engine), the BEGIN statements and error codes; the one copy
 //! of the transaction logic runs on either driver through a two-arm match
@@ -129,7 +129,6 @@ struct Statements {
     scan: [Arc<str>; 2],
     set: Arc<str>,
     append: Arc<str>,
-    delete: Arc<str>,
     clear: Arc<str>,
 }
 
@@ -186,7 +185,6 @@ impl Statements {
             )),
             set: set.into(),
             append: append.into(),
-            delete: format!("DELETE FROM {table} WHERE k = {}", p(1)).into(),
             clear: format!("DELETE FROM {table}").into(),
         }
     }
@@ -538,6 +536,9 @@ pub struct SqlEngine {
     target: String,
     /// The table as written in SQL.
     table: String,
+    /// Statements of [`KvTxn::gets_and_follow`] made so far, by key count and follow
+    /// (a lookup is the only user: one or two entries).
+    follow_stmts: parking_lot::Mutex<Vec<(usize, Follow, Arc<str>)>>,
     /// Taken out in `drop` to shut it down without blocking (the engine may be dropped
     /// on an async thread, where a blocking shutdown panics).
     rt: Option<Runtime>,
@@ -644,6 +645,7 @@ impl SqlEngine {
             dialect: cfg.dialect,
             stmts: Statements::new(cfg.dialect, &table),
             table,
+            follow_stmts: Default::default(),
             pool,
             target,
             rt: Some(rt),
@@ -652,6 +654,17 @@ impl SqlEngine {
             announcing_commits: Default::default(),
             announced: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The statement of [`KvTxn::gets_and_follow`] for `n` keys, made once.
+    fn follow_stmt(&self, n: usize, follow: &Follow) -> Arc<str> {
+        let mut made = self.follow_stmts.lock();
+        if let Some((.., sql)) = made.iter().find(|(m, f, _)| *m == n && f == follow) {
+            return sql.clone();
+        }
+        let sql: Arc<str> = self.follow_sql(n, follow).into();
+        made.push((n, *follow, sql.clone()));
+        sql
     }
 
     /// The statement of [`KvTxn::gets_and_follow`] for `n` keys. Arguments: the keys,
@@ -964,29 +977,29 @@ impl SqlTxn<'_> {
             .map_err(|e| engine.err(e))
     }
 
-    /// Writes `key`: `set` and `delete` are held back to go with the commit, other
-    /// statements (appends, large values) go now, after what was held. Remembers the
-    /// key when the commit announces it.
-    fn write(&mut self, sql: &Arc<str>, key: &[u8], value: Option<&[u8]>) -> Result<()> {
+    /// Holds a set (`None`: a delete) of `key` back to go with the commit.
+    fn hold(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<()> {
         if self.read_only {
             return Err(crate::shared::write_in_read_only());
         }
-        let st = &self.engine.stmts;
-        let held = (Arc::ptr_eq(sql, &st.set) || Arc::ptr_eq(sql, &st.delete))
-            && value.is_none_or(|v| v.len() <= batch::MAX_BATCHED_VALUE);
-        if held {
-            self.held.put(key, value);
-        } else {
-            self.send_held()?;
-            match value {
-                Some(v) => self.exec(sql, &[Arg::Bytes(key), Arg::Bytes(v)])?,
-                None => self.exec(sql, &[Arg::Bytes(key)])?,
-            };
-        }
+        self.held.put(key, value);
+        self.note_written(key);
+        Ok(())
+    }
+
+    /// Writes `key` by statement `sql` now, after what was held (appends, large values).
+    fn write_now(&mut self, sql: &Arc<str>, key: &[u8], value: &[u8]) -> Result<()> {
+        self.send_held()?;
+        self.exec(sql, &[Arg::Bytes(key), Arg::Bytes(value)])?;
+        self.note_written(key);
+        Ok(())
+    }
+
+    /// Remembers a written key when the commit announces it.
+    fn note_written(&mut self, key: &[u8]) {
         if self.engine.announced.get().is_some_and(|a| a(key)) {
             self.announced.push(key.to_vec());
         }
-        Ok(())
     }
 
     fn exec(&mut self, sql: &Arc<str>, args: &[Arg<'_>]) -> Result<u64> {
@@ -1039,13 +1052,15 @@ impl KvTxn for SqlTxn<'_> {
     }
 
     fn set(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
-        let st = &self.engine.stmts;
-        self.write(&st.set, key, Some(value))
+        if value.len() > batch::MAX_BATCHED_VALUE {
+            let st = &self.engine.stmts;
+            return self.write_now(&st.set, key, value);
+        }
+        self.hold(key, Some(value))
     }
 
     fn delete(&mut self, key: &[u8]) -> Result<()> {
-        let st = &self.engine.stmts;
-        self.write(&st.delete, key, None)
+        self.hold(key, None)
     }
 
     /// Read-only, the keys and the key their last value leads to are read by one
@@ -1057,7 +1072,7 @@ impl KvTxn for SqlTxn<'_> {
         if !self.read_only || keys.is_empty() || keys.len() > MAX_FOLLOW_KEYS {
             return crate::follow_in_two_reads(self, keys, follow);
         }
-        let sql: Arc<str> = self.engine.follow_sql(keys.len(), follow).into();
+        let sql = self.engine.follow_stmt(keys.len(), follow);
         let last = &keys[keys.len() - 1];
         let mut args: Vec<Arg<'_>> = keys.iter().map(|k| Arg::Bytes(k)).collect();
         args.extend([
@@ -1082,7 +1097,7 @@ impl KvTxn for SqlTxn<'_> {
     /// queue on MySQL and fail one side with 40001 on PostgreSQL: none is lost.
     fn append(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         let st = &self.engine.stmts;
-        self.write(&st.append, key, Some(value))
+        self.write_now(&st.append, key, value)
     }
 }
 
@@ -1405,6 +1420,45 @@ mod tests {
             assert!(vals[..300].iter().all(Option::is_none));
             assert_eq!(vals[300], Some(vec![0]));
             assert_eq!(vals[ask.len() - 1], Some(vec![0]));
+            // Held writes, appends and large values keep their order in one transaction,
+            // and its reads see them.
+            let large = vec![7u8; batch::MAX_BATCHED_VALUE + 1];
+            kv.txn(|tx| {
+                tx.set(b"ord", b"a")?;
+                tx.append(b"ord", b"b")?;
+                tx.set(b"gone2", b"x")?;
+                tx.delete(b"gone2")?;
+                tx.set(b"large", b"small first")?;
+                tx.set(b"large", &large)?;
+                tx.delete(b"ord2")?;
+                tx.set(b"ord2", b"back")?;
+                assert_eq!(tx.get(b"ord")?, Some(b"ab".to_vec()));
+                tx.append(b"ord", b"c")?;
+                tx.set(b"late", b"after the read")
+            })
+            .unwrap();
+            let read = kv
+                .read(|tx| {
+                    tx.gets(&[
+                        b"ord".to_vec(),
+                        b"gone2".to_vec(),
+                        b"large".to_vec(),
+                        b"ord2".to_vec(),
+                        b"late".to_vec(),
+                    ])
+                })
+                .unwrap();
+            assert_eq!(
+                read,
+                [
+                    Some(b"abc".to_vec()),
+                    None,
+                    Some(large),
+                    Some(b"back".to_vec()),
+                    Some(b"after the read".to_vec())
+                ],
+                "{url}"
+            );
             // Append creates, then extends; counters.
             kv.txn(|tx| tx.append(b"app", b"xy")).unwrap();
             kv.txn(|tx| tx.append(b"app", b"\0z")).unwrap();
