@@ -107,6 +107,10 @@ impl KvEngine for Counting {
     fn follow_changes(&self, follower: &mut crate::FeedFollower<'_>) -> Result<()> {
         self.inner.follow_changes(follower)
     }
+
+    fn packs_domains(&self) -> bool {
+        self.inner.packs_domains()
+    }
 }
 
 struct CountingTxn<'a> {

@@ -183,6 +183,12 @@ pub trait KvEngine: Send + Sync {
         let _ = follower;
         feed::unsupported(self.name())
     }
+    /// Whether this engine packs the domains the layout lets it pack
+    /// ([`KeyLayout::packed`]): a scan of such a domain then costs the whole domain, so a
+    /// caller paging through one should read it whole, once.
+    fn packs_domains(&self) -> bool {
+        false
+    }
 }
 
 /// How the caller's keys group for range scans. An engine without ordered range scans
@@ -200,6 +206,16 @@ pub trait KeyLayout: Send + Sync {
     fn implicit_member(&self, domain: &[u8]) -> Option<&'static [u8]> {
         let _ = domain;
         None
+    }
+    /// Whether the keys of `domain` may be kept together in one structure of the engine
+    /// (a Redis hash) instead of one key each, which costs less memory per key. An
+    /// engine that packs a domain reads any range of it by reading all of it, and a
+    /// transaction that reads one of its keys conflicts with every write to the domain;
+    /// such an engine says so ([`KvEngine::packs_domains`]). Meant for domains that are
+    /// read one key at a time or listed whole, as directories are.
+    fn packed(&self, domain: &[u8]) -> bool {
+        let _ = domain;
+        false
     }
 }
 

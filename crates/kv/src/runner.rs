@@ -202,6 +202,11 @@ impl<E: BodyError> Kv<E> {
         self.engine.name()
     }
 
+    /// Whether a scan of a packed domain reads all of it (see [`KvEngine::packs_domains`]).
+    pub fn packs_domains(&self) -> bool {
+        self.engine.packs_domains()
+    }
+
     /// The sum of the increments of `key` committed by this client's transactions through
     /// [`KvTxn::incr_later`] and not yet written to it.
     pub fn deferred(&self, key: &[u8]) -> i64 {

@@ -246,6 +246,8 @@ pub fn acl_prefix() -> Vec<u8> {
 ///
 /// Every scan this crate makes lies within one domain. Chunk 0 of a file is the implicit
 /// member of its chunk domain: most files have no other chunk, so they need no index.
+/// A directory's entries are packed (one Redis hash per directory, as JuiceFS keeps
+/// them): an entry is read by name or listed with its whole directory.
 pub struct Layout;
 
 pub static LAYOUT: Layout = Layout;
@@ -269,6 +271,10 @@ impl crate::kv::KeyLayout for Layout {
 
     fn implicit_member(&self, domain: &[u8]) -> Option<&'static [u8]> {
         (domain.len() == 10 && domain[0] == b'A' && domain[9] == b'C').then_some(&[0u8; 4][..])
+    }
+
+    fn packed(&self, domain: &[u8]) -> bool {
+        domain.len() == 10 && domain[0] == b'A' && domain[9] == b'D'
     }
 }
 
@@ -348,6 +354,9 @@ mod tests {
         assert_eq!(LAYOUT.implicit_member(&cp), Some(&[0u8; 4][..]));
         assert_eq!(LAYOUT.implicit_member(&dp), None);
         assert_eq!([cp.as_slice(), &[0; 4]].concat(), chunk(ino, 0));
+        // Entries are packed, nothing else.
+        assert!(LAYOUT.packed(&dp));
+        assert!(!LAYOUT.packed(&cp) && !LAYOUT.packed(&xp) && !LAYOUT.packed(&sp));
         // Never scanned, never indexed.
         assert_eq!(domain_of(&attr(ino)), None);
         assert_eq!(domain_of(&symlink(ino)), None);

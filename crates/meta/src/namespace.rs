@@ -747,6 +747,13 @@ impl Meta {
         Ok(())
     }
 
+    /// Whether a directory should be listed in one call (an unbounded `limit`) rather
+    /// than page by page: on an engine that packs each directory into one structure
+    /// (Redis), every page would cost the whole directory.
+    pub fn lists_whole(&self) -> bool {
+        self.kv.packs_domains()
+    }
+
     /// Up to `limit` entries of a directory after the name `after` (exclusive), in name
     /// order, with attributes (read in one batch) when `plus`; an entry whose inode is
     /// gone (removed between the two reads) then has none, and is still counted in the

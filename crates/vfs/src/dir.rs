@@ -1,6 +1,8 @@
 //! Directory streams: paged listings whose memory stays bounded.
 //!
-//! A stream holds one page of entries (a window) and the name it ended at. Offsets are
+//! A stream holds one page of entries (a window) and the name it ended at (the whole
+//! directory where the engine lists directories whole, see `Meta::lists_whole`, as
+//! JuiceFS does on every engine). Offsets are
 //! positions in the listing: 1 and 2 follow "." and "..", entry `i` (from 0) is followed
 //! by offset `i + 3`. The kernel reads forward, so the next page is fetched after the
 //! last name seen — entries added or removed meanwhile never make the listing skip or
@@ -59,18 +61,21 @@ impl DirStream {
         plus: bool,
         xattrs: &XattrCache,
     ) -> Result<()> {
+        let limit = if meta.lists_whole() { usize::MAX } else { PAGE };
         let after = self.window.last().map(|e| e.name.clone());
         let loaded_before = self.window_start + self.window.len() as u64;
         let page = if after.is_none() && self.window_start > 0 {
             Vec::new()
         } else {
-            let page = meta.readdir(ctx, mino, after.as_deref(), PAGE, plus)?;
+            let page = meta.readdir(ctx, mino, after.as_deref(), limit, plus)?;
             if plus {
-                xattrs.note_listed(page.iter().map(|e| e.ino).collect());
+                for part in page.chunks(PAGE) {
+                    xattrs.note_listed(part.iter().map(|e| e.ino).collect());
+                }
             }
             page
         };
-        self.eof = page.len() < PAGE;
+        self.eof = page.len() < limit;
         self.window_start = loaded_before;
         self.window = page;
         Ok(())
@@ -128,7 +133,7 @@ impl DirStream {
             return Ok(out);
         }
         let skip = (index - self.window_start) as usize;
-        for (i, e) in self.window.iter().enumerate().skip(skip) {
+        for (i, e) in self.window.iter().enumerate().skip(skip).take(PAGE) {
             if plus && e.attr.is_none() {
                 continue;
             }

@@ -29,9 +29,20 @@
 //! isolation (it watches the keys and indexes it finds, but not a key of an unindexed kind
 //! or a new domain created inside the range meanwhile).
 //!
-//! Key mapping. Data key = PREFIX + key; the sorted set of domain `D` = PREFIX + 0xFF + D
-//! (no key of the schema starts with 0xFF, and the engine refuses such keys); members are
-//! the key bytes after `D`. PREFIX is empty by default: the URL's database number keeps
+//! Packed domains. The keys of a domain the layout marks as packed (a directory's
+//! entries) are not keys of their own but fields of one hash, PREFIX + 0xFE + D, field =
+//! the key bytes after `D`: a field costs about 90 bytes where a key plus its index
+//! member cost about 230. Such a domain has no sorted set; a scan reads the whole hash
+//! (`HGETALL`), sorted here, so a caller pages through it by reading it once
+//! ([`KvEngine::packs_domains`]). A read-write transaction that reads one field
+//! `WATCH`es the whole hash, so it conflicts with any write to the domain (JuiceFS's
+//! Redis engine watches a directory's hash the same way). Volumes written before packing
+//! are converted when a client of this version opens them (see
+//! [`RedisEngine::pack_old_domains`]).
+//!
+//! Key mapping. Data key = PREFIX + key; the sorted set of domain `D` = PREFIX + 0xFF + D;
+//! the hash of packed domain `D` = PREFIX + 0xFE + D (no key of the schema starts with
+//! 0xFE or 0xFF, and the engine refuses such keys); members are the key bytes after `D`. PREFIX is empty by default: the URL's database number keeps
 //! volumes apart, so a volume owns its database. `?prefix=STR` puts several volumes in one
 //! database. In a Redis Cluster there is only database 0, and all keys of a volume must
 //! live in one hash slot for `MULTI` and `WATCH` to work, so PREFIX is the hash tag
@@ -47,8 +58,8 @@
 //! `reset()` deletes PREFIX* with `SCAN MATCH` — the one place where a keyspace scan is
 //! fine.
 //!
-//! Memory: an empty file costs about 370 bytes of Redis memory (attribute string, dentry
-//! string, and the dentry's member in its directory's sorted set).
+//! Memory: an empty file costs about 230 bytes of Redis memory (its attribute string and
+//! its entry's field in the directory's hash), as in JuiceFS.
 //!
 //! URL: `redis[s]://[USER[:PASSWORD]@]HOST[:PORT][,HOST[:PORT]...][/DB][?OPTIONS]`.
 //! One host: a standalone server or any node of a cluster (detected with `INFO cluster`).
@@ -96,6 +107,14 @@ const POOL_WAIT: Duration = Duration::from_secs(20);
 
 /// First byte of every index key after the prefix; no schema key starts with it.
 const INDEX_TAG: u8 = 0xFF;
+/// First byte of every packed domain's hash after the prefix; no schema key starts
+/// with it.
+const PACKED_TAG: u8 = 0xFE;
+/// The domain, after [`INDEX_TAG`], of the key recording that this volume's packed
+/// domains are packed (no schema domain starts with 0xFF).
+const LAYOUT_MARK: &[u8] = b"\xFFlayout";
+/// Its value.
+const PACKED_LAYOUT: &[u8] = b"packed";
 
 /// Keys per command when a commit or a reset sends many (keeps each command moderate).
 const BATCH: usize = 512;
@@ -133,13 +152,23 @@ end
 return out
 "#;
 
-/// Read-only [`KvTxn::gets_and_follow`] in one round trip: MGET of KEYS, then, when the
-/// last value holds bytes `from..to` (1-based `ARGV[2]..ARGV[3]`), GET of the key made of
-/// ARGV[1] (the data-key prefix and the follow prefix), those bytes (reversed when ARGV[4]
-/// is 1) and ARGV[5]. Returns the values, plus the followed value when a key was made (a
-/// reply one longer than KEYS; Lua's false becomes nil).
+/// Read-only [`KvTxn::gets_and_follow`] in one round trip: the values of KEYS (`GET`, or
+/// `HGET` of the field that `ARGV[5 + i]` names after its first byte when it is not
+/// empty: a packed key), then, when the last value holds bytes `from..to` (1-based
+/// `ARGV[2]..ARGV[3]`), GET of the key made of ARGV[1] (the data-key prefix and the
+/// follow prefix), those bytes (reversed when ARGV[4] is 1) and ARGV[5]. Returns the
+/// values, plus the followed value when a key was made (a reply one longer than KEYS;
+/// Lua's false becomes nil).
 const FOLLOW_SCRIPT: &str = r#"
-local vals = redis.call('MGET', unpack(KEYS))
+local vals = {}
+for i = 1, #KEYS do
+  local field = ARGV[5 + i]
+  if field == '' then
+    vals[i] = redis.call('GET', KEYS[i])
+  else
+    vals[i] = redis.call('HGET', KEYS[i], string.sub(field, 2))
+  end
+end
 local v = vals[#KEYS]
 if v and #v >= tonumber(ARGV[3]) then
   local part = string.sub(v, tonumber(ARGV[2]), tonumber(ARGV[3]))
@@ -446,6 +475,12 @@ fn damage(e: &RedisError) -> Damage {
 
 /// Turns a Redis error into an engine error that says what to do; `addr` names the
 /// server for messages.
+/// One reply of a pipeline as a `T`.
+fn from_reply<T: redis::FromRedisValue>(v: Value, addr: &str) -> Result<T> {
+    redis::from_redis_value(v)
+        .map_err(|e| Error::engine(format!("Redis at {addr}: unexpected reply: {e}"), false))
+}
+
 fn map_err(e: &RedisError, addr: &str) -> Error {
     let codes = server_codes(e);
     let has = |c: &str| codes.iter().any(|x| x == c);
@@ -739,9 +774,105 @@ impl RedisEngine {
                     );
                 }
             }
-            Ok::<_, Error>(())
+            eng.pack_old_domains(conn)
+                .await
+                .map_err(|e| map_err(&e, &cur.addr))
         })?;
         Ok(eng)
+    }
+
+    /// Moves the keys of packed domains that an older version stored as keys of their
+    /// own (each with its member in the domain's sorted set) into the domain's hash, once
+    /// per volume: the first client of this version to open the volume does it, one
+    /// domain per `MULTI` (watched, so clients opening together do not collide), then
+    /// marks the volume. Clients of the older version must be stopped first: an entry
+    /// one of them wrote afterwards would not be seen. A fresh volume is only marked.
+    async fn pack_old_domains(&self, conn: &mut MultiplexedConnection) -> RedisResult<()> {
+        let mark = self.zkey(LAYOUT_MARK);
+        let done: Option<Vec<u8>> = redis::cmd("GET").arg(&mark).query_async(&mut *conn).await?;
+        if done.is_some() {
+            return Ok(());
+        }
+        let mut domains = Vec::new();
+        let mut cursor: u64 = 0;
+        let pattern = glob_prefix(&self.zkey(b""));
+        loop {
+            let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut *conn)
+                .await?;
+            let skip = self.prefix.len() + 1;
+            domains.extend(
+                batch
+                    .into_iter()
+                    .filter_map(|k| k.get(skip..).map(<[u8]>::to_vec))
+                    .filter(|d| self.layout.packed(d)),
+            );
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        let mut moved = 0usize;
+        for d in &domains {
+            let zk = self.zkey(d);
+            let hk = self.hkey(d);
+            loop {
+                redis::cmd("WATCH")
+                    .arg(&zk)
+                    .query_async::<()>(&mut *conn)
+                    .await?;
+                let members: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+                    .arg(&zk)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut *conn)
+                    .await?;
+                let rkeys: Vec<Vec<u8>> = members
+                    .iter()
+                    .map(|m| self.rkey(&[d, m.as_slice()].concat()))
+                    .collect();
+                let mut values: Vec<Option<Vec<u8>>> = Vec::with_capacity(rkeys.len());
+                for chunk in rkeys.chunks(BATCH) {
+                    let batch: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+                        .arg(chunk)
+                        .query_async(&mut *conn)
+                        .await?;
+                    values.extend(batch);
+                }
+                let mut p = redis::pipe();
+                p.atomic();
+                for (m, v) in members.iter().zip(&values) {
+                    if let Some(v) = v {
+                        p.cmd("HSET").arg(&hk).arg(m).arg(v).ignore();
+                    }
+                }
+                for chunk in rkeys.chunks(BATCH) {
+                    p.cmd("DEL").arg(chunk).ignore();
+                }
+                p.cmd("DEL").arg(&zk).ignore();
+                let r: Value = p.query_async(&mut *conn).await?;
+                if r != Value::Nil {
+                    moved += members.len();
+                    break;
+                }
+            }
+        }
+        if !domains.is_empty() {
+            tracing::info!(
+                "redis: moved {moved} keys of {} domains into hashes (the layout of this version)",
+                domains.len()
+            );
+        }
+        redis::cmd("SET")
+            .arg(&mark)
+            .arg(PACKED_LAYOUT)
+            .query_async::<()>(&mut *conn)
+            .await
     }
 
     fn block_on<F: Future>(&self, f: F) -> F::Output {
@@ -1027,11 +1158,33 @@ impl RedisEngine {
     }
 
     fn zkey(&self, domain: &[u8]) -> Vec<u8> {
+        self.tagged(INDEX_TAG, domain)
+    }
+
+    /// The hash holding the keys of packed domain `domain`.
+    fn hkey(&self, domain: &[u8]) -> Vec<u8> {
+        self.tagged(PACKED_TAG, domain)
+    }
+
+    fn tagged(&self, tag: u8, domain: &[u8]) -> Vec<u8> {
         let mut k = Vec::with_capacity(self.prefix.len() + 1 + domain.len());
         k.extend_from_slice(&self.prefix);
-        k.push(INDEX_TAG);
+        k.push(tag);
         k.extend_from_slice(domain);
         k
+    }
+
+    /// The packed domain `key` belongs to, if it belongs to one.
+    fn packed_domain<'k>(&self, key: &'k [u8]) -> Option<&'k [u8]> {
+        domain_of(self.layout, key).filter(|d| self.layout.packed(d))
+    }
+
+    /// The Redis key holding `key`'s value, and the field when it is packed.
+    fn location<'k>(&self, key: &'k [u8]) -> (Vec<u8>, Option<&'k [u8]>) {
+        match self.packed_domain(key) {
+            Some(d) => (self.hkey(d), Some(&key[d.len()..])),
+            None => (self.rkey(key), None),
+        }
     }
 }
 
@@ -1108,9 +1261,9 @@ fn pool_err(e: PoolError, addr: &str) -> Error {
 }
 
 fn check_key(key: &[u8]) -> Result<()> {
-    if key.first() == Some(&INDEX_TAG) {
+    if matches!(key.first(), Some(&INDEX_TAG | &PACKED_TAG)) {
         return Err(Error::Invalid(
-            "keys starting with byte 0xFF are reserved by the Redis engine".into(),
+            "keys starting with byte 0xFE or 0xFF are reserved by the Redis engine".into(),
         ));
     }
     Ok(())
@@ -1119,6 +1272,9 @@ fn check_key(key: &[u8]) -> Result<()> {
 // ---------------------------------------------------------------------------------------
 // Transactions
 // ---------------------------------------------------------------------------------------
+
+/// A field of a packed domain's hash and its value.
+type Field<'w> = (&'w [u8], &'w [u8]);
 
 struct RedisTxn<'a> {
     eng: &'a RedisEngine,
@@ -1183,15 +1339,92 @@ impl RedisTxn<'_> {
         for k in &missing {
             check_key(k)?;
         }
-        let rkeys: Vec<Vec<u8>> = missing.iter().map(|k| self.eng.rkey(k)).collect();
+        // Plain keys in MGETs, packed ones in HGETs, all in one round trip.
+        let (plain, packed): (Vec<Vec<u8>>, Vec<Vec<u8>>) = missing
+            .into_iter()
+            .partition(|k| self.eng.packed_domain(k).is_none());
+        let rkeys: Vec<Vec<u8>> = plain.iter().map(|k| self.eng.rkey(k)).collect();
+        let fields: Vec<(Vec<u8>, &[u8])> = packed
+            .iter()
+            .map(|k| {
+                let (hk, field) = self.eng.location(k);
+                (hk, field.unwrap_or_default())
+            })
+            .collect();
         let mut p = redis::pipe();
-        self.watch(&mut p, rkeys.iter().cloned());
-        p.cmd("MGET").arg(&rkeys);
-        let (vals,): (Vec<Option<Vec<u8>>>,) = self.query(&p)?;
-        for (k, v) in missing.into_iter().zip(vals) {
+        let watched = rkeys.iter().chain(fields.iter().map(|(hk, _)| hk));
+        self.watch(&mut p, watched.cloned().collect::<Vec<_>>());
+        for chunk in rkeys.chunks(BATCH) {
+            p.cmd("MGET").arg(chunk);
+        }
+        for (hk, field) in &fields {
+            p.cmd("HGET").arg(hk).arg(*field);
+        }
+        let replies: Vec<Value> = self.query(&p)?;
+        let mut replies = replies.into_iter();
+        let mut values: Vec<Option<Vec<u8>>> = Vec::with_capacity(plain.len() + packed.len());
+        for _ in rkeys.chunks(BATCH) {
+            let batch = replies.next().unwrap_or(Value::Nil);
+            values.extend(from_reply::<Vec<Option<Vec<u8>>>>(batch, self.addr)?);
+        }
+        for _ in &fields {
+            values.push(from_reply(replies.next().unwrap_or(Value::Nil), self.addr)?);
+        }
+        if values.len() != plain.len() + packed.len() {
+            return Err(Error::engine(
+                format!("Redis at {}: short reply to a read", self.addr),
+                true,
+            ));
+        }
+        for (k, v) in plain.into_iter().chain(packed).zip(values) {
             self.cache.insert(k, v);
         }
         Ok(())
+    }
+
+    /// All keys of packed domain `d` with their values, in key order (the hash is
+    /// watched first); they go into the cache.
+    fn read_packed(&mut self, d: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let hk = self.eng.hkey(d);
+        let mut p = redis::pipe();
+        self.watch(&mut p, [hk.clone()]);
+        p.cmd("HGETALL").arg(&hk);
+        let (fields,): (BTreeMap<Vec<u8>, Vec<u8>>,) = self.query(&p)?;
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = fields
+            .into_iter()
+            .map(|(f, v)| ([d, f.as_slice()].concat(), v))
+            .collect();
+        for (k, v) in &pairs {
+            self.cache
+                .entry(k.clone())
+                .or_insert_with(|| Some(v.clone()));
+        }
+        Ok(pairs)
+    }
+
+    /// A scan of `[begin, end)` inside packed domain `d`: the whole domain is read, and
+    /// this attempt's writes are laid over it.
+    fn packed_scan(
+        &mut self,
+        d: &[u8],
+        begin: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let pending = self.pending(begin, end);
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self
+            .read_packed(d)?
+            .into_iter()
+            .filter(|(k, _)| {
+                begin <= k.as_slice() && k.as_slice() < end && !self.writes.contains_key(k)
+            })
+            .collect();
+        for (k, v) in pending {
+            if let Some(v) = v {
+                merged.insert(k, v);
+            }
+        }
+        Ok(merged.into_iter().take(limit).collect())
     }
 
     /// The value of a schema key as this attempt sees it (after `fetch`).
@@ -1302,7 +1535,10 @@ impl RedisTxn<'_> {
                         if d < end && prefix_end(d).as_slice() > begin {
                             zkeys.push(k.clone());
                         }
-                    } else if raw.first() != Some(&INDEX_TAG) && raw >= begin && raw < end {
+                    } else if !matches!(raw.first(), Some(&INDEX_TAG | &PACKED_TAG))
+                        && raw >= begin
+                        && raw < end
+                    {
                         keys.push(raw.to_vec());
                     }
                 }
@@ -1312,6 +1548,10 @@ impl RedisTxn<'_> {
                 }
             }
         }
+        for d in self.packed_in_range(&common, begin, end)? {
+            keys.extend(self.read_packed(&d)?.into_iter().map(|(k, _)| k));
+        }
+        keys.retain(|k| begin <= k.as_slice() && k.as_slice() < end);
         if !zkeys.is_empty() && !self.read_only {
             let mut p = redis::pipe();
             self.watch(&mut p, zkeys);
@@ -1323,6 +1563,43 @@ impl RedisTxn<'_> {
         keys.sort();
         keys.dedup();
         Ok(keys)
+    }
+
+    /// The packed domains that may hold keys of `[begin, end)`, whose keys all start
+    /// with `common`: the one `common` lies in, and those found in the keyspace.
+    fn packed_in_range(&mut self, common: &[u8], begin: &[u8], end: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let mut found: Vec<Vec<u8>> = self
+            .eng
+            .packed_domain(common)
+            .map(<[u8]>::to_vec)
+            .into_iter()
+            .collect();
+        let plen = self.eng.prefix.len() + 1;
+        let pattern = glob_prefix(&self.eng.hkey(common));
+        let mut cursor: u64 = 0;
+        loop {
+            let mut p = redis::pipe();
+            p.cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let ((next, batch),): ((u64, Vec<Vec<u8>>),) = self.query(&p)?;
+            for k in batch {
+                let Some(d) = k.get(plen..) else { continue };
+                if d < end && prefix_end(d).as_slice() > begin && self.eng.layout.packed(d) {
+                    found.push(d.to_vec());
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        found.sort();
+        found.dedup();
+        Ok(found)
     }
 
     /// Read-only scan of one domain in one round trip (a Lua script reads the index and
@@ -1368,7 +1645,16 @@ impl RedisTxn<'_> {
         let mut dels: Vec<Vec<u8>> = Vec::new();
         let mut zadd: BTreeMap<Vec<u8>, Vec<&[u8]>> = BTreeMap::new();
         let mut zrem: BTreeMap<Vec<u8>, Vec<&[u8]>> = BTreeMap::new();
+        let mut hset: BTreeMap<Vec<u8>, Vec<Field>> = BTreeMap::new();
+        let mut hdel: BTreeMap<Vec<u8>, Vec<&[u8]>> = BTreeMap::new();
         for (k, v) in &self.writes {
+            if let (hk, Some(field)) = self.eng.location(k) {
+                match v {
+                    Some(v) => hset.entry(hk).or_default().push((field, v)),
+                    None => hdel.entry(hk).or_default().push(field),
+                }
+                continue;
+            }
             let index = domain_of(self.eng.layout, k).map(|d| (self.eng.zkey(d), &k[d.len()..]));
             match v {
                 Some(v) => {
@@ -1410,6 +1696,19 @@ impl RedisTxn<'_> {
         for (zk, members) in &zrem {
             for chunk in members.chunks(BATCH) {
                 p.cmd("ZREM").arg(zk).arg(chunk);
+            }
+        }
+        for (hk, fields) in &hset {
+            for chunk in fields.chunks(BATCH) {
+                let c = p.cmd("HSET").arg(hk);
+                for (f, v) in chunk {
+                    c.arg(*f).arg(*v);
+                }
+            }
+        }
+        for (hk, fields) in &hdel {
+            for chunk in fields.chunks(BATCH) {
+                p.cmd("HDEL").arg(hk).arg(chunk);
             }
         }
     }
@@ -1480,14 +1779,21 @@ impl KvTxn for RedisTxn<'_> {
             check_key(k)?;
         }
         let mut inv = self.eng.follow_script.prepare_invoke();
+        let mut fields = Vec::with_capacity(keys.len());
         for k in keys {
-            inv.key(self.eng.rkey(k));
+            let (rk, field) = self.eng.location(k);
+            inv.key(rk);
+            // A packed key's field, marked by a first byte so that it is never empty.
+            fields.push(field.map_or_else(Vec::new, |f| [b"h", f].concat()));
         }
         inv.arg(self.eng.rkey(follow.prefix))
             .arg(follow.from + 1)
             .arg(follow.to)
             .arg(if follow.reverse { "1" } else { "0" })
             .arg(follow.suffix);
+        for f in &fields {
+            inv.arg(f);
+        }
         let r = self
             .eng
             .block_on(inv.invoke_async::<Vec<Option<Vec<u8>>>>(&mut **self.conn));
@@ -1495,7 +1801,14 @@ impl KvTxn for RedisTxn<'_> {
         let followed = if values.len() > keys.len() {
             let v = values.pop().flatten();
             let k = values.last().and_then(|v| follow.key(v.as_deref()?));
-            k.map(|k| (k, v))
+            match k {
+                // The script read it as a plain key; a packed one is read now.
+                Some(k) if self.eng.packed_domain(&k).is_some() => {
+                    let v = self.get(&k)?;
+                    Some((k, v))
+                }
+                k => k.map(|k| (k, v)),
+            }
         } else {
             None
         };
@@ -1507,6 +1820,9 @@ impl KvTxn for RedisTxn<'_> {
             return Ok(Vec::new());
         }
         let domain = scan_domain(self.eng.layout, begin, end);
+        if let Some(d) = domain.filter(|d| self.eng.layout.packed(d)) {
+            return self.packed_scan(d, begin, end, limit);
+        }
         if let (Some(d), true) = (domain, self.read_only) {
             return self.scan_script(d, begin, end, limit);
         }
@@ -1552,6 +1868,19 @@ impl KvTxn for RedisTxn<'_> {
             return Ok(!self.scan(begin, end, 1)?.is_empty());
         };
         let pending = self.pending(begin, end);
+        if self.eng.layout.packed(d) {
+            let whole = begin == d && end >= prefix_end(d).as_slice();
+            if !whole || !pending.is_empty() {
+                return Ok(!self.packed_scan(d, begin, end, 1)?.is_empty());
+            }
+            // A hash with no field is no key.
+            let hk = self.eng.hkey(d);
+            let mut p = redis::pipe();
+            self.watch(&mut p, [hk.clone()]);
+            p.cmd("EXISTS").arg(&hk);
+            let (n,): (i64,) = self.query(&p)?;
+            return Ok(n > 0);
+        }
         if pending.iter().any(|(_, v)| v.is_some()) {
             // Still watch the range: the answer depends on it staying as it is.
             self.index_range(d, begin, end, Some(1))?;
@@ -1648,6 +1977,10 @@ impl KvEngine for RedisEngine {
         self.follow(follower)
     }
 
+    fn packs_domains(&self) -> bool {
+        true
+    }
+
     fn reset(&self) -> Result<()> {
         let cur = self.current()?;
         let pattern = glob_prefix(&self.prefix);
@@ -1737,8 +2070,38 @@ mod tests {
 
     static LAYOUT: TestLayout = TestLayout;
 
+    /// The same keys, with each inode's entries (`<inode>/d/`) packed into one hash.
+    struct PackedLayout;
+
+    impl KeyLayout for PackedLayout {
+        fn domain_len(&self, key: &[u8]) -> Option<usize> {
+            TestLayout.domain_len(key)
+        }
+        fn implicit_member(&self, domain: &[u8]) -> Option<&'static [u8]> {
+            TestLayout.implicit_member(domain)
+        }
+        fn packed(&self, domain: &[u8]) -> bool {
+            domain.ends_with(b"/d/")
+        }
+    }
+
+    static PACKED: PackedLayout = PackedLayout;
+
+    /// Both layouts, with a name for messages.
+    const LAYOUTS: [(&str, &dyn KeyLayout); 2] = [("indexed", &LAYOUT), ("packed", &PACKED)];
+
     pub(super) fn open(url: &str) -> Result<RedisEngine> {
         RedisEngine::open(url, &LAYOUT)
+    }
+
+    /// Runs one raw command on the engine's server.
+    fn raw(eng: &RedisEngine, cmd: &redis::Cmd) -> Value {
+        let cur = eng.current().unwrap();
+        eng.block_on(async {
+            let mut c = cur.pool.get().await.unwrap();
+            cmd.query_async::<Value>(&mut *c).await
+        })
+        .unwrap()
     }
 
     #[test]
@@ -1916,8 +2279,14 @@ mod tests {
     #[test]
     fn following_a_value_to_its_key() {
         let Some(url) = server() else { return };
-        let url = format!("{}?prefix=follow-test:", with_db(&url, "15"));
-        let kv: crate::Kv = crate::Kv::new(Box::new(open(&url).unwrap()));
+        for (name, layout) in LAYOUTS {
+            let url = format!("{}?prefix=follow-test-{name}:", with_db(&url, "15"));
+            following_a_value_to_its_key_in(&url, layout);
+        }
+    }
+
+    fn following_a_value_to_its_key_in(url: &str, layout: &'static dyn KeyLayout) {
+        let kv: crate::Kv = crate::Kv::new(Box::new(RedisEngine::open(url, layout).unwrap()));
         kv.reset().unwrap();
         kv.txn(|tx| {
             tx.set(&keys::dentry(1, b"a"), b"x87")?;
@@ -1957,8 +2326,15 @@ mod tests {
     #[test]
     fn scans_conflicts_and_fallbacks() {
         let Some(url) = server() else { return };
-        let url = format!("{}?prefix=scan-test:", with_db(&url, "15"));
-        let kv = crate::Kv::new(Box::new(open(&url).unwrap()));
+        for (name, layout) in LAYOUTS {
+            let url = format!("{}?prefix=scan-test-{name}:", with_db(&url, "15"));
+            scans_conflicts_and_fallbacks_in(&url, layout);
+        }
+    }
+
+    fn scans_conflicts_and_fallbacks_in(url: &str, layout: &'static dyn KeyLayout) {
+        let open = |url: &str| RedisEngine::open(url, layout);
+        let kv = crate::Kv::new(Box::new(open(url).unwrap()));
         kv.reset().unwrap();
         let ino = 77;
         kv.txn(|tx| {
@@ -2006,6 +2382,19 @@ mod tests {
             all
         );
         assert_eq!(kv.read(|tx| tx.scan(b"", b"\xff", 100)).unwrap().len(), 6);
+        // Scans inside the domain after a key, as a listing resumes.
+        let mut after = keys::dentry(ino, b"aa");
+        after.push(0);
+        let rest = kv.read(|tx| tx.scan(&after, &prefix_end(&dp), 10)).unwrap();
+        assert_eq!(names(rest.clone()), vec![b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(
+            kv.txn(|tx| tx.scan(&after, &prefix_end(&dp), 10)).unwrap(),
+            rest
+        );
+        let first = kv
+            .read(|tx| tx.scan(&dp, &keys::dentry(ino, b"b"), 10))
+            .unwrap();
+        assert_eq!(names(first), vec![b"aa".to_vec()]);
         // Deleting everything empties the index.
         kv.txn(|tx| {
             for (k, _) in tx.scan(&dp, &prefix_end(&dp), 100)? {
@@ -2017,8 +2406,8 @@ mod tests {
         assert!(!kv.read(|tx| tx.exists(&dp, &prefix_end(&dp))).unwrap());
 
         // An insert into a scanned range makes the scanning transaction conflict.
-        let eng = open(&url).unwrap();
-        let other = crate::Kv::new(Box::new(open(&url).unwrap()));
+        let eng = open(url).unwrap();
+        let other = crate::Kv::new(Box::new(open(url).unwrap()));
         let mut tries = 0;
         let r = eng.attempt(
             &mut |tx| {
@@ -2045,9 +2434,76 @@ mod tests {
             false,
         );
         assert!(matches!(r, Err(Error::Conflict)), "{r:?}");
+        // Reading one key of a domain conflicts with a write of another one only when the
+        // domain is packed (its hash is watched whole).
+        let r = eng.attempt(
+            &mut |tx| {
+                tx.get(&keys::dentry(ino, b"one"))?;
+                other.txn(|o| o.set(&keys::dentry(ino, b"two"), b"2"))?;
+                tx.set(&keys::dentry(ino, b"one"), b"1")
+            },
+            false,
+        );
+        assert_eq!(
+            matches!(r, Err(Error::Conflict)),
+            layout.packed(&dp),
+            "{r:?}"
+        );
         // Reserved keys are refused.
         assert!(kv.txn(|tx| tx.set(b"\xffx", b"")).is_err());
+        assert!(kv.txn(|tx| tx.set(b"\xfex", b"")).is_err());
         kv.reset().unwrap();
         assert!(kv.read(|tx| tx.scan(b"", b"\xff", 100)).unwrap().is_empty());
+    }
+
+    /// Entries stored one key each (an older version) are moved into their hashes by
+    /// the first client that packs them, once, and read the same afterwards.
+    #[test]
+    fn old_volumes_are_packed_when_opened() {
+        let Some(url) = server() else { return };
+        let url = format!("{}?prefix=pack-test:", with_db(&url, "15"));
+        let old = RedisEngine::open(&url, &LAYOUT).unwrap();
+        let old_kv = crate::Kv::new(Box::new(old));
+        old_kv.reset().unwrap();
+        old_kv
+            .txn(|tx| {
+                for i in 0..600u32 {
+                    tx.set(
+                        &keys::dentry(5, format!("f{i:04}").as_bytes()),
+                        &i.to_be_bytes(),
+                    )?;
+                }
+                tx.set(&keys::dentry(6, b"only"), b"x")?;
+                tx.set(&keys::xattr(5, b"user.a"), b"kept")?;
+                tx.set(&keys::attr(5), b"attr")
+            })
+            .unwrap();
+        // Until now no client packed anything: an older version left no mark.
+        let probe = RedisEngine::open(&url, &LAYOUT).unwrap();
+        raw(&probe, redis::cmd("DEL").arg(probe.zkey(LAYOUT_MARK)));
+        let before: Vec<(Vec<u8>, Vec<u8>)> =
+            old_kv.read(|tx| tx.scan(b"", b"\xfd", 1000)).unwrap();
+        assert_eq!(before.len(), 603);
+
+        let kv = crate::Kv::new(Box::new(RedisEngine::open(&url, &PACKED).unwrap()));
+        let after = kv.read(|tx| tx.scan(b"", b"\xfd", 1000)).unwrap();
+        assert_eq!(after, before);
+        let dp = keys::dentry_prefix(5);
+        let listed = kv.txn(|tx| tx.scan(&dp, &prefix_end(&dp), 1000)).unwrap();
+        assert_eq!(listed.len(), 600);
+        assert_eq!(listed[17].1, 17u32.to_be_bytes());
+        // Stored as fields now: no entry key, no index, one hash per directory.
+        let exists = |k: Vec<u8>| raw(&probe, redis::cmd("EXISTS").arg(k)) == Value::Int(1);
+        assert!(!exists(probe.rkey(&keys::dentry(5, b"f0000"))));
+        assert!(!exists(probe.zkey(&dp)));
+        assert!(exists(probe.hkey(&dp)));
+        assert!(exists(probe.zkey(LAYOUT_MARK)));
+        // A second client finds the mark and moves nothing; the entries stay.
+        let again = crate::Kv::new(Box::new(RedisEngine::open(&url, &PACKED).unwrap()));
+        assert_eq!(
+            again.read(|tx| tx.scan(b"", b"\xfd", 1000)).unwrap(),
+            before
+        );
+        kv.reset().unwrap();
     }
 }

@@ -5,8 +5,14 @@ use nectar_meta::{Format, Meta};
 /// Formats volume `vol` (64 KiB blocks, no trash) on a fresh memory engine named
 /// `name` and returns the engine's URL, for as many clients as a test wants.
 pub fn memory_volume(name: &str) -> String {
-    let url = format!("memory://{name}");
-    let meta = Meta::connect(&url).unwrap();
+    volume_at(&format!("memory://{name}"))
+}
+
+/// Formats the same volume at `url`, emptied first, and returns the URL.
+#[allow(dead_code)]
+pub fn volume_at(url: &str) -> String {
+    let meta = Meta::connect(url).unwrap();
+    meta.kv().reset().unwrap();
     meta.format(
         Format {
             name: "vol".into(),
@@ -19,5 +25,5 @@ pub fn memory_volume(name: &str) -> String {
         false,
     )
     .unwrap();
-    url
+    url.to_string()
 }
