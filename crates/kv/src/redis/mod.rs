@@ -2,8 +2,9 @@
 //! a Redis Cluster.
 //!
 //! Design. Every key of the schema is one Redis string, its name the volume's prefix
-//! followed by the key's bytes. A transaction runs on one connection taken from a
-//! deadpool pool, so nothing else ever shares it while it holds a `WATCH`: each key is
+//! followed by the key's bytes. A transaction runs on one blocking connection taken
+//! from a pool (`pool.rs`), by the calling thread itself, so nothing else ever shares it
+//! while it holds a `WATCH`: each key is
 //! `WATCH`ed in the same round trip that reads it (and read once: later reads of the
 //! attempt come from a cache), writes are buffered in the attempt and overlaid on its own
 //! reads and scans, and the commit is one `MULTI` … `EXEC` holding all of them. If
@@ -70,9 +71,11 @@
 //! for `rediss://`: `tls-ca-cert-file=PEM`, `tls-cert-file=PEM`, `tls-key-file=PEM`,
 //! `insecure-skip-verify=true`.
 //!
-//! The client is async; the engine owns a small tokio runtime and blocks on it from the
-//! calling thread, which is never an async task (see docs/ARCHITECTURE.md). Connections
-//! time out after 5 s and commands after 10 s, so a dead server becomes a temporary error.
+//! Transactions use blocking connections from the calling thread, which is never an
+//! async task (see docs/ARCHITECTURE.md). What runs in the background (the sentinel
+//! watch, the change feed) and the discovery of the master are async, on a small tokio
+//! runtime the engine owns. Connections time out after 5 s and commands after 10 s, so a
+//! dead server becomes a temporary error.
 
 use crate::error::{Error, Result};
 use crate::{
@@ -80,10 +83,9 @@ use crate::{
 };
 
 mod feed;
-use deadpool::managed::{Metrics, Object, RecycleResult};
-use deadpool_redis::{PoolError, Runtime, Timeouts};
+mod pool;
 use parking_lot::Mutex;
-use redis::aio::MultiplexedConnection;
+use pool::{Pool, PoolError, CONNECT_TIMEOUT, RESPONSE_TIMEOUT};
 use redis::{
     AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline,
     RedisConnectionInfo, RedisError, Value,
@@ -96,14 +98,6 @@ use std::time::Duration;
 const DEFAULT_PORT: u16 = 6379;
 const DEFAULT_SENTINEL_PORT: u16 = 26379;
 const DEFAULT_POOL_SIZE: usize = 32;
-
-/// Deadline of establishing one connection (TCP, TLS, AUTH, SELECT).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Deadline of one command or pipeline: long enough for a big `MULTI` on a busy server,
-/// short enough that a hung server becomes a retried temporary error.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a transaction waits for a free pooled connection.
-const POOL_WAIT: Duration = Duration::from_secs(20);
 
 /// First byte of every index key after the prefix; no schema key starts with it.
 const INDEX_TAG: u8 = 0xFF;
@@ -177,37 +171,6 @@ if v and #v >= tonumber(ARGV[3]) then
 end
 return vals
 "#;
-
-// ---------------------------------------------------------------------------------------
-// Connection pool
-// ---------------------------------------------------------------------------------------
-
-/// deadpool-redis's manager, without its check of every connection leaving the pool
-/// (UNWATCH and PING: one more round trip per transaction, as many as the transaction
-/// itself for a lookup). Instead, a connection a transaction damaged never goes back,
-/// one left with WATCHes is sent UNWATCH first, and a connection the server closed
-/// fails its next command with an I/O error, after which the engine drops the whole
-/// pool and retries on fresh connections (see [`RedisEngine::attempt`]).
-struct Manager(deadpool_redis::Manager);
-
-impl deadpool::managed::Manager for Manager {
-    type Type = MultiplexedConnection;
-    type Error = RedisError;
-
-    async fn create(&self) -> std::result::Result<MultiplexedConnection, RedisError> {
-        self.0.create().await
-    }
-
-    async fn recycle(
-        &self,
-        _: &mut MultiplexedConnection,
-        _: &Metrics,
-    ) -> RecycleResult<RedisError> {
-        Ok(())
-    }
-}
-
-type Pool = deadpool::managed::Pool<Manager>;
 
 // ---------------------------------------------------------------------------------------
 // Scan domains
@@ -736,17 +699,20 @@ impl RedisEngine {
                 rt.spawn(task);
             }
         }
-        eng.block_on(async {
-            let mut conn = cur.pool.get().await.map_err(|e| pool_err(e, &cur.addr))?;
-            let conn: &mut MultiplexedConnection = &mut conn;
-            let pong: RedisResult<String> = redis::cmd("PING").query_async(&mut *conn).await;
+        {
+            let mut conn = cur.pool.get().map_err(|e| pool_err(e, &cur.addr))?;
+            let conn: &mut redis::Connection = &mut conn;
+            let pong: RedisResult<String> = redis::cmd("PING").query(conn);
             pong.map_err(|e| map_err(&e, &cur.addr))?;
             // A replica answers reads but refuses every write, which would only show as
             // retries; say so now. (Sentinel and cluster lookups find masters.)
-            let role: RedisResult<Vec<Value>> = redis::cmd("ROLE").query_async(&mut *conn).await;
+            let role: RedisResult<Vec<Value>> = redis::cmd("ROLE").query(conn);
             if let Ok(role) = role {
-                if let (Some(Value::BulkString(r)), Some(Value::BulkString(host)), Some(Value::Int(port))) =
-                    (role.first(), role.get(1), role.get(2))
+                if let (
+                    Some(Value::BulkString(r)),
+                    Some(Value::BulkString(host)),
+                    Some(Value::Int(port)),
+                ) = (role.first(), role.get(1), role.get(2))
                 {
                     if r == b"slave" {
                         return Err(Error::engine(
@@ -764,8 +730,7 @@ impl RedisEngine {
             let policy: RedisResult<Vec<String>> = redis::cmd("CONFIG")
                 .arg("GET")
                 .arg("maxmemory-policy")
-                .query_async(&mut *conn)
-                .await;
+                .query(conn);
             if let Ok(p) = policy {
                 if let Some(v) = p.get(1).filter(|v| v.as_str() != "noeviction") {
                     tracing::warn!(
@@ -775,9 +740,8 @@ impl RedisEngine {
                 }
             }
             eng.pack_old_domains(conn)
-                .await
-                .map_err(|e| map_err(&e, &cur.addr))
-        })?;
+                .map_err(|e| map_err(&e, &cur.addr))?;
+        }
         Ok(eng)
     }
 
@@ -787,9 +751,9 @@ impl RedisEngine {
     /// domain per `MULTI` (watched, so clients opening together do not collide), then
     /// marks the volume. Clients of the older version must be stopped first: an entry
     /// one of them wrote afterwards would not be seen. A fresh volume is only marked.
-    async fn pack_old_domains(&self, conn: &mut MultiplexedConnection) -> RedisResult<()> {
+    fn pack_old_domains(&self, conn: &mut redis::Connection) -> RedisResult<()> {
         let mark = self.zkey(LAYOUT_MARK);
-        let done: Option<Vec<u8>> = redis::cmd("GET").arg(&mark).query_async(&mut *conn).await?;
+        let done: Option<Vec<u8>> = redis::cmd("GET").arg(&mark).query(conn)?;
         if done.is_some() {
             return Ok(());
         }
@@ -803,8 +767,7 @@ impl RedisEngine {
                 .arg(&pattern)
                 .arg("COUNT")
                 .arg(1000)
-                .query_async(&mut *conn)
-                .await?;
+                .query(conn)?;
             let skip = self.prefix.len() + 1;
             domains.extend(
                 batch
@@ -822,26 +785,16 @@ impl RedisEngine {
             let zk = self.zkey(d);
             let hk = self.hkey(d);
             loop {
-                redis::cmd("WATCH")
-                    .arg(&zk)
-                    .query_async::<()>(&mut *conn)
-                    .await?;
-                let members: Vec<Vec<u8>> = redis::cmd("ZRANGE")
-                    .arg(&zk)
-                    .arg(0)
-                    .arg(-1)
-                    .query_async(&mut *conn)
-                    .await?;
+                redis::cmd("WATCH").arg(&zk).query::<()>(conn)?;
+                let members: Vec<Vec<u8>> =
+                    redis::cmd("ZRANGE").arg(&zk).arg(0).arg(-1).query(conn)?;
                 let rkeys: Vec<Vec<u8>> = members
                     .iter()
                     .map(|m| self.rkey(&[d, m.as_slice()].concat()))
                     .collect();
                 let mut values: Vec<Option<Vec<u8>>> = Vec::with_capacity(rkeys.len());
                 for chunk in rkeys.chunks(BATCH) {
-                    let batch: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
-                        .arg(chunk)
-                        .query_async(&mut *conn)
-                        .await?;
+                    let batch: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(chunk).query(conn)?;
                     values.extend(batch);
                 }
                 let mut p = redis::pipe();
@@ -855,7 +808,7 @@ impl RedisEngine {
                     p.cmd("DEL").arg(chunk).ignore();
                 }
                 p.cmd("DEL").arg(&zk).ignore();
-                let r: Value = p.query_async(&mut *conn).await?;
+                let r: Value = p.query(conn)?;
                 if r != Value::Nil {
                     moved += members.len();
                     break;
@@ -871,8 +824,7 @@ impl RedisEngine {
         redis::cmd("SET")
             .arg(&mark)
             .arg(PACKED_LAYOUT)
-            .query_async::<()>(&mut *conn)
-            .await
+            .query::<()>(conn)
     }
 
     fn block_on<F: Future>(&self, f: F) -> F::Output {
@@ -1111,24 +1063,7 @@ impl RedisEngine {
         let (host, port) = self.block_on(self.resolve())?;
         let addr = format!("{host}:{port}");
         let info = self.conn_info(&host, port, self.db, false)?;
-        let manager = deadpool_redis::Manager::new_with_config(info.clone(), Self::conn_config())
-            .map(Manager)
-            .map_err(|e| map_err(&e, &addr))?;
-        let pool = Pool::builder(manager)
-            .max_size(self.url.pool_size)
-            .runtime(Runtime::Tokio1)
-            .timeouts(Timeouts {
-                wait: Some(POOL_WAIT),
-                create: Some(CONNECT_TIMEOUT + Duration::from_secs(1)),
-                recycle: Some(RESPONSE_TIMEOUT),
-            })
-            .build()
-            .map_err(|e| {
-                Error::engine(
-                    format!("cannot build the Redis connection pool: {e}"),
-                    false,
-                )
-            })?;
+        let pool = Pool::new(info.clone(), self.url.pool_size).map_err(|e| map_err(&e, &addr))?;
         let mut cur = self.current.lock();
         if let Some(c) = cur.as_ref() {
             return Ok(c.clone());
@@ -1251,12 +1186,15 @@ async fn watch_sentinels(
 
 fn pool_err(e: PoolError, addr: &str) -> Error {
     match e {
-        PoolError::Backend(e) => map_err(&e, addr),
-        PoolError::Timeout(t) => Error::engine(
-            format!("timed out ({t:?}) getting a connection to Redis at {addr}; is the server up and not overloaded?"),
+        PoolError::Connect(e) => map_err(&e, addr),
+        PoolError::Timeout => Error::engine(
+            format!("timed out ({:?}) waiting for a free connection to Redis at {addr}; is the server up and not overloaded, or is pool-size too small?", pool::POOL_WAIT),
             true,
         ),
-        other => Error::engine(format!("Redis connection pool for {addr}: {other}"), true),
+        PoolError::Closed => Error::engine(
+            format!("Redis at {addr} is no longer the volume's master; looking it up again"),
+            true,
+        ),
     }
 }
 
@@ -1278,7 +1216,7 @@ type Field<'w> = (&'w [u8], &'w [u8]);
 
 struct RedisTxn<'a> {
     eng: &'a RedisEngine,
-    conn: &'a mut Object<Manager>,
+    conn: &'a mut redis::Connection,
     addr: &'a str,
     read_only: bool,
     /// Redis keys watched so far (data keys and index keys).
@@ -1305,7 +1243,7 @@ impl RedisTxn<'_> {
     }
 
     fn query<T: redis::FromRedisValue>(&mut self, p: &Pipeline) -> Result<T> {
-        let r = self.eng.block_on(p.query_async::<T>(&mut **self.conn));
+        let r = p.query::<T>(self.conn);
         r.map_err(|e| self.fail(e))
     }
 
@@ -1622,9 +1560,7 @@ impl RedisTxn<'_> {
             .arg(limit_arg)
             .arg(&data_prefix)
             .arg(implicit.unwrap_or_default());
-        let r = self
-            .eng
-            .block_on(inv.invoke_async::<Vec<Value>>(&mut **self.conn));
+        let r = inv.invoke::<Vec<Value>>(self.conn);
         let flat = r.map_err(|e| self.fail(e))?;
         let mut out = Vec::with_capacity(flat.len() / 2);
         let mut it = flat.into_iter();
@@ -1794,9 +1730,7 @@ impl KvTxn for RedisTxn<'_> {
         for f in &fields {
             inv.arg(f);
         }
-        let r = self
-            .eng
-            .block_on(inv.invoke_async::<Vec<Option<Vec<u8>>>>(&mut **self.conn));
+        let r = inv.invoke::<Vec<Option<Vec<u8>>>>(self.conn);
         let mut values = r.map_err(|e| self.fail(e))?;
         let followed = if values.len() > keys.len() {
             let v = values.pop().flatten();
@@ -1916,11 +1850,12 @@ impl KvEngine for RedisEngine {
 
     fn attempt(&self, body: &mut TxnBody<'_>, read_only: bool) -> Result<()> {
         let cur = self.current()?;
-        let got = self.block_on(cur.pool.get());
-        let mut conn = match got {
+        let mut conn = match cur.pool.get() {
             Ok(c) => c,
             Err(e) => {
-                if matches!(&e, PoolError::Backend(re) if damage(re) == Damage::Topology) {
+                if matches!(&e, PoolError::Connect(re) if damage(re) == Damage::Topology)
+                    || matches!(e, PoolError::Closed)
+                {
                     self.forget(&cur);
                 }
                 return Err(pool_err(e, &cur.addr));
@@ -1950,8 +1885,7 @@ impl KvEngine for RedisEngine {
         if damage == Damage::None && !tx.watched.is_empty() {
             // No EXEC ended this attempt (its body failed): the next user of the
             // connection must not inherit its WATCHes.
-            let unwatch = redis::cmd("UNWATCH");
-            if let Err(e) = self.block_on(unwatch.query_async::<()>(&mut *conn)) {
+            if let Err(e) = redis::cmd("UNWATCH").query::<()>(&mut *conn) {
                 damage = match self::damage(&e) {
                     Damage::None => Damage::Connection,
                     d => d,
@@ -1959,8 +1893,11 @@ impl KvEngine for RedisEngine {
             }
         }
         if damage != Damage::None {
-            // Out of the pool: a late reply must never reach the next transaction.
-            drop(Object::take(conn));
+            // Out of the pool: a late reply must never reach the next transaction. The
+            // idle ones most likely lost their server too (a restart): new ones are
+            // made for the next attempts rather than each failing once.
+            conn.discard();
+            cur.pool.drop_idle();
         }
         if damage == Damage::Topology {
             self.forget(&cur);
@@ -1984,9 +1921,9 @@ impl KvEngine for RedisEngine {
     fn reset(&self) -> Result<()> {
         let cur = self.current()?;
         let pattern = glob_prefix(&self.prefix);
-        self.block_on(async {
-            let mut conn = cur.pool.get().await.map_err(|e| pool_err(e, &cur.addr))?;
-            let conn: &mut MultiplexedConnection = &mut conn;
+        {
+            let mut conn = cur.pool.get().map_err(|e| pool_err(e, &cur.addr))?;
+            let conn: &mut redis::Connection = &mut conn;
             // Keys created during a pass may be missed by SCAN: repeat until a pass
             // finds nothing.
             for _ in 0..10 {
@@ -1999,15 +1936,11 @@ impl KvEngine for RedisEngine {
                         .arg(&pattern)
                         .arg("COUNT")
                         .arg(1000)
-                        .query_async(&mut *conn)
-                        .await;
+                        .query(conn);
                     let (next, keys) = r.map_err(|e| map_err(&e, &cur.addr))?;
                     found += keys.len();
                     for chunk in keys.chunks(BATCH) {
-                        let r: RedisResult<i64> = redis::cmd("UNLINK")
-                            .arg(chunk)
-                            .query_async(&mut *conn)
-                            .await;
+                        let r: RedisResult<i64> = redis::cmd("UNLINK").arg(chunk).query(conn);
                         r.map_err(|e| map_err(&e, &cur.addr))?;
                     }
                     cursor = next;
@@ -2020,7 +1953,7 @@ impl KvEngine for RedisEngine {
                 }
             }
             Ok(())
-        })
+        }
     }
 }
 
@@ -2097,11 +2030,8 @@ mod tests {
     /// Runs one raw command on the engine's server.
     fn raw(eng: &RedisEngine, cmd: &redis::Cmd) -> Value {
         let cur = eng.current().unwrap();
-        eng.block_on(async {
-            let mut c = cur.pool.get().await.unwrap();
-            cmd.query_async::<Value>(&mut *c).await
-        })
-        .unwrap()
+        let mut c = cur.pool.get().unwrap();
+        cmd.query::<Value>(&mut *c).unwrap()
     }
 
     #[test]
@@ -2249,16 +2179,7 @@ mod tests {
         // A real ACL user with the right and a wrong password.
         let admin = open(&with_db(&url, "14")).unwrap();
         let acl = |args: &[&str]| {
-            let cur = admin.current().unwrap();
-            admin
-                .block_on(async {
-                    let mut c = cur.pool.get().await.unwrap();
-                    redis::cmd("ACL")
-                        .arg(args)
-                        .query_async::<Value>(&mut *c)
-                        .await
-                })
-                .unwrap();
+            raw(&admin, redis::cmd("ACL").arg(args));
         };
         acl(&["SETUSER", "nectar-test", "on", ">s3cret", "~*", "+@all"]);
         let good = with_db(&url, "14").replacen("redis://", "redis://nectar-test:s3cret@", 1);
