@@ -301,6 +301,18 @@ fn record_op(op: &'static str, start: std::time::Instant) {
         .record(start.elapsed().as_secs_f64());
 }
 
+/// The smallest `fuse_dirent` in a READDIR reply: 24 bytes and a name of one byte,
+/// padded to 8.
+const DIRENT_MIN: usize = 32;
+/// The smallest `fuse_direntplus`: a 128-byte `fuse_entry_out` before it.
+const DIRENTPLUS_MIN: usize = 128 + DIRENT_MIN;
+
+/// How many entries of at least `entry` bytes a reply of `size` bytes may hold: the
+/// VFS prepares no more (the kernel asks again for the rest).
+fn entries_that_fit(size: usize, entry: usize) -> usize {
+    (size / entry).max(1)
+}
+
 fn name_vec(name: &OsStr) -> Vec<u8> {
     name.as_bytes().to_vec()
 }
@@ -732,8 +744,9 @@ impl Filesystem for NectarFs {
         mut reply: ReplyDirectory,
     ) {
         let c = ctx(req);
+        let max = entries_that_fit(reply.size(), DIRENT_MIN);
         self.spawn("readdir", move |vfs| {
-            match vfs.readdir(&c, fh.0, offset, false) {
+            match vfs.readdir(&c, fh.0, offset, false, max) {
                 Ok(entries) => {
                     for e in entries {
                         if reply.add(
@@ -761,8 +774,9 @@ impl Filesystem for NectarFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         let c = ctx(req);
+        let max = entries_that_fit(reply.size(), DIRENTPLUS_MIN);
         self.spawn("readdirplus", move |vfs| {
-            match vfs.readdir(&c, fh.0, offset, true) {
+            match vfs.readdir(&c, fh.0, offset, true, max) {
                 Ok(entries) => vfs.sync.answer_many(vfs.vfs, vfs.since, |timeouts| {
                     for e in entries {
                         let Some(attr) = e.attr.as_ref() else {

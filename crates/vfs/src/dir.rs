@@ -81,7 +81,9 @@ impl DirStream {
         Ok(())
     }
 
-    /// Entries starting at `offset`: at most one page.
+    /// Entries starting at `offset`: at most `max` (the caller's reply holds no more),
+    /// and at most one page.
+    #[allow(clippy::too_many_arguments)]
     pub fn read(
         &mut self,
         meta: &Meta,
@@ -89,6 +91,7 @@ impl DirStream {
         mino: Ino,
         offset: u64,
         plus: bool,
+        max: usize,
         xattrs: &XattrCache,
     ) -> Result<Vec<DirEntry>> {
         let mut out = Vec::new();
@@ -133,7 +136,8 @@ impl DirStream {
             return Ok(out);
         }
         let skip = (index - self.window_start) as usize;
-        for (i, e) in self.window.iter().enumerate().skip(skip).take(PAGE) {
+        let room = max.min(PAGE).saturating_sub(out.len());
+        for (i, e) in self.window.iter().enumerate().skip(skip).take(room) {
             if plus && e.attr.is_none() {
                 continue;
             }

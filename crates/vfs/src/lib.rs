@@ -1323,9 +1323,16 @@ impl Vfs {
         ))
     }
 
-    /// Entries from `offset` on (0 = the start). Each entry carries the offset of the
-    /// one after it. With `plus`, entries carry attributes.
-    pub fn readdir(&self, ctx: &Ctx, fh: u64, offset: u64, plus: bool) -> Result<Vec<DirEntry>> {
+    /// Entries from `offset` on (0 = the start), at most `max` of them. Each entry
+    /// carries the offset of the one after it. With `plus`, entries carry attributes.
+    pub fn readdir(
+        &self,
+        ctx: &Ctx,
+        fh: u64,
+        offset: u64,
+        plus: bool,
+        max: usize,
+    ) -> Result<Vec<DirEntry>> {
         let h = self.handle(fh)?;
         let HandleKind::Dir(stream) = &h.kind else {
             return sys(libc::ENOTDIR);
@@ -1336,7 +1343,7 @@ impl Vfs {
             }
         }
         let mut stream = stream.lock();
-        let mut entries = stream.read(&self.meta, ctx, h.ino, offset, plus, &self.xattrs)?;
+        let mut entries = stream.read(&self.meta, ctx, h.ino, offset, plus, max, &self.xattrs)?;
         for e in entries.iter_mut() {
             e.ino = self.to_kernel(e.ino);
         }

@@ -696,6 +696,8 @@ impl ReplyPoll {
 pub struct ReplyDirectory {
     reply: ReplyRaw,
     data: DirEntList,
+    // Nectar patch: the buffer size the kernel asked for, see `size`.
+    size: usize,
 }
 
 impl ReplyDirectory {
@@ -704,7 +706,14 @@ impl ReplyDirectory {
         ReplyDirectory {
             reply: Reply::new(unique, sender),
             data: DirEntList::new(size),
+            size,
         }
+    }
+
+    /// Nectar patch: the size in bytes of the buffer the kernel asked for, so a file
+    /// system can prepare only as many entries as may fit.
+    pub fn size(&self) -> usize {
+        self.size
     }
 
     /// Add an entry to the directory reply buffer. Returns true if the buffer is full.
@@ -742,6 +751,8 @@ impl ReplyDirectory {
 pub struct ReplyDirectoryPlus {
     reply: ReplyRaw,
     buf: DirEntPlusList,
+    // Nectar patch: the buffer size the kernel asked for, see `size`.
+    size: usize,
 }
 
 impl ReplyDirectoryPlus {
@@ -754,7 +765,14 @@ impl ReplyDirectoryPlus {
         ReplyDirectoryPlus {
             reply: Reply::new(unique, sender),
             buf: DirEntPlusList::new(size),
+            size,
         }
+    }
+
+    /// Nectar patch: the size in bytes of the buffer the kernel asked for, so a file
+    /// system can prepare only as many entries as may fit.
+    pub fn size(&self) -> usize {
+        self.size
     }
 
     /// Add an entry to the directory reply buffer. Returns true if the buffer is full.
