@@ -41,6 +41,16 @@ fn shows_within(what: &str, bound: Duration, seen: impl Fn() -> bool) -> Duratio
     took
 }
 
+/// The names in directory `p`, sorted.
+fn names(p: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(p)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
 fn mode(p: &Path) -> Option<u32> {
     std::fs::metadata(p)
         .ok()
@@ -99,15 +109,24 @@ fn changes_show_between_mounts_of(vol: &Volume) {
     shows_within("a new file under the old name", BOUND, || {
         std::fs::read(b.path("d/f")).is_ok_and(|d| d == b"three")
     });
-    let mut names: Vec<_> = std::fs::read_dir(b.path("d"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["f", "g"]);
+    assert_eq!(names(&b.path("d")), ["f", "g"]);
+    // Listed once more, the kernel keeps the listing; another client's create and
+    // unlink in the directory show in it.
+    assert_eq!(names(&b.path("d")), ["f", "g"]);
+    std::fs::write(a.path("d/h"), b"four").unwrap();
+    shows_within("a create in a listing", BOUND, || {
+        names(&b.path("d")) == ["f", "g", "h"]
+    });
+    std::fs::remove_file(a.path("d/h")).unwrap();
+    shows_within("an unlink in a listing", BOUND, || {
+        names(&b.path("d")) == ["f", "g"]
+    });
 
     std::fs::remove_file(a.path("d/g")).unwrap();
     shows_within("an unlink", BOUND, || !b.path("d/g").exists());
+    shows_within("an unlink in a listing", BOUND, || {
+        names(&b.path("d")) == ["f"]
+    });
     std::fs::remove_file(a.path("d/f")).unwrap();
     std::fs::remove_dir(a.path("d")).unwrap();
     shows_within("an rmdir", BOUND, || !b.path("d").exists());
@@ -130,6 +149,11 @@ fn redis_changes_show_on_the_other_mount_and_a_cut_feed_falls_back() {
     let b = vol.mount("b", LONG);
     std::fs::write(a.path("f"), b"x").unwrap();
     assert_eq!(mode(&b.path("f")), Some(0o644));
+    std::fs::create_dir(a.path("d")).unwrap();
+    std::fs::write(a.path("d/f"), b"x").unwrap();
+    shows_within("a create", BOUND, || b.path("d/f").exists());
+    assert_eq!(names(&b.path("d")), ["f"]);
+    assert_eq!(names(&b.path("d")), ["f"]);
     let authority = url
         .trim_start_matches("redis://")
         .split(['/', '?'])
@@ -145,6 +169,12 @@ fn redis_changes_show_on_the_other_mount_and_a_cut_feed_falls_back() {
     shows_within("chmod with the feed cut", FALLBACK_BOUND, || {
         mode(&b.path("f")) == Some(0o600)
     });
+    std::fs::write(a.path("d/cut"), b"y").unwrap();
+    shows_within(
+        "a create in a listing with the feed cut",
+        FALLBACK_BOUND,
+        || names(&b.path("d")) == ["cut", "f"],
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !b.log_text().contains("feed is back") {
         assert!(Instant::now() < deadline, "feed not back: {}", b.log_text());

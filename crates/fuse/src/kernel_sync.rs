@@ -17,6 +17,15 @@
 //! breaks, everything the kernel was given with a long timeout must go: entries and
 //! inodes answered with long timeouts are remembered (at most [`MAX_GIVEN`]; past that,
 //! answers get short timeouts) and all invalidated on [`Change::FeedLost`].
+//!
+//! Listings are kept by the kernel too while the feed is live and the kernel's timeouts
+//! are long (`FOPEN_CACHE_DIR` with `FOPEN_KEEP_CACHE` at opendir): a second `ls` of an
+//! unchanged directory costs no request at all. The kernel drops such a listing itself when this mount changes the
+//! directory; another client's change of one of its entries invalidates the
+//! directory's pages here. A listing reply read before a change that it may miss, but
+//! sent after that change's invalidation, would be kept stale: replies are sent under
+//! the gate, and one whose listing is older than a change heard to the directory is
+//! followed by another invalidation of the directory's pages.
 
 use fuser::{INodeNo, Notifier};
 use nectar_meta::{Change, ChangeSeq, Ino};
@@ -38,6 +47,16 @@ pub(crate) struct KernelSync {
     given: Mutex<Given>,
     /// Whether invalidations reach the kernel (the notifier thread runs).
     active: std::sync::atomic::AtomicBool,
+    /// Where the notifier thread's work goes.
+    work: Mutex<Option<mpsc::Sender<Work>>>,
+}
+
+/// What the notifier thread does.
+enum Work {
+    /// Invalidate what other clients' changes touch.
+    Changes(Vec<Change>),
+    /// Drop the listing the kernel keeps of a directory.
+    Listing(Ino),
 }
 
 #[derive(Default)]
@@ -69,21 +88,60 @@ impl KernelSync {
         send: impl FnOnce(&dyn Fn(Ino, Option<(Ino, &[u8])>) -> Timeouts) -> R,
     ) -> R {
         let _gate = self.gate.read();
-        send(&|ino, entry| {
-            let t = vfs.timeouts(since, ino, entry);
-            let short = |d: Duration| d.min(nectar_vfs::FALLBACK_TIMEOUT);
-            let long = t.attr > short(t.attr)
-                || t.entry > short(t.entry)
-                || t.dir_entry > short(t.dir_entry);
-            if long && vfs.meta().feed_supported() && !self.remember(ino, entry) {
-                return Timeouts {
-                    attr: short(t.attr),
-                    entry: short(t.entry),
-                    dir_entry: short(t.dir_entry),
-                };
+        send(&|ino, entry| self.timeouts(vfs, since, ino, entry))
+    }
+
+    /// The timeouts of an answer about `ino` (and `entry`) read since `since`: long ones
+    /// only when they can be invalidated later.
+    fn timeouts(
+        &self,
+        vfs: &Vfs,
+        since: ChangeSeq,
+        ino: Ino,
+        entry: Option<(Ino, &[u8])>,
+    ) -> Timeouts {
+        let t = vfs.timeouts(since, ino, entry);
+        let short = |d: Duration| d.min(nectar_vfs::FALLBACK_TIMEOUT);
+        let long =
+            t.attr > short(t.attr) || t.entry > short(t.entry) || t.dir_entry > short(t.dir_entry);
+        if long && vfs.meta().feed_supported() && !self.remember(ino, entry) {
+            return Timeouts {
+                attr: short(t.attr),
+                entry: short(t.entry),
+                dir_entry: short(t.dir_entry),
+            };
+        }
+        t
+    }
+
+    /// Whether the kernel may keep the listing of directory `dir` being opened: only
+    /// as [`Vfs::may_keep_listings`] says, and when the directory can be invalidated
+    /// later.
+    pub(crate) fn may_keep_listing(&self, vfs: &Vfs, dir: Ino) -> bool {
+        let _gate = self.gate.read();
+        vfs.may_keep_listings() && self.remember(dir, None)
+    }
+
+    /// Sends a listing reply of directory `dir` whose listing was read since
+    /// `listed_at` (and its entries' answers since `since`, as [`Self::answer_many`]);
+    /// if a change of one of its entries was heard since, the listing the kernel may
+    /// now keep is dropped again after the reply.
+    pub(crate) fn answer_listing<R>(
+        &self,
+        vfs: &Vfs,
+        since: ChangeSeq,
+        dir: Ino,
+        listed_at: ChangeSeq,
+        send: impl FnOnce(&dyn Fn(Ino, Option<(Ino, &[u8])>) -> Timeouts) -> R,
+    ) -> R {
+        let _gate = self.gate.read();
+        let r = send(&|ino, entry| self.timeouts(vfs, since, ino, entry));
+        if vfs.listing_changed_since(listed_at, dir) {
+            if let Some(work) = self.work.lock().as_ref() {
+                let _ = work.send(Work::Listing(dir));
             }
-            t
-        })
+        }
+        r
     }
 
     /// Remembers what gets a long timeout; false when it cannot be invalidated later
@@ -108,13 +166,19 @@ impl KernelSync {
         if !vfs.meta().feed_supported() {
             return false;
         }
-        let (tx, rx) = mpsc::channel::<Vec<Change>>();
+        let (tx, rx) = mpsc::channel::<Work>();
         let sync = self.clone();
         let spawned = std::thread::Builder::new()
             .name("nectar-inval".into())
             .spawn(move || {
-                for changes in rx {
-                    sync.invalidate(&notifier, &changes);
+                for work in rx {
+                    match work {
+                        Work::Changes(changes) => sync.invalidate(&notifier, &changes),
+                        Work::Listing(dir) => {
+                            drop(sync.gate.write());
+                            let _ = notifier.inval_inode(INodeNo(dir), 0, 0);
+                        }
+                    }
                 }
             });
         if spawned.is_err() {
@@ -123,9 +187,10 @@ impl KernelSync {
         }
         self.active
             .store(true, std::sync::atomic::Ordering::Release);
+        *self.work.lock() = Some(tx.clone());
         let tx = Mutex::new(tx);
         if !vfs.follow_changes(Arc::new(move |c: &[Change]| {
-            let _ = tx.lock().send(c.to_vec());
+            let _ = tx.lock().send(Work::Changes(c.to_vec()));
         })) {
             self.active
                 .store(false, std::sync::atomic::Ordering::Release);
@@ -144,6 +209,8 @@ impl KernelSync {
         let inode = |ino: Ino, pages: bool| {
             let _ = notifier.inval_inode(INodeNo(ino), if pages { 0 } else { -1 }, 0);
         };
+        // Directories whose kept listing an entry change made stale, once each.
+        let mut listings = HashSet::new();
         for c in changes {
             match c {
                 Change::Attr(ino) => inode(*ino, false),
@@ -154,6 +221,7 @@ impl KernelSync {
                         .entries
                         .remove(&(*p, n.clone().into_boxed_slice()));
                     entry(*p, n);
+                    listings.insert(*p);
                 }
                 Change::Xattr(_) | Change::FeedLive => {}
                 Change::Everything | Change::FeedLost => {
@@ -166,6 +234,9 @@ impl KernelSync {
                     }
                 }
             }
+        }
+        for dir in listings {
+            inode(dir, true);
         }
     }
 }

@@ -730,7 +730,16 @@ impl Filesystem for NectarFs {
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let c = ctx(req);
         self.spawn("opendir", move |vfs| match vfs.opendir(&c, ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => {
+                // The kernel keeps the listing while it can be told when it changes.
+                let keep = vfs.sync.may_keep_listing(vfs.vfs, ino.0);
+                let flags = if keep {
+                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.opened(FileHandle(fh), flags)
+            }
             Err(e) => reply.error(errno("opendir", e)),
         });
     }
@@ -738,7 +747,7 @@ impl Filesystem for NectarFs {
     fn readdir(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        dir: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
@@ -747,18 +756,21 @@ impl Filesystem for NectarFs {
         let max = entries_that_fit(reply.size(), DIRENT_MIN);
         self.spawn("readdir", move |vfs| {
             match vfs.readdir(&c, fh.0, offset, false, max) {
-                Ok(entries) => {
-                    for e in entries {
-                        if reply.add(
-                            INodeNo(e.ino),
-                            e.next_offset,
-                            to_fuse_type(e.typ),
-                            OsStr::from_bytes(&e.name),
-                        ) {
-                            break;
-                        }
-                    }
-                    reply.ok()
+                Ok(page) => {
+                    vfs.sync
+                        .answer_listing(vfs.vfs, vfs.since, dir.0, page.listed_at, |_| {
+                            for e in page.entries {
+                                if reply.add(
+                                    INodeNo(e.ino),
+                                    e.next_offset,
+                                    to_fuse_type(e.typ),
+                                    OsStr::from_bytes(&e.name),
+                                ) {
+                                    break;
+                                }
+                            }
+                            reply.ok()
+                        })
                 }
                 Err(e) => reply.error(errno("readdir", e)),
             }
@@ -777,26 +789,29 @@ impl Filesystem for NectarFs {
         let max = entries_that_fit(reply.size(), DIRENTPLUS_MIN);
         self.spawn("readdirplus", move |vfs| {
             match vfs.readdir(&c, fh.0, offset, true, max) {
-                Ok(entries) => vfs.sync.answer_many(vfs.vfs, vfs.since, |timeouts| {
-                    for e in entries {
-                        let Some(attr) = e.attr.as_ref() else {
-                            continue;
-                        };
-                        let t = timeouts(e.ino, Some((dir.0, &e.name)));
-                        let fa = to_file_attr(e.ino, attr);
-                        if reply.add(
-                            INodeNo(e.ino),
-                            e.next_offset,
-                            OsStr::from_bytes(&e.name),
-                            &t.entry_for(e.typ),
-                            &fa,
-                            Generation(0),
-                        ) {
-                            break;
-                        }
-                    }
-                    reply.ok()
-                }),
+                Ok(page) => {
+                    vfs.sync
+                        .answer_listing(vfs.vfs, vfs.since, dir.0, page.listed_at, |timeouts| {
+                            for e in page.entries {
+                                let Some(attr) = e.attr.as_ref() else {
+                                    continue;
+                                };
+                                let t = timeouts(e.ino, Some((dir.0, &e.name)));
+                                let fa = to_file_attr(e.ino, attr);
+                                if reply.add(
+                                    INodeNo(e.ino),
+                                    e.next_offset,
+                                    OsStr::from_bytes(&e.name),
+                                    &t.entry_for(e.typ),
+                                    &fa,
+                                    Generation(0),
+                                ) {
+                                    break;
+                                }
+                            }
+                            reply.ok()
+                        })
+                }
                 Err(e) => reply.error(errno("readdirplus", e)),
             }
         });

@@ -450,6 +450,18 @@ impl Meta {
         self.cache.changed_since(since, ino, entry)
     }
 
+    /// Whether a listing of directory `dir` read since `since` may be stale: the feed
+    /// is not live, or another client's change heard meanwhile added, removed or
+    /// replaced one of its entries.
+    pub fn listing_changed_since(&self, since: ChangeSeq, dir: Ino) -> bool {
+        !self.cache.live()
+            || self.cache.state.lock().any_since(since, true, |t| match t {
+                Touched::All => true,
+                Touched::Inode(_) => false,
+                Touched::Entry(p, _) => *p == dir,
+            })
+    }
+
     /// Starts following other clients' changes in a thread of its own: the cache
     /// answers while the feed is live, and `listener` hears every change (after the
     /// cache dropped it) and every break and return of the feed. Returns false when the

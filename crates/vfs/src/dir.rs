@@ -10,7 +10,7 @@
 
 use crate::error::Result;
 use crate::xattr_cache::XattrCache;
-use nectar_meta::{Attr, Ctx, FileType, Ino, Meta};
+use nectar_meta::{Attr, ChangeSeq, Ctx, FileType, Ino, Meta};
 
 const PAGE: usize = 1024;
 
@@ -24,10 +24,22 @@ pub struct DirEntry {
     pub next_offset: u64,
 }
 
+/// Entries of one `readdir` call and when their listing was read.
+#[derive(Debug, Clone)]
+pub struct DirPage {
+    pub entries: Vec<DirEntry>,
+    /// Where the sequence of changes heard stood before the listing was read: a kernel
+    /// adapter that lets the kernel keep listings asks [`crate::Vfs::listing_changed_since`]
+    /// whether it may be stale.
+    pub listed_at: ChangeSeq,
+}
+
 pub(crate) struct DirStream {
     ino: Ino,
     parent: Ino,
     window: Vec<nectar_meta::Entry>,
+    /// See [`DirPage::listed_at`], for the window.
+    listed_at: Option<ChangeSeq>,
     /// Index in the listing of `window[0]`.
     window_start: u64,
     eof: bool,
@@ -39,6 +51,7 @@ impl DirStream {
             ino,
             parent,
             window: Vec::new(),
+            listed_at: None,
             window_start: 0,
             eof: false,
         }
@@ -62,6 +75,7 @@ impl DirStream {
         xattrs: &XattrCache,
     ) -> Result<()> {
         let limit = if meta.lists_whole() { usize::MAX } else { PAGE };
+        self.listed_at = Some(meta.change_seq());
         let after = self.window.last().map(|e| e.name.clone());
         let loaded_before = self.window_start + self.window.len() as u64;
         let page = if after.is_none() && self.window_start > 0 {
@@ -93,7 +107,7 @@ impl DirStream {
         plus: bool,
         max: usize,
         xattrs: &XattrCache,
-    ) -> Result<Vec<DirEntry>> {
+    ) -> Result<DirPage> {
         let mut out = Vec::new();
         let dot_attr = |ino: Ino| -> Option<Attr> {
             if plus {
@@ -132,8 +146,12 @@ impl DirStream {
         while index >= self.window_start + self.window.len() as u64 && !self.eof {
             self.next_page(meta, ctx, mino, plus, xattrs)?;
         }
+        let listed_at = self.listed_at.unwrap_or_else(|| meta.change_seq());
         if index < self.window_start {
-            return Ok(out);
+            return Ok(DirPage {
+                entries: out,
+                listed_at,
+            });
         }
         let skip = (index - self.window_start) as usize;
         let room = max.min(PAGE).saturating_sub(out.len());
@@ -149,6 +167,9 @@ impl DirStream {
                 next_offset: self.window_start + i as u64 + 3,
             });
         }
-        Ok(out)
+        Ok(DirPage {
+            entries: out,
+            listed_at,
+        })
     }
 }

@@ -20,7 +20,7 @@ mod sync;
 mod ttl_map;
 mod xattr_cache;
 
-pub use dir::DirEntry;
+pub use dir::{DirEntry, DirPage};
 pub use error::{Error, Result};
 pub use stats::STATS_XATTR;
 pub use sync::{Timeouts, FALLBACK_TIMEOUT};
@@ -1332,7 +1332,7 @@ impl Vfs {
         offset: u64,
         plus: bool,
         max: usize,
-    ) -> Result<Vec<DirEntry>> {
+    ) -> Result<DirPage> {
         let h = self.handle(fh)?;
         let HandleKind::Dir(stream) = &h.kind else {
             return sys(libc::ENOTDIR);
@@ -1343,11 +1343,11 @@ impl Vfs {
             }
         }
         let mut stream = stream.lock();
-        let mut entries = stream.read(&self.meta, ctx, h.ino, offset, plus, max, &self.xattrs)?;
-        for e in entries.iter_mut() {
+        let mut page = stream.read(&self.meta, ctx, h.ino, offset, plus, max, &self.xattrs)?;
+        for e in page.entries.iter_mut() {
             e.ino = self.to_kernel(e.ino);
         }
-        Ok(entries)
+        Ok(page)
     }
 
     pub fn releasedir(&self, fh: u64) -> Result<()> {

@@ -73,6 +73,25 @@ impl Vfs {
         }
     }
 
+    /// Whether the kernel may keep directory listings: while the feed is live, and only
+    /// when it keeps names and attributes long too (longer than [`FALLBACK_TIMEOUT`]).
+    /// A listing served by the kernel brings no attributes; with short timeouts, `ls
+    /// -l` would then pay a lookup per entry that a READDIRPLUS page saves.
+    pub fn may_keep_listings(&self) -> bool {
+        let shortest = self
+            .cfg
+            .attr_timeout
+            .min(self.cfg.entry_timeout)
+            .min(self.cfg.dir_entry_timeout);
+        shortest > FALLBACK_TIMEOUT && self.meta.feed_live()
+    }
+
+    /// Whether a listing of kernel directory `dir` read since `since` may be stale
+    /// (see [`nectar_meta::Meta::listing_changed_since`]).
+    pub fn listing_changed_since(&self, since: ChangeSeq, dir: Ino) -> bool {
+        self.meta.listing_changed_since(since, self.to_meta(dir))
+    }
+
     /// Where the sequence of changes heard stands, before a read whose answer goes to
     /// the kernel (see [`Vfs::timeouts`]).
     pub fn change_seq(&self) -> ChangeSeq {
