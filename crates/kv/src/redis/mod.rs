@@ -228,6 +228,31 @@ fn glob_prefix(prefix: &[u8]) -> Vec<u8> {
     p
 }
 
+/// Every key matching `pattern`, in batches as `SCAN MATCH` walks the keyspace: `each`
+/// gets a batch and may run commands on the connection itself (a key may come twice,
+/// and one created meanwhile may be missed).
+fn scan_match(
+    conn: &mut redis::Connection,
+    pattern: &[u8],
+    mut each: impl FnMut(&mut redis::Connection, Vec<Vec<u8>>) -> RedisResult<()>,
+) -> RedisResult<()> {
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(conn)?;
+        each(conn, batch)?;
+        cursor = next;
+        if cursor == 0 {
+            return Ok(());
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // URL
 // ---------------------------------------------------------------------------------------
@@ -758,28 +783,16 @@ impl RedisEngine {
             return Ok(());
         }
         let mut domains = Vec::new();
-        let mut cursor: u64 = 0;
-        let pattern = glob_prefix(&self.zkey(b""));
-        loop {
-            let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query(conn)?;
-            let skip = self.prefix.len() + 1;
+        let skip = self.prefix.len() + 1;
+        scan_match(conn, &glob_prefix(&self.zkey(b"")), |_, batch| {
             domains.extend(
                 batch
                     .into_iter()
                     .filter_map(|k| k.get(skip..).map(<[u8]>::to_vec))
                     .filter(|d| self.layout.packed(d)),
             );
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
+            Ok(())
+        })?;
         let mut moved = 0usize;
         for d in &domains {
             let zk = self.zkey(d);
@@ -1456,16 +1469,7 @@ impl RedisTxn<'_> {
             if index && self.read_only {
                 break;
             }
-            let mut cursor: u64 = 0;
-            loop {
-                let mut p = redis::pipe();
-                p.cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000);
-                let ((next, batch),): ((u64, Vec<Vec<u8>>),) = self.query(&p)?;
+            let walked = scan_match(self.conn, &pattern, |_, batch| {
                 for k in batch {
                     let Some(raw) = k.get(plen..) else { continue };
                     if index {
@@ -1480,11 +1484,9 @@ impl RedisTxn<'_> {
                         keys.push(raw.to_vec());
                     }
                 }
-                cursor = next;
-                if cursor == 0 {
-                    break;
-                }
-            }
+                Ok(())
+            });
+            walked.map_err(|e| self.fail(e))?;
         }
         for d in self.packed_in_range(&common, begin, end)? {
             keys.extend(self.read_packed(&d)?.into_iter().map(|(k, _)| k));
@@ -1513,28 +1515,21 @@ impl RedisTxn<'_> {
             .into_iter()
             .collect();
         let plen = self.eng.prefix.len() + 1;
-        let pattern = glob_prefix(&self.eng.hkey(common));
-        let mut cursor: u64 = 0;
-        loop {
-            let mut p = redis::pipe();
-            p.cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000);
-            let ((next, batch),): ((u64, Vec<Vec<u8>>),) = self.query(&p)?;
-            for k in batch {
-                let Some(d) = k.get(plen..) else { continue };
-                if d < end && prefix_end(d).as_slice() > begin && self.eng.layout.packed(d) {
-                    found.push(d.to_vec());
+        let layout = self.eng.layout;
+        let walked = scan_match(
+            self.conn,
+            &glob_prefix(&self.eng.hkey(common)),
+            |_, batch| {
+                for k in batch {
+                    let Some(d) = k.get(plen..) else { continue };
+                    if d < end && prefix_end(d).as_slice() > begin && layout.packed(d) {
+                        found.push(d.to_vec());
+                    }
                 }
-            }
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
+                Ok(())
+            },
+        );
+        walked.map_err(|e| self.fail(e))?;
         found.sort();
         found.dedup();
         Ok(found)
@@ -1927,27 +1922,15 @@ impl KvEngine for RedisEngine {
             // Keys created during a pass may be missed by SCAN: repeat until a pass
             // finds nothing.
             for _ in 0..10 {
-                let mut cursor: u64 = 0;
                 let mut found = 0;
-                loop {
-                    let r: RedisResult<(u64, Vec<Vec<u8>>)> = redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query(conn);
-                    let (next, keys) = r.map_err(|e| map_err(&e, &cur.addr))?;
+                scan_match(conn, &pattern, |conn, keys| {
                     found += keys.len();
                     for chunk in keys.chunks(BATCH) {
-                        let r: RedisResult<i64> = redis::cmd("UNLINK").arg(chunk).query(conn);
-                        r.map_err(|e| map_err(&e, &cur.addr))?;
+                        redis::cmd("UNLINK").arg(chunk).query::<i64>(conn)?;
                     }
-                    cursor = next;
-                    if cursor == 0 {
-                        break;
-                    }
-                }
+                    Ok(())
+                })
+                .map_err(|e| map_err(&e, &cur.addr))?;
                 if found == 0 {
                     return Ok(());
                 }
