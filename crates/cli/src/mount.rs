@@ -44,6 +44,11 @@ pub struct MountArgs {
     /// Mount read-only.
     #[arg(long)]
     read_only: bool,
+    /// Turn extended attributes off on this mount, as JuiceFS does unless it is given
+    /// --enable-xattr: the kernel then stops asking, so `ls -l` sends no getxattr
+    /// (security.selinux) per entry. Not on a volume with POSIX ACLs.
+    #[arg(long)]
+    no_xattr: bool,
     /// Mount only this subdirectory of the volume.
     #[arg(long)]
     subdir: Option<String>,
@@ -450,6 +455,12 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
         mount_point: mp.display().to_string(),
         process_id: std::process::id(),
     };
+    if a.no_xattr && fmt.enable_acl {
+        bail!(
+            "--no-xattr: volume {} has POSIX ACLs, which are extended attributes; mount it without --no-xattr",
+            fmt.name
+        );
+    }
     let sid = meta.new_session(&info)?;
     tracing::info!(
         "volume {} ({}) session {sid}, mounting on {}",
@@ -473,7 +484,10 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
         Duration::from_secs(a.heartbeat.max(1)),
         stop.clone(),
     );
-    let fs = NectarFs::new(vfs.clone(), rt.handle().clone(), writeback_cache);
+    let mut fs = NectarFs::new(vfs.clone(), rt.handle().clone(), writeback_cache);
+    if a.no_xattr {
+        fs = fs.without_xattrs();
+    }
     let change_follower = fs.change_follower();
     let fopts = FuseOptions {
         options,

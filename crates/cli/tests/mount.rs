@@ -794,6 +794,44 @@ fn read_only_and_subdir_mounts() {
     ro.unmount();
 }
 
+/// `--no-xattr`: every xattr call fails with EOPNOTSUPP (the kernel stops asking after
+/// the first ENOSYS), files work as before, and a volume with ACLs refuses it.
+#[test]
+fn mount_without_xattrs() {
+    require_fuse!();
+    let vol = Volume::new(&[]);
+    let m = vol.mount("mnt", &["--no-xattr"]);
+    fs::write(m.path("f"), b"data").unwrap();
+    let f = cstr(&m.path("f"));
+    let name = CString::new("user.k").unwrap();
+    let mut buf = [0u8; 16];
+    for _ in 0..2 {
+        let r = unsafe { libc::lgetxattr(f.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), 16) };
+        assert_eq!(errno_of(r as i32), libc::EOPNOTSUPP);
+    }
+    let r = unsafe { libc::lsetxattr(f.as_ptr(), name.as_ptr(), b"v".as_ptr().cast(), 1, 0) };
+    assert_eq!(errno_of(r), libc::EOPNOTSUPP);
+    let r = unsafe { libc::llistxattr(f.as_ptr(), std::ptr::null_mut(), 0) };
+    assert_eq!(errno_of(r as i32), libc::EOPNOTSUPP);
+    assert_eq!(fs::read(m.path("f")).unwrap(), b"data");
+    m.unmount();
+
+    let acl = Volume::new(&["--enable-acl"]);
+    fs::create_dir_all(acl.path("mnt")).unwrap();
+    let out = nectar(&[
+        "mount",
+        &acl.meta_url,
+        acl.path("mnt").to_str().unwrap(),
+        "--no-xattr",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("POSIX ACLs") && err.contains("without --no-xattr"),
+        "{err}"
+    );
+}
+
 fn stderr_of(args: &[&str]) -> String {
     let out = nectar(args);
     assert!(!out.status.success(), "nectar {args:?} should have failed");

@@ -50,6 +50,9 @@ pub struct NectarFs {
     sync: Arc<KernelSync>,
     rt: Handle,
     writeback_cache: bool,
+    /// False with `--no-xattr`: every xattr request gets ENOSYS, after which the kernel
+    /// sends no more.
+    xattrs: bool,
     interrupts: Arc<Interrupts>,
 }
 
@@ -197,8 +200,16 @@ impl NectarFs {
             sync: Default::default(),
             rt,
             writeback_cache,
+            xattrs: true,
             interrupts: Default::default(),
         }
+    }
+
+    /// Answers no extended attribute request (`--no-xattr`): the kernel, told ENOSYS
+    /// once per kind of request, stops sending them.
+    pub fn without_xattrs(mut self) -> Self {
+        self.xattrs = false;
+        self
     }
 
     /// Runs `f`, the handler of FUSE operation `op`, on the blocking pool with the VFS,
@@ -874,6 +885,9 @@ impl Filesystem for NectarFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        if !self.xattrs {
+            return reply.error(Errno::from_i32(libc::ENOSYS));
+        }
         // Setting an access ACL clears setgid for a caller outside the owning group,
         // which metadata decides (the kernel leaves it to us without FUSE_SETXATTR_EXT).
         let c = if AclType::from_xattr_name(name.as_bytes()).is_some() {
@@ -891,6 +905,9 @@ impl Filesystem for NectarFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if !self.xattrs {
+            return reply.error(Errno::from_i32(libc::ENOSYS));
+        }
         let answer = move |res: nectar_vfs::Result<Vec<u8>>, reply: ReplyXattr| match res {
             Ok(v) => reply_xattr(reply, &v, size),
             Err(e) => reply.error(errno("getxattr", e)),
@@ -910,6 +927,9 @@ impl Filesystem for NectarFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if !self.xattrs {
+            return reply.error(Errno::from_i32(libc::ENOSYS));
+        }
         self.spawn("listxattr", move |vfs| match vfs.listxattr(ino.0) {
             Ok(v) => reply_xattr(reply, &v, size),
             Err(e) => reply.error(errno("listxattr", e)),
@@ -917,6 +937,9 @@ impl Filesystem for NectarFs {
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if !self.xattrs {
+            return reply.error(Errno::from_i32(libc::ENOSYS));
+        }
         let (c, name) = (ctx(req), name_vec(name));
         self.spawn("removexattr", move |vfs| {
             match vfs.removexattr(&c, ino.0, &name) {
