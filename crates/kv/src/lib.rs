@@ -72,6 +72,11 @@ pub trait KvTxn {
         }
         Ok(new)
     }
+    /// [`KvTxn::scan`] of several ranges `(begin, end, limit)`, in one round trip where
+    /// the engine can send them together (Redis); the results in the order asked.
+    fn scans(&mut self, ranges: &[(&[u8], &[u8], usize)]) -> Result<Vec<Scanned>> {
+        ranges.iter().map(|(b, e, l)| self.scan(b, e, *l)).collect()
+    }
     /// Whether any key exists in [begin, end).
     fn exists(&mut self, begin: &[u8], end: &[u8]) -> Result<bool> {
         Ok(!self.scan(begin, end, 1)?.is_empty())
@@ -138,6 +143,9 @@ pub fn follow_in_two_reads<T: KvTxn + ?Sized>(
     };
     Ok((values, followed))
 }
+
+/// What one range of [`KvTxn::scans`] holds: pairs in key order.
+pub type Scanned = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// What [`KvTxn::gets_and_follow`] read: the values asked, and the followed key with its
 /// value.

@@ -35,18 +35,17 @@ fn deref_slice(tx: &mut dyn KvTxn, s: &Slice) -> Result<Option<(u64, u32)>> {
     Ok(None)
 }
 
-/// Releases the data of deleted file `ino` inside the deleting transaction when it is
-/// small: one chunk of at most `max_slices` slice records (a file of a few writes).
+/// Releases the data of a deleted file inside the deleting transaction when it is
+/// small, given its first two chunks `rows` (a scan of its chunk keys, limit 2): one
+/// chunk of at most `max_slices` slice records (a file of a few writes).
 /// Returns the slices that lost their last reference, or `None` (nothing touched) for a
 /// larger file, whose data is then released in transactions of its own.
 pub(crate) fn release_small_file(
     tx: &mut dyn KvTxn,
-    ino: Ino,
     max_slices: usize,
+    rows: &[(Vec<u8>, Vec<u8>)],
 ) -> Result<Option<Vec<(u64, u32)>>> {
-    let begin = keys::chunk_prefix(ino);
-    let rows = tx.scan(&begin, &prefix_end(&begin), 2)?;
-    let [(key, value)] = &rows[..] else {
+    let [(key, value)] = rows else {
         return Ok(rows.is_empty().then(Vec::new));
     };
     let slices = Slice::decode_all(value)?;

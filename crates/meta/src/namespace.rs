@@ -438,12 +438,21 @@ impl Meta {
         if attr.typ == FileType::Symlink {
             tx.delete(&keys::symlink(ino))?;
         }
-        let xp = keys::xattr_prefix(ino);
-        for (k, _) in tx.scan(&xp, &prefix_end(&xp), usize::MAX)? {
+        // Its xattrs and, for a file, its first two chunks (one means a small file), in
+        // one batch.
+        let (xp, cp) = (keys::xattr_prefix(ino), keys::chunk_prefix(ino));
+        let (xe, ce) = (prefix_end(&xp), prefix_end(&cp));
+        let mut ranges = vec![(&xp[..], &xe[..], usize::MAX)];
+        if attr.typ == FileType::File {
+            ranges.push((&cp[..], &ce[..], 2));
+        }
+        let mut scanned = tx.scans(&ranges)?.into_iter();
+        for (k, _) in scanned.next().unwrap_or_default() {
             tx.delete(&k)?;
         }
+        let chunks = scanned.next().unwrap_or_default();
         let data = if attr.typ == FileType::File {
-            match crate::data::release_small_file(tx, ino, RELEASE_INLINE_SLICES)? {
+            match crate::data::release_small_file(tx, RELEASE_INLINE_SLICES, &chunks)? {
                 Some(freed) => FileData::Freed(freed),
                 None => {
                     tx.set(

@@ -79,7 +79,8 @@
 
 use crate::error::{Error, Result};
 use crate::{
-    prefix_end, AnnouncedKeys, FeedFollower, Follow, Followed, KeyLayout, KvEngine, KvTxn, TxnBody,
+    prefix_end, AnnouncedKeys, FeedFollower, Follow, Followed, KeyLayout, KvEngine, KvTxn, Scanned,
+    TxnBody,
 };
 
 mod feed;
@@ -1227,6 +1228,14 @@ fn check_key(key: &[u8]) -> Result<()> {
 /// A field of a packed domain's hash and its value.
 type Field<'w> = (&'w [u8], &'w [u8]);
 
+/// One range asked of a domain's index ([`RedisTxn::index_ranges`]).
+struct IndexRange<'r> {
+    d: &'r [u8],
+    begin: &'r [u8],
+    end: &'r [u8],
+    limit: Option<usize>,
+}
+
 struct RedisTxn<'a> {
     eng: &'a RedisEngine,
     conn: &'a mut redis::Connection,
@@ -1403,46 +1412,97 @@ impl RedisTxn<'_> {
         end: &[u8],
         limit: Option<usize>,
     ) -> Result<Vec<Vec<u8>>> {
-        let zk = self.eng.zkey(d);
-        let (min, max) = lex_bounds(d, begin, end);
-        let implicit = implicit_key(self.eng.layout, d, begin, end);
+        let mut keys = self.index_ranges(&[IndexRange {
+            d,
+            begin,
+            end,
+            limit,
+        }])?;
+        Ok(keys.pop().unwrap_or_default())
+    }
+
+    /// [`Self::index_range`] of several ranges in one round trip.
+    fn index_ranges(&mut self, ranges: &[IndexRange<'_>]) -> Result<Vec<Vec<Vec<u8>>>> {
         let mut p = redis::pipe();
-        let mut watched = vec![zk.clone()];
-        // The implicit member is read, not only tested, in the same round trip (it is
-        // watched first), so a scan of a file's chunks needs no second one. One this
-        // attempt wrote is left to the caller's overlay; one it read is known.
-        let implicit = implicit.filter(|k| !self.writes.contains_key(k));
-        let known = implicit.as_ref().and_then(|k| self.cache.get(k).cloned());
-        let unread = implicit.clone().filter(|_| known.is_none());
-        watched.extend(unread.iter().map(|k| self.eng.rkey(k)));
-        self.watch(&mut p, watched);
-        if let Some(k) = &unread {
-            p.cmd("GET").arg(self.eng.rkey(k));
-        }
-        let c = p.cmd("ZRANGEBYLEX").arg(&zk).arg(&min).arg(&max);
-        if let Some(n) = limit {
-            c.arg("LIMIT").arg(0).arg(n);
-        }
-        let (found, members): (Option<Vec<u8>>, Vec<Vec<u8>>) = match unread {
-            Some(k) => {
-                let (value, members): (Option<Vec<u8>>, Vec<Vec<u8>>) = self.query(&p)?;
-                self.cache.insert(k, value.clone());
-                (value, members)
+        // Per range: its implicit key, its value when already known, whether it is read
+        // here (its reply comes before the range's members).
+        let mut implicits = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            let zk = self.eng.zkey(r.d);
+            let (min, max) = lex_bounds(r.d, r.begin, r.end);
+            let mut watched = vec![zk.clone()];
+            // The implicit member is read, not only tested, in the same round trip (it
+            // is watched first), so a scan of a file's chunks needs no second one. One
+            // this attempt wrote is left to the caller's overlay; one it read is known.
+            let implicit = implicit_key(self.eng.layout, r.d, r.begin, r.end)
+                .filter(|k| !self.writes.contains_key(k));
+            let known = implicit.as_ref().and_then(|k| self.cache.get(k).cloned());
+            let unread = implicit.is_some() && known.is_none();
+            if unread {
+                watched.extend(implicit.iter().map(|k| self.eng.rkey(k)));
             }
-            None => (known.flatten(), self.query::<(Vec<Vec<u8>>,)>(&p)?.0),
-        };
-        let mut keys = Vec::new();
-        if let (Some(k), Some(_)) = (implicit, found) {
-            keys.push(k);
+            self.watch(&mut p, watched);
+            if let (Some(k), true) = (&implicit, unread) {
+                p.cmd("GET").arg(self.eng.rkey(k));
+            }
+            let c = p.cmd("ZRANGEBYLEX").arg(&zk).arg(&min).arg(&max);
+            if let Some(n) = r.limit {
+                c.arg("LIMIT").arg(0).arg(n);
+            }
+            implicits.push((implicit, known, unread));
         }
-        // Volumes written before chunk 0 was left out of the index may still list it.
-        for m in members {
-            let k = [d, m.as_slice()].concat();
-            if keys.last() != Some(&k) {
+        let replies: Vec<Value> = self.query(&p)?;
+        let mut replies = replies.into_iter();
+        let mut out = Vec::with_capacity(ranges.len());
+        for (r, (implicit, known, unread)) in ranges.iter().zip(implicits) {
+            let found: Option<Vec<u8>> = match (&implicit, unread) {
+                (Some(k), true) => {
+                    let value: Option<Vec<u8>> =
+                        from_reply(replies.next().unwrap_or(Value::Nil), self.addr)?;
+                    self.cache.insert(k.clone(), value.clone());
+                    value
+                }
+                _ => known.flatten(),
+            };
+            let members: Vec<Vec<u8>> =
+                from_reply(replies.next().unwrap_or(Value::Nil), self.addr)?;
+            let mut keys = Vec::new();
+            if let (Some(k), Some(_)) = (implicit, found) {
                 keys.push(k);
             }
+            // Volumes written before chunk 0 was left out of the index may still list it.
+            for m in members {
+                let k = [r.d, m.as_slice()].concat();
+                if keys.last() != Some(&k) {
+                    keys.push(k);
+                }
+            }
+            out.push(keys);
         }
-        Ok(keys)
+        Ok(out)
+    }
+
+    /// What a read-write scan returns: the `keys` its index listed (read by now) and
+    /// this attempt's `pending` writes of the range, at most `limit`.
+    fn merge_scanned(
+        &self,
+        keys: Vec<Vec<u8>>,
+        pending: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        limit: usize,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for k in keys.into_iter().filter(|k| !self.writes.contains_key(k)) {
+            // None: deleted since the index was read; the watch makes EXEC fail anyway.
+            if let Some(v) = self.seen(&k) {
+                merged.insert(k, v);
+            }
+        }
+        for (k, v) in pending {
+            if let Some(v) = v {
+                merged.insert(k, v);
+            }
+        }
+        merged.into_iter().take(limit).collect()
     }
 
     /// Keys of `[begin, end)` found by walking the volume's keyspace (ranges that span
@@ -1774,19 +1834,53 @@ impl KvTxn for RedisTxn<'_> {
             .filter(|k| !self.writes.contains_key(k))
             .collect();
         self.fetch(&stored)?;
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        for k in stored {
-            // None: deleted since the index was read; the watch makes EXEC fail anyway.
-            if let Some(v) = self.seen(&k) {
-                merged.insert(k, v);
-            }
-        }
-        for (k, v) in pending {
-            if let Some(v) = v {
-                merged.insert(k, v);
-            }
-        }
-        Ok(merged.into_iter().take(limit).collect())
+        Ok(self.merge_scanned(stored, pending, limit))
+    }
+
+    fn scans(&mut self, ranges: &[(&[u8], &[u8], usize)]) -> Result<Vec<Scanned>> {
+        // Ranges that each lie in one indexed domain, in a read-write transaction: one
+        // round trip for all their indexes, one for the values they list. Anything else
+        // goes range by range.
+        let indexed: Option<Vec<&[u8]>> = ranges
+            .iter()
+            .map(|(b, e, l)| {
+                scan_domain(self.eng.layout, b, e)
+                    .filter(|d| b < e && *l > 0 && !self.eng.layout.packed(d))
+            })
+            .collect();
+        let Some(domains) = indexed.filter(|_| !self.read_only) else {
+            return ranges.iter().map(|(b, e, l)| self.scan(b, e, *l)).collect();
+        };
+        let pendings: Vec<_> = ranges.iter().map(|(b, e, _)| self.pending(b, e)).collect();
+        let asks: Vec<IndexRange<'_>> = ranges
+            .iter()
+            .zip(&domains)
+            .zip(&pendings)
+            .map(|(((begin, end, limit), d), pending)| {
+                // Deleted keys may still be in the index: ask enough to fill `limit`.
+                let dels = pending.iter().filter(|(_, v)| v.is_none()).count();
+                IndexRange {
+                    d,
+                    begin,
+                    end,
+                    limit: limit.checked_add(dels).filter(|n| *n < i64::MAX as usize),
+                }
+            })
+            .collect();
+        let listed = self.index_ranges(&asks)?;
+        let stored: Vec<Vec<u8>> = listed
+            .iter()
+            .flatten()
+            .filter(|k| !self.writes.contains_key(*k))
+            .cloned()
+            .collect();
+        self.fetch(&stored)?;
+        Ok(listed
+            .into_iter()
+            .zip(pendings)
+            .zip(ranges)
+            .map(|((keys, pending), (_, _, limit))| self.merge_scanned(keys, pending, *limit))
+            .collect())
     }
 
     fn exists(&mut self, begin: &[u8], end: &[u8]) -> Result<bool> {
@@ -2286,6 +2380,44 @@ mod tests {
             all
         );
         assert_eq!(kv.read(|tx| tx.scan(b"", b"\xff", 100)).unwrap().len(), 6);
+        // Several ranges in one batch read what each scan reads, own writes included;
+        // the chunk domain holds its implicit member.
+        kv.txn(|tx| {
+            tx.set(&keys::chunk(ino, 0), b"c0")?;
+            tx.set(&keys::chunk(ino, 3), b"c3")
+        })
+        .unwrap();
+        let (xp, cp) = (keys::xattr(ino, b""), keys::chunk_prefix(ino));
+        let (xe, ce, de) = (prefix_end(&xp), prefix_end(&cp), prefix_end(&dp));
+        let (batched, one_by_one) = kv
+            .txn(|tx| {
+                tx.delete(&keys::chunk(ino, 3))?;
+                tx.set(&keys::xattr(ino, b"user.y"), b"2")?;
+                let ranges = [
+                    (&xp[..], &xe[..], 10),
+                    (&cp[..], &ce[..], 2),
+                    (&dp[..], &de[..], 2),
+                ];
+                let batched = tx.scans(&ranges)?;
+                let one_by_one: Vec<_> = ranges
+                    .iter()
+                    .map(|(b, e, l)| tx.scan(b, e, *l))
+                    .collect::<Result<_>>()?;
+                Ok((batched, one_by_one))
+            })
+            .unwrap();
+        assert_eq!(batched, one_by_one);
+        assert_eq!(batched[0].len(), 2, "{:?}", batched[0]);
+        assert_eq!(batched[1], vec![(keys::chunk(ino, 0), b"c0".to_vec())]);
+        assert_eq!(
+            names(batched[2].clone()),
+            vec![b"aa".to_vec(), b"b".to_vec()]
+        );
+        kv.txn(|tx| {
+            tx.delete(&keys::chunk(ino, 0))?;
+            tx.delete(&keys::xattr(ino, b"user.y"))
+        })
+        .unwrap();
         // Scans inside the domain after a key, as a listing resumes.
         let mut after = keys::dentry(ino, b"aa");
         after.push(0);
