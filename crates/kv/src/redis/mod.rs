@@ -1372,19 +1372,13 @@ impl RedisTxn<'_> {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let pending = self.pending(begin, end);
-        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self
+        let keys = self
             .read_packed(d)?
             .into_iter()
-            .filter(|(k, _)| {
-                begin <= k.as_slice() && k.as_slice() < end && !self.writes.contains_key(k)
-            })
+            .map(|(k, _)| k)
+            .filter(|k| begin <= k.as_slice() && k.as_slice() < end)
             .collect();
-        for (k, v) in pending {
-            if let Some(v) = v {
-                merged.insert(k, v);
-            }
-        }
-        Ok(merged.into_iter().take(limit).collect())
+        Ok(self.merge_scanned(keys, pending, limit))
     }
 
     /// The value of a schema key as this attempt sees it (after `fetch`).
@@ -1815,20 +1809,14 @@ impl KvTxn for RedisTxn<'_> {
         if let (Some(d), true) = (domain, self.read_only) {
             return self.scan_script(d, begin, end, limit);
         }
+        if domain.is_some() {
+            return Ok(self
+                .scans(&[(begin, end, limit)])?
+                .pop()
+                .unwrap_or_default());
+        }
         let pending = self.pending(begin, end);
-        let keys = match domain {
-            Some(d) => {
-                // Deleted keys may still be in the index: fetch enough to fill `limit`.
-                let dels = pending.iter().filter(|(_, v)| v.is_none()).count();
-                self.index_range(
-                    d,
-                    begin,
-                    end,
-                    limit.checked_add(dels).filter(|n| *n < i64::MAX as usize),
-                )?
-            }
-            None => self.keyspace_range(begin, end)?,
-        };
+        let keys = self.keyspace_range(begin, end)?;
         let stored: Vec<Vec<u8>> = keys
             .into_iter()
             .filter(|k| !self.writes.contains_key(k))
