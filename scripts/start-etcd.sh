@@ -61,11 +61,13 @@ if [[ -f $PIDFILE ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
 fi
 
 # Install what is missing: the server, etcdctl (for the readiness check and for setting
-# up users by hand) and protoc (for building the etcd-client crate).
+# up users by hand) and protoc with its well-known .proto files (for building the
+# etcd-client crate, whose protos import google/protobuf/descriptor.proto).
 missing=()
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v etcdctl >/dev/null || missing+=(etcd-client)
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
+[ -e /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 command -v curl >/dev/null || missing+=(curl)
 if ((${#missing[@]})); then
     log "installing ${missing[*]}"

@@ -45,10 +45,14 @@ pub struct MountArgs {
     #[arg(long)]
     read_only: bool,
     /// Turn extended attributes off on this mount, as JuiceFS does unless it is given
-    /// --enable-xattr: the kernel then stops asking, so `ls -l` sends no getxattr
-    /// (security.selinux) per entry. Not on a volume with POSIX ACLs.
+    /// --enable-xattr: the kernel then stops asking. Not on a volume with POSIX ACLs.
     #[arg(long)]
     no_xattr: bool,
+    /// Keep SELinux labels (the security.selinux xattr), as JuiceFS's flag of the same
+    /// name. Without it the label is not supported (EOPNOTSUPP), as on a file system
+    /// without labels, so `ls -l` asks for it once instead of once per entry.
+    #[arg(long)]
+    enable_selinux: bool,
     /// Mount only this subdirectory of the volume.
     #[arg(long)]
     subdir: Option<String>,
@@ -444,6 +448,7 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
         atime_mode: a.atime_mode,
         open_cache: a.open_cache,
         open_cache_limit: a.open_cache_limit,
+        selinux_labels: a.enable_selinux,
         ..VfsConfig::default()
     };
     let info = SessionInfo {

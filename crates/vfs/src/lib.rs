@@ -67,6 +67,11 @@ pub struct VfsConfig {
     pub open_cache: Duration,
     /// Closed files remembered (`--open-cache-limit`, default 10,000; 0 none).
     pub open_cache_limit: usize,
+    /// Whether files carry SELinux labels (`security.selinux`; `--enable-selinux`, as
+    /// JuiceFS). Off, the label is an unsupported xattr (EOPNOTSUPP), as on a file
+    /// system without labels: tools such as `ls -l` then stop asking for it after the
+    /// first file instead of sending one request per entry.
+    pub selinux_labels: bool,
 }
 
 impl Default for VfsConfig {
@@ -81,6 +86,7 @@ impl Default for VfsConfig {
             atime_mode: AtimeMode::NoAtime,
             open_cache: Duration::ZERO,
             open_cache_limit: 10_000,
+            selinux_labels: false,
         }
     }
 }
@@ -570,15 +576,28 @@ impl Vfs {
         flags: i32,
     ) -> Result<()> {
         self.check_writable()?;
+        self.check_xattr_supported(name)?;
         let ino = self.to_meta(ino);
         self.xattrs.forget(ino, name);
         Ok(self.meta.setxattr(ctx, ino, name, value, flags)?)
+    }
+
+    /// EOPNOTSUPP for the xattrs this mount does not support: SELinux labels unless
+    /// [`VfsConfig::selinux_labels`].
+    fn check_xattr_supported(&self, name: &[u8]) -> Result<()> {
+        if name == SELINUX_XATTR && !self.cfg.selinux_labels {
+            return Err(Error::Sys(libc::EOPNOTSUPP));
+        }
+        Ok(())
     }
 
     /// The answer to a getxattr when it is known without any I/O (see `xattr_cache`),
     /// so the FUSE adapter can reply at once instead of handing the request to a worker
     /// thread: `ls -l` asks this once per entry.
     pub fn getxattr_cached(&self, ino: Ino, name: &[u8]) -> Option<Result<Vec<u8>>> {
+        if let Err(e) = self.check_xattr_supported(name) {
+            return Some(Err(e));
+        }
         let answer = self
             .xattrs
             .get(self.to_meta(ino), name, self.trusted_for())?;
@@ -586,6 +605,7 @@ impl Vfs {
     }
 
     pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>> {
+        self.check_xattr_supported(name)?;
         if self.xattrs.keeps(name) {
             let answer = self.known_xattr(self.to_meta(ino), name)?;
             return answer.ok_or(Error::Sys(libc::ENODATA));
@@ -629,12 +649,24 @@ impl Vfs {
         Ok(answer)
     }
 
+    /// The names of `ino`'s xattrs, each followed by a NUL, without those this mount
+    /// does not support.
     pub fn listxattr(&self, ino: Ino) -> Result<Vec<u8>> {
-        Ok(self.meta.listxattr(self.to_meta(ino))?)
+        let names = self.meta.listxattr(self.to_meta(ino))?;
+        if self.cfg.selinux_labels {
+            return Ok(names);
+        }
+        Ok(names
+            .split_inclusive(|&b| b == 0)
+            .filter(|n| n.strip_suffix(&[0]).unwrap_or(n) != SELINUX_XATTR)
+            .flatten()
+            .copied()
+            .collect())
     }
 
     pub fn removexattr(&self, ctx: &Ctx, ino: Ino, name: &[u8]) -> Result<()> {
         self.check_writable()?;
+        self.check_xattr_supported(name)?;
         let ino = self.to_meta(ino);
         self.xattrs.forget(ino, name);
         Ok(self.meta.removexattr(ctx, ino, name)?)
@@ -1533,6 +1565,9 @@ impl Vfs {
         }
     }
 }
+
+/// The SELinux label of a file.
+const SELINUX_XATTR: &[u8] = b"security.selinux";
 
 /// The name of the virtual xattr that returns [`Vfs::info`].
 pub const INFO_XATTR: &[u8] = b"nectar.info";

@@ -3,9 +3,11 @@
 //!
 //! The kernel asks for `security.capability` before every write to a file (to drop file
 //! capabilities when it changes), and `ls -l` asks for `security.selinux` of every entry
-//! it lists. Each would be a metadata round trip: 10,000 of them for `ls -l` of 10,000
-//! files, which then costs more than the listing itself. (JuiceFS avoids them by turning
-//! xattrs off unless mounted with `--enable-xattr`; here xattrs always work.) So:
+//! it lists while the file system supports labels (`--enable-selinux`; without it the
+//! first EOPNOTSUPP tells `ls` to stop asking). Each would be a metadata round trip:
+//! 10,000 of them for `ls -l` of 10,000 files, which then costs more than the listing
+//! itself. (JuiceFS avoids them by turning xattrs off unless mounted with
+//! `--enable-xattr`; here xattrs work by default.) So:
 //!
 //! - a listing with attributes (READDIRPLUS) remembers which inodes it listed together
 //!   (a page), and the first question about one of them reads the answers for the whole

@@ -550,6 +550,56 @@ fn the_capability_xattr_of_an_open_file_follows_this_clients_changes() {
     v.release(fh).unwrap();
 }
 
+/// Without `selinux_labels` a file system has no SELinux labels: every xattr call on
+/// `security.selinux` is EOPNOTSUPP (so `ls -l` stops asking after the first file) and
+/// a label stored by a client that keeps them is not listed; with it, labels are
+/// ordinary xattrs.
+#[test]
+fn selinux_labels_are_kept_only_when_enabled() {
+    let e = env();
+    let label = b"security.selinux";
+    let errno = |r: nectar_vfs::Result<Vec<u8>>| r.map_err(|e| e.errno());
+    let (ino, fh) = create(&e.vfs, "f");
+    e.vfs.release(fh).unwrap();
+    e.vfs.setxattr(&root(), ino, b"user.a", b"1", 0).unwrap();
+    let off = &e.vfs;
+    assert_eq!(errno(off.getxattr(ino, label)), Err(libc::EOPNOTSUPP));
+    assert_eq!(
+        off.getxattr_cached(ino, label).map(errno),
+        Some(Err(libc::EOPNOTSUPP)),
+        "answered without a round trip"
+    );
+    let set = off.setxattr(&root(), ino, label, b"system_u:object_r:x_t:s0", 0);
+    assert_eq!(set.map_err(|e| e.errno()), Err(libc::EOPNOTSUPP));
+    let on = Vfs::new(
+        e.vfs.meta().clone(),
+        e.vfs.store().clone(),
+        e._rt.handle().clone(),
+        VfsConfig {
+            selinux_labels: true,
+            ..VfsConfig::default()
+        },
+        ROOT_INODE,
+    );
+    assert_eq!(errno(on.getxattr(ino, label)), Err(libc::ENODATA));
+    on.setxattr(&root(), ino, label, b"system_u:object_r:x_t:s0", 0)
+        .unwrap();
+    assert_eq!(
+        errno(on.getxattr(ino, label)),
+        Ok(b"system_u:object_r:x_t:s0".to_vec())
+    );
+    assert_eq!(
+        on.listxattr(ino).unwrap(),
+        b"security.selinux\0user.a\0".to_vec()
+    );
+    assert_eq!(off.listxattr(ino).unwrap(), b"user.a\0".to_vec());
+    assert_eq!(errno(off.getxattr(ino, label)), Err(libc::EOPNOTSUPP));
+    let removed = off.removexattr(&root(), ino, label);
+    assert_eq!(removed.map_err(|e| e.errno()), Err(libc::EOPNOTSUPP));
+    on.removexattr(&root(), ino, label).unwrap();
+    assert_eq!(errno(on.getxattr(ino, label)), Err(libc::ENODATA));
+}
+
 const MIB: usize = 1 << 20;
 
 /// The byte the streaming tests below write at `off`: one value per MiB.
