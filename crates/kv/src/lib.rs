@@ -20,13 +20,15 @@
 //!
 //! Engines, one folder each: `memory` (tests), `sqlite` (the embedded default), `redis`,
 //! `sql` (PostgreSQL and MySQL/MariaDB), `etcd`, `tikv` (feature `tikv`). What they would
-//! otherwise repeat (runtime, URL decoding and redaction, error causes) is in `shared`.
+//! otherwise repeat (runtime, URL decoding and redaction, error causes) is in `shared`, and
+//! the blocking connection pool of the engines that drive their own sockets in `pool`.
 
 pub mod counting;
 pub mod error;
 pub mod etcd;
 pub mod feed;
 pub mod memory;
+mod pool;
 pub mod redis;
 mod runner;
 mod shared;

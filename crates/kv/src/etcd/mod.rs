@@ -33,12 +33,19 @@
 //! the runner runs the body again on fresh reads, as JuiceFS does. A body that is not
 //! idempotent against its own earlier success (a counter bump) may then apply twice.
 //!
-//! The client (etcd-client, on tonic) is async; the engine owns a small tokio runtime and
-//! blocks on it from the calling thread, which is never an async task (see
-//! docs/ARCHITECTURE.md). Every request has a deadline, so a dead server surfaces as a
-//! temporary error instead of a hang.
+//! The client (etcd-client, on tonic) is async, and the calling thread is never an async
+//! task (see docs/ARCHITECTURE.md). A transaction takes a *lane* from a pool
+//! ([`crate::pool`]): a connection of its own with a single-threaded runtime that the
+//! calling thread drives while it waits, so a round trip is a write and a read on that
+//! thread. Connections driven by a shared multi-threaded runtime cost two thread
+//! hand-offs per round trip, which were half of the client's CPU per create. A lane is
+//! polled only while a transaction uses it; one that failed is dropped, not reused. The
+//! change feed and the engine's own requests (the first probe, reset) use a shared
+//! client on a small multi-threaded runtime. Every request has a deadline, so a dead
+//! server surfaces as a temporary error instead of a hang.
 
 use crate::error::{Error, Result};
+use crate::pool::{Connect, Pool, PoolError, POOL_WAIT};
 use crate::shared::causes;
 use crate::{prefix_end, AnnouncedKeys, FeedFollower, KvEngine, KvTxn, TxnBody};
 
@@ -85,10 +92,15 @@ const DEFAULT_MAX_TXN_OPS: usize = 128;
 /// exceed that when values are large, so allow much more.
 const MAX_DECODE: usize = 256 << 20;
 
+/// Lanes kept at most: transactions running at once beyond this wait for one.
+const MAX_LANES: usize = 32;
+
 pub struct EtcdEngine {
     /// `Option` only so that `Drop` can shut it down without blocking.
     rt: Option<tokio::runtime::Runtime>,
     kv: KvClient,
+    /// Connections of the transactions.
+    lanes: Pool<LaneConnector>,
     /// Keeps the connection (and its auth token refresher) alive; the change feed
     /// watches through it.
     client: Client,
@@ -328,32 +340,25 @@ impl EtcdEngine {
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT)
-            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
             // Tokens expire (5 minutes by default): re-authenticate instead of failing.
             .with_auto_token_refresh(true);
         if let Some((name, pass)) = &url.user {
             opts = opts.with_user(name.clone(), pass.clone());
         }
-        // With a user, connecting authenticates, which is the first contact.
-        let client = rt
-            .block_on(async {
-                tokio::time::timeout(OPEN_TIMEOUT, Client::connect(&url.endpoints, Some(opts)))
-                    .await
-            })
-            .map_err(|_| {
-                Error::engine(
-                    format!("cannot reach etcd at {hosts} within {OPEN_TIMEOUT:?}; is the server running and listening there?"),
-                    true,
-                )
-            })?
-            .map_err(|e| map_err(e, &hosts))?;
-        let kv = client
-            .kv_client()
-            .max_decoding_message_size(MAX_DECODE)
-            .max_encoding_message_size(MAX_DECODE);
+        let lanes = LaneConnector {
+            endpoints: url.endpoints.clone(),
+            // Lanes are polled only while in use, so they send no keep-alive pings.
+            opts: opts.clone(),
+            hosts: hosts.clone(),
+        };
+        // The shared client is always polled: it keeps its connection (the feed's watch)
+        // alive.
+        let opts = opts.with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        let (client, kv) = rt.block_on(connect(&url.endpoints, opts, &hosts))?;
         let engine = EtcdEngine {
             rt: Some(rt),
             kv,
+            lanes: Pool::new(lanes, MAX_LANES),
             client,
             announced: std::sync::OnceLock::new(),
             own: Default::default(),
@@ -377,7 +382,7 @@ impl EtcdEngine {
         k
     }
 
-    /// Runs one request on the engine's runtime, with a deadline.
+    /// Runs one request on the engine's shared runtime, with a deadline.
     fn call<T>(
         &self,
         fut: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
@@ -386,33 +391,114 @@ impl EtcdEngine {
             .rt
             .as_ref()
             .ok_or_else(|| Error::engine("etcd: the engine is shut down", false))?;
-        match rt.block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, fut).await }) {
-            Ok(r) => r.map_err(|e| map_err(e, &self.hosts)),
-            Err(_) => Err(Error::engine(
-                format!(
-                    "etcd at {} did not answer within {REQUEST_TIMEOUT:?}; is the server running and listening there?",
-                    self.hosts
-                ),
+        run(rt, &self.hosts, fut)
+    }
+}
+
+/// Connects a client to `endpoints` (authenticating when `opts` has a user, which is
+/// then the first contact) and makes its KV client.
+async fn connect(
+    endpoints: &[String],
+    opts: ConnectOptions,
+    hosts: &str,
+) -> Result<(Client, KvClient)> {
+    let client = tokio::time::timeout(OPEN_TIMEOUT, Client::connect(endpoints, Some(opts)))
+        .await
+        .map_err(|_| {
+            Error::engine(
+                format!("cannot reach etcd at {hosts} within {OPEN_TIMEOUT:?}; is the server running and listening there?"),
                 true,
-            )),
-        }
+            )
+        })?
+        .map_err(|e| map_err(e, hosts))?;
+    let kv = client
+        .kv_client()
+        .max_decoding_message_size(MAX_DECODE)
+        .max_encoding_message_size(MAX_DECODE);
+    Ok((client, kv))
+}
+
+/// Blocks on one request in `rt`, with a deadline.
+fn run<T>(
+    rt: &tokio::runtime::Runtime,
+    hosts: &str,
+    fut: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
+) -> Result<T> {
+    match rt.block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, fut).await }) {
+        Ok(r) => r.map_err(|e| map_err(e, hosts)),
+        Err(_) => Err(Error::engine(
+            format!(
+                "etcd at {hosts} did not answer within {REQUEST_TIMEOUT:?}; is the server running and listening there?"
+            ),
+            true,
+        )),
+    }
+}
+
+/// Dropping a runtime blocks, which panics inside an async context; an engine or a lane
+/// may be dropped anywhere, so its runtime winds down in the background.
+fn shut_down(rt: &mut Option<tokio::runtime::Runtime>) {
+    if let Some(rt) = rt.take() {
+        rt.shutdown_background();
     }
 }
 
 impl Drop for EtcdEngine {
     fn drop(&mut self) {
-        // Dropping a runtime blocks, which panics inside an async context; the engine may
-        // be dropped anywhere, so let the runtime wind down in the background.
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
+        self.lanes.close();
+        shut_down(&mut self.rt);
+    }
+}
+
+/// A transaction's connection: a client whose single-threaded runtime the transaction's
+/// thread drives while it waits for an answer.
+struct Lane {
+    kv: KvClient,
+    /// Keeps the connection (and its token refresher) alive.
+    _client: Client,
+    /// `Option` only so that `Drop` can shut it down without blocking.
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        shut_down(&mut self.rt);
+    }
+}
+
+/// Opens [`Lane`]s.
+struct LaneConnector {
+    endpoints: Vec<String>,
+    opts: ConnectOptions,
+    hosts: String,
+}
+
+impl Connect for LaneConnector {
+    type Conn = Lane;
+    type Error = Error;
+
+    fn connect(&self) -> Result<Lane> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                Error::engine(format!("cannot start an etcd client runtime: {e}"), false)
+            })?;
+        let (client, kv) = rt.block_on(connect(&self.endpoints, self.opts.clone(), &self.hosts))?;
+        Ok(Lane {
+            kv,
+            _client: client,
+            rt: Some(rt),
+        })
     }
 }
 
 /// One attempt of a transaction.
 struct EtcdTxn<'a> {
     eng: &'a EtcdEngine,
-    kv: KvClient,
+    lane: &'a Lane,
+    /// A request failed in a way that may have left the lane's connection broken.
+    broken: bool,
     read_only: bool,
     /// The revision every read is served at; 0 until the first read.
     rev: i64,
@@ -426,6 +512,19 @@ struct EtcdTxn<'a> {
 }
 
 impl EtcdTxn<'_> {
+    /// Runs one request on the lane, with a deadline.
+    fn call<T, F>(&mut self, request: impl FnOnce(KvClient) -> F) -> Result<T>
+    where
+        F: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let rt = self.lane.rt.as_ref().expect("present until dropped");
+        let result = run(rt, &self.eng.hosts, request(self.lane.kv.clone()));
+        if matches!(result, Err(Error::Unavailable(_))) {
+            self.broken = true;
+        }
+        result
+    }
+
     fn read_opts(&self) -> GetOptions {
         if self.rev > 0 {
             GetOptions::new().with_revision(self.rev)
@@ -468,16 +567,13 @@ impl EtcdTxn<'_> {
             .with_range(self.eng.full(end))
             .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
         let key = self.eng.full(begin);
-        let mut kv = self.kv.clone();
-        let resp = self
-            .eng
-            .call(async move { kv.get(key, Some(opts)).await })?;
+        let resp = self.call(|mut kv| async move { kv.get(key, Some(opts)).await })?;
         self.pin(resp.header().map(|h| h.revision()))?;
         Ok(resp)
     }
 
     /// Builds and sends the commit `Txn`.
-    fn commit(mut self) -> Result<()> {
+    fn commit(&mut self) -> Result<()> {
         if self.writes.is_empty() {
             // Every read came from one consistent revision; there is nothing to check.
             return Ok(());
@@ -534,9 +630,8 @@ impl EtcdTxn<'_> {
         }
         let (n_cmps, n_ops) = (cmps.len(), ops.len());
         let txn = Txn::new().when(cmps).and_then(ops);
-        let mut kv = self.kv.clone();
         let ticket = self.eng.own.begin();
-        let resp = self.eng.call(async move { kv.txn(txn).await });
+        let resp = self.call(|mut kv| async move { kv.txn(txn).await });
         let applied = resp.as_ref().ok().filter(|r| r.succeeded());
         self.eng.own.end(
             ticket,
@@ -568,10 +663,7 @@ impl KvTxn for EtcdTxn<'_> {
         }
         let opts = self.read_opts();
         let full = self.eng.full(key);
-        let mut kv = self.kv.clone();
-        let resp = self
-            .eng
-            .call(async move { kv.get(full, Some(opts)).await })?;
+        let resp = self.call(|mut kv| async move { kv.get(full, Some(opts)).await })?;
         self.pin(resp.header().map(|h| h.revision()))?;
         let found = resp.kvs().first();
         self.remember(key, found);
@@ -594,10 +686,8 @@ impl KvTxn for EtcdTxn<'_> {
                 .iter()
                 .map(|k| TxnOp::get(self.eng.full(k), Some(opts.clone())))
                 .collect();
-            let mut kv = self.kv.clone();
-            let resp = self
-                .eng
-                .call(async move { kv.txn(Txn::new().and_then(getops)).await })?;
+            let resp =
+                self.call(|mut kv| async move { kv.txn(Txn::new().and_then(getops)).await })?;
             self.pin(resp.header().map(|h| h.revision()))?;
             let responses = resp.op_responses();
             if responses.len() != batch.len() {
@@ -745,17 +835,29 @@ impl KvEngine for EtcdEngine {
     }
 
     fn attempt(&self, body: &mut TxnBody<'_>, read_only: bool) -> Result<()> {
+        let lane = self.lanes.get().map_err(|e| match e {
+            PoolError::Connect(e) => e,
+            PoolError::Timeout => Error::engine(
+                format!("timed out ({POOL_WAIT:?}) waiting for a free connection to etcd at {}; is the server up and not overloaded?", self.hosts),
+                true,
+            ),
+            PoolError::Closed => Error::engine("etcd: the engine is shut down", false),
+        })?;
         let mut tx = EtcdTxn {
             eng: self,
-            kv: self.kv.clone(),
+            lane: &lane,
+            broken: false,
             read_only,
             rev: 0,
             seen: HashMap::new(),
             ranges: Vec::new(),
             writes: BTreeMap::new(),
         };
-        body(&mut tx)?;
-        tx.commit()
+        let result = body(&mut tx).and_then(|()| tx.commit());
+        if tx.broken {
+            lane.discard();
+        }
+        result
     }
 
     /// Every commit is seen by a watch: nothing to add to commits, only which keys the

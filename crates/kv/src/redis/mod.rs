@@ -1077,7 +1077,7 @@ impl RedisEngine {
         let (host, port) = self.block_on(self.resolve())?;
         let addr = format!("{host}:{port}");
         let info = self.conn_info(&host, port, self.db, false)?;
-        let pool = Pool::new(info.clone(), self.url.pool_size).map_err(|e| map_err(&e, &addr))?;
+        let pool = pool::new(info.clone(), self.url.pool_size).map_err(|e| map_err(&e, &addr))?;
         let mut cur = self.current.lock();
         if let Some(c) = cur.as_ref() {
             return Ok(c.clone());
