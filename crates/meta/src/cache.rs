@@ -28,6 +28,16 @@
 //! directory; the attributes a `readdirplus` page needs come from the attribute map,
 //! and only those missing are read, in one batch.
 //!
+//! A directory is *complete* when every entry it has is in the entry map: after its
+//! whole listing was kept, or when this client made it (empty). A lookup of a name a
+//! complete directory lacks is answered "no such entry" without a round trip: the
+//! kernel looks up every name before creating it, so this is one round trip of each
+//! create. Any change to an entry of the directory makes it incomplete, except this
+//! client's own create or removal of that very entry, which the operation announces
+//! beforehand ([`MetaCache::restoring`]): a removal leaves the name absent, as it now
+//! is; a create puts the entry back with [`MetaCache::keep_own_entry`] or, when it may
+//! not be kept, makes the directory incomplete.
+//!
 //! Bounded: the maps are emptied when they reach [`MAX_CACHED`] entries each (listed
 //! entries counted together), and a read that started before the oldest logged change
 //! counts as touched.
@@ -36,7 +46,7 @@ use crate::keys::{self, ChangedKey};
 use crate::meta::Meta;
 use crate::types::{Attr, FileType, Ino};
 use parking_lot::Mutex;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -85,6 +95,10 @@ enum Touched {
 thread_local! {
     /// The numbers of the changes this thread's last commit logged: (after, up to].
     static OWN_LOGGED: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+    /// The entry this thread's operation in progress creates or removes, and then sets
+    /// right in the cache itself (see [`MetaCache::restoring`]).
+    static RESTORING: std::cell::RefCell<Option<(Ino, Box<[u8]>)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 #[derive(Default)]
@@ -100,6 +114,8 @@ struct State {
     listings: HashMap<Ino, Listing>,
     /// Entries of all `listings`.
     listed: usize,
+    /// Directories every entry of which is in `entries`.
+    complete: HashSet<Ino>,
 }
 
 /// A whole directory listing in name order.
@@ -114,7 +130,9 @@ pub(crate) struct Listed {
 }
 
 impl State {
-    fn log(&mut self, foreign: bool, t: Touched) {
+    /// Logs a change and drops what it touches. `restored`: an entry change this
+    /// thread's operation sets right itself, which leaves its directory complete.
+    fn log(&mut self, foreign: bool, t: Touched, restored: bool) {
         self.seq += 1;
         match &t {
             Touched::Inode(ino) => {
@@ -125,10 +143,14 @@ impl State {
                 if let Some(gone) = self.listings.remove(parent) {
                     self.listed -= gone.len();
                 }
+                if !restored {
+                    self.complete.remove(parent);
+                }
             }
             Touched::All => {
                 self.attrs.clear();
                 self.entries.clear();
+                self.complete.clear();
                 self.listings.clear();
                 self.listed = 0;
             }
@@ -151,11 +173,18 @@ impl State {
 
     /// Keeps an entry and its inode's attributes, as [`State::put_attr`].
     fn put_entry(&mut self, parent: Ino, name: &[u8], ino: Ino, attr: &Attr) {
-        if self.entries.len() >= MAX_CACHED {
-            self.entries.clear();
-        }
+        self.make_room_for_entries(1);
         self.entries.insert((parent, Box::from(name)), ino);
         self.put_attr(ino, attr);
+    }
+
+    /// Empties the entry map (and so every directory's completeness) when `more`
+    /// entries would overfill it.
+    fn make_room_for_entries(&mut self, more: usize) {
+        if self.entries.len() + more > MAX_CACHED {
+            self.entries.clear();
+            self.complete.clear();
+        }
     }
 
     /// Whether a change heard after `since` (another client's only, with
@@ -213,6 +242,15 @@ impl State {
             .take_while(|(n, ..)| *n > since.0)
             .filter(|(n, foreign, _)| (*foreign || !foreign_only) && !(skip.0 < *n && *n <= skip.1))
             .any(|(.., t)| touches(t))
+    }
+}
+
+/// Ends what [`MetaCache::restoring`] announced.
+pub(crate) struct Restoring;
+
+impl Drop for Restoring {
+    fn drop(&mut self) {
+        RESTORING.with(|r| *r.borrow_mut() = None);
     }
 }
 
@@ -292,6 +330,24 @@ impl MetaCache {
         }
     }
 
+    /// Whether `parent` surely has no entry `name`: it is complete and lacks it.
+    pub(crate) fn known_absent(&self, parent: Ino, name: &[u8]) -> bool {
+        if !self.live() {
+            return false;
+        }
+        let st = self.state.lock();
+        st.complete.contains(&parent) && !st.entries.contains_key(&(parent, Box::from(name)))
+    }
+
+    /// Announces that this thread's next commit creates or removes entry `name` of
+    /// `parent` and that the operation sets the cache right itself (a removal by
+    /// nothing more, a create with [`MetaCache::keep_own_entry`]), so that the change
+    /// leaves `parent` complete. Lasts until the guard is dropped.
+    pub(crate) fn restoring(&self, parent: Ino, name: &[u8]) -> Restoring {
+        RESTORING.with(|r| *r.borrow_mut() = Some((parent, Box::from(name))));
+        Restoring
+    }
+
     /// The whole listing of directory `dir`, when kept.
     pub(crate) fn listing(&self, dir: Ino) -> Option<Listing> {
         if !self.live() {
@@ -323,6 +379,12 @@ impl MetaCache {
         if let Some(old) = st.listings.insert(dir, listing.clone()) {
             st.listed -= old.len();
         }
+        // Every entry is known now: the directory is complete.
+        st.make_room_for_entries(listing.len());
+        for e in listing.iter() {
+            st.entries.insert((dir, e.name.clone()), e.ino);
+        }
+        st.complete.insert(dir);
     }
 
     /// Keeps the attributes of several inodes, read by one read that started at
@@ -354,6 +416,10 @@ impl MetaCache {
     /// Keeps an entry and its inode's attributes as this thread's commit, which started
     /// at `since`, just wrote them: unless a change other than that commit's touched
     /// them since.
+    ///
+    /// Run after a create announced with [`MetaCache::restoring`]: when the entry may
+    /// not be kept, `parent` is no longer complete. A new directory (`attr` says so) is
+    /// complete: it is empty, unless a change to one of its entries came meanwhile.
     pub(crate) fn keep_own_entry(
         &self,
         since: ChangeSeq,
@@ -362,14 +428,36 @@ impl MetaCache {
         ino: Ino,
         attr: &Attr,
     ) {
+        if !self.live() {
+            return;
+        }
         let own = OWN_LOGGED.with(|o| o.get());
-        self.keep_entry_but(since, own, parent, name, ino, attr);
+        let mut st = self.state.lock();
+        if st.touched_since_but(since, false, own, Some(ino), Some((parent, name))) {
+            st.complete.remove(&parent);
+            return;
+        }
+        st.put_entry(parent, name, ino, attr);
+        let touches_new_dir = |t: &Touched| match t {
+            Touched::All => true,
+            Touched::Entry(p, _) => *p == ino,
+            Touched::Inode(_) => false,
+        };
+        if attr.typ == FileType::Directory && !st.any_since_but(since, false, own, touches_new_dir)
+        {
+            st.complete.insert(ino);
+        }
     }
 
     /// Drops what changes touch. `foreign`: another client made them; otherwise this
     /// thread's commit did, and the numbers they get are remembered for
     /// [`MetaCache::keep_own_entry`].
     pub(crate) fn forget(&self, changes: &[Change], foreign: bool) {
+        let restoring = if foreign {
+            None
+        } else {
+            RESTORING.with(|r| r.borrow().clone())
+        };
         let mut st = self.state.lock();
         let first = st.seq;
         if !foreign {
@@ -384,14 +472,16 @@ impl MetaCache {
                 Change::Entry(p, n) => Touched::Entry(*p, n.clone().into_boxed_slice()),
                 Change::Everything | Change::FeedLost | Change::FeedLive => Touched::All,
             };
-            st.log(foreign, t);
+            let restored = matches!((&t, &restoring),
+                (Touched::Entry(p, n), Some((rp, rn))) if p == rp && n == rn);
+            st.log(foreign, t, restored);
         }
     }
 
     /// Starts or stops answering; either way everything known so far is dropped.
     pub(crate) fn set_live(&self, live: bool) {
         let mut st = self.state.lock();
-        st.log(true, Touched::All);
+        st.log(true, Touched::All, false);
         self.live.store(live, Ordering::Release);
     }
 
@@ -627,6 +717,77 @@ mod tests {
         c.forget(&[], false);
         c.keep_own_entry(since, 1, b"third", 9, &attr(5));
         assert_eq!(c.entry(1, b"third"), None);
+    }
+
+    #[test]
+    fn complete_directories_know_which_names_they_lack() {
+        let c = Arc::new(MetaCache::default());
+        c.set_live(true);
+        let dir_attr = || {
+            let mut a = attr(0);
+            a.typ = FileType::Directory;
+            a
+        };
+        // A directory made here is complete; its parent, never listed, is not.
+        let since = c.seq();
+        {
+            let _r = c.restoring(1, b"d");
+            c.forget(&[Change::Attr(5), Change::Entry(1, b"d".to_vec())], false);
+        }
+        c.keep_own_entry(since, 1, b"d", 5, &dir_attr());
+        assert!(c.known_absent(5, b"x"));
+        assert!(!c.known_absent(1, b"x"));
+        // Its own create and removal keep it complete.
+        let since = c.seq();
+        {
+            let _r = c.restoring(5, b"f");
+            c.forget(&[Change::Attr(6), Change::Entry(5, b"f".to_vec())], false);
+        }
+        c.keep_own_entry(since, 5, b"f", 6, &attr(0));
+        assert!(!c.known_absent(5, b"f"));
+        assert!(c.known_absent(5, b"g"));
+        {
+            let _r = c.restoring(5, b"f");
+            c.forget(&[Change::Entry(5, b"f".to_vec()), Change::Attr(6)], false);
+        }
+        assert!(c.known_absent(5, b"f"));
+        // A create whose entry may not be kept (another thread changed the new inode
+        // meanwhile) leaves it incomplete.
+        let since = c.seq();
+        let other = c.clone();
+        std::thread::spawn(move || other.forget(&[Change::Attr(7)], false))
+            .join()
+            .unwrap();
+        {
+            let _r = c.restoring(5, b"h");
+            c.forget(&[Change::Attr(7), Change::Entry(5, b"h".to_vec())], false);
+        }
+        c.keep_own_entry(since, 5, b"h", 7, &attr(0));
+        assert!(!c.known_absent(5, b"zzz"));
+        // A whole listing completes a directory; an entry change not announced (a
+        // rename here, anything from another client) makes it incomplete.
+        let listing: Listing = vec![Listed {
+            name: b"a".as_slice().into(),
+            ino: 8,
+            typ: FileType::File,
+        }]
+        .into();
+        c.keep_listing(c.seq(), 5, &listing);
+        assert!(!c.known_absent(5, b"a"));
+        assert!(c.known_absent(5, b"b"));
+        c.forget(&[Change::Entry(5, b"b".to_vec())], false);
+        assert!(!c.known_absent(5, b"c"));
+        c.keep_listing(c.seq(), 5, &listing);
+        c.forget(&[Change::Entry(5, b"b".to_vec())], true);
+        assert!(!c.known_absent(5, b"c"));
+        // The announcement ends with its guard, and nothing is known without a feed.
+        c.keep_listing(c.seq(), 5, &listing);
+        drop(c.restoring(5, b"b"));
+        c.forget(&[Change::Entry(5, b"b".to_vec())], false);
+        assert!(!c.known_absent(5, b"c"));
+        c.keep_listing(c.seq(), 5, &listing);
+        c.set_live(false);
+        assert!(!c.known_absent(5, b"c"));
     }
 
     #[test]

@@ -221,6 +221,9 @@ impl Meta {
             if let Some(found) = self.cache.entry(parent, name) {
                 return Ok(found);
             }
+            if self.cache.known_absent(parent, name) {
+                return sys(ENOENT);
+            }
         }
         let since = self.cache.seq();
         let (ino, attr) = self.kv.read(|tx| {
@@ -282,6 +285,8 @@ impl Meta {
         let mut made = NewRules::new();
         let mut attempt = 0;
         let since = self.cache.seq();
+        // The new entry is kept below, so the directory stays complete.
+        let _restoring = self.cache.restoring(parent, name);
         let created = self.kv.txn(|tx| {
             attempt += 1;
             made.clear();
@@ -503,6 +508,8 @@ impl Meta {
         // and used when the entry still names it.
         let guess = self.cache.entry(parent, name).map(|(ino, _)| ino);
         let more: Vec<Vec<u8>> = guess.map(keys::attr).into_iter().collect();
+        // The entry is gone once this commits, as the cache then has it.
+        let restoring = self.cache.restoring(parent, name);
         let (ino, dropped) = self.kv.txn(|tx| {
             attempt += 1;
             let (mut pattr, entry, extra) = dir_and_entry(tx, parent, name, &more)?;
@@ -534,6 +541,7 @@ impl Meta {
             let d = self.drop_link(tx, parent, ino, &mut attr, now)?;
             Ok((ino, d))
         })?;
+        drop(restoring);
         self.after_drop(ino, dropped)
     }
 
@@ -544,6 +552,8 @@ impl Meta {
             _ if name.len() > MAX_NAME => return sys(ENAMETOOLONG),
             _ => {}
         }
+        // The entry is gone once this commits, as the cache then has it.
+        let _restoring = self.cache.restoring(parent, name);
         self.kv.txn(|tx| {
             let (mut pattr, entry, _) = dir_and_entry(tx, parent, name, &[])?;
             self.check_access(tx, ctx, &pattr, 3)?;

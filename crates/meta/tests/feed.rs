@@ -162,6 +162,48 @@ fn changes_reach_the_cache(engine: &str, url: &str) {
     r.unlink(&ctx, ROOT_INODE, b"mine").unwrap();
     assert_eq!(names(r), [&b"f"[..]]);
 
+    // A directory this client made, or listed whole, knows which names it lacks: the
+    // lookup before each create costs nothing, until another client changes an entry.
+    let dir = |m: &Meta, parent, name: &[u8]| {
+        m.mknod(&ctx, parent, name, FileType::Directory, 0o755, 0, 0, b"")
+            .unwrap()
+            .0
+    };
+    let absent = |parent, name: &[u8]| {
+        assert_eq!(
+            r.lookup(&ctx, parent, name).unwrap_err().errno(),
+            libc::ENOENT
+        );
+    };
+    let nd = dir(r, ROOT_INODE, b"nd");
+    reader.transactions();
+    absent(nd, b"x");
+    assert_eq!(reader.transactions(), 0, "a new directory is empty");
+    let x = r
+        .mknod(&ctx, nd, b"x", FileType::File, 0o644, 0, 0, b"")
+        .unwrap()
+        .0;
+    reader.transactions();
+    assert_eq!(r.lookup(&ctx, nd, b"x").unwrap().0, x);
+    absent(nd, b"y");
+    assert_eq!(reader.transactions(), 0, "its own create keeps it complete");
+    let y = writer
+        .mknod(&ctx, nd, b"y", FileType::File, 0o644, 0, 0, b"")
+        .unwrap()
+        .0;
+    reader.wait_for(|c| c == &Change::Entry(nd, b"y".to_vec()));
+    assert_eq!(r.lookup(&ctx, nd, b"y").unwrap().0, y, "another's create");
+    r.unlink(&ctx, nd, b"x").unwrap();
+    r.readdir(&ctx, nd, None, 10, false).unwrap();
+    reader.transactions();
+    absent(nd, b"x");
+    absent(nd, b"z");
+    assert_eq!(reader.transactions(), 0, "a whole listing completes it");
+    writer.unlink(&ctx, nd, b"y").unwrap();
+    reader.wait_for(|c| c == &Change::Entry(nd, b"y".to_vec()));
+    absent(nd, b"y");
+    r.rmdir(&ctx, ROOT_INODE, b"nd").unwrap();
+
     // An attribute change.
     let since = r.change_seq();
     let set = SetAttr {
