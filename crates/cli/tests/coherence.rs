@@ -224,3 +224,64 @@ fn sqlite_changes_show_on_the_other_mount() {
     require_fuse!();
     changes_show_between_mounts_of(&Volume::new(&[]));
 }
+
+/// With the default (short) timeouts, the kernel serves a listing it filled less than
+/// half a timeout ago (no request at all), then asks again; `ls -l` of a served
+/// listing still costs no lookup, and another mount's create shows in it.
+#[test]
+fn short_timeouts_reuse_a_fresh_kernel_listing() {
+    require_fuse!();
+    let vol = Volume::new(&[]);
+    let a = vol.mount("a", &[]);
+    let b = vol.mount("b", &["--metrics", "127.0.0.1:0"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.log_text().contains("following other clients' changes") {
+        assert!(Instant::now() < deadline, "no feed: {}", b.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::create_dir(a.path("d")).unwrap();
+    for i in 0..50 {
+        std::fs::write(a.path(&format!("d/f{i:02}")), b"x").unwrap();
+    }
+    let ops = |name: &str| {
+        metric(
+            &scrape(&b),
+            "nectar_fuse_op_duration_seconds_count",
+            &format!("op=\"{name}\""),
+        ) as u64
+    };
+    let listings = || ops("readdirplus") + ops("readdir");
+    let dir = b.path("d");
+    // Filled by the first listing, served by the kernel right after.
+    let mut served = false;
+    for _ in 0..5 {
+        assert_eq!(names(&dir).len(), 50);
+        let (before, lookups) = (listings(), ops("lookup"));
+        let out = std::process::Command::new("ls")
+            .arg("-l")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 51);
+        // A loaded machine may take longer than half a timeout between the two.
+        if listings() == before {
+            assert_eq!(ops("lookup"), lookups, "ls -l of a served listing");
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "the kernel never served a fresh listing");
+    // Another mount's create shows in the listing.
+    std::fs::write(a.path("d/new"), b"y").unwrap();
+    shows_within("a create in a served listing", BOUND, || {
+        names(&dir).len() == 51
+    });
+    // Past half a timeout the kernel asks again.
+    std::thread::sleep(Duration::from_millis(600));
+    let before = listings();
+    assert_eq!(names(&dir).len(), 51);
+    assert!(listings() > before, "a stale listing was served");
+    a.unmount();
+    b.unmount();
+}

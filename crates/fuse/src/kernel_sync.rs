@@ -18,11 +18,16 @@
 //! inodes answered with long timeouts are remembered (at most [`MAX_GIVEN`]; past that,
 //! answers get short timeouts) and all invalidated on [`Change::FeedLost`].
 //!
-//! Listings are kept by the kernel too while the feed is live and the kernel's timeouts
-//! are long (`FOPEN_CACHE_DIR` with `FOPEN_KEEP_CACHE` at opendir): a second `ls` of an
-//! unchanged directory costs no request at all. The kernel drops such a listing itself when this mount changes the
-//! directory; another client's change of one of its entries invalidates the
-//! directory's pages here. A listing reply read before a change that it may miss, but
+//! Listings are kept by the kernel too while the feed is live (`FOPEN_CACHE_DIR` at
+//! opendir, with `FOPEN_KEEP_CACHE` when the kept listing may be used): a second `ls`
+//! of an unchanged directory costs no request at all. With long kernel timeouts a kept
+//! listing is always used. With short ones it is used only while the names and
+//! attributes its READDIRPLUS pages gave are surely still trusted by the kernel (half
+//! the shortest timeout after the open that had it filled), since a listing served by
+//! the kernel brings no attributes and `ls -l` would otherwise pay a lookup per entry;
+//! later opens have it filled again. The kernel drops such a listing itself when this
+//! mount changes the directory; another client's change of one of its entries
+//! invalidates the directory's pages here. A listing reply read before a change that it may miss, but
 //! sent after that change's invalidation, would be kept stale: replies are sent under
 //! the gate, and one whose listing is older than a change heard to the directory is
 //! followed by another invalidation of the directory's pages.
@@ -31,20 +36,38 @@ use fuser::{INodeNo, Notifier};
 use nectar_meta::{Change, ChangeSeq, Ino};
 use nectar_vfs::{Timeouts, Vfs};
 use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Entries and inodes remembered as given to the kernel with a long timeout.
 pub const MAX_GIVEN: usize = 1_000_000;
+
+/// Directories whose fill time is remembered at most (the map is emptied past it).
+const MAX_FILLED: usize = 100_000;
+
+/// What the kernel may do with the listing of a directory being opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KernelListing {
+    /// Ask for every page.
+    Uncached,
+    /// Drop what it kept and keep what it reads now.
+    Fill,
+    /// Serve what it kept, and keep what it reads.
+    Keep,
+}
 
 #[derive(Default)]
 pub(crate) struct KernelSync {
     gate: RwLock<()>,
     given: Mutex<Given>,
+    /// When the kernel last started filling a directory's kept listing, with short
+    /// timeouts (see [`KernelSync::listing_at_open`]).
+    filled: Mutex<HashMap<Ino, Instant>>,
     /// Whether invalidations reach the kernel (the notifier thread runs).
     active: std::sync::atomic::AtomicBool,
     /// Where the notifier thread's work goes.
@@ -114,12 +137,40 @@ impl KernelSync {
         t
     }
 
-    /// Whether the kernel may keep the listing of directory `dir` being opened: only
-    /// as [`Vfs::may_keep_listings`] says, and when the directory can be invalidated
-    /// later.
-    pub(crate) fn may_keep_listing(&self, vfs: &Vfs, dir: Ino) -> bool {
+    /// What the kernel may do with the listing of directory `dir` being opened: keep
+    /// one only while the feed is live and the directory can be invalidated later;
+    /// always use it with long timeouts ([`Vfs::may_keep_listings`]); with short ones,
+    /// use it within half the shortest timeout of the open that had it filled, and
+    /// have it filled again after that.
+    pub(crate) fn listing_at_open(&self, vfs: &Vfs, dir: Ino) -> KernelListing {
         let _gate = self.gate.read();
-        vfs.may_keep_listings() && self.remember(dir, None)
+        if vfs.may_keep_listings() {
+            return match self.remember(dir, None) {
+                true => KernelListing::Keep,
+                false => KernelListing::Uncached,
+            };
+        }
+        let cfg = vfs.config();
+        let fresh_for = cfg
+            .attr_timeout
+            .min(cfg.entry_timeout)
+            .min(cfg.dir_entry_timeout)
+            / 2;
+        if fresh_for.is_zero() || !vfs.meta().feed_live() || !self.remember(dir, None) {
+            return KernelListing::Uncached;
+        }
+        let now = Instant::now();
+        let mut filled = self.filled.lock();
+        match filled.get(&dir) {
+            Some(at) if now.duration_since(*at) < fresh_for => KernelListing::Keep,
+            _ => {
+                if filled.len() >= MAX_FILLED {
+                    filled.clear();
+                }
+                filled.insert(dir, now);
+                KernelListing::Fill
+            }
+        }
     }
 
     /// Sends a listing reply of directory `dir` whose listing was read since

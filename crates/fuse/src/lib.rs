@@ -14,7 +14,7 @@ use fuser::{
     ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, RequestId, SessionACL, TimeOrNow,
     WriteFlags,
 };
-use kernel_sync::KernelSync;
+use kernel_sync::{KernelListing, KernelSync};
 use nectar_meta::{AclType, Attr, Ctx, FileType, SetAttr, Time, TimeSet};
 use nectar_vfs::{Timeouts, Vfs};
 use std::collections::HashMap;
@@ -743,11 +743,12 @@ impl Filesystem for NectarFs {
         self.spawn("opendir", move |vfs| match vfs.opendir(&c, ino.0) {
             Ok(fh) => {
                 // The kernel keeps the listing while it can be told when it changes.
-                let keep = vfs.sync.may_keep_listing(vfs.vfs, ino.0);
-                let flags = if keep {
-                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
-                } else {
-                    FopenFlags::empty()
+                let flags = match vfs.sync.listing_at_open(vfs.vfs, ino.0) {
+                    KernelListing::Keep => {
+                        FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+                    }
+                    KernelListing::Fill => FopenFlags::FOPEN_CACHE_DIR,
+                    KernelListing::Uncached => FopenFlags::empty(),
                 };
                 reply.opened(FileHandle(fh), flags)
             }
