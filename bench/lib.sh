@@ -93,10 +93,18 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
 # Where a file system's metadata goes: a SQLite file in the work directory, or with
 # BENCH_META=redis a database of the Redis already running on 127.0.0.1:REDIS_PORT
-# (12 for nectar, 13 for juicefs; flushed by fs_format), as the seed's small-file test.
+# (12 for nectar, 13 for juicefs; flushed by fs_format), as the seed's small-file test,
+# or with BENCH_META=url the META-URLs in BENCH_META_NECTAR and BENCH_META_JUICEFS
+# (empty databases of any engine, prepared by the caller).
 meta_url() {
     case ${BENCH_META:-sqlite} in
     redis) echo "redis://127.0.0.1:${REDIS_PORT:-6379}/$(redis_db_of "$1")" ;;
+    url)
+        if [ "$1" = nectar ]; then
+            echo "${BENCH_META_NECTAR:?BENCH_META=url needs BENCH_META_NECTAR}"
+        else
+            echo "${BENCH_META_JUICEFS:?BENCH_META=url needs BENCH_META_JUICEFS}"
+        fi ;;
     *) echo "sqlite3://$WORK/$1/meta.db" ;;
     esac
 }

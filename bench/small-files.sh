@@ -21,6 +21,9 @@
 #   SMALL_SIZE    bytes per file (default 100)
 #   BENCH_META=redis   metadata in the running Redis (127.0.0.1:REDIS_PORT, databases
 #                      12 and 13) instead of SQLite: the seed's own test
+#   BENCH_META=url     metadata at the META-URLs BENCH_META_NECTAR and
+#                      BENCH_META_JUICEFS (empty; PostgreSQL, MySQL, etcd...), e.g.
+#                      the databases bench/meta-ops.sh makes, kept with BENCH_KEEP=1
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -128,7 +131,7 @@ for fs in $BENCH_FS; do
 done
 
 echo
-echo "== small-files: $TOTAL files of $FSIZE B, $LOOPS parallel loops of one cp per file, ${BENCH_META:-sqlite} metadata + local directory ($(nproc) cores, load average now $(loadavg)) =="
+echo "== small-files: $TOTAL files of $FSIZE B, $LOOPS parallel loops of one cp per file, $([ "${BENCH_META:-sqlite}" = url ] && echo "${BENCH_META_NECTAR%%:*}" || echo "${BENCH_META:-sqlite}") metadata + local directory ($(nproc) cores, load average now $(loadavg)) =="
 print_table "$WORK/results.tsv"
 echo
 echo "details (client CPU s = user+system seconds of the mount processes during the copy):"
