@@ -95,10 +95,10 @@ enum Touched {
 thread_local! {
     /// The numbers of the changes this thread's last commit logged: (after, up to].
     static OWN_LOGGED: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
-    /// The entry this thread's operation in progress creates or removes, and then sets
-    /// right in the cache itself (see [`MetaCache::restoring`]).
-    static RESTORING: std::cell::RefCell<Option<(Ino, Box<[u8]>)>> =
-        const { std::cell::RefCell::new(None) };
+    /// The entries this thread's operation in progress creates, removes or moves, and
+    /// then sets right in the cache itself (see [`MetaCache::restoring`]).
+    static RESTORING: std::cell::RefCell<Vec<(Ino, Box<[u8]>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[derive(Default)]
@@ -250,7 +250,7 @@ pub(crate) struct Restoring;
 
 impl Drop for Restoring {
     fn drop(&mut self) {
-        RESTORING.with(|r| *r.borrow_mut() = None);
+        RESTORING.with(|r| r.borrow_mut().clear());
     }
 }
 
@@ -339,12 +339,15 @@ impl MetaCache {
         st.complete.contains(&parent) && !st.entries.contains_key(&(parent, Box::from(name)))
     }
 
-    /// Announces that this thread's next commit creates or removes entry `name` of
-    /// `parent` and that the operation sets the cache right itself (a removal by
-    /// nothing more, a create with [`MetaCache::keep_own_entry`]), so that the change
-    /// leaves `parent` complete. Lasts until the guard is dropped.
-    pub(crate) fn restoring(&self, parent: Ino, name: &[u8]) -> Restoring {
-        RESTORING.with(|r| *r.borrow_mut() = Some((parent, Box::from(name))));
+    /// Announces that this thread's next commit creates, removes or moves `entries`
+    /// (parent, name) and that the operation sets the cache right itself (a removal by
+    /// nothing more, a create with [`MetaCache::keep_own_entry`], the new name of a move
+    /// with [`MetaCache::keep_moved_entry`]), so that the change leaves their
+    /// directories complete. Lasts until the guard is dropped.
+    pub(crate) fn restoring(&self, entries: &[(Ino, &[u8])]) -> Restoring {
+        RESTORING.with(|r| {
+            *r.borrow_mut() = entries.iter().map(|(p, n)| (*p, Box::from(*n))).collect();
+        });
         Restoring
     }
 
@@ -428,6 +431,38 @@ impl MetaCache {
         ino: Ino,
         attr: &Attr,
     ) {
+        self.keep_own(
+            since,
+            parent,
+            name,
+            ino,
+            attr,
+            attr.typ == FileType::Directory,
+        );
+    }
+
+    /// [`MetaCache::keep_own_entry`] for the new name of an inode this thread's commit
+    /// moved there (a directory moved keeps its entries, which are not all known).
+    pub(crate) fn keep_moved_entry(
+        &self,
+        since: ChangeSeq,
+        parent: Ino,
+        name: &[u8],
+        ino: Ino,
+        attr: &Attr,
+    ) {
+        self.keep_own(since, parent, name, ino, attr, false);
+    }
+
+    fn keep_own(
+        &self,
+        since: ChangeSeq,
+        parent: Ino,
+        name: &[u8],
+        ino: Ino,
+        attr: &Attr,
+        new_dir: bool,
+    ) {
         if !self.live() {
             return;
         }
@@ -443,8 +478,7 @@ impl MetaCache {
             Touched::Entry(p, _) => *p == ino,
             Touched::Inode(_) => false,
         };
-        if attr.typ == FileType::Directory && !st.any_since_but(since, false, own, touches_new_dir)
-        {
+        if new_dir && !st.any_since_but(since, false, own, touches_new_dir) {
             st.complete.insert(ino);
         }
     }
@@ -454,7 +488,7 @@ impl MetaCache {
     /// [`MetaCache::keep_own_entry`].
     pub(crate) fn forget(&self, changes: &[Change], foreign: bool) {
         let restoring = if foreign {
-            None
+            Vec::new()
         } else {
             RESTORING.with(|r| r.borrow().clone())
         };
@@ -472,8 +506,8 @@ impl MetaCache {
                 Change::Entry(p, n) => Touched::Entry(*p, n.clone().into_boxed_slice()),
                 Change::Everything | Change::FeedLost | Change::FeedLive => Touched::All,
             };
-            let restored = matches!((&t, &restoring),
-                (Touched::Entry(p, n), Some((rp, rn))) if p == rp && n == rn);
+            let restored = matches!(&t,
+                Touched::Entry(p, n) if restoring.iter().any(|(rp, rn)| p == rp && n == rn));
             st.log(foreign, t, restored);
         }
     }
@@ -731,7 +765,7 @@ mod tests {
         // A directory made here is complete; its parent, never listed, is not.
         let since = c.seq();
         {
-            let _r = c.restoring(1, b"d");
+            let _r = c.restoring(&[(1, b"d")]);
             c.forget(&[Change::Attr(5), Change::Entry(1, b"d".to_vec())], false);
         }
         c.keep_own_entry(since, 1, b"d", 5, &dir_attr());
@@ -740,14 +774,14 @@ mod tests {
         // Its own create and removal keep it complete.
         let since = c.seq();
         {
-            let _r = c.restoring(5, b"f");
+            let _r = c.restoring(&[(5, b"f")]);
             c.forget(&[Change::Attr(6), Change::Entry(5, b"f".to_vec())], false);
         }
         c.keep_own_entry(since, 5, b"f", 6, &attr(0));
         assert!(!c.known_absent(5, b"f"));
         assert!(c.known_absent(5, b"g"));
         {
-            let _r = c.restoring(5, b"f");
+            let _r = c.restoring(&[(5, b"f")]);
             c.forget(&[Change::Entry(5, b"f".to_vec()), Change::Attr(6)], false);
         }
         assert!(c.known_absent(5, b"f"));
@@ -759,11 +793,28 @@ mod tests {
             .join()
             .unwrap();
         {
-            let _r = c.restoring(5, b"h");
+            let _r = c.restoring(&[(5, b"h")]);
             c.forget(&[Change::Attr(7), Change::Entry(5, b"h".to_vec())], false);
         }
         c.keep_own_entry(since, 5, b"h", 7, &attr(0));
         assert!(!c.known_absent(5, b"zzz"));
+        // An announced move keeps both directories complete, with the new name known.
+        c.keep_own_entry(c.seq(), 1, b"d9", 9, &dir_attr());
+        let since = c.seq();
+        {
+            let _r = c.restoring(&[(5, b"f"), (9, b"m")]);
+            c.forget(
+                &[
+                    Change::Entry(5, b"f".to_vec()),
+                    Change::Entry(9, b"m".to_vec()),
+                ],
+                false,
+            );
+        }
+        c.keep_moved_entry(since, 9, b"m", 12, &dir_attr());
+        assert_eq!(c.entry(9, b"m").map(|e| e.0), Some(12));
+        assert!(c.known_absent(9, b"n"));
+        assert!(!c.known_absent(12, b"x"), "a moved directory is not new");
         // A whole listing completes a directory; an entry change not announced (a
         // rename here, anything from another client) makes it incomplete.
         let listing: Listing = vec![Listed {
@@ -782,7 +833,7 @@ mod tests {
         assert!(!c.known_absent(5, b"c"));
         // The announcement ends with its guard, and nothing is known without a feed.
         c.keep_listing(c.seq(), 5, &listing);
-        drop(c.restoring(5, b"b"));
+        drop(c.restoring(&[(5, b"b")]));
         c.forget(&[Change::Entry(5, b"b".to_vec())], false);
         assert!(!c.known_absent(5, b"c"));
         c.keep_listing(c.seq(), 5, &listing);

@@ -286,7 +286,7 @@ impl Meta {
         let mut attempt = 0;
         let since = self.cache.seq();
         // The new entry is kept below, so the directory stays complete.
-        let _restoring = self.cache.restoring(parent, name);
+        let _restoring = self.cache.restoring(&[(parent, name)]);
         let created = self.kv.txn(|tx| {
             attempt += 1;
             made.clear();
@@ -509,7 +509,7 @@ impl Meta {
         let guess = self.cache.entry(parent, name).map(|(ino, _)| ino);
         let more: Vec<Vec<u8>> = guess.map(keys::attr).into_iter().collect();
         // The entry is gone once this commits, as the cache then has it.
-        let restoring = self.cache.restoring(parent, name);
+        let restoring = self.cache.restoring(&[(parent, name)]);
         let (ino, dropped) = self.kv.txn(|tx| {
             attempt += 1;
             let (mut pattr, entry, extra) = dir_and_entry(tx, parent, name, &more)?;
@@ -553,7 +553,7 @@ impl Meta {
             _ => {}
         }
         // The entry is gone once this commits, as the cache then has it.
-        let _restoring = self.cache.restoring(parent, name);
+        let _restoring = self.cache.restoring(&[(parent, name)]);
         self.kv.txn(|tx| {
             let (mut pattr, entry, _) = dir_and_entry(tx, parent, name, &[])?;
             self.check_access(tx, ctx, &pattr, 3)?;
@@ -620,6 +620,10 @@ impl Meta {
         }
         let exchange = flags & RENAME_EXCHANGE != 0;
         let mut attempt = 0;
+        let since = self.cache.seq();
+        // The old name is gone once this commits, and the new one is kept below; an
+        // exchange leaves both directories to be read again.
+        let restoring = (!exchange).then(|| self.cache.restoring(&[(psrc, nsrc), (pdst, ndst)]));
         let (ino, attr, dropped) = self.kv.txn(|tx| {
             attempt += 1;
             // Both directories and both entries in one round trip, both inodes in another.
@@ -736,6 +740,10 @@ impl Meta {
             }
             Ok((sino, sattr, dropped))
         })?;
+        if restoring.is_some() {
+            self.cache.keep_moved_entry(since, pdst, ndst, ino, &attr);
+        }
+        drop(restoring);
         if let Some((dino, d)) = dropped {
             self.after_drop(dino, d)?;
         }

@@ -164,8 +164,8 @@ fn changes_reach_the_cache(engine: &str, url: &str) {
 
     // A directory this client made, or listed whole, knows which names it lacks: the
     // lookup before each create costs nothing, until another client changes an entry.
-    let dir = |m: &Meta, parent, name: &[u8]| {
-        m.mknod(&ctx, parent, name, FileType::Directory, 0o755, 0, 0, b"")
+    let make = |m: &Meta, parent, name: &[u8], typ| {
+        m.mknod(&ctx, parent, name, typ, 0o755, 0, 0, b"")
             .unwrap()
             .0
     };
@@ -175,22 +175,16 @@ fn changes_reach_the_cache(engine: &str, url: &str) {
             libc::ENOENT
         );
     };
-    let nd = dir(r, ROOT_INODE, b"nd");
+    let nd = make(r, ROOT_INODE, b"nd", FileType::Directory);
     reader.transactions();
     absent(nd, b"x");
     assert_eq!(reader.transactions(), 0, "a new directory is empty");
-    let x = r
-        .mknod(&ctx, nd, b"x", FileType::File, 0o644, 0, 0, b"")
-        .unwrap()
-        .0;
+    let x = make(r, nd, b"x", FileType::File);
     reader.transactions();
     assert_eq!(r.lookup(&ctx, nd, b"x").unwrap().0, x);
     absent(nd, b"y");
     assert_eq!(reader.transactions(), 0, "its own create keeps it complete");
-    let y = writer
-        .mknod(&ctx, nd, b"y", FileType::File, 0o644, 0, 0, b"")
-        .unwrap()
-        .0;
+    let y = make(&writer, nd, b"y", FileType::File);
     reader.wait_for(|c| c == &Change::Entry(nd, b"y".to_vec()));
     assert_eq!(r.lookup(&ctx, nd, b"y").unwrap().0, y, "another's create");
     r.unlink(&ctx, nd, b"x").unwrap();
@@ -199,9 +193,15 @@ fn changes_reach_the_cache(engine: &str, url: &str) {
     absent(nd, b"x");
     absent(nd, b"z");
     assert_eq!(reader.transactions(), 0, "a whole listing completes it");
-    writer.unlink(&ctx, nd, b"y").unwrap();
-    reader.wait_for(|c| c == &Change::Entry(nd, b"y".to_vec()));
+    r.rename(&ctx, nd, b"y", nd, b"y2", 0).unwrap();
+    reader.transactions();
     absent(nd, b"y");
+    assert_eq!(r.lookup(&ctx, nd, b"y2").unwrap().0, y);
+    absent(nd, b"z");
+    assert_eq!(reader.transactions(), 0, "its own rename keeps it complete");
+    writer.unlink(&ctx, nd, b"y2").unwrap();
+    reader.wait_for(|c| c == &Change::Entry(nd, b"y2".to_vec()));
+    absent(nd, b"y2");
     r.rmdir(&ctx, ROOT_INODE, b"nd").unwrap();
 
     // An attribute change.
