@@ -949,11 +949,19 @@ impl Vfs {
                         }
                     }
                     Err(e) => {
-                        if !matches!(e, nectar_meta::Error::Sys(_)) {
-                            tracing::error!(
+                        // Said once per commit (later slices are not tried): the writes
+                        // since the last flush are lost, and the writer hears it at its
+                        // next flush, fsync or close, which may be long after.
+                        match e {
+                            nectar_meta::Error::Sys(errno) => tracing::warn!(
+                                "inode {ino}: committing slice {} failed: {}; writes since the last flush are dropped",
+                                slice.id,
+                                std::io::Error::from_raw_os_error(errno)
+                            ),
+                            _ => tracing::error!(
                                 "inode {ino}: committing slice {} failed: {e}",
                                 slice.id
-                            );
+                            ),
                         }
                         failure.get_or_insert(e.into());
                         self.rt.block_on(s.writer.abort());
