@@ -308,24 +308,11 @@ impl MetaCache {
         ino: Ino,
         attr: &Attr,
     ) {
-        self.keep_entry_but(since, (0, 0), parent, name, ino, attr);
-    }
-
-    /// [`MetaCache::keep_entry`], passing over the logged changes numbered in `skip`.
-    fn keep_entry_but(
-        &self,
-        since: ChangeSeq,
-        skip: (u64, u64),
-        parent: Ino,
-        name: &[u8],
-        ino: Ino,
-        attr: &Attr,
-    ) {
         if !self.live() {
             return;
         }
         let mut st = self.state.lock();
-        if !st.touched_since_but(since, false, skip, Some(ino), Some((parent, name))) {
+        if !st.touched_since(since, false, Some(ino), Some((parent, name))) {
             st.put_entry(parent, name, ino, attr);
         }
     }
