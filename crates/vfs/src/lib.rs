@@ -674,18 +674,26 @@ impl Vfs {
 
     // ----- files ----------------------------------------------------------------------
 
-    /// The state of open file `ino`: the one its other handles share, the one it had
-    /// when this client last closed it, or a new one; true unless new.
+    /// The state of open file `ino` for one more handle: the one its other handles
+    /// share, the one it had when this client last closed it, or a new one; true
+    /// unless new. The handle is counted under the lock of `files`, where `release`
+    /// checks the count before it takes a state out: counted later, a release of the
+    /// last other handle could take the state out in between, and this handle's
+    /// writes would go to a state that `getattr` and `truncate` no longer find.
     fn file_state(&self, ino: Ino, attr: &Attr) -> (Arc<FileState>, bool) {
         let mut files = self.files.lock();
-        if let Some(f) = files.get(&ino) {
-            return (f.clone(), true);
-        }
-        let (f, existed) = match self.closed.take(ino) {
-            Some(f) => (f, true),
-            None => (Arc::new(FileState::new(ino, attr.clone())), false),
+        let (f, existed) = match files.get(&ino) {
+            Some(f) => (f.clone(), true),
+            None => {
+                let (f, existed) = match self.closed.take(ino) {
+                    Some(f) => (f, true),
+                    None => (Arc::new(FileState::new(ino, attr.clone())), false),
+                };
+                files.insert(ino, f.clone());
+                (f, existed)
+            }
         };
-        files.insert(ino, f.clone());
+        *f.handles.lock() += 1;
         (f, existed)
     }
 
@@ -693,7 +701,6 @@ impl Vfs {
     /// metadata, rather than remembered).
     fn open_state(&self, ino: Ino, attr: Attr, from_meta: bool) -> Opened {
         let (file, existed) = self.file_state(ino, &attr);
-        *file.handles.lock() += 1;
         let keep_cache;
         {
             let mut inner = file.inner.lock();
