@@ -86,11 +86,14 @@ pub fn run(a: FormatArgs) -> Result<()> {
     };
     let bucket = if a.storage == "file" {
         let p = std::path::Path::new(&bucket);
-        if p.is_relative() {
+        let path = if p.is_relative() {
             std::env::current_dir()?.join(p).display().to_string()
         } else {
             bucket
-        }
+        };
+        // With the trailing slash JuiceFS stores, which it needs to find the objects of
+        // a volume it takes over from a dump.
+        nectar_meta::dump::file_bucket(&path)
     } else {
         bucket
     };
@@ -132,6 +135,10 @@ pub fn run(a: FormatArgs) -> Result<()> {
         dir_stats: true,
         // ACL ids in attributes outlive the setting: once on, it stays on.
         enable_acl: a.enable_acl || existing.as_ref().is_some_and(|f| f.enable_acl),
+        other: existing
+            .as_ref()
+            .map(|f| f.other.clone())
+            .unwrap_or_default(),
     };
     if let Some(old) = &existing {
         if old.block_size != fmt.block_size

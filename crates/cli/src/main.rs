@@ -3,6 +3,7 @@
 //! file-system behaviour lives here.
 
 mod bench;
+mod dump;
 mod duration;
 mod exporter;
 mod format;
@@ -46,6 +47,11 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Check and measure an object store before putting a volume on it.
     Objbench(objbench::ObjbenchArgs),
+    /// Write a volume's metadata to a file (JuiceFS's JSON dump format).
+    Dump(dump::DumpArgs),
+    /// Load a dump into an empty metadata engine (a volume moves between engines, or
+    /// from JuiceFS, with its data left in place).
+    Load(dump::LoadArgs),
     /// Print the version.
     Version,
 }
@@ -94,6 +100,8 @@ fn main() -> ExitCode {
         Command::Stats(a) => stats::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Objbench(a) => objbench::run(a),
+        Command::Dump(a) => dump::dump(a),
+        Command::Load(a) => dump::load(a),
         Command::Version => {
             println!("nectar {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -402,6 +402,17 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
     };
     let meta = Meta::connect_with(&url, meta_cfg)?;
     let fmt = meta.load()?;
+    if fmt
+        .other
+        .get("EncryptKey")
+        .and_then(|k| k.as_str())
+        .is_some_and(|k| !k.is_empty())
+    {
+        bail!(
+            "volume {} stores its data encrypted (EncryptKey, set by JuiceFS's --encrypt-rsa-key): Nectar cannot read encrypted volumes yet",
+            fmt.name
+        );
+    }
     let compression = Compression::from_str(fmt.compression.as_deref().unwrap_or("none"))
         .map_err(|e| anyhow::anyhow!("volume settings: {e}"))?;
     let store = nectar_object::create_store(&crate::store_config(&fmt))?;

@@ -14,6 +14,7 @@
 pub mod acl;
 pub mod cache;
 pub mod data;
+pub mod dump;
 pub mod error;
 pub mod keys;
 pub mod locks;
@@ -26,6 +27,7 @@ pub mod xattr;
 
 pub use acl::{AclEntry, AclType, Rule};
 pub use cache::{Change, ChangeListener, ChangeSeq};
+pub use dump::{DumpOptions, DumpSummary, LoadOptions};
 pub use error::{Error, Result};
 pub use meta::{AttrWatcher, Meta, SliceDeleter};
 pub use namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE};

@@ -35,14 +35,14 @@ pub(crate) fn put_attr(tx: &mut dyn KvTxn, ino: Ino, attr: &Attr) -> Result<()> 
     Ok(tx.set(&keys::attr(ino), &attr.encode())?)
 }
 
-fn encode_entry(typ: FileType, ino: Ino) -> [u8; 9] {
+pub(crate) fn encode_entry(typ: FileType, ino: Ino) -> [u8; 9] {
     let mut b = [0u8; 9];
     b[0] = typ as u8;
     b[1..].copy_from_slice(&ino.to_be_bytes());
     b
 }
 
-fn decode_entry(v: &[u8]) -> Result<Dentry> {
+pub(crate) fn decode_entry(v: &[u8]) -> Result<Dentry> {
     if v.len() != 9 {
         return Err(Error::Corrupt(format!(
             "directory entry of {} bytes",

@@ -384,6 +384,11 @@ pub struct Format {
     pub dir_stats: bool,
     #[serde(rename = "EnableACL", default)]
     pub enable_acl: bool,
+    /// Settings Nectar does not use, kept as they were (a JuiceFS volume's `Shards`,
+    /// `StorageClass`, `UploadLimit`, `EncryptKey`... after a `load` of its dump), so
+    /// that they survive a later `dump` and the volume can go back.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -556,12 +561,15 @@ mod tests {
             min_client_version: None,
             dir_stats: true,
             enable_acl: false,
+            other: serde_json::from_str(r#"{"Shards":0,"StorageClass":"STANDARD"}"#).unwrap(),
         };
         let j = serde_json::to_string(&f).unwrap();
         assert!(
             j.contains("\"UUID\":\"u\"")
                 && j.contains("\"BlockSize\":4096")
                 && j.contains("\"EnableACL\"")
+                && j.contains("\"StorageClass\":\"STANDARD\""),
+            "JuiceFS's settings Nectar does not use are kept: {j}"
         );
         assert!(f.redacted().secret_key.as_deref() == Some("removed"));
         assert_eq!(serde_json::from_str::<Format>(&j).unwrap(), f);

@@ -24,6 +24,7 @@ pub fn new_format(name: &str) -> Format {
         min_client_version: None,
         dir_stats: false,
         enable_acl: false,
+        other: Default::default(),
     }
 }
 

@@ -1,0 +1,1626 @@
+//! Dump and load of a volume's metadata in JuiceFS 1.4's JSON format.
+//!
+//! The design: a dump is one JSON object (`Setting`, `Counters`, `Sustained`,
+//! `DelFiles`, `Quotas`..., then `FSTree` and `Trash`, each a nested tree of entries
+//! with their attributes, xattrs, ACLs, symlink targets and chunk slice lists), exactly
+//! as `juicefs dump` writes it, so a volume moves between engines and between the two
+//! systems with its data left where it is in the bucket.
+//!
+//! Both directions stream. [`Meta::dump`] walks the tree depth first and writes each
+//! entry as soon as it is read: a directory is read a page of entries at a time (whole
+//! on engines that keep a directory in one structure, see
+//! [`crate::kv::KvEngine::packs_domains`]), with the attributes, xattrs, chunks and
+//! symlink targets of a page in one read transaction, so memory holds one page per
+//! level of depth, not the volume. It reads while the file system stays writable, so
+//! a dump taken under writes is a fuzzy snapshot, as JuiceFS's is: every entry is
+//! consistent in itself.
+//!
+//! [`Meta::load_dump`] parses with a `serde` visitor that handles each entry when its
+//! object ends, and hands its keys to writer threads in batches of one transaction
+//! each. What must be known of the whole tree is kept small: the parents of files with
+//! several names (only those), the distinct ACL rules, and the slices, counted in sorted
+//! runs that spill to temporary files ([`SliceCounter`]) so a reference count (`K` keys)
+//! is written only for slices used more than once. Counters are computed from the
+//! tree. The volume's settings are written last, so a load that stops half way never
+//! leaves something that looks like a volume; a load that fails empties the engine
+//! again, which it found empty.
+
+use crate::acl::{Rule, UNSET};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::kv::{prefix_end, KvTxn};
+use crate::meta::{space_of, Meta};
+use crate::namespace::{decode_entry, encode_entry};
+use crate::types::*;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::thread::JoinHandle;
+
+/// Entries of a directory read per transaction while dumping.
+const DUMP_PAGE: usize = 1000;
+
+/// What `dump` writes.
+#[derive(Debug, Clone)]
+pub struct DumpOptions {
+    /// The directory to dump as the tree's root (the volume's root by default); a
+    /// dump of a subdirectory loads as a volume of its own.
+    pub root: Ino,
+    /// Keep the object store's secret key in `Setting` (replaced by "removed" otherwise).
+    pub keep_secret_key: bool,
+    /// Leave the trash out.
+    pub skip_trash: bool,
+}
+
+impl Default for DumpOptions {
+    fn default() -> Self {
+        DumpOptions {
+            root: ROOT_INODE,
+            keep_secret_key: false,
+            skip_trash: false,
+        }
+    }
+}
+
+/// How `load_dump` writes.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Threads writing batches of keys.
+    pub threads: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { threads: 10 }
+    }
+}
+
+/// What a dump or a load went through.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DumpSummary {
+    /// Entries written or loaded (a file with several names counts once per name).
+    pub entries: u64,
+    /// Distinct inodes.
+    pub inodes: u64,
+    /// Entries left out because their inode was missing (a dump of a damaged volume).
+    pub skipped: u64,
+}
+
+/// Hears the number of entries done so far, for a progress bar.
+pub type DumpProgress<'a> = &'a (dyn Fn(u64) + Sync);
+
+// ----- the JSON format ----------------------------------------------------------------
+
+/// Counters as JuiceFS names them in a dump.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct DumpedCounters {
+    #[serde(rename = "usedSpace", default)]
+    used_space: i64,
+    #[serde(rename = "usedInodes", default)]
+    used_inodes: i64,
+    #[serde(rename = "nextInodes", default)]
+    next_inode: i64,
+    #[serde(rename = "nextChunk", default)]
+    next_chunk: i64,
+    #[serde(rename = "nextSession", default)]
+    next_session: i64,
+    #[serde(rename = "nextTrash", default)]
+    next_trash: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct DumpedDelFile {
+    inode: Ino,
+    length: u64,
+    expire: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct DumpedSustained {
+    sid: u64,
+    inodes: Vec<Ino>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct DumpedQuota {
+    #[serde(rename = "maxSpace")]
+    max_space: i64,
+    #[serde(rename = "maxInodes")]
+    max_inodes: i64,
+}
+
+fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DumpedAttr {
+    inode: Ino,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    flags: u8,
+    #[serde(rename = "type")]
+    typ: String,
+    #[serde(default)]
+    mode: u16,
+    #[serde(default)]
+    uid: u32,
+    #[serde(default)]
+    gid: u32,
+    #[serde(default)]
+    atime: i64,
+    #[serde(default)]
+    mtime: i64,
+    #[serde(default)]
+    ctime: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    atimensec: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    mtimensec: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    ctimensec: u32,
+    #[serde(default)]
+    nlink: u32,
+    #[serde(default)]
+    length: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    rdev: u32,
+    /// JuiceFS's storage tier; Nectar has one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    tier: u8,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DumpedSlice {
+    /// The old name of `id` (dumps of JuiceFS before 1.0).
+    #[serde(default, skip_serializing)]
+    chunkid: u64,
+    #[serde(default)]
+    id: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pos: u32,
+    size: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    off: u32,
+    len: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DumpedChunk {
+    index: u32,
+    slices: Vec<DumpedSlice>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DumpedXattr {
+    name: String,
+    value: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DumpedAclEntry {
+    id: u32,
+    perm: u16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DumpedAcl {
+    owner: u16,
+    group: u16,
+    other: u16,
+    mask: u16,
+    users: Option<Vec<DumpedAclEntry>>,
+    groups: Option<Vec<DumpedAclEntry>>,
+}
+
+impl DumpedAcl {
+    fn of(rule: &Rule) -> DumpedAcl {
+        let list = |l: &[crate::AclEntry]| {
+            (!l.is_empty()).then(|| {
+                l.iter()
+                    .map(|e| DumpedAclEntry {
+                        id: e.id,
+                        perm: e.perm,
+                    })
+                    .collect()
+            })
+        };
+        DumpedAcl {
+            owner: rule.owner,
+            group: rule.group,
+            other: rule.other,
+            mask: rule.mask,
+            users: list(&rule.named_users),
+            groups: list(&rule.named_groups),
+        }
+    }
+
+    fn rule(&self) -> Rule {
+        let list = |l: &Option<Vec<DumpedAclEntry>>| {
+            let mut v: Vec<crate::AclEntry> = l
+                .iter()
+                .flatten()
+                .map(|e| crate::AclEntry {
+                    id: e.id,
+                    perm: e.perm,
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        Rule {
+            owner: self.owner,
+            group: self.group,
+            mask: self.mask,
+            other: self.other,
+            named_users: list(&self.users),
+            named_groups: list(&self.groups),
+        }
+    }
+}
+
+fn type_name(t: FileType) -> &'static str {
+    match t {
+        FileType::File => "regular",
+        FileType::Directory => "directory",
+        FileType::Symlink => "symlink",
+        FileType::Fifo => "fifo",
+        FileType::BlockDev => "blockdev",
+        FileType::CharDev => "chardev",
+        FileType::Socket => "socket",
+    }
+}
+
+fn type_of(name: &str) -> Option<FileType> {
+    Some(match name {
+        "regular" => FileType::File,
+        "directory" => FileType::Directory,
+        "symlink" => FileType::Symlink,
+        "fifo" => FileType::Fifo,
+        "blockdev" => FileType::BlockDev,
+        "chardev" => FileType::CharDev,
+        "socket" => FileType::Socket,
+        _ => return None,
+    })
+}
+
+/// JuiceFS's escape of names, symlink targets and xattr values: `%XX` for bytes that
+/// are not UTF-8, control characters and space, `%`, `"` and `\`; everything else as is.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    let hex = |b: u8, out: &mut String| {
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        out.push('%');
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 15) as usize] as char);
+    };
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c <= ' ' || c == '%' || c == '"' || c == '\\' {
+                hex(c as u8, &mut out);
+            } else {
+                out.push(c);
+            }
+        }
+        for &b in chunk.invalid() {
+            hex(b, &mut out);
+        }
+    }
+    out
+}
+
+/// The inverse of [`escape`]: `%XX` (upper-case hex) becomes the byte; any other `%`
+/// stays, as JuiceFS reads it.
+pub fn unescape(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let hex = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// A `file` bucket as JuiceFS writes it: a directory path ending in `/` (JuiceFS puts
+/// the volume's name right after the bucket, so without the slash it would look for
+/// `/data/bucketvol/...`).
+pub fn file_bucket(path: &str) -> String {
+    if path.ends_with('/') {
+        path.to_string()
+    } else {
+        format!("{path}/")
+    }
+}
+
+// ----- dump ---------------------------------------------------------------------------
+
+/// An inode as a dump shows it.
+struct Node {
+    attr: Attr,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    symlink: Option<Vec<u8>>,
+    chunks: Vec<(u32, Vec<Slice>)>,
+    access_acl: Option<Rule>,
+    default_acl: Option<Rule>,
+}
+
+/// The JSON writer of a dump: JuiceFS's layout, two spaces per level.
+struct JsonOut<'w> {
+    w: BufWriter<&'w mut dyn Write>,
+}
+
+impl JsonOut<'_> {
+    fn raw(&mut self, s: &str) -> io::Result<()> {
+        self.w.write_all(s.as_bytes())
+    }
+
+    fn indent(&mut self, depth: usize) -> io::Result<()> {
+        self.w.write_all(b"\n")?;
+        for _ in 0..depth {
+            self.w.write_all(b"  ")?;
+        }
+        Ok(())
+    }
+
+    fn value<T: Serialize + ?Sized>(&mut self, v: &T) -> io::Result<()> {
+        serde_json::to_writer(&mut self.w, v).map_err(io::Error::other)
+    }
+
+    /// `"name": ` on a new line at `depth`.
+    fn key(&mut self, depth: usize, name: &str) -> io::Result<()> {
+        self.indent(depth)?;
+        self.value(name)?;
+        self.raw(": ")
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Storage(format!("writing the dump: {e}"))
+    }
+}
+
+impl Meta {
+    /// Writes the volume's metadata to `out` as JuiceFS's JSON dump (see the module
+    /// documentation). `progress` hears the entries written so far.
+    pub fn dump(
+        &self,
+        out: &mut dyn Write,
+        opts: &DumpOptions,
+        progress: DumpProgress<'_>,
+    ) -> Result<DumpSummary> {
+        let mut fmt = self.load()?;
+        if !opts.keep_secret_key && fmt.secret_key.is_some() {
+            fmt.secret_key = Some("removed".into());
+        }
+        if fmt.storage == "file" {
+            fmt.bucket = file_bucket(&fmt.bucket);
+        }
+        let root_attr = self
+            .kv
+            .read(|tx| crate::namespace::get_attr(tx, opts.root))?;
+        if root_attr.typ != FileType::Directory {
+            return Err(Error::Invalid(format!(
+                "inode {} is not a directory: only a directory can be dumped",
+                opts.root
+            )));
+        }
+        let names = [
+            "usedSpace",
+            "totalInodes",
+            "nextInode",
+            "nextChunk",
+            "nextSession",
+            "nextTrash",
+        ];
+        let values = self
+            .kv
+            .read(|tx| Ok(tx.gets(&names.iter().map(|n| keys::counter(n)).collect::<Vec<_>>())?))?;
+        let counter = |i: usize| {
+            values[i]
+                .as_deref()
+                .and_then(|v| v.try_into().ok())
+                .map(i64::from_le_bytes)
+                .unwrap_or(0)
+        };
+        let counters = DumpedCounters {
+            used_space: counter(0),
+            used_inodes: counter(1),
+            next_inode: counter(2),
+            next_chunk: counter(3),
+            next_session: counter(4),
+            next_trash: counter(5),
+        };
+        let sustained: Vec<DumpedSustained> = self
+            .list_sessions()?
+            .into_iter()
+            .filter(|s| !s.sustained.is_empty())
+            .map(|s| DumpedSustained {
+                sid: s.sid,
+                inodes: s.sustained,
+            })
+            .collect();
+        let del_files = self.kv.read(|tx| Ok(tx.scan(b"D", b"E", usize::MAX)?))?;
+        let del_files: Vec<DumpedDelFile> = del_files
+            .iter()
+            .filter_map(|(k, v)| {
+                Some(DumpedDelFile {
+                    inode: keys::read_ino(k.get(1..9)?)?,
+                    length: keys::read_u64_be(k.get(9..17)?)?,
+                    expire: keys::read_u64_be(v).map_or(0, |t| t as i64),
+                })
+            })
+            .collect();
+
+        let mut w = JsonOut {
+            w: BufWriter::with_capacity(64 << 10, out),
+        };
+        w.raw("{")?;
+        w.key(1, "Setting")?;
+        w.value(&fmt)?;
+        w.raw(",")?;
+        w.key(1, "Counters")?;
+        w.value(&counters)?;
+        w.raw(",")?;
+        w.key(1, "Sustained")?;
+        w.value(&sustained)?;
+        w.raw(",")?;
+        w.key(1, "DelFiles")?;
+        w.value(&del_files)?;
+        w.raw(",")?;
+
+        let mut summary = DumpSummary::default();
+        let mut walk = Walk {
+            meta: self,
+            w: &mut w,
+            summary: &mut summary,
+            progress,
+            page: if self.kv.packs_domains() {
+                usize::MAX
+            } else {
+                DUMP_PAGE
+            },
+            linked: Default::default(),
+        };
+        let root = walk.node(opts.root, root_attr)?;
+        walk.entry("FSTree", opts.root, &root, 1)?;
+        if !opts.skip_trash && opts.root == ROOT_INODE {
+            let trash = self.kv.read(|tx| Ok(tx.get(&keys::attr(TRASH_INODE))?))?;
+            if let Some(a) = trash {
+                let node = walk.node(TRASH_INODE, Attr::decode(&a)?)?;
+                walk.w.raw(",")?;
+                walk.entry("Trash", TRASH_INODE, &node, 1)?;
+            }
+        }
+        w.raw("\n}\n")?;
+        w.w.flush()?;
+        Ok(summary)
+    }
+}
+
+/// One dump's walk of the tree.
+struct Walk<'a, 'w> {
+    meta: &'a Meta,
+    w: &'a mut JsonOut<'w>,
+    summary: &'a mut DumpSummary,
+    progress: DumpProgress<'a>,
+    /// Entries of a directory read at a time.
+    page: usize,
+    /// Files with several names met so far (each is one inode).
+    linked: std::collections::HashSet<Ino>,
+}
+
+impl Walk<'_, '_> {
+    /// What a dump shows of `ino` besides its attributes and entries.
+    fn node(&self, ino: Ino, attr: Attr) -> Result<Node> {
+        let mut nodes = self.nodes(&[(ino, Some(attr))])?;
+        Ok(nodes.pop().flatten().expect("one node asked"))
+    }
+
+    /// The nodes of several inodes whose attributes were read (`None`: missing), in
+    /// one read transaction: xattrs, chunks, symlink targets and ACL rules.
+    fn nodes(&self, inos: &[(Ino, Option<Attr>)]) -> Result<Vec<Option<Node>>> {
+        self.meta.kv.read(|tx| {
+            let mut ranges: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            let mut links = Vec::new();
+            for (ino, attr) in inos {
+                let Some(attr) = attr else { continue };
+                let x = keys::xattr_prefix(*ino);
+                ranges.push((prefix_end(&x), x));
+                if attr.typ == FileType::File {
+                    let c = keys::chunk_prefix(*ino);
+                    ranges.push((prefix_end(&c), c));
+                }
+                if attr.typ == FileType::Symlink {
+                    links.push(keys::symlink(*ino));
+                }
+            }
+            let asked: Vec<(&[u8], &[u8], usize)> = ranges
+                .iter()
+                .map(|(end, begin)| (begin.as_slice(), end.as_slice(), usize::MAX))
+                .collect();
+            let mut scanned = tx.scans(&asked)?.into_iter();
+            let mut targets = tx.gets(&links)?.into_iter();
+            let mut out = Vec::with_capacity(inos.len());
+            for (ino, attr) in inos {
+                let Some(attr) = attr.clone() else {
+                    out.push(None);
+                    continue;
+                };
+                let xattrs = scanned
+                    .next()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k[10..].to_vec(), v))
+                    .collect();
+                let mut chunks = Vec::new();
+                if attr.typ == FileType::File {
+                    for (k, v) in scanned.next().unwrap_or_default() {
+                        let index = k
+                            .get(10..14)
+                            .and_then(|b| b.try_into().ok())
+                            .map(u32::from_be_bytes)
+                            .ok_or_else(|| {
+                                Error::Corrupt(format!("inode {ino}: chunk key {k:?}"))
+                            })?;
+                        chunks.push((index, Slice::decode_all(&v)?));
+                    }
+                }
+                let symlink = if attr.typ == FileType::Symlink {
+                    targets.next().flatten()
+                } else {
+                    None
+                };
+                let rule = |tx: &mut dyn KvTxn, id: u32| -> Result<Option<Rule>> {
+                    if id == 0 {
+                        return Ok(None);
+                    }
+                    Ok(Some((*self.meta.acl_rule(tx, id)?).clone()))
+                };
+                let access_acl = rule(tx, attr.access_acl)?;
+                let default_acl = rule(tx, attr.default_acl)?;
+                out.push(Some(Node {
+                    attr,
+                    xattrs,
+                    symlink,
+                    chunks,
+                    access_acl,
+                    default_acl,
+                }));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Writes `"name": {...}` for `node` at `depth`, its whole subtree for a directory.
+    fn entry(&mut self, name: &str, ino: Ino, node: &Node, depth: usize) -> Result<()> {
+        let w = &mut *self.w;
+        w.key(depth, name)?;
+        w.raw("{")?;
+        let a = &node.attr;
+        let dumped = DumpedAttr {
+            inode: ino,
+            flags: a.flags,
+            typ: type_name(a.typ).into(),
+            mode: a.mode,
+            uid: a.uid,
+            gid: a.gid,
+            atime: a.atime.sec,
+            mtime: a.mtime.sec,
+            ctime: a.ctime.sec,
+            atimensec: a.atime.nsec,
+            mtimensec: a.mtime.nsec,
+            ctimensec: a.ctime.nsec,
+            nlink: a.nlink,
+            length: if a.typ == FileType::File { a.length } else { 0 },
+            rdev: a.rdev,
+            tier: 0,
+        };
+        w.key(depth + 1, "attr")?;
+        w.value(&dumped)?;
+        if let Some(target) = &node.symlink {
+            w.raw(",")?;
+            w.key(depth + 1, "symlink")?;
+            w.value(&escape(target))?;
+        }
+        if !node.xattrs.is_empty() {
+            let xattrs: Vec<DumpedXattr> = node
+                .xattrs
+                .iter()
+                .map(|(n, v)| DumpedXattr {
+                    name: String::from_utf8_lossy(n).into_owned(),
+                    value: escape(v),
+                })
+                .collect();
+            w.raw(",")?;
+            w.key(depth + 1, "xattrs")?;
+            w.value(&xattrs)?;
+        }
+        for (key, rule) in [
+            ("posix_acl_access", &node.access_acl),
+            ("posix_acl_default", &node.default_acl),
+        ] {
+            if let Some(rule) = rule {
+                w.raw(",")?;
+                w.key(depth + 1, key)?;
+                w.value(&DumpedAcl::of(rule))?;
+            }
+        }
+        if !node.chunks.is_empty() {
+            w.raw(",")?;
+            w.key(depth + 1, "chunks")?;
+            w.raw("[")?;
+            for (i, (index, slices)) in node.chunks.iter().enumerate() {
+                if i > 0 {
+                    w.raw(",")?;
+                }
+                w.indent(depth + 2)?;
+                let chunk = DumpedChunk {
+                    index: *index,
+                    slices: slices
+                        .iter()
+                        .map(|s| DumpedSlice {
+                            chunkid: 0,
+                            id: s.id,
+                            pos: s.pos,
+                            size: s.size,
+                            off: s.off,
+                            len: s.len,
+                        })
+                        .collect(),
+                };
+                w.value(&chunk)?;
+            }
+            w.indent(depth + 1)?;
+            w.raw("]")?;
+        }
+        self.summary.entries += 1;
+        if a.typ == FileType::Directory || a.nlink <= 1 || self.linked.insert(ino) {
+            self.summary.inodes += 1;
+        }
+        (self.progress)(self.summary.entries);
+        if a.typ == FileType::Directory {
+            self.w.raw(",")?;
+            self.w.key(depth + 1, "entries")?;
+            self.w.raw("{")?;
+            self.children(ino, depth + 2)?;
+            self.w.indent(depth + 1)?;
+            self.w.raw("}")?;
+        }
+        self.w.indent(depth)?;
+        self.w.raw("}")?;
+        Ok(())
+    }
+
+    /// Writes the entries of directory `dir`, a page at a time.
+    fn children(&mut self, dir: Ino, depth: usize) -> Result<()> {
+        let prefix = keys::dentry_prefix(dir);
+        let end = prefix_end(&prefix);
+        let mut begin = prefix.clone();
+        let mut first = true;
+        loop {
+            let rows = self
+                .meta
+                .kv
+                .read(|tx| Ok(tx.scan(&begin, &end, self.page)?))?;
+            let Some((last, _)) = rows.last() else {
+                return Ok(());
+            };
+            begin = [last.as_slice(), &[0]].concat();
+            let full = rows.len() >= self.page;
+            let entries: Vec<(Vec<u8>, Ino)> = rows
+                .iter()
+                .map(|(k, v)| Ok((k[prefix.len()..].to_vec(), decode_entry(v)?.1)))
+                .collect::<Result<_>>()?;
+            for batch in entries.chunks(DUMP_PAGE) {
+                let attrs = self.meta.kv.read(|tx| {
+                    let keys: Vec<Vec<u8>> = batch.iter().map(|(_, i)| keys::attr(*i)).collect();
+                    Ok(tx.gets(&keys)?)
+                })?;
+                let asked: Vec<(Ino, Option<Attr>)> = batch
+                    .iter()
+                    .zip(attrs)
+                    .map(|((_, ino), a)| Ok((*ino, a.map(|a| Attr::decode(&a)).transpose()?)))
+                    .collect::<Result<_>>()?;
+                let nodes = self.nodes(&asked)?;
+                for ((name, ino), node) in batch.iter().zip(nodes) {
+                    let Some(node) = node else {
+                        tracing::warn!(
+                            "entry {:?} of directory {dir} names inode {ino}, which does not exist: left out",
+                            String::from_utf8_lossy(name)
+                        );
+                        self.summary.skipped += 1;
+                        continue;
+                    };
+                    if !first {
+                        self.w.raw(",")?;
+                    }
+                    first = false;
+                    self.entry(&escape(name), *ino, &node, depth)?;
+                }
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+}
+
+// ----- load ---------------------------------------------------------------------------
+
+/// Keys and values to write in one transaction.
+type Batch = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Sorted (slice id, size) pairs, from memory or from a spilled run.
+type SliceRun = Box<dyn Iterator<Item = io::Result<(u64, u32)>>>;
+
+/// Keys and values handed to writer threads, one transaction per batch.
+struct BatchWriter {
+    batch: Batch,
+    bytes: usize,
+    max_pairs: usize,
+    max_bytes: usize,
+    send: Option<SyncSender<Batch>>,
+    threads: Vec<JoinHandle<Result<()>>>,
+}
+
+impl BatchWriter {
+    fn new(meta: &std::sync::Arc<Meta>, threads: usize) -> BatchWriter {
+        // etcd refuses transactions of more than 128 operations by default
+        // (`--max-txn-ops`) and requests over 1.5 MiB.
+        let (max_pairs, max_bytes) = if meta.kv.engine_name() == "etcd" {
+            (100, 1 << 20)
+        } else {
+            (1000, 4 << 20)
+        };
+        let (send, recv) = sync_channel::<Batch>(threads.max(1) * 2);
+        let recv = std::sync::Arc::new(parking_lot::Mutex::new(recv));
+        let threads = (0..threads.max(1))
+            .map(|_| {
+                let (meta, recv) = (meta.clone(), recv.clone());
+                std::thread::spawn(move || -> Result<()> {
+                    loop {
+                        let batch = match recv.lock().recv() {
+                            Ok(b) => b,
+                            Err(_) => return Ok(()),
+                        };
+                        meta.kv.txn(|tx| {
+                            for (k, v) in &batch {
+                                tx.set(k, v)?;
+                            }
+                            Ok(())
+                        })?;
+                    }
+                })
+            })
+            .collect();
+        BatchWriter {
+            batch: Vec::new(),
+            bytes: 0,
+            max_pairs,
+            max_bytes,
+            send: Some(send),
+            threads,
+        }
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+        self.bytes += key.len() + value.len();
+        self.batch.push((key, value));
+        if self.batch.len() >= self.max_pairs || self.bytes >= self.max_bytes {
+            self.send()?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.bytes = 0;
+        let sent = self.send.as_ref().map(|s| s.send(batch).is_ok());
+        if sent != Some(true) {
+            // A writer stopped: its error says why.
+            return self.finish();
+        }
+        Ok(())
+    }
+
+    /// Writes what is left and waits for the writers; the first error of any.
+    fn finish(&mut self) -> Result<()> {
+        if !self.batch.is_empty() {
+            if let Some(s) = &self.send {
+                let _ = s.send(std::mem::take(&mut self.batch));
+            }
+        }
+        self.send = None;
+        let mut res = Ok(());
+        for t in self.threads.drain(..) {
+            let r = t.join().unwrap_or_else(|_| {
+                Err(Error::Storage(
+                    "a writer thread of the load panicked".into(),
+                ))
+            });
+            if res.is_ok() {
+                res = r;
+            }
+        }
+        if res.is_ok() && self.send.is_none() && !self.batch.is_empty() {
+            res = Err(Error::Storage(
+                "the load stopped before writing everything".into(),
+            ));
+        }
+        res
+    }
+}
+
+/// Counts slice uses in bounded memory: (id, size) pairs gather in a buffer that is
+/// sorted and written to a temporary file as a run when full; the runs are merged at
+/// the end, and only slices used more than once come out.
+struct SliceCounter {
+    buf: Vec<(u64, u32)>,
+    runs: Vec<BufReader<std::fs::File>>,
+    limit: usize,
+}
+
+impl SliceCounter {
+    fn new(limit: usize) -> SliceCounter {
+        SliceCounter {
+            buf: Vec::new(),
+            runs: Vec::new(),
+            limit,
+        }
+    }
+
+    fn add(&mut self, id: u64, size: u32) -> Result<()> {
+        self.buf.push((id, size));
+        if self.buf.len() >= self.limit {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    fn spill(&mut self) -> Result<()> {
+        self.buf.sort_unstable();
+        let file = tempfile_in_tmp()?;
+        let mut w = BufWriter::new(file);
+        for (id, size) in self.buf.drain(..) {
+            w.write_all(&id.to_be_bytes())?;
+            w.write_all(&size.to_be_bytes())?;
+        }
+        let mut file = w.into_inner().map_err(|e| e.into_error())?;
+        io::Seek::seek(&mut file, io::SeekFrom::Start(0))?;
+        self.runs.push(BufReader::new(file));
+        Ok(())
+    }
+
+    /// Calls `shared` with each slice used more than once and its number of uses.
+    fn shared(mut self, mut shared: impl FnMut(u64, u32, u64) -> Result<()>) -> Result<()> {
+        self.buf.sort_unstable();
+        let mut sources: Vec<SliceRun> = Vec::new();
+        sources.push(Box::new(std::mem::take(&mut self.buf).into_iter().map(Ok)));
+        for mut run in self.runs.drain(..) {
+            sources.push(Box::new(std::iter::from_fn(move || {
+                let mut b = [0u8; 12];
+                match run.fill_buf() {
+                    Ok([]) => None,
+                    Ok(_) => Some(run.read_exact(&mut b).map(|_| {
+                        (
+                            u64::from_be_bytes(b[..8].try_into().unwrap_or_default()),
+                            u32::from_be_bytes(b[8..].try_into().unwrap_or_default()),
+                        )
+                    })),
+                    Err(e) => Some(Err(e)),
+                }
+            })));
+        }
+        // A k-way merge of sorted sources.
+        let mut heads: std::collections::BinaryHeap<std::cmp::Reverse<((u64, u32), usize)>> =
+            Default::default();
+        for (i, s) in sources.iter_mut().enumerate() {
+            if let Some(v) = s.next() {
+                heads.push(std::cmp::Reverse((v?, i)));
+            }
+        }
+        let mut current: Option<((u64, u32), u64)> = None;
+        while let Some(std::cmp::Reverse((v, i))) = heads.pop() {
+            if let Some(next) = sources[i].next() {
+                heads.push(std::cmp::Reverse((next?, i)));
+            }
+            match &mut current {
+                Some((cur, n)) if *cur == v => *n += 1,
+                _ => {
+                    if let Some(((id, size), n)) = current.take() {
+                        if n > 1 {
+                            shared(id, size, n)?;
+                        }
+                    }
+                    current = Some((v, 1));
+                }
+            }
+        }
+        if let Some(((id, size), n)) = current {
+            if n > 1 {
+                shared(id, size, n)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An anonymous temporary file (removed when closed) in `$TMPDIR`.
+fn tempfile_in_tmp() -> Result<std::fs::File> {
+    let dir = std::env::temp_dir();
+    for _ in 0..100 {
+        let path = dir.join(format!(
+            "nectar-load-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(f) => {
+                let _ = std::fs::remove_file(&path);
+                return Ok(f);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(Error::Storage(format!(
+                    "cannot create a temporary file in {}: {e}",
+                    dir.display()
+                )))
+            }
+        }
+    }
+    Err(Error::Storage("cannot create a temporary file".into()))
+}
+
+/// What a load learns of the whole tree while it streams.
+struct Loader {
+    out: BatchWriter,
+    /// Parents of the files with several names, by inode (the first one was written).
+    links: HashMap<Ino, Vec<Ino>>,
+    slices: SliceCounter,
+    rules: HashMap<Rule, u32>,
+    summary: DumpSummary,
+    max_inode: Ino,
+    max_trash: u64,
+    max_slice: u64,
+    used_space: i64,
+    used_inodes: i64,
+    /// The path of the entry being read, for messages.
+    path: Vec<String>,
+    progress_every: u64,
+}
+
+/// What an entry tells its parent directory.
+struct Loaded {
+    ino: Ino,
+    typ: FileType,
+}
+
+/// The seed of one entry object: its parent, and whether it is the top of a tree
+/// (`FSTree`: inode 1 whatever the dump says, as a dump of a subdirectory loads; `Trash`).
+struct EntrySeed<'a, 'p> {
+    loader: &'a mut Loader,
+    parent: Ino,
+    top: Option<Ino>,
+    progress: DumpProgress<'p>,
+}
+
+impl<'de> DeserializeSeed<'de> for EntrySeed<'_, '_> {
+    type Value = Loaded;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Loaded, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EntrySeed<'_, '_> {
+    type Value = Loaded;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an entry object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Loaded, A::Error> {
+        let EntrySeed {
+            loader,
+            parent,
+            top,
+            progress,
+        } = self;
+        let at = |loader: &Loader, what: String| de::Error::custom(loader.at(&what));
+        let mut attr: Option<(DumpedAttr, FileType)> = None;
+        let mut symlink = None;
+        let mut xattrs: Vec<DumpedXattr> = Vec::new();
+        let mut access = None;
+        let mut default = None;
+        let mut chunks: Vec<DumpedChunk> = Vec::new();
+        let mut subdirs = 0u32;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "attr" => {
+                    let mut a: DumpedAttr = map.next_value()?;
+                    let typ = type_of(&a.typ)
+                        .ok_or_else(|| at(loader, format!("unknown node type {:?}", a.typ)))?;
+                    if let Some(ino) = top {
+                        a.inode = ino;
+                    }
+                    if a.inode == 0 {
+                        return Err(at(loader, "inode 0".into()));
+                    }
+                    attr = Some((a, typ));
+                }
+                "symlink" => symlink = Some(map.next_value::<String>()?),
+                "xattrs" => {
+                    xattrs = map
+                        .next_value::<Option<Vec<DumpedXattr>>>()?
+                        .unwrap_or_default()
+                }
+                "posix_acl_access" => access = map.next_value::<Option<DumpedAcl>>()?,
+                "posix_acl_default" => default = map.next_value::<Option<DumpedAcl>>()?,
+                "chunks" => {
+                    chunks = map
+                        .next_value::<Option<Vec<DumpedChunk>>>()?
+                        .unwrap_or_default()
+                }
+                "entries" => {
+                    let Some((a, FileType::Directory)) = &attr else {
+                        return Err(at(
+                            loader,
+                            "\"entries\" of something that is not a directory, or before its \"attr\"".into(),
+                        ));
+                    };
+                    let dir = a.inode;
+                    subdirs = map.next_value_seed(EntriesSeed {
+                        loader: &mut *loader,
+                        dir,
+                        count_subdirs: dir < TRASH_INODE,
+                        progress,
+                    })?;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let Some((a, typ)) = attr else {
+            return Err(at(loader, "entry without \"attr\"".into()));
+        };
+        let loaded = Loaded { ino: a.inode, typ };
+        loader
+            .node(
+                parent, a, typ, symlink, xattrs, access, default, chunks, subdirs, progress,
+            )
+            .map_err(|e| at(loader, e.to_string()))?;
+        Ok(loaded)
+    }
+}
+
+/// The seed of a directory's `entries` object; yields its number of subdirectories.
+struct EntriesSeed<'a, 'p> {
+    loader: &'a mut Loader,
+    dir: Ino,
+    count_subdirs: bool,
+    progress: DumpProgress<'p>,
+}
+
+impl<'de> DeserializeSeed<'de> for EntriesSeed<'_, '_> {
+    type Value = u32;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<u32, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EntriesSeed<'_, '_> {
+    type Value = u32;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object of entries")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<u32, A::Error> {
+        let mut subdirs = 0;
+        while let Some(name) = map.next_key::<String>()? {
+            self.loader.path.push(name.clone());
+            let child = map.next_value_seed(EntrySeed {
+                loader: &mut *self.loader,
+                parent: self.dir,
+                top: None,
+                progress: self.progress,
+            })?;
+            let raw = unescape(&name);
+            let res = if raw.is_empty()
+                || raw.len() > MAX_NAME
+                || raw.contains(&b'/')
+                || raw.contains(&0)
+            {
+                Err(Error::Invalid(format!("invalid name {name:?}")))
+            } else {
+                self.loader.out.put(
+                    keys::dentry(self.dir, &raw),
+                    encode_entry(child.typ, child.ino).to_vec(),
+                )
+            };
+            if let Err(e) = res {
+                return Err(de::Error::custom(self.loader.at(&e.to_string())));
+            }
+            self.loader.path.pop();
+            if child.typ == FileType::Directory && self.count_subdirs {
+                subdirs += 1;
+            }
+        }
+        Ok(subdirs)
+    }
+}
+
+impl Loader {
+    /// `what` with the path of the entry being read.
+    fn at(&self, what: &str) -> String {
+        if self.path.is_empty() {
+            what.to_string()
+        } else {
+            format!("{what} (at /{})", self.path.join("/"))
+        }
+    }
+
+    fn acl_id(&mut self, acl: Option<DumpedAcl>) -> Result<u32> {
+        let Some(acl) = acl else { return Ok(0) };
+        let rule = acl.rule();
+        if rule.owner == UNSET && rule.group == UNSET && rule.other == UNSET && rule.mask == UNSET {
+            return Ok(0);
+        }
+        let next = self.rules.len() as u32 + 1;
+        let id = *self.rules.entry(rule.clone()).or_insert(next);
+        if id == next {
+            self.out.put(keys::acl(id), rule.encode())?;
+        }
+        Ok(id)
+    }
+
+    /// Writes the keys of one inode whose entry object ended.
+    #[allow(clippy::too_many_arguments)]
+    fn node(
+        &mut self,
+        parent: Ino,
+        a: DumpedAttr,
+        typ: FileType,
+        symlink: Option<String>,
+        xattrs: Vec<DumpedXattr>,
+        access: Option<DumpedAcl>,
+        default: Option<DumpedAcl>,
+        chunks: Vec<DumpedChunk>,
+        subdirs: u32,
+        progress: DumpProgress<'_>,
+    ) -> Result<()> {
+        let ino = a.inode;
+        self.summary.entries += 1;
+        if self.summary.entries.is_multiple_of(self.progress_every) {
+            progress(self.summary.entries);
+        }
+        if typ != FileType::Directory && a.nlink > 1 {
+            if let Some(parents) = self.links.get_mut(&ino) {
+                // Another name of a file already loaded.
+                parents.push(parent);
+                return Ok(());
+            }
+            self.links.insert(ino, vec![parent]);
+        }
+        self.summary.inodes += 1;
+        if ino >= TRASH_INODE {
+            self.max_trash = self.max_trash.max(ino - TRASH_INODE);
+        } else {
+            self.max_inode = self.max_inode.max(ino);
+            self.used_inodes += 1;
+        }
+        let mut attr = Attr {
+            flags: a.flags,
+            typ,
+            mode: a.mode & 0o7777,
+            uid: a.uid,
+            gid: a.gid,
+            atime: Time {
+                sec: a.atime,
+                nsec: a.atimensec,
+            },
+            mtime: Time {
+                sec: a.mtime,
+                nsec: a.mtimensec,
+            },
+            ctime: Time {
+                sec: a.ctime,
+                nsec: a.ctimensec,
+            },
+            nlink: 1,
+            length: 0,
+            rdev: a.rdev,
+            parent: if ino == ROOT_INODE {
+                ROOT_INODE
+            } else {
+                parent
+            },
+            access_acl: 0,
+            default_acl: 0,
+        };
+        match typ {
+            FileType::File => {
+                attr.length = a.length;
+                for c in chunks {
+                    if c.slices.is_empty() {
+                        continue;
+                    }
+                    let mut value = Vec::with_capacity(c.slices.len() * SLICE_LEN);
+                    for s in c.slices {
+                        let id = if s.id == 0 { s.chunkid } else { s.id };
+                        if id != 0 {
+                            self.slices.add(id, s.size)?;
+                            self.max_slice = self.max_slice.max(id);
+                        }
+                        let slice = Slice {
+                            pos: s.pos,
+                            id,
+                            size: s.size,
+                            off: s.off,
+                            len: s.len,
+                        };
+                        value.extend_from_slice(&slice.encode());
+                    }
+                    self.out.put(keys::chunk(ino, c.index), value)?;
+                }
+            }
+            FileType::Directory => {
+                attr.length = 4 << 10;
+                attr.nlink = 2 + subdirs;
+            }
+            FileType::Symlink => {
+                let target = unescape(symlink.as_deref().unwrap_or_default());
+                if target.is_empty() || target.len() > MAX_SYMLINK {
+                    return Err(Error::Invalid(format!(
+                        "symlink target of {} bytes",
+                        target.len()
+                    )));
+                }
+                attr.length = target.len() as u64;
+                self.out.put(keys::symlink(ino), target)?;
+            }
+            _ => {}
+        }
+        if ino < TRASH_INODE {
+            self.used_space += space_of(if typ == FileType::File {
+                attr.length
+            } else {
+                0
+            });
+        }
+        for x in xattrs {
+            self.out
+                .put(keys::xattr(ino, x.name.as_bytes()), unescape(&x.value))?;
+        }
+        attr.access_acl = self.acl_id(access)?;
+        attr.default_acl = self.acl_id(default)?;
+        self.out.put(keys::attr(ino), attr.encode())
+    }
+}
+
+/// The top-level object of a dump.
+struct DumpSeed<'a, 'p> {
+    loader: &'a mut Loader,
+    progress: DumpProgress<'p>,
+}
+
+/// What the top level of a dump held besides the trees.
+#[derive(Default)]
+struct Head {
+    setting: Option<Format>,
+    counters: Option<DumpedCounters>,
+    del_files: Vec<DumpedDelFile>,
+    dir_quotas: BTreeMap<String, DumpedQuota>,
+    tree: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for DumpSeed<'_, '_> {
+    type Value = Head;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Head, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DumpSeed<'_, '_> {
+    type Value = Head;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object with \"Setting\", \"Counters\" and \"FSTree\"")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Head, A::Error> {
+        let mut head = Head::default();
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "Setting" => head.setting = Some(map.next_value()?),
+                "Counters" => head.counters = Some(map.next_value()?),
+                "DelFiles" => {
+                    head.del_files = map.next_value::<Option<Vec<_>>>()?.unwrap_or_default()
+                }
+                "Quotas" => {
+                    head.dir_quotas = map
+                        .next_value::<Option<BTreeMap<_, _>>>()?
+                        .unwrap_or_default()
+                }
+                "FSTree" => {
+                    if head.tree {
+                        return Err(de::Error::custom("a second \"FSTree\""));
+                    }
+                    map.next_value_seed(EntrySeed {
+                        loader: &mut *self.loader,
+                        parent: ROOT_INODE,
+                        top: Some(ROOT_INODE),
+                        progress: self.progress,
+                    })?;
+                    head.tree = true;
+                }
+                "Trash" => {
+                    self.loader.path.push(".trash".into());
+                    map.next_value_seed(EntrySeed {
+                        loader: &mut *self.loader,
+                        parent: ROOT_INODE,
+                        top: Some(TRASH_INODE),
+                        progress: self.progress,
+                    })?;
+                    self.loader.path.pop();
+                }
+                // Sessions of the dumped volume are not this one's; quotas of users
+                // and groups and JuiceFS's change log have no counterpart here.
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(head)
+    }
+}
+
+impl Meta {
+    /// Loads a dump (see [`Meta::dump`]) into this engine, which must hold no volume.
+    /// On failure the engine is emptied again and the error says what was wrong and,
+    /// for a malformed dump, where (line, column and the path of the entry).
+    pub fn load_dump(
+        self: &std::sync::Arc<Self>,
+        input: &mut dyn Read,
+        opts: &LoadOptions,
+        progress: DumpProgress<'_>,
+    ) -> Result<DumpSummary> {
+        let (setting, root) = self
+            .kv
+            .read(|tx| Ok((tx.get(keys::SETTING)?, tx.get(&keys::attr(ROOT_INODE))?)))?;
+        if let Some(s) = setting {
+            let name = serde_json::from_slice::<Format>(&s)
+                .map(|f| f.name)
+                .unwrap_or_default();
+            return Err(Error::Invalid(format!(
+                "{} is not empty: it holds volume {name:?}; load into an empty database (or remove that volume first)",
+                self.url()
+            )));
+        }
+        if root.is_some() {
+            return Err(Error::Invalid(format!(
+                "{} holds part of a volume without its settings (an interrupted load?); empty it before loading",
+                self.url()
+            )));
+        }
+        let res = self.load_into_empty(input, opts, progress);
+        if res.is_err() {
+            if let Err(e) = self.kv.reset() {
+                tracing::error!(
+                    "the load failed and what it wrote could not be removed: {e}; empty {} before loading again",
+                    self.url()
+                );
+            }
+        }
+        res
+    }
+
+    fn load_into_empty(
+        self: &std::sync::Arc<Self>,
+        input: &mut dyn Read,
+        opts: &LoadOptions,
+        progress: DumpProgress<'_>,
+    ) -> Result<DumpSummary> {
+        let mut loader = Loader {
+            out: BatchWriter::new(self, opts.threads),
+            links: HashMap::new(),
+            slices: SliceCounter::new(4 << 20),
+            rules: HashMap::new(),
+            summary: DumpSummary::default(),
+            max_inode: ROOT_INODE,
+            max_trash: 0,
+            max_slice: 0,
+            used_space: 0,
+            used_inodes: 0,
+            path: Vec::new(),
+            progress_every: 1000,
+        };
+        let parsed = {
+            let mut de =
+                serde_json::Deserializer::from_reader(BufReader::with_capacity(256 << 10, input));
+            DumpSeed {
+                loader: &mut loader,
+                progress,
+            }
+            .deserialize(&mut de)
+            .and_then(|head| de.end().map(|_| head))
+        };
+        let head = match parsed {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = loader.out.finish();
+                return Err(Error::Invalid(format!(
+                    "malformed dump: {}",
+                    dump_error(&e)
+                )));
+            }
+        };
+        let missing = |what: &str| Error::Invalid(format!("malformed dump: no {what:?} in it"));
+        let mut fmt = head.setting.ok_or_else(|| missing("Setting"))?;
+        let dumped = head.counters.ok_or_else(|| missing("Counters"))?;
+        if !head.tree {
+            return Err(missing("FSTree"));
+        }
+        check_setting(&mut fmt)?;
+        let out = &mut loader.out;
+        for d in &head.del_files {
+            out.put(
+                keys::del_file(d.inode, d.length),
+                d.expire.to_be_bytes().to_vec(),
+            )?;
+        }
+        for (ino, q) in &head.dir_quotas {
+            let Ok(ino) = ino.parse::<Ino>() else {
+                continue;
+            };
+            let mut v = Vec::with_capacity(32);
+            for n in [q.max_space, q.max_inodes, 0, 0] {
+                v.extend_from_slice(&n.to_be_bytes());
+            }
+            out.put([b"QD".as_slice(), &ino.to_le_bytes()].concat(), v)?;
+        }
+        // Files with several names: one counter per parent now, their link count (and
+        // parent 0) once their attributes are surely written.
+        let mut links = Vec::with_capacity(loader.links.len());
+        for (ino, parents) in std::mem::take(&mut loader.links) {
+            if parents.len() > 1 {
+                let mut per_parent: BTreeMap<Ino, i64> = BTreeMap::new();
+                for p in &parents {
+                    *per_parent.entry(*p).or_default() += 1;
+                }
+                for (p, n) in per_parent {
+                    out.put(keys::parent(ino, p), n.to_le_bytes().to_vec())?;
+                }
+            }
+            links.push((ino, parents.len() as u32));
+        }
+        let rules = loader.rules.len() as i64;
+        let mut refs = Vec::new();
+        std::mem::replace(&mut loader.slices, SliceCounter::new(1)).shared(|id, size, n| {
+            refs.push((id, size, n));
+            Ok(())
+        })?;
+        for (id, size, n) in refs {
+            out.put(
+                keys::slice_ref(id, size),
+                (n as i64 - 1).to_le_bytes().to_vec(),
+            )?;
+        }
+        let counters = [
+            ("usedSpace", loader.used_space),
+            ("totalInodes", loader.used_inodes),
+            (
+                "nextInode",
+                (dumped.next_inode + 1).max(loader.max_inode as i64 + 1),
+            ),
+            (
+                "nextChunk",
+                (dumped.next_chunk + 1).max(loader.max_slice as i64 + 1),
+            ),
+            ("nextSession", dumped.next_session),
+            ("nextTrash", dumped.next_trash.max(loader.max_trash as i64)),
+            ("aclMaxId", rules),
+        ];
+        for (name, v) in counters {
+            out.put(keys::counter(name), v.to_le_bytes().to_vec())?;
+        }
+        out.finish()?;
+        for batch in links.chunks(100) {
+            self.kv.txn(|tx| {
+                for &(ino, nlink) in batch {
+                    let mut attr = crate::namespace::get_attr(tx, ino)?;
+                    attr.nlink = nlink;
+                    if nlink > 1 {
+                        attr.parent = 0;
+                    }
+                    crate::namespace::put_attr(tx, ino, &attr)?;
+                }
+                Ok(())
+            })?;
+        }
+        // Last: from now on the database holds a volume.
+        fmt.enable_acl |= rules > 0;
+        let json = serde_json::to_vec(&fmt)
+            .map_err(|e| Error::Invalid(format!("cannot encode settings: {e}")))?;
+        self.kv.txn(|tx| Ok(tx.set(keys::SETTING, &json)?))?;
+        progress(loader.summary.entries);
+        Ok(loader.summary)
+    }
+}
+
+/// A serde_json error with where it happened, in words.
+fn dump_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Eof => "it ends too soon (truncated?)".to_string(),
+        Category::Io => format!("reading it failed: {e}"),
+        _ => e.to_string(),
+    };
+    if e.line() > 0 && !what.contains(" line ") {
+        format!("{what} at line {} column {}", e.line(), e.column())
+    } else {
+        what
+    }
+}
+
+/// Checks the settings of a dump and takes what Nectar cannot use out of them.
+fn check_setting(fmt: &mut Format) -> Result<()> {
+    let bad = |what: String| {
+        Err(Error::Invalid(format!(
+            "malformed dump: \"Setting\": {what}"
+        )))
+    };
+    if fmt.name.is_empty() {
+        return bad("no volume Name".into());
+    }
+    if fmt.uuid.is_empty() {
+        return bad("no UUID".into());
+    }
+    if fmt.block_size == 0 {
+        return bad("BlockSize 0".into());
+    }
+    if fmt.secret_key.as_deref() == Some("removed") {
+        fmt.secret_key = None;
+        tracing::warn!(
+            "the dump has no secret key of the object store (dumped without --keep-secret-key): give it to mounts with SECRET_KEY"
+        );
+    }
+    if fmt
+        .other
+        .get("EncryptKey")
+        .is_some_and(|k| k.as_str().is_some_and(|k| !k.is_empty()))
+    {
+        tracing::warn!(
+            "the volume's data is encrypted (EncryptKey): Nectar cannot read it until it supports JuiceFS's encryption"
+        );
+    }
+    Ok(())
+}
