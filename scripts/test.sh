@@ -84,6 +84,8 @@ start scripts/start-postgres.sh "$WORK/postgres" "$(free_port 5432)"
 start scripts/start-mariadb.sh "$WORK/mariadb" "$(free_port 3306)"
 start scripts/start-etcd.sh "$WORK/etcd" "$(free_port 2379 1)"
 export NECTAR_TEST_META_URLS="$NECTAR_TEST_REDIS_URL $NECTAR_TEST_POSTGRES_URL $NECTAR_TEST_MYSQL_URL $NECTAR_TEST_ETCD_URL"
+# The JuiceFS binary install-deps.sh put there, for the migration tests.
+export NECTAR_TEST_JUICEFS=$ROOT/.cache/juicefs/bin/juicefs
 
 echo "== Rust tests" >&2
 cargo build --workspace --all-targets --all-features --quiet

