@@ -151,6 +151,14 @@ impl KvTxn for CountingTxn<'_> {
         }
         Ok(out)
     }
+    fn scans(&mut self, ranges: &[(&[u8], &[u8], usize)]) -> Result<Vec<crate::Scanned>> {
+        // One read per range: what it costs on every engine but Redis, which sends them
+        // together (the worst case is the one held to budget).
+        for _ in ranges {
+            self.read();
+        }
+        self.inner.scans(ranges)
+    }
     fn exists(&mut self, begin: &[u8], end: &[u8]) -> Result<bool> {
         self.read();
         self.inner.exists(begin, end)

@@ -61,6 +61,9 @@ impl KvTxn for Tracked<'_> {
     fn scan(&mut self, begin: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.inner.scan(begin, end, limit)
     }
+    fn scans(&mut self, ranges: &[(&[u8], &[u8], usize)]) -> Result<Vec<crate::Scanned>> {
+        self.inner.scans(ranges)
+    }
     fn gets_and_follow(&mut self, keys: &[Vec<u8>], follow: &Follow) -> Result<Followed> {
         self.inner.gets_and_follow(keys, follow)
     }

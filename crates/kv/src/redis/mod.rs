@@ -195,6 +195,22 @@ fn scan_domain<'a>(layout: &dyn KeyLayout, begin: &'a [u8], end: &[u8]) -> Optio
     (end <= prefix_end(d).as_slice()).then_some(d)
 }
 
+/// The pairs the scan script returned for domain `d` (members and values, flat), at
+/// most `limit`.
+fn script_scanned(d: &[u8], flat: Vec<Value>, limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::with_capacity(flat.len() / 2);
+    let mut it = flat.into_iter();
+    while let (Some(m), Some(v)) = (it.next(), it.next()) {
+        if let (Value::BulkString(m), Value::BulkString(v)) = (m, v) {
+            out.push(([d, m.as_slice()].concat(), v));
+        }
+    }
+    // An implicit member an older index also lists comes twice, side by side.
+    out.dedup_by(|a, b| a.0 == b.0);
+    out.truncate(limit);
+    out
+}
+
 /// `ZRANGEBYLEX` bounds of `[begin, end)` inside domain `d` (which holds the whole range).
 fn lex_bounds(d: &[u8], begin: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let mut min = b"[".to_vec();
@@ -1611,17 +1627,48 @@ impl RedisTxn<'_> {
             .arg(implicit.unwrap_or_default());
         let r = inv.invoke::<Vec<Value>>(self.conn);
         let flat = r.map_err(|e| self.fail(e))?;
-        let mut out = Vec::with_capacity(flat.len() / 2);
-        let mut it = flat.into_iter();
-        while let (Some(m), Some(v)) = (it.next(), it.next()) {
-            if let (Value::BulkString(m), Value::BulkString(v)) = (m, v) {
-                out.push(([d, m.as_slice()].concat(), v));
-            }
+        Ok(script_scanned(d, flat, limit))
+    }
+
+    /// [`Self::scan_script`] of several ranges, each in an indexed domain `domains[i]`,
+    /// in one round trip: the scripts go in one pipeline (each is atomic, as a single
+    /// one is; a read-only transaction is no snapshot across reads anyway). `None` when
+    /// the server does not hold the script yet: the caller goes range by range, which
+    /// loads it.
+    fn scan_scripts(
+        &mut self,
+        domains: &[&[u8]],
+        ranges: &[(&[u8], &[u8], usize)],
+    ) -> Result<Option<Vec<Scanned>>> {
+        let mut p = redis::pipe();
+        for (d, (begin, end, limit)) in domains.iter().zip(ranges) {
+            let (min, max) = lex_bounds(d, begin, end);
+            let implicit =
+                implicit_key(self.eng.layout, d, begin, end).map(|k| k[d.len()..].to_vec());
+            p.cmd("EVALSHA")
+                .arg(self.eng.scan_script.get_hash())
+                .arg(1)
+                .arg(self.eng.zkey(d))
+                .arg(&min)
+                .arg(&max)
+                .arg(i64::try_from(*limit).unwrap_or(-1))
+                .arg(self.eng.rkey(d))
+                .arg(implicit.unwrap_or_default());
         }
-        // An implicit member an older index also lists comes twice, side by side.
-        out.dedup_by(|a, b| a.0 == b.0);
-        out.truncate(limit);
-        Ok(out)
+        let flats = match p.query::<Vec<Vec<Value>>>(self.conn) {
+            Ok(f) => f,
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(self.fail(e)),
+        };
+        Ok(Some(
+            flats
+                .into_iter()
+                .zip(domains.iter().zip(ranges))
+                .map(|(flat, (d, (_, _, limit)))| script_scanned(d, flat, *limit))
+                .collect(),
+        ))
     }
 
     /// Queues the buffered writes (and the index updates) in `p`.
@@ -1827,8 +1874,8 @@ impl KvTxn for RedisTxn<'_> {
 
     fn scans(&mut self, ranges: &[(&[u8], &[u8], usize)]) -> Result<Vec<Scanned>> {
         // Ranges that each lie in one indexed domain, in a read-write transaction: one
-        // round trip for all their indexes, one for the values they list. Anything else
-        // goes range by range.
+        // round trip for all their indexes, one for the values they list; in a read-only
+        // one, their scripts in one pipeline. Anything else goes range by range.
         let indexed: Option<Vec<&[u8]>> = ranges
             .iter()
             .map(|(b, e, l)| {
@@ -1836,6 +1883,11 @@ impl KvTxn for RedisTxn<'_> {
                     .filter(|d| b < e && *l > 0 && !self.eng.layout.packed(d))
             })
             .collect();
+        if let (Some(domains), true) = (&indexed, self.read_only && ranges.len() > 1) {
+            if let Some(scanned) = self.scan_scripts(domains, ranges)? {
+                return Ok(scanned);
+            }
+        }
         let Some(domains) = indexed.filter(|_| !self.read_only) else {
             return ranges.iter().map(|(b, e, l)| self.scan(b, e, *l)).collect();
         };
