@@ -35,7 +35,7 @@ pub struct DumpArgs {
     /// transaction already.
     #[arg(long)]
     fast: bool,
-    /// Accepted as JuiceFS accepts it; a dump reads one page at a time.
+    /// Threads reading entries at once.
     #[arg(long, default_value_t = 10)]
     threads: usize,
 }
@@ -120,6 +120,7 @@ pub fn dump(a: DumpArgs) -> Result<()> {
         root,
         keep_secret_key: a.keep_secret_key,
         skip_trash: a.skip_trash,
+        threads: a.threads.max(1),
     };
     let bar = progress_bar("dumped");
     let progress = |n: u64| bar.set_position(n);

@@ -40,8 +40,10 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::thread::JoinHandle;
 
-/// Entries of a directory read per transaction while dumping.
+/// Entries of a directory listed per transaction while dumping.
 const DUMP_PAGE: usize = 1000;
+/// Entries whose nodes one dump thread reads per transaction.
+const DUMP_BATCH: usize = 100;
 
 /// What `dump` writes.
 #[derive(Debug, Clone)]
@@ -53,6 +55,8 @@ pub struct DumpOptions {
     pub keep_secret_key: bool,
     /// Leave the trash out.
     pub skip_trash: bool,
+    /// Threads reading the nodes of a directory's entries at once.
+    pub threads: usize,
 }
 
 impl Default for DumpOptions {
@@ -61,6 +65,7 @@ impl Default for DumpOptions {
             root: ROOT_INODE,
             keep_secret_key: false,
             skip_trash: false,
+            threads: 10,
         }
     }
 }
@@ -497,6 +502,7 @@ impl Meta {
                 DUMP_PAGE
             },
             linked: Default::default(),
+            threads: opts.threads.max(1),
         };
         let root = walk.node(opts.root, root_attr)?;
         walk.entry("FSTree", opts.root, &root, 1)?;
@@ -514,63 +520,64 @@ impl Meta {
     }
 }
 
-/// One dump's walk of the tree.
-struct Walk<'a, 'w> {
-    meta: &'a Meta,
-    w: &'a mut JsonOut<'w>,
-    summary: &'a mut DumpSummary,
-    progress: DumpProgress<'a>,
-    /// Entries of a directory read at a time.
-    page: usize,
-    /// Files with several names met so far (each is one inode).
-    linked: std::collections::HashSet<Ino>,
-}
+/// A file with at most this many chunks has them read by key (its length says which
+/// may exist: a truncate removes those past the end), a larger one by a scan.
+const CHUNKS_BY_KEY: u64 = 64;
 
-impl Walk<'_, '_> {
-    /// What a dump shows of `ino` besides its attributes and entries.
-    fn node(&self, ino: Ino, attr: Attr) -> Result<Node> {
-        let mut nodes = self.nodes(&[(ino, Some(attr))])?;
-        Ok(nodes.pop().flatten().expect("one node asked"))
-    }
-
-    /// The nodes of several inodes whose attributes were read (`None`: missing), in
-    /// one read transaction: xattrs, chunks, symlink targets and ACL rules.
-    fn nodes(&self, inos: &[(Ino, Option<Attr>)]) -> Result<Vec<Option<Node>>> {
-        self.meta.kv.read(|tx| {
-            let mut ranges: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-            let mut links = Vec::new();
-            for (ino, attr) in inos {
-                let Some(attr) = attr else { continue };
-                let x = keys::xattr_prefix(*ino);
-                ranges.push((prefix_end(&x), x));
-                if attr.typ == FileType::File {
+/// The nodes of several inodes whose attributes were read (`None`: missing), in one
+/// read transaction: xattrs (one scan each), chunks and symlink targets (read by key,
+/// all in one request), and ACL rules.
+fn read_nodes(meta: &Meta, inos: &[(Ino, Option<Attr>)]) -> Result<Vec<Option<Node>>> {
+    meta.kv.read(|tx| {
+        let mut ranges: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut by_key = Vec::new();
+        for (ino, attr) in inos {
+            let Some(attr) = attr else { continue };
+            let x = keys::xattr_prefix(*ino);
+            ranges.push((prefix_end(&x), x));
+            match attr.typ {
+                FileType::File if attr.length.div_ceil(CHUNK_SIZE) <= CHUNKS_BY_KEY => {
+                    for index in 0..attr.length.div_ceil(CHUNK_SIZE) {
+                        by_key.push(keys::chunk(*ino, index as u32));
+                    }
+                }
+                FileType::File => {
                     let c = keys::chunk_prefix(*ino);
                     ranges.push((prefix_end(&c), c));
                 }
-                if attr.typ == FileType::Symlink {
-                    links.push(keys::symlink(*ino));
-                }
+                FileType::Symlink => by_key.push(keys::symlink(*ino)),
+                _ => {}
             }
-            let asked: Vec<(&[u8], &[u8], usize)> = ranges
-                .iter()
-                .map(|(end, begin)| (begin.as_slice(), end.as_slice(), usize::MAX))
+        }
+        let asked: Vec<(&[u8], &[u8], usize)> = ranges
+            .iter()
+            .map(|(end, begin)| (begin.as_slice(), end.as_slice(), usize::MAX))
+            .collect();
+        let mut scanned = tx.scans(&asked)?.into_iter();
+        let mut values = tx.gets(&by_key)?.into_iter();
+        let mut out = Vec::with_capacity(inos.len());
+        for (ino, attr) in inos {
+            let Some(attr) = attr.clone() else {
+                out.push(None);
+                continue;
+            };
+            let xattrs = scanned
+                .next()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k[10..].to_vec(), v))
                 .collect();
-            let mut scanned = tx.scans(&asked)?.into_iter();
-            let mut targets = tx.gets(&links)?.into_iter();
-            let mut out = Vec::with_capacity(inos.len());
-            for (ino, attr) in inos {
-                let Some(attr) = attr.clone() else {
-                    out.push(None);
-                    continue;
-                };
-                let xattrs = scanned
-                    .next()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k[10..].to_vec(), v))
-                    .collect();
-                let mut chunks = Vec::new();
-                if attr.typ == FileType::File {
+            let mut chunks = Vec::new();
+            let mut symlink = None;
+            match attr.typ {
+                FileType::File if attr.length.div_ceil(CHUNK_SIZE) <= CHUNKS_BY_KEY => {
+                    for index in 0..attr.length.div_ceil(CHUNK_SIZE) {
+                        if let Some(v) = values.next().flatten() {
+                            chunks.push((index as u32, Slice::decode_all(&v)?));
+                        }
+                    }
+                }
+                FileType::File => {
                     for (k, v) in scanned.next().unwrap_or_default() {
                         let index = k
                             .get(10..14)
@@ -582,30 +589,48 @@ impl Walk<'_, '_> {
                         chunks.push((index, Slice::decode_all(&v)?));
                     }
                 }
-                let symlink = if attr.typ == FileType::Symlink {
-                    targets.next().flatten()
-                } else {
-                    None
-                };
-                let rule = |tx: &mut dyn KvTxn, id: u32| -> Result<Option<Rule>> {
-                    if id == 0 {
-                        return Ok(None);
-                    }
-                    Ok(Some((*self.meta.acl_rule(tx, id)?).clone()))
-                };
-                let access_acl = rule(tx, attr.access_acl)?;
-                let default_acl = rule(tx, attr.default_acl)?;
-                out.push(Some(Node {
-                    attr,
-                    xattrs,
-                    symlink,
-                    chunks,
-                    access_acl,
-                    default_acl,
-                }));
+                FileType::Symlink => symlink = values.next().flatten(),
+                _ => {}
             }
-            Ok(out)
-        })
+            let rule = |tx: &mut dyn KvTxn, id: u32| -> Result<Option<Rule>> {
+                if id == 0 {
+                    return Ok(None);
+                }
+                Ok(Some((*meta.acl_rule(tx, id)?).clone()))
+            };
+            let access_acl = rule(tx, attr.access_acl)?;
+            let default_acl = rule(tx, attr.default_acl)?;
+            out.push(Some(Node {
+                attr,
+                xattrs,
+                symlink,
+                chunks,
+                access_acl,
+                default_acl,
+            }));
+        }
+        Ok(out)
+    })
+}
+
+/// One dump's walk of the tree.
+struct Walk<'a, 'w> {
+    meta: &'a Meta,
+    w: &'a mut JsonOut<'w>,
+    summary: &'a mut DumpSummary,
+    progress: DumpProgress<'a>,
+    /// Entries of a directory read at a time.
+    page: usize,
+    /// Files with several names met so far (each is one inode).
+    linked: std::collections::HashSet<Ino>,
+    threads: usize,
+}
+
+impl Walk<'_, '_> {
+    /// What a dump shows of `ino` besides its attributes and entries.
+    fn node(&self, ino: Ino, attr: Attr) -> Result<Node> {
+        let mut nodes = read_nodes(self.meta, &[(ino, Some(attr))])?;
+        Ok(nodes.pop().flatten().expect("one node asked"))
     }
 
     /// Writes `"name": {...}` for `node` at `depth`, its whole subtree for a directory.
@@ -728,37 +753,69 @@ impl Walk<'_, '_> {
                 .iter()
                 .map(|(k, v)| Ok((k[prefix.len()..].to_vec(), decode_entry(v)?.1)))
                 .collect::<Result<_>>()?;
-            for batch in entries.chunks(DUMP_PAGE) {
-                let attrs = self.meta.kv.read(|tx| {
-                    let keys: Vec<Vec<u8>> = batch.iter().map(|(_, i)| keys::attr(*i)).collect();
-                    Ok(tx.gets(&keys)?)
-                })?;
-                let asked: Vec<(Ino, Option<Attr>)> = batch
-                    .iter()
-                    .zip(attrs)
-                    .map(|((_, ino), a)| Ok((*ino, a.map(|a| Attr::decode(&a)).transpose()?)))
-                    .collect::<Result<_>>()?;
-                let nodes = self.nodes(&asked)?;
-                for ((name, ino), node) in batch.iter().zip(nodes) {
-                    let Some(node) = node else {
-                        tracing::warn!(
-                            "entry {:?} of directory {dir} names inode {ino}, which does not exist: left out",
-                            String::from_utf8_lossy(name)
-                        );
-                        self.summary.skipped += 1;
-                        continue;
-                    };
-                    if !first {
-                        self.w.raw(",")?;
+            // A window of batches read in parallel, then written in order.
+            for window in entries.chunks(DUMP_BATCH * self.threads) {
+                let batches: Vec<&[(Vec<u8>, Ino)]> = window.chunks(DUMP_BATCH).collect();
+                let fetched = self.fetch_all(&batches)?;
+                for (batch, nodes) in batches.iter().zip(fetched) {
+                    for ((name, ino), node) in batch.iter().zip(nodes) {
+                        let Some(node) = node else {
+                            tracing::warn!(
+                                "entry {:?} of directory {dir} names inode {ino}, which does not exist: left out",
+                                String::from_utf8_lossy(name)
+                            );
+                            self.summary.skipped += 1;
+                            continue;
+                        };
+                        if !first {
+                            self.w.raw(",")?;
+                        }
+                        first = false;
+                        self.entry(&escape(name), *ino, &node, depth)?;
                     }
-                    first = false;
-                    self.entry(&escape(name), *ino, &node, depth)?;
                 }
             }
             if !full {
                 return Ok(());
             }
         }
+    }
+
+    /// The nodes of several batches of entries, read by up to `threads` threads at
+    /// once, each batch in two read transactions; in the batches' order.
+    fn fetch_all(&self, batches: &[&[(Vec<u8>, Ino)]]) -> Result<Vec<Vec<Option<Node>>>> {
+        let meta = self.meta;
+        let fetch = |batch: &[(Vec<u8>, Ino)]| -> Result<Vec<Option<Node>>> {
+            let attrs = meta.kv.read(|tx| {
+                let keys: Vec<Vec<u8>> = batch.iter().map(|(_, i)| keys::attr(*i)).collect();
+                Ok(tx.gets(&keys)?)
+            })?;
+            let asked: Vec<(Ino, Option<Attr>)> = batch
+                .iter()
+                .zip(attrs)
+                .map(|((_, ino), a)| Ok((*ino, a.map(|a| Attr::decode(&a)).transpose()?)))
+                .collect::<Result<_>>()?;
+            read_nodes(meta, &asked)
+        };
+        if batches.len() <= 1 || self.threads <= 1 {
+            return batches.iter().map(|b| fetch(b)).collect();
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        type Fetched = parking_lot::Mutex<Option<Result<Vec<Option<Node>>>>>;
+        let results: Vec<Fetched> = batches.iter().map(|_| Default::default()).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..self.threads.min(batches.len()) {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(batch) = batches.get(i) else { return };
+                    *results[i].lock() = Some(fetch(batch));
+                });
+            }
+        });
+        results
+            .into_iter()
+            .map(|r| r.into_inner().unwrap_or_else(|| Ok(Vec::new())))
+            .collect()
     }
 }
 
