@@ -5,10 +5,10 @@
 //! `-`) is stdout or stdin. A dump goes to a temporary name beside the file and is
 //! renamed when complete, so a failed dump never leaves a file that looks whole.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use nectar_meta::{Ctx, DumpOptions, DumpSummary, LoadOptions, Meta, ROOT_INODE};
+use nectar_meta::{DumpOptions, DumpSummary, LoadOptions, Meta, ROOT_INODE};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -94,26 +94,11 @@ fn report(what: &str, s: &DumpSummary, start: Instant) {
     );
 }
 
-/// The inode of `path` (from the volume's root), a directory.
-fn resolve_dir(meta: &Meta, path: &str) -> Result<u64> {
-    let mut ino = ROOT_INODE;
-    for name in path.split('/').filter(|n| !n.is_empty() && *n != ".") {
-        let (child, attr) = meta
-            .lookup(&Ctx::root(), ino, name.as_bytes())
-            .with_context(|| format!("--subdir {path}: {name}"))?;
-        if attr.typ != nectar_meta::FileType::Directory {
-            bail!("--subdir {path}: {name} is not a directory");
-        }
-        ino = child;
-    }
-    Ok(ino)
-}
-
 pub fn dump(a: DumpArgs) -> Result<()> {
     let meta = Meta::connect(&crate::meta_url(&a.meta_url))?;
     meta.load()?;
     let root = match &a.subdir {
-        Some(p) => resolve_dir(&meta, p)?,
+        Some(p) => crate::mount::resolve_subdir(&meta, p)?,
         None => ROOT_INODE,
     };
     let opts = DumpOptions {

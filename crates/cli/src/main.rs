@@ -32,7 +32,7 @@ enum Command {
     /// Create a volume (or update its settings with --force).
     Format(format::FormatArgs),
     /// Mount a volume.
-    Mount(mount::MountArgs),
+    Mount(Box<mount::MountArgs>),
     /// Unmount a volume.
     Umount(umount::UmountArgs),
     /// Show a volume's settings and its live sessions.
@@ -92,7 +92,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let res = match cli.command {
         Command::Format(a) => format::run(a),
-        Command::Mount(a) => mount::run(a),
+        Command::Mount(a) => mount::run(*a),
         Command::Umount(a) => umount::run(a),
         Command::Status(a) => status::run(a),
         Command::Info(a) => status::info(a),

@@ -171,6 +171,14 @@ pub struct MountArgs {
     /// FUSE worker threads.
     #[arg(long, default_value_t = 8)]
     threads: usize,
+    /// Back up the volume's metadata into its bucket this often
+    /// (`meta/dump-YYYY-MM-DD-HHMMSS.json.gz`, JuiceFS's dump format, loaded with
+    /// `nectar load`); one client per volume does it at a time. 0 turns it off.
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = crate::duration::parse)]
+    backup_meta: Duration,
+    /// Leave the trash out of the metadata backups.
+    #[arg(long)]
+    backup_skip_trash: bool,
 }
 
 fn secs(name: &str, v: f64) -> Result<Duration> {
@@ -434,7 +442,7 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
     chunk_cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     let chunks = {
         let _guard = rt.enter();
-        ChunkStore::new(store, chunk_cfg)
+        ChunkStore::new(store.clone(), chunk_cfg)
     };
     let root = match &a.subdir {
         None => ROOT_INODE,
@@ -500,6 +508,24 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
         Duration::from_secs(a.heartbeat.max(1)),
         stop.clone(),
     );
+    if !read_only {
+        if !a.backup_meta.is_zero() && a.backup_meta < Duration::from_secs(300) {
+            tracing::warn!(
+                "--backup-meta {}s: a backup dumps the whole volume; intervals under 5 minutes are for tests",
+                a.backup_meta.as_secs_f64()
+            );
+        }
+        nectar_vfs::backup::start_backups(
+            meta.clone(),
+            store.clone(),
+            rt.handle().clone(),
+            nectar_vfs::backup::BackupConfig {
+                interval: a.backup_meta,
+                skip_trash: a.backup_skip_trash,
+            },
+            stop.clone(),
+        );
+    }
     let mut fs = NectarFs::new(vfs.clone(), rt.handle().clone(), writeback_cache);
     if a.no_xattr {
         fs = fs.without_xattrs();
@@ -593,7 +619,8 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
     res.map_err(|e| anyhow::anyhow!("pending writes were lost: {e}"))
 }
 
-fn resolve_subdir(meta: &Meta, sub: &str) -> Result<u64> {
+/// The inode of directory `sub` (a path from the volume's root), for `--subdir`.
+pub(crate) fn resolve_subdir(meta: &Meta, sub: &str) -> Result<u64> {
     let mut ino = ROOT_INODE;
     for part in sub.split('/').filter(|p| !p.is_empty() && *p != ".") {
         let (child, attr) = meta

@@ -167,6 +167,91 @@ impl Time {
     }
 }
 
+/// A UTC calendar time, to the second: what backup names and trash directories are
+/// named by (`YYYY-MM-DD-HHMMSS`, `YYYY-MM-DD-HH`, as JuiceFS names them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Utc {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+}
+
+impl Utc {
+    /// The calendar time of `secs` since the epoch (proleptic Gregorian calendar).
+    pub fn from_secs(secs: i64) -> Utc {
+        let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        // Days to a civil date (H. Hinnant's algorithm): eras of 400 years.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        Utc {
+            year: yoe + era * 400 + i64::from(month <= 2),
+            month,
+            day,
+            hour: (rest / 3600) as u32,
+            minute: (rest % 3600 / 60) as u32,
+            second: (rest % 60) as u32,
+        }
+    }
+
+    /// Seconds since the epoch; a day past the end of its month rolls over into the
+    /// next one (as Go's `time.Date` normalises it).
+    pub fn to_secs(self) -> i64 {
+        let (y, m) = (
+            self.year - i64::from(self.month <= 2),
+            i64::from(self.month),
+        );
+        let era = y.div_euclid(400);
+        let yoe = y.rem_euclid(400);
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(self.day) - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        days * 86_400
+            + i64::from(self.hour) * 3600
+            + i64::from(self.minute) * 60
+            + i64::from(self.second)
+    }
+
+    /// `YYYY-MM-DD-HHMMSS`.
+    pub fn stamp(self) -> String {
+        format!(
+            "{:04}-{:02}-{:02}-{:02}{:02}{:02}",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
+    }
+
+    /// Reads [`Utc::stamp`]'s form back.
+    pub fn parse_stamp(s: &str) -> Option<Utc> {
+        let b = s.as_bytes();
+        if b.len() != 17 || b[4] != b'-' || b[7] != b'-' || b[10] != b'-' {
+            return None;
+        }
+        let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u32>().ok();
+        let t = Utc {
+            year: i64::from(num(0..4)?),
+            month: num(5..7)?,
+            day: num(8..10)?,
+            hour: num(11..13)?,
+            minute: num(13..15)?,
+            second: num(15..17)?,
+        };
+        let valid = (1..=12).contains(&t.month)
+            && (1..=31).contains(&t.day)
+            && t.hour < 24
+            && t.minute < 60
+            && t.second < 60;
+        valid.then_some(t)
+    }
+}
+
 /// Attributes of an inode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attr {
@@ -540,6 +625,26 @@ mod tests {
             vec![s, Slice { id: 9, ..s }]
         );
         assert!(Slice::decode_all(&v[..30]).is_err());
+    }
+
+    #[test]
+    fn utc_calendar_round_trips() {
+        let t = Utc::from_secs(1_796_434_366);
+        assert_eq!(t.stamp(), "2026-12-05-013246");
+        assert_eq!(Utc::parse_stamp(&t.stamp()), Some(t));
+        assert_eq!(Utc::from_secs(0).stamp(), "1970-01-01-000000");
+        assert_eq!(Utc::from_secs(951_782_400).stamp(), "2000-02-29-000000");
+        for secs in (-10_000_000_000i64..10_000_000_000).step_by(86_399 * 37) {
+            assert_eq!(Utc::from_secs(secs).to_secs(), secs, "{secs}");
+        }
+        // Two years before a leap day rolls over as Go's AddDate does.
+        let leap = Utc::from_secs(951_782_400);
+        assert_eq!(
+            Utc::from_secs(Utc { year: 1998, ..leap }.to_secs()).stamp(),
+            "1998-03-01-000000"
+        );
+        assert_eq!(Utc::parse_stamp("2026-13-01-000000"), None);
+        assert_eq!(Utc::parse_stamp("2026-12-01-00000"), None);
     }
 
     #[test]

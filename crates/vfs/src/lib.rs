@@ -11,6 +11,7 @@
 //! and block I/O runs on the tokio runtime the `Vfs` was given (`Handle::block_on`).
 //! A mount of a subdirectory maps the kernel's root inode (1) to that directory.
 
+pub mod backup;
 mod dir;
 mod error;
 mod file;
