@@ -28,10 +28,10 @@
 use crate::acl::{Rule, UNSET};
 use crate::error::{Error, Result};
 use crate::keys;
-use crate::kv::{prefix_end, KvTxn};
 use crate::meta::{space_of, Meta};
-use crate::namespace::{decode_entry, encode_entry};
+use crate::namespace::encode_entry;
 use crate::types::*;
+use crate::walk::{self, Node};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -39,11 +39,6 @@ use std::fmt;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::thread::JoinHandle;
-
-/// Entries of a directory listed per transaction while dumping.
-const DUMP_PAGE: usize = 1000;
-/// Entries whose nodes one dump thread reads per transaction.
-const DUMP_BATCH: usize = 100;
 
 /// What `dump` writes.
 #[derive(Debug, Clone)]
@@ -355,16 +350,6 @@ pub fn file_bucket(path: &str) -> String {
 
 // ----- dump ---------------------------------------------------------------------------
 
-/// An inode as a dump shows it.
-struct Node {
-    attr: Attr,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    symlink: Option<Vec<u8>>,
-    chunks: Vec<(u32, Vec<Slice>)>,
-    access_acl: Option<Rule>,
-    default_acl: Option<Rule>,
-}
-
 /// The JSON writer of a dump: JuiceFS's layout, two spaces per level.
 struct JsonOut<'w> {
     w: BufWriter<&'w mut dyn Write>,
@@ -490,153 +475,54 @@ impl Meta {
         w.value(&del_files)?;
         w.raw(",")?;
 
-        let mut summary = DumpSummary::default();
-        let mut walk = Walk {
-            meta: self,
+        let mut writer = TreeWriter {
             w: &mut w,
-            summary: &mut summary,
+            summary: DumpSummary::default(),
             progress,
-            page: if self.kv.packs_domains() {
-                usize::MAX
-            } else {
-                DUMP_PAGE
-            },
+            open: Vec::new(),
             linked: Default::default(),
-            threads: opts.threads.max(1),
         };
-        let root = walk.node(opts.root, root_attr)?;
-        walk.entry("FSTree", opts.root, &root, 1)?;
-        if !opts.skip_trash && opts.root == ROOT_INODE {
-            let trash = self.kv.read(|tx| Ok(tx.get(&keys::attr(TRASH_INODE))?))?;
-            if let Some(a) = trash {
-                let node = walk.node(TRASH_INODE, Attr::decode(&a)?)?;
-                walk.w.raw(",")?;
-                walk.entry("Trash", TRASH_INODE, &node, 1)?;
-            }
+        self.walk(opts.root, b"FSTree", opts.threads, &mut writer)?;
+        let has_trash = self.kv.read(|tx| Ok(tx.get(&keys::attr(TRASH_INODE))?))?;
+        if !opts.skip_trash && opts.root == ROOT_INODE && has_trash.is_some() {
+            writer.w.raw(",")?;
+            self.walk(TRASH_INODE, b"Trash", opts.threads, &mut writer)?;
         }
+        let summary = writer.summary;
         w.raw("\n}\n")?;
         w.w.flush()?;
         Ok(summary)
     }
 }
 
-/// A file with at most this many chunks has them read by key (its length says which
-/// may exist: a truncate removes those past the end), a larger one by a scan.
-const CHUNKS_BY_KEY: u64 = 64;
-
-/// The nodes of several inodes whose attributes were read (`None`: missing), in one
-/// read transaction: xattrs (one scan each), chunks and symlink targets (read by key,
-/// all in one request), and ACL rules.
-fn read_nodes(meta: &Meta, inos: &[(Ino, Option<Attr>)]) -> Result<Vec<Option<Node>>> {
-    meta.kv.read(|tx| {
-        let mut ranges: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut by_key = Vec::new();
-        for (ino, attr) in inos {
-            let Some(attr) = attr else { continue };
-            let x = keys::xattr_prefix(*ino);
-            ranges.push((prefix_end(&x), x));
-            match attr.typ {
-                FileType::File if attr.length.div_ceil(CHUNK_SIZE) <= CHUNKS_BY_KEY => {
-                    for index in 0..attr.length.div_ceil(CHUNK_SIZE) {
-                        by_key.push(keys::chunk(*ino, index as u32));
-                    }
-                }
-                FileType::File => {
-                    let c = keys::chunk_prefix(*ino);
-                    ranges.push((prefix_end(&c), c));
-                }
-                FileType::Symlink => by_key.push(keys::symlink(*ino)),
-                _ => {}
-            }
-        }
-        let asked: Vec<(&[u8], &[u8], usize)> = ranges
-            .iter()
-            .map(|(end, begin)| (begin.as_slice(), end.as_slice(), usize::MAX))
-            .collect();
-        let mut scanned = tx.scans(&asked)?.into_iter();
-        let mut values = tx.gets(&by_key)?.into_iter();
-        let mut out = Vec::with_capacity(inos.len());
-        for (ino, attr) in inos {
-            let Some(attr) = attr.clone() else {
-                out.push(None);
-                continue;
-            };
-            let xattrs = scanned
-                .next()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k[10..].to_vec(), v))
-                .collect();
-            let mut chunks = Vec::new();
-            let mut symlink = None;
-            match attr.typ {
-                FileType::File if attr.length.div_ceil(CHUNK_SIZE) <= CHUNKS_BY_KEY => {
-                    for index in 0..attr.length.div_ceil(CHUNK_SIZE) {
-                        if let Some(v) = values.next().flatten() {
-                            chunks.push((index as u32, Slice::decode_all(&v)?));
-                        }
-                    }
-                }
-                FileType::File => {
-                    for (k, v) in scanned.next().unwrap_or_default() {
-                        let index = k
-                            .get(10..14)
-                            .and_then(|b| b.try_into().ok())
-                            .map(u32::from_be_bytes)
-                            .ok_or_else(|| {
-                                Error::Corrupt(format!("inode {ino}: chunk key {k:?}"))
-                            })?;
-                        chunks.push((index, Slice::decode_all(&v)?));
-                    }
-                }
-                FileType::Symlink => symlink = values.next().flatten(),
-                _ => {}
-            }
-            let rule = |tx: &mut dyn KvTxn, id: u32| -> Result<Option<Rule>> {
-                if id == 0 {
-                    return Ok(None);
-                }
-                Ok(Some((*meta.acl_rule(tx, id)?).clone()))
-            };
-            let access_acl = rule(tx, attr.access_acl)?;
-            let default_acl = rule(tx, attr.default_acl)?;
-            out.push(Some(Node {
-                attr,
-                xattrs,
-                symlink,
-                chunks,
-                access_acl,
-                default_acl,
-            }));
-        }
-        Ok(out)
-    })
-}
-
-/// One dump's walk of the tree.
-struct Walk<'a, 'w> {
-    meta: &'a Meta,
+/// Writes the entries a walk hands over as the dump's nested objects.
+struct TreeWriter<'a, 'w> {
     w: &'a mut JsonOut<'w>,
-    summary: &'a mut DumpSummary,
+    summary: DumpSummary,
     progress: DumpProgress<'a>,
-    /// Entries of a directory read at a time.
-    page: usize,
+    /// For each directory being written: whether an entry of it was written yet.
+    open: Vec<bool>,
     /// Files with several names met so far (each is one inode).
     linked: std::collections::HashSet<Ino>,
-    threads: usize,
 }
 
-impl Walk<'_, '_> {
-    /// What a dump shows of `ino` besides its attributes and entries.
-    fn node(&self, ino: Ino, attr: Attr) -> Result<Node> {
-        let mut nodes = read_nodes(self.meta, &[(ino, Some(attr))])?;
-        Ok(nodes.pop().flatten().expect("one node asked"))
-    }
-
-    /// Writes `"name": {...}` for `node` at `depth`, its whole subtree for a directory.
-    fn entry(&mut self, name: &str, ino: Ino, node: &Node, depth: usize) -> Result<()> {
+impl walk::Visitor for TreeWriter<'_, '_> {
+    fn entry(&mut self, parent: Option<Ino>, name: &[u8], ino: Ino, node: &Node) -> Result<()> {
+        let depth = self.open.len() * 2 + 1;
+        if parent.is_some() {
+            if let Some(written) = self.open.last_mut() {
+                if std::mem::replace(written, true) {
+                    self.w.raw(",")?;
+                }
+            }
+        }
+        // The top of a walk is named by the dump's key ("FSTree", "Trash") as it is.
+        let name = match parent {
+            Some(_) => escape(name),
+            None => String::from_utf8_lossy(name).into_owned(),
+        };
         let w = &mut *self.w;
-        w.key(depth, name)?;
+        w.key(depth, &name)?;
         w.raw("{")?;
         let a = &node.attr;
         let dumped = DumpedAttr {
@@ -724,98 +610,31 @@ impl Walk<'_, '_> {
             self.w.raw(",")?;
             self.w.key(depth + 1, "entries")?;
             self.w.raw("{")?;
-            self.children(ino, depth + 2)?;
-            self.w.indent(depth + 1)?;
+            self.open.push(false);
+        } else {
+            self.w.indent(depth)?;
             self.w.raw("}")?;
         }
+        Ok(())
+    }
+
+    fn leave(&mut self, _dir: Ino) -> Result<()> {
+        self.open.pop();
+        let depth = self.open.len() * 2 + 1;
+        self.w.indent(depth + 1)?;
+        self.w.raw("}")?;
         self.w.indent(depth)?;
         self.w.raw("}")?;
         Ok(())
     }
 
-    /// Writes the entries of directory `dir`, a page at a time.
-    fn children(&mut self, dir: Ino, depth: usize) -> Result<()> {
-        let prefix = keys::dentry_prefix(dir);
-        let end = prefix_end(&prefix);
-        let mut begin = prefix.clone();
-        let mut first = true;
-        loop {
-            let rows = self
-                .meta
-                .kv
-                .read(|tx| Ok(tx.scan(&begin, &end, self.page)?))?;
-            let Some((last, _)) = rows.last() else {
-                return Ok(());
-            };
-            begin = [last.as_slice(), &[0]].concat();
-            let full = rows.len() >= self.page;
-            let entries: Vec<(Vec<u8>, Ino)> = rows
-                .iter()
-                .map(|(k, v)| Ok((k[prefix.len()..].to_vec(), decode_entry(v)?.1)))
-                .collect::<Result<_>>()?;
-            // A window of batches read in parallel, then written in order.
-            for window in entries.chunks(DUMP_BATCH * self.threads) {
-                let batches: Vec<&[(Vec<u8>, Ino)]> = window.chunks(DUMP_BATCH).collect();
-                let fetched = self.fetch_all(&batches)?;
-                for (batch, nodes) in batches.iter().zip(fetched) {
-                    for ((name, ino), node) in batch.iter().zip(nodes) {
-                        let Some(node) = node else {
-                            tracing::warn!(
-                                "entry {:?} of directory {dir} names inode {ino}, which does not exist: left out",
-                                String::from_utf8_lossy(name)
-                            );
-                            self.summary.skipped += 1;
-                            continue;
-                        };
-                        if !first {
-                            self.w.raw(",")?;
-                        }
-                        first = false;
-                        self.entry(&escape(name), *ino, &node, depth)?;
-                    }
-                }
-            }
-            if !full {
-                return Ok(());
-            }
-        }
-    }
-
-    /// The nodes of several batches of entries, read by up to `threads` threads at
-    /// once, each batch in two read transactions; in the batches' order.
-    fn fetch_all(&self, batches: &[&[(Vec<u8>, Ino)]]) -> Result<Vec<Vec<Option<Node>>>> {
-        let meta = self.meta;
-        let fetch = |batch: &[(Vec<u8>, Ino)]| -> Result<Vec<Option<Node>>> {
-            let attrs = meta.kv.read(|tx| {
-                let keys: Vec<Vec<u8>> = batch.iter().map(|(_, i)| keys::attr(*i)).collect();
-                Ok(tx.gets(&keys)?)
-            })?;
-            let asked: Vec<(Ino, Option<Attr>)> = batch
-                .iter()
-                .zip(attrs)
-                .map(|((_, ino), a)| Ok((*ino, a.map(|a| Attr::decode(&a)).transpose()?)))
-                .collect::<Result<_>>()?;
-            read_nodes(meta, &asked)
-        };
-        if batches.len() <= 1 || self.threads <= 1 {
-            return batches.iter().map(|b| fetch(b)).collect();
-        }
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        type Fetched = parking_lot::Mutex<Option<Result<Vec<Option<Node>>>>>;
-        let results: Vec<Fetched> = batches.iter().map(|_| Default::default()).collect();
-        std::thread::scope(|scope| {
-            for _ in 0..self.threads.min(batches.len()) {
-                scope.spawn(|| loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(batch) = batches.get(i) else { return };
-                    *results[i].lock() = Some(fetch(batch));
-                });
-            }
-        });
-        results
-            .into_iter()
-            .map(|r| r.into_inner().unwrap_or_else(|| Ok(Vec::new())))
-            .collect()
+    fn dangling(&mut self, parent: Ino, name: &[u8], ino: Ino) -> Result<()> {
+        tracing::warn!(
+            "entry {:?} of directory {parent} names inode {ino}, which does not exist: left out of the dump",
+            String::from_utf8_lossy(name)
+        );
+        self.summary.skipped += 1;
+        Ok(())
     }
 }
 

@@ -23,6 +23,7 @@ pub mod namespace;
 pub mod slice;
 pub mod types;
 pub mod unfinished;
+pub mod walk;
 pub mod xattr;
 
 pub use acl::{AclEntry, AclType, Rule};
