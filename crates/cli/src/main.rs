@@ -7,6 +7,7 @@ mod dump;
 mod duration;
 mod exporter;
 mod format;
+mod fsck;
 mod mount;
 mod objbench;
 mod stats;
@@ -52,6 +53,8 @@ enum Command {
     /// Load a dump into an empty metadata engine (a volume moves between engines, or
     /// from JuiceFS, with its data left in place).
     Load(dump::LoadArgs),
+    /// Check a volume: its tree, and that every block of every file is stored.
+    Fsck(fsck::FsckArgs),
     /// Print the version.
     Version,
 }
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Objbench(a) => objbench::run(a),
         Command::Dump(a) => dump::dump(a),
+        Command::Fsck(a) => fsck::run(a),
         Command::Load(a) => dump::load(a),
         Command::Version => {
             println!("nectar {}", env!("CARGO_PKG_VERSION"));

@@ -621,13 +621,29 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
 
 /// The inode of directory `sub` (a path from the volume's root), for `--subdir`.
 pub(crate) fn resolve_subdir(meta: &Meta, sub: &str) -> Result<u64> {
+    resolve(meta, sub, "--subdir", true)
+}
+
+/// The inode of `path` (from the volume's root), for `--path`.
+pub(crate) fn resolve_path(meta: &Meta, path: &str) -> Result<u64> {
+    resolve(meta, path, "--path", false)
+}
+
+/// Looks `path` up from the root, every part a directory but the last unless `dir`;
+/// errors name `flag`.
+fn resolve(meta: &Meta, path: &str, flag: &str, dir: bool) -> Result<u64> {
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
     let mut ino = ROOT_INODE;
-    for part in sub.split('/').filter(|p| !p.is_empty() && *p != ".") {
+    for (i, part) in parts.iter().enumerate() {
         let (child, attr) = meta
             .lookup(&Ctx::root(), ino, part.as_bytes())
-            .with_context(|| format!("--subdir {sub}: {part} not found"))?;
-        if attr.typ != nectar_meta::FileType::Directory {
-            bail!("--subdir {sub}: {part} is not a directory");
+            .with_context(|| format!("{flag} {path}: {part} not found"))?;
+        let last = i + 1 == parts.len();
+        if attr.typ != nectar_meta::FileType::Directory && (dir || !last) {
+            bail!("{flag} {path}: {part} is not a directory");
         }
         ino = child;
     }

@@ -16,6 +16,7 @@ pub mod cache;
 pub mod data;
 pub mod dump;
 pub mod error;
+pub mod fsck;
 pub mod keys;
 pub mod locks;
 pub mod meta;

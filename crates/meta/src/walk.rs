@@ -57,9 +57,23 @@ pub trait Visitor {
 }
 
 impl Meta {
-    /// Walks the tree from directory `top`, shown as `name` (see the module
-    /// documentation), with up to `threads` threads reading.
+    /// Walks the tree from `top`, shown as `name` (see the module documentation), with
+    /// up to `threads` threads reading.
     pub fn walk(&self, top: Ino, name: &[u8], threads: usize, v: &mut dyn Visitor) -> Result<()> {
+        self.walk_to(top, name, threads, usize::MAX, v)
+    }
+
+    /// [`Meta::walk`] down to `depth` levels below `top` (1: its entries only; a
+    /// directory met at the last level is handed over, its entries are not, and no
+    /// [`Visitor::leave`] comes for it).
+    pub fn walk_to(
+        &self,
+        top: Ino,
+        name: &[u8],
+        threads: usize,
+        depth: usize,
+        v: &mut dyn Visitor,
+    ) -> Result<()> {
         let attr = self.kv.read(|tx| crate::namespace::get_attr(tx, top))?;
         let node = read_nodes(self, &[(top, Some(attr))])?
             .pop()
@@ -75,8 +89,8 @@ impl Meta {
             threads: threads.max(1),
         };
         v.entry(None, name, top, &node)?;
-        if node.attr.typ == FileType::Directory {
-            walk.children(top, v)?;
+        if node.attr.typ == FileType::Directory && depth > 0 {
+            walk.children(top, depth - 1, v)?;
             v.leave(top)?;
         }
         Ok(())
@@ -91,8 +105,9 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    /// Hands over the entries of directory `dir`, each subtree whole.
-    fn children(&self, dir: Ino, v: &mut dyn Visitor) -> Result<()> {
+    /// Hands over the entries of directory `dir`, each subtree down to `depth` more
+    /// levels.
+    fn children(&self, dir: Ino, depth: usize, v: &mut dyn Visitor) -> Result<()> {
         let prefix = keys::dentry_prefix(dir);
         let end = prefix_end(&prefix);
         let mut begin = prefix.clone();
@@ -120,8 +135,8 @@ impl Walk<'_> {
                             None => v.dangling(dir, name, *ino)?,
                             Some(node) => {
                                 v.entry(Some(dir), name, *ino, &node)?;
-                                if node.attr.typ == FileType::Directory {
-                                    self.children(*ino, v)?;
+                                if node.attr.typ == FileType::Directory && depth > 0 {
+                                    self.children(*ino, depth - 1, v)?;
                                     v.leave(*ino)?;
                                 }
                             }
