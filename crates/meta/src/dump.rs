@@ -19,7 +19,7 @@
 //! object ends, and hands its keys to writer threads in batches of one transaction
 //! each. What must be known of the whole tree is kept small: the parents of files with
 //! several names (only those), the distinct ACL rules, and the slices, counted in sorted
-//! runs that spill to temporary files ([`SliceCounter`]) so a reference count (`K` keys)
+//! runs that spill to temporary files ([`crate::spill`]) so a reference count (`K` keys)
 //! is written only for slices used more than once. Counters are computed from the
 //! tree. The volume's settings are written last, so a load that stops half way never
 //! leaves something that looks like a volume; a load that fails empties the engine
@@ -30,13 +30,14 @@ use crate::error::{Error, Result};
 use crate::keys;
 use crate::meta::{space_of, Meta};
 use crate::namespace::encode_entry;
+use crate::spill::Sorter;
 use crate::types::*;
 use crate::walk::{self, Node};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::thread::JoinHandle;
 
@@ -643,9 +644,6 @@ impl walk::Visitor for TreeWriter<'_, '_> {
 /// Keys and values to write in one transaction.
 type Batch = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// Sorted (slice id, size) pairs, from memory or from a spilled run.
-type SliceRun = Box<dyn Iterator<Item = io::Result<(u64, u32)>>>;
-
 /// Keys and values handed to writer threads, one transaction per batch.
 struct BatchWriter {
     batch: Batch,
@@ -747,88 +745,36 @@ impl BatchWriter {
     }
 }
 
-/// Counts slice uses in bounded memory: (id, size) pairs gather in a buffer that is
-/// sorted and written to a temporary file as a run when full; the runs are merged at
-/// the end, and only slices used more than once come out.
+/// Counts slice uses in bounded memory: the (id, size) pairs are sorted on disk
+/// ([`Sorter`]) and only slices used more than once come out.
 struct SliceCounter {
-    buf: Vec<(u64, u32)>,
-    runs: Vec<BufReader<std::fs::File>>,
-    limit: usize,
+    sorter: Sorter<(u64, u32)>,
 }
 
 impl SliceCounter {
     fn new(limit: usize) -> SliceCounter {
         SliceCounter {
-            buf: Vec::new(),
-            runs: Vec::new(),
-            limit,
+            sorter: Sorter::new(limit),
         }
     }
 
     fn add(&mut self, id: u64, size: u32) -> Result<()> {
-        self.buf.push((id, size));
-        if self.buf.len() >= self.limit {
-            self.spill()?;
-        }
-        Ok(())
-    }
-
-    fn spill(&mut self) -> Result<()> {
-        self.buf.sort_unstable();
-        let file = tempfile_in_tmp()?;
-        let mut w = BufWriter::new(file);
-        for (id, size) in self.buf.drain(..) {
-            w.write_all(&id.to_be_bytes())?;
-            w.write_all(&size.to_be_bytes())?;
-        }
-        let mut file = w.into_inner().map_err(|e| e.into_error())?;
-        io::Seek::seek(&mut file, io::SeekFrom::Start(0))?;
-        self.runs.push(BufReader::new(file));
-        Ok(())
+        Ok(self.sorter.push((id, size))?)
     }
 
     /// Calls `shared` with each slice used more than once and its number of uses.
-    fn shared(mut self, mut shared: impl FnMut(u64, u32, u64) -> Result<()>) -> Result<()> {
-        self.buf.sort_unstable();
-        let mut sources: Vec<SliceRun> = Vec::new();
-        sources.push(Box::new(std::mem::take(&mut self.buf).into_iter().map(Ok)));
-        for mut run in self.runs.drain(..) {
-            sources.push(Box::new(std::iter::from_fn(move || {
-                let mut b = [0u8; 12];
-                match run.fill_buf() {
-                    Ok([]) => None,
-                    Ok(_) => Some(run.read_exact(&mut b).map(|_| {
-                        (
-                            u64::from_be_bytes(b[..8].try_into().unwrap_or_default()),
-                            u32::from_be_bytes(b[8..].try_into().unwrap_or_default()),
-                        )
-                    })),
-                    Err(e) => Some(Err(e)),
-                }
-            })));
-        }
-        // A k-way merge of sorted sources.
-        let mut heads: std::collections::BinaryHeap<std::cmp::Reverse<((u64, u32), usize)>> =
-            Default::default();
-        for (i, s) in sources.iter_mut().enumerate() {
-            if let Some(v) = s.next() {
-                heads.push(std::cmp::Reverse((v?, i)));
-            }
-        }
+    fn shared(self, mut shared: impl FnMut(u64, u32, u64) -> Result<()>) -> Result<()> {
         let mut current: Option<((u64, u32), u64)> = None;
-        while let Some(std::cmp::Reverse((v, i))) = heads.pop() {
-            if let Some(next) = sources[i].next() {
-                heads.push(std::cmp::Reverse((next?, i)));
-            }
+        for r in self.sorter.sorted() {
+            let r = r?;
             match &mut current {
-                Some((cur, n)) if *cur == v => *n += 1,
+                Some((cur, n)) if *cur == r => *n += 1,
                 _ => {
-                    if let Some(((id, size), n)) = current.take() {
+                    if let Some(((id, size), n)) = current.replace((r, 1)) {
                         if n > 1 {
                             shared(id, size, n)?;
                         }
                     }
-                    current = Some((v, 1));
                 }
             }
         }
@@ -839,37 +785,6 @@ impl SliceCounter {
         }
         Ok(())
     }
-}
-
-/// An anonymous temporary file (removed when closed) in `$TMPDIR`.
-fn tempfile_in_tmp() -> Result<std::fs::File> {
-    let dir = std::env::temp_dir();
-    for _ in 0..100 {
-        let path = dir.join(format!(
-            "nectar-load-{}-{:016x}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        match std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(f) => {
-                let _ = std::fs::remove_file(&path);
-                return Ok(f);
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => {
-                return Err(Error::Storage(format!(
-                    "cannot create a temporary file in {}: {e}",
-                    dir.display()
-                )))
-            }
-        }
-    }
-    Err(Error::Storage("cannot create a temporary file".into()))
 }
 
 /// What a load learns of the whole tree while it streams.

@@ -22,6 +22,7 @@ pub mod locks;
 pub mod meta;
 pub mod namespace;
 pub mod slice;
+pub mod spill;
 pub mod types;
 pub mod unfinished;
 pub mod walk;

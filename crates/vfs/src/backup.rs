@@ -139,7 +139,7 @@ pub fn backup_if_due(
 
 /// The volume's dump, gzip-compressed, by way of an anonymous temporary file.
 fn dump_compressed(meta: &Meta, skip_trash: bool) -> std::io::Result<Vec<u8>> {
-    let mut file = tempfile_anon()?;
+    let mut file = nectar_meta::spill::anonymous_file()?;
     {
         let mut gz = GzEncoder::new(
             std::io::BufWriter::with_capacity(1 << 20, &mut file),
@@ -158,34 +158,6 @@ fn dump_compressed(meta: &Meta, skip_trash: bool) -> std::io::Result<Vec<u8>> {
     let mut data = Vec::new();
     file.read_to_end(&mut data)?;
     Ok(data)
-}
-
-/// An unnamed file in `$TMPDIR`, readable by this process only, gone when closed.
-fn tempfile_anon() -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = std::env::temp_dir();
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_TMPFILE)
-        .open(&dir)
-        .or_else(|_| {
-            // A file system without O_TMPFILE: a private name, removed at once.
-            let path = dir.join(format!(
-                "nectar-backup-{}-{}",
-                std::process::id(),
-                rand_fraction().to_bits()
-            ));
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)?;
-            std::fs::remove_file(&path)?;
-            Ok(f)
-        })
 }
 
 /// Deletes the backups [`to_remove`] picks among those in the bucket.
