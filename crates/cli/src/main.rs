@@ -8,6 +8,7 @@ mod duration;
 mod exporter;
 mod format;
 mod fsck;
+mod gc;
 mod mount;
 mod objbench;
 mod stats;
@@ -55,6 +56,9 @@ enum Command {
     Load(dump::LoadArgs),
     /// Check a volume: its tree, and that every block of every file is stored.
     Fsck(fsck::FsckArgs),
+    /// Explain what the volume's bucket holds: live data, trash, pending deletions,
+    /// unfinished writes and leaked objects, in objects and bytes.
+    Gc(gc::GcArgs),
     /// Print the version.
     Version,
 }
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
         Command::Objbench(a) => objbench::run(a),
         Command::Dump(a) => dump::dump(a),
         Command::Fsck(a) => fsck::run(a),
+        Command::Gc(a) => gc::run(a),
         Command::Load(a) => dump::load(a),
         Command::Version => {
             println!("nectar {}", env!("CARGO_PKG_VERSION"));

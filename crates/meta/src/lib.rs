@@ -17,6 +17,7 @@ pub mod data;
 pub mod dump;
 pub mod error;
 pub mod fsck;
+pub mod gc;
 pub mod keys;
 pub mod locks;
 pub mod meta;

@@ -212,16 +212,7 @@ impl Meta {
             .map(|(k, _)| k)
             .collect();
         if sweep {
-            let mark = self
-                .kv
-                .read(|tx| Ok(tx.get(&keys::session_mark(sid))?))?
-                .and_then(|v| keys::read_u64_be(&v))
-                .unwrap_or(0);
-            let unsettled: Vec<(u64, u64)> = ranges
-                .iter()
-                .map(|&(start, end)| (start.max(mark), end))
-                .filter(|(start, end)| start < end)
-                .collect();
+            let unsettled = self.unsettled_of(sid, &ranges)?;
             if !unsettled.is_empty() {
                 let committed: HashSet<u64> = commit_keys
                     .iter()
@@ -256,6 +247,34 @@ impl Meta {
         );
         records.push(keys::session_mark(sid));
         self.delete_keys(records)
+    }
+
+    /// The slice ids of session `sid` (whose recorded ranges are `ranges`) that are not
+    /// settled: at or above its mark, as `(start, end)` ranges.
+    fn unsettled_of(&self, sid: u64, ranges: &[(u64, u64)]) -> Result<Vec<(u64, u64)>> {
+        let mark = self
+            .kv
+            .read(|tx| Ok(tx.get(&keys::session_mark(sid))?))?
+            .and_then(|v| keys::read_u64_be(&v))
+            .unwrap_or(0);
+        Ok(ranges
+            .iter()
+            .map(|&(start, end)| (start.max(mark), end))
+            .filter(|(start, end)| start < end)
+            .collect())
+    }
+
+    /// The slice ids of every session that are not settled yet: slices being written
+    /// (or left by a dead client not cleaned yet) whose blocks may be in the bucket
+    /// with no chunk referring to them. Ids outside these ranges were settled when this
+    /// was read: committed, or given up and their blocks deleted.
+    pub fn unsettled_slices(&self) -> Result<Vec<(u64, u64)>> {
+        let mut all = Vec::new();
+        for s in self.list_sessions()? {
+            let ranges = self.session_ranges(s.sid)?;
+            all.extend(self.unsettled_of(s.sid, &ranges)?);
+        }
+        Ok(all)
     }
 
     /// The slice-id ranges recorded for a session, as `(start, end)`.
