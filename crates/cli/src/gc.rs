@@ -1,4 +1,5 @@
-//! `nectar gc`: explains what the volume's part of the bucket holds, to the byte.
+//! `nectar gc`: explains what the volume's part of the bucket holds, to the byte, and
+//! with `--delete` removes what nothing refers to.
 //!
 //! Every block object is put in one class by a sorted join of two streams, both sorted
 //! on disk so memory stays bounded whatever the bucket holds ([`nectar_meta::spill`]):
@@ -9,9 +10,11 @@
 //! slice written during the walk is never called leaked), and *leaked* otherwise.
 //! Objects that are not blocks (the volume's UUID, metadata backups) are counted apart.
 //!
-//! Deleting leaks (`--delete`) is not offered yet: the walk is not a snapshot, and a
-//! file renamed from a directory not walked yet into one already walked would have its
-//! blocks called leaked.
+//! The walk is not a snapshot: a file renamed during it from a directory not walked yet
+//! into one already walked is not seen, and its blocks look leaked. So `--delete` walks
+//! a second time (with the unsettled ids read again) and deletes only the leaked blocks
+//! that pass finds unreferenced too; a file would have to be moved that way during both
+//! walks to be lost.
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -24,7 +27,11 @@ use std::io::IsTerminal;
 pub struct GcArgs {
     /// Metadata engine URL of the volume.
     meta_url: String,
-    /// Threads reading metadata.
+    /// Delete the leaked objects (after a second pass over metadata confirms that
+    /// nothing refers to them).
+    #[arg(long)]
+    delete: bool,
+    /// Threads reading metadata, and deletions in flight.
     #[arg(long, default_value_t = 10)]
     threads: usize,
 }
@@ -49,20 +56,25 @@ impl Record for Reference {
     }
 }
 
-/// A block object: (slice id, stored size).
+/// A block object: (slice id, block index, block length, stored size).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Block(u64, u64);
+struct Block(u64, u32, u32, u64);
 
 impl Record for Block {
-    const SIZE: usize = 16;
+    const SIZE: usize = 24;
     fn put(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.0.to_be_bytes());
         out.extend_from_slice(&self.1.to_be_bytes());
+        out.extend_from_slice(&self.2.to_be_bytes());
+        out.extend_from_slice(&self.3.to_be_bytes());
     }
     fn get(b: &[u8]) -> Self {
+        let u32_at = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().unwrap_or_default());
         Block(
             u64::from_be_bytes(b[..8].try_into().unwrap_or_default()),
-            u64::from_be_bytes(b[8..16].try_into().unwrap_or_default()),
+            u32_at(8),
+            u32_at(12),
+            u64::from_be_bytes(b[16..24].try_into().unwrap_or_default()),
         )
     }
 }
@@ -103,15 +115,7 @@ pub fn run(a: GcArgs) -> Result<()> {
 
     // Before the walk: what is in flight now may be committed while it runs.
     let unsettled = meta.unsettled_slices()?;
-    let mut refs = Sorter::<Reference>::new(SPILL_AT);
-    let mut n = 0u64;
-    meta.slice_references(a.threads, &mut |id, size, used| {
-        n += 1;
-        if talk && n.is_multiple_of(100_000) {
-            eprint!("\rgc: {n} slice references read");
-        }
-        Ok(refs.push(Reference(id, size, used as u8))?)
-    })?;
+    let refs = references(&meta, a.threads, talk)?;
     let mut blocks = Sorter::<Block>::new(SPILL_AT);
     let mut classes = Classes::default();
     let mut after: Option<String> = None;
@@ -125,20 +129,88 @@ pub fn run(a: GcArgs) -> Result<()> {
         for o in &page {
             listed += 1;
             match nectar_chunk::parse_block_key(&o.key) {
-                Some((id, _, _)) => blocks.push(Block(id, o.size))?,
+                Some((id, index, len)) => blocks.push(Block(id, index, len, o.size))?,
                 None => classes.other.add(o.size),
             }
         }
         if talk {
-            eprint!("\rgc: {n} slice references read, {listed} objects listed");
+            eprint!("\rgc: {listed} objects listed");
         }
     }
     if talk {
         eprintln!();
     }
-    join(refs, blocks, &unsettled, &mut classes)?;
+    let mut leaked = Sorter::<Block>::new(SPILL_AT);
+    join(refs, blocks, &unsettled, &mut classes, &mut |b| {
+        Ok(leaked.push(b)?)
+    })?;
     print!("{}", report(&classes));
+    if !a.delete || classes.leaked.objects == 0 {
+        return Ok(());
+    }
+    // The second pass: only what it finds unreferenced too goes.
+    let unsettled = meta.unsettled_slices()?;
+    let refs = references(&meta, a.threads, talk)?;
+    let mut deleted = Tally::default();
+    let mut again = Classes::default();
+    let mut failed = 0u64;
+    let mut tasks: Vec<tokio::task::JoinHandle<Result<(), String>>> = Vec::new();
+    // Deletions run `threads` at a time; their outcomes are gathered as they go.
+    let mut settle = |tasks: &mut Vec<tokio::task::JoinHandle<Result<(), String>>>| -> Result<()> {
+        for t in tasks.drain(..) {
+            if let Err(e) = rt.block_on(t)? {
+                eprintln!("gc: {e}");
+                failed += 1;
+            }
+        }
+        Ok(())
+    };
+    join(refs, leaked, &unsettled, &mut again, &mut |block| {
+        let Block(id, index, len, size) = block;
+        let key = nectar_chunk::block_key(id, index, len, fmt.hash_prefix);
+        let store = store.clone();
+        deleted.add(size);
+        tasks.push(rt.spawn(async move {
+            store
+                .delete(&key)
+                .await
+                .map_err(|e| format!("deleting {key}: {e}"))
+        }));
+        if tasks.len() >= a.threads.max(1) {
+            settle(&mut tasks)?;
+        }
+        Ok(())
+    })?;
+    settle(&mut tasks)?;
+    println!(
+        "deleted {} leaked objects ({} bytes); {} still referenced on a second look were kept{}",
+        deleted.objects - failed,
+        deleted.bytes,
+        classes.leaked.objects - deleted.objects,
+        if failed > 0 {
+            format!("; {failed} deletions failed")
+        } else {
+            String::new()
+        }
+    );
+    if failed > 0 {
+        anyhow::bail!("{failed} leaked objects could not be deleted");
+    }
     Ok(())
+}
+
+/// Every slice metadata refers to, sorted on disk.
+fn references(meta: &Meta, threads: usize, talk: bool) -> Result<Sorter<Reference>> {
+    let mut refs = Sorter::<Reference>::new(SPILL_AT);
+    let mut n = 0u64;
+    meta.slice_references(threads, &mut |id, size, used| {
+        n += 1;
+        if talk && n.is_multiple_of(100_000) {
+            eprint!("\rgc: {n} slice references read");
+        }
+        Ok(refs.push(Reference(id, size, used as u8))?)
+    })?;
+    Ok(refs)
 }
 
 /// Classifies each block by the references to its slice id (both streams sorted by id;
@@ -148,11 +220,13 @@ fn join(
     blocks: Sorter<Block>,
     unsettled: &[(u64, u64)],
     classes: &mut Classes,
+    leaked: &mut dyn FnMut(Block) -> Result<()>,
 ) -> Result<()> {
     let mut refs = refs.sorted();
     let mut next_ref = refs.next().transpose()?;
     for b in blocks.sorted() {
-        let Block(id, bytes) = b?;
+        let block = b?;
+        let Block(id, _, _, bytes) = block;
         while next_ref.is_some_and(|r| r.0 < id) {
             next_ref = refs.next().transpose()?;
         }
@@ -164,7 +238,10 @@ fn join(
             Some(SliceUse::Trash) => &mut classes.trash,
             Some(SliceUse::Pending) => &mut classes.pending,
             None if unsettled.iter().any(|&(s, e)| s <= id && id < e) => &mut classes.unfinished,
-            None => &mut classes.leaked,
+            None => {
+                leaked(block)?;
+                &mut classes.leaked
+            }
         };
         class.add(bytes);
     }

@@ -2,7 +2,8 @@
 //! a removed file still open (pending deletion), blocks of a slice id the mount's
 //! session has drawn and not settled (an unfinished write), blocks of ids nothing
 //! refers to (leaked), and the volume's UUID object. Every class must come out exact,
-//! in objects and bytes, and the total must be what the bucket holds.
+//! in objects and bytes, and the total must be what the bucket holds; `--delete` removes
+//! the leaked objects only.
 
 mod common;
 
@@ -63,6 +64,19 @@ fn gc_explains_every_object_of_the_bucket() {
         .map(|p| std::fs::metadata(p).unwrap().len())
         .sum();
     assert_eq!(class(&report, "total").1, on_disk, "{report}");
+
+    // --delete removes the leaked objects and nothing else.
+    let out = nectar_ok(&["gc", &vol.meta_url, "--delete"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("deleted 2 leaked objects (30 bytes)"),
+        "{text}"
+    );
+    let again = String::from_utf8_lossy(&nectar_ok(&["gc", &vol.meta_url]).stdout).into_owned();
+    assert_eq!(class(&again, "leaked"), (0, 0), "{again}");
+    assert_eq!(class(&again, "unfinished writes"), (1, 30), "{again}");
+    assert_eq!(class(&again, "pending deletion"), (1, 200), "{again}");
+    assert_eq!(std::fs::read(m.path("a")).unwrap(), big);
     drop(open);
     m.unmount();
 }
