@@ -54,27 +54,6 @@ with open(path, "w") as out:
 EOF
 log "dump: $(du -h "$WORK/source.json" | cut -f1)"
 
-# measure NAME FS CMD...: runs CMD, records its wall time and peak RSS.
-measure() {
-    local name=$1 fs=$2
-    shift 2
-    local out
-    out=$(python3 - "$@" <<'EOF'
-import resource, subprocess, sys, time
-start = time.time()
-rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-elapsed = time.time() - start
-if rc.returncode != 0:
-    sys.stderr.write(rc.stderr.decode(errors="replace"))
-    sys.exit(rc.returncode)
-print(f"{elapsed:.2f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f}")
-EOF
-    ) || die "$fs $name failed"
-    record "$name s" "$fs" "${out% *}"
-    record "$name peak MiB" "$fs" "${out#* }"
-    log "$fs $name: ${out% *} s, peak ${out#* } MiB"
-}
-
 for fs in $BENCH_FS; do
     mkdir -p "$WORK/$fs"
     url=$(meta_url "$fs")

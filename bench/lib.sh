@@ -309,6 +309,28 @@ record() { # metric fs value
     fi
 }
 
+# measure NAME FS CMD...: runs CMD (its output into $WORK/FS-NAME.out), records its
+# wall time as "NAME s" and its peak RSS as "NAME peak MiB"; dies when it fails.
+measure() {
+    local name=$1 fs=$2
+    shift 2
+    local out
+    out=$(python3 - "$WORK/$fs-$name.out" "$@" <<'EOF'
+import resource, subprocess, sys, time
+start = time.time()
+with open(sys.argv[1], "wb") as log:
+    rc = subprocess.run(sys.argv[2:], stdout=log, stderr=subprocess.STDOUT)
+if rc.returncode != 0:
+    sys.stderr.write(open(sys.argv[1], errors="replace").read()[-2000:])
+    sys.exit(rc.returncode)
+print(f"{time.time() - start:.2f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f}")
+EOF
+    ) || die "$fs $name failed"
+    record "$name s" "$fs" "${out% *}"
+    record "$name peak MiB" "$fs" "${out#* }"
+    log "$fs $name: ${out% *} s, peak ${out#* } MiB"
+}
+
 # Secondary numbers (client CPU time, wall-clock checks): a separate table.
 record_detail() { # metric fs value
     printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$WORK/detail.tsv"

@@ -59,7 +59,7 @@ fn gc_explains_every_object_of_the_bucket() {
     assert_eq!(class(&report, "trash"), (0, 0), "{report}");
     // The UUID object.
     assert_eq!(class(&report, "other objects"), (1, 36), "{report}");
-    let on_disk: u64 = walk_files(&vol.path("data/testvol"))
+    let on_disk: u64 = files_under(&vol.path("data/testvol"))
         .iter()
         .map(|p| std::fs::metadata(p).unwrap().len())
         .sum();
@@ -79,20 +79,4 @@ fn gc_explains_every_object_of_the_bucket() {
     assert_eq!(std::fs::read(m.path("a")).unwrap(), big);
     drop(open);
     m.unmount();
-}
-
-fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out
 }

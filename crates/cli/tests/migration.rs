@@ -224,7 +224,7 @@ fn a_juicefs_volume_is_taken_over_and_given_back() {
         .arg(at("jfs-dump.json")));
 
     // Nectar takes it over: same bucket, nothing copied.
-    let objects = || walk_count(&at("bucket"));
+    let objects = || files_under(&at("bucket")).len();
     let objects_before = objects();
     let loaded = nectar_ok(&[
         "load",
@@ -257,20 +257,4 @@ fn a_juicefs_volume_is_taken_over_and_given_back() {
         .arg(at("nectar-dump.json.gz")));
     let m = JuiceMount::start(&jfs, &url("juicefs-again.db"), &at("jmnt2"));
     assert_eq!(manifest(&m.mp), after, "the tree as JuiceFS shows it again");
-}
-
-fn walk_count(dir: &Path) -> usize {
-    let mut n = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                n += 1;
-            }
-        }
-    }
-    n
 }

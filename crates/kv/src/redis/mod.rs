@@ -114,44 +114,16 @@ const PACKED_LAYOUT: &[u8] = b"packed";
 /// Keys per command when a commit or a reset sends many (keeps each command moderate).
 const BATCH: usize = 512;
 
-/// Read-only scan of one domain in one round trip: the members of the range and the
-/// values of their keys, as a flat list `member, value, member, value, …` (a value is nil
-/// when its key vanished, which cannot happen inside the script, but costs nothing to
-/// allow). ARGV: min, max, limit (negative: none), data-key prefix (PREFIX + domain),
-/// and the domain's implicit member when the range holds it (else empty), read first.
-/// MGET goes in slices because Lua's `unpack` has a stack limit.
+/// Read-only scans of several domains in one round trip: KEYS are the domains'
+/// indexes, ARGV five arguments per range: min, max, limit (negative: none), data-key
+/// prefix (PREFIX + domain), and the domain's implicit member when the range holds it
+/// (else empty), read first. Returns, per range, the members of the range and the
+/// values of their keys as a flat list `member, value, member, value, …` (a value is
+/// nil when its key vanished, which cannot happen inside the script, but costs nothing
+/// to allow). One range is a scan; many are what a dump of a million files needs (most
+/// ranges are empty: the xattrs of a file). MGET goes in slices because Lua's `unpack`
+/// has a stack limit.
 const SCAN_SCRIPT: &str = r#"
-local m
-if tonumber(ARGV[3]) < 0 then
-  m = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], ARGV[2])
-else
-  m = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, ARGV[3])
-end
-local out = {}
-if ARGV[5] ~= '' then
-  local v = redis.call('GET', ARGV[4] .. ARGV[5])
-  if v then
-    out[1] = ARGV[5]
-    out[2] = v
-  end
-end
-for i = 1, #m, 500 do
-  local ks = {}
-  for j = i, math.min(i + 499, #m) do ks[#ks + 1] = ARGV[4] .. m[j] end
-  local vs = redis.call('MGET', unpack(ks))
-  for j = 1, #vs do
-    out[#out + 1] = m[i + j - 1]
-    out[#out + 1] = vs[j]
-  end
-end
-return out
-"#;
-
-/// [`SCAN_SCRIPT`] of several ranges in one call: KEYS are their indexes, ARGV five
-/// arguments per range as SCAN_SCRIPT takes them; returns one reply of SCAN_SCRIPT's
-/// form per range. One call instead of one per range is what a dump of a million files
-/// needs (most ranges are empty: the xattrs of a file).
-const MULTI_SCAN_SCRIPT: &str = r#"
 local all = {}
 for r = 1, #KEYS do
   local a = (r - 1) * 5
@@ -183,7 +155,7 @@ end
 return all
 "#;
 
-/// Ranges per call of [`MULTI_SCAN_SCRIPT`].
+/// Ranges per call of [`SCAN_SCRIPT`].
 const MULTI_SCAN_RANGES: usize = 200;
 
 /// Read-only [`KvTxn::gets_and_follow`] in one round trip: the values of KEYS (`GET`, or
@@ -632,7 +604,6 @@ pub struct RedisEngine {
     /// sentinels.
     current: Arc<Mutex<Option<Arc<Current>>>>,
     scan_script: redis::Script,
-    multi_scan_script: redis::Script,
     follow_script: redis::Script,
     /// Which keys are scanned together, so indexed together.
     layout: &'static dyn KeyLayout,
@@ -719,7 +690,6 @@ impl RedisEngine {
             tls_certs,
             current: Default::default(),
             scan_script: redis::Script::new(SCAN_SCRIPT),
-            multi_scan_script: redis::Script::new(MULTI_SCAN_SCRIPT),
             follow_script: redis::Script::new(FOLLOW_SCRIPT),
             hosts,
             url: u,
@@ -1646,8 +1616,29 @@ impl RedisTxn<'_> {
         Ok(found)
     }
 
-    /// Read-only scan of one domain in one round trip (a Lua script reads the index and
-    /// the values together).
+    /// The index key and the five arguments of [`SCAN_SCRIPT`] for one range.
+    fn scan_args(
+        &self,
+        d: &[u8],
+        begin: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> (Vec<u8>, [Vec<u8>; 5]) {
+        let (min, max) = lex_bounds(d, begin, end);
+        let implicit = implicit_key(self.eng.layout, d, begin, end).map(|k| k[d.len()..].to_vec());
+        (
+            self.eng.zkey(d),
+            [
+                min,
+                max,
+                i64::try_from(limit).unwrap_or(-1).to_string().into_bytes(),
+                self.eng.rkey(d),
+                implicit.unwrap_or_default(),
+            ],
+        )
+    }
+
+    /// A read-only scan of one range of indexed domain `d` in one round trip.
     fn scan_script(
         &mut self,
         d: &[u8],
@@ -1655,24 +1646,18 @@ impl RedisTxn<'_> {
         end: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let zk = self.eng.zkey(d);
-        let (min, max) = lex_bounds(d, begin, end);
-        let limit_arg: i64 = i64::try_from(limit).unwrap_or(-1);
-        let data_prefix = self.eng.rkey(d);
-        let implicit = implicit_key(self.eng.layout, d, begin, end).map(|k| k[d.len()..].to_vec());
+        let (zk, args) = self.scan_args(d, begin, end, limit);
         let mut inv = self.eng.scan_script.key(&zk);
-        inv.arg(&min)
-            .arg(&max)
-            .arg(limit_arg)
-            .arg(&data_prefix)
-            .arg(implicit.unwrap_or_default());
-        let r = inv.invoke::<Vec<Value>>(self.conn);
-        let flat = r.map_err(|e| self.fail(e))?;
+        for arg in &args {
+            inv.arg(arg);
+        }
+        let r = inv.invoke::<Vec<Vec<Value>>>(self.conn);
+        let flat = r.map_err(|e| self.fail(e))?.pop().unwrap_or_default();
         Ok(script_scanned(d, flat, limit))
     }
 
     /// [`Self::scan_script`] of several ranges, each in an indexed domain `domains[i]`,
-    /// in one round trip: [`MULTI_SCAN_SCRIPT`] calls of up to [`MULTI_SCAN_RANGES`]
+    /// in one round trip: [`SCAN_SCRIPT`] calls of up to [`MULTI_SCAN_RANGES`]
     /// ranges each, in one pipeline (each call is atomic; a read-only transaction is no
     /// snapshot across reads anyway). `None` when the server does not hold the script
     /// yet: the caller goes range by range, and this loads it for the next time.
@@ -1687,18 +1672,12 @@ impl RedisTxn<'_> {
             let mut keys = Vec::with_capacity(call.len());
             let mut args: Vec<Vec<u8>> = Vec::with_capacity(call.len() * 5);
             for (d, (begin, end, limit)) in call {
-                let (min, max) = lex_bounds(d, begin, end);
-                let implicit =
-                    implicit_key(self.eng.layout, d, begin, end).map(|k| k[d.len()..].to_vec());
-                keys.push(self.eng.zkey(d));
-                args.push(min);
-                args.push(max);
-                args.push(i64::try_from(*limit).unwrap_or(-1).to_string().into_bytes());
-                args.push(self.eng.rkey(d));
-                args.push(implicit.unwrap_or_default());
+                let (zk, range_args) = self.scan_args(d, begin, end, *limit);
+                keys.push(zk);
+                args.extend(range_args);
             }
             p.cmd("EVALSHA")
-                .arg(self.eng.multi_scan_script.get_hash())
+                .arg(self.eng.scan_script.get_hash())
                 .arg(keys.len())
                 .arg(keys)
                 .arg(args);
@@ -1706,7 +1685,7 @@ impl RedisTxn<'_> {
         let replies = match p.query::<Vec<Vec<Vec<Value>>>>(self.conn) {
             Ok(r) => r,
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                let _ = self.eng.multi_scan_script.prepare_invoke().load(self.conn);
+                let _ = self.eng.scan_script.prepare_invoke().load(self.conn);
                 return Ok(None);
             }
             Err(e) => return Err(self.fail(e)),
