@@ -114,15 +114,21 @@ pub fn run(a: GcArgs) -> Result<()> {
     let talk = std::io::stderr().is_terminal();
 
     // Before the walk: what is in flight now may be committed while it runs.
+    let start = std::time::Instant::now();
     let unsettled = meta.unsettled_slices()?;
     let refs = references(&meta, a.threads, talk)?;
+    tracing::info!(
+        "slice references read in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    let start = std::time::Instant::now();
     let mut blocks = Sorter::<Block>::new(SPILL_AT);
     let mut classes = Classes::default();
     let mut after: Option<String> = None;
     let mut listed = 0u64;
     loop {
         let page = rt
-            .block_on(store.list("", after.as_deref(), 1000))
+            .block_on(store.list("", after.as_deref(), 100_000))
             .context("listing the bucket")?;
         let Some(last) = page.last() else { break };
         after = Some(last.key.clone());
@@ -140,6 +146,10 @@ pub fn run(a: GcArgs) -> Result<()> {
     if talk {
         eprintln!();
     }
+    tracing::info!(
+        "{listed} objects listed in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
     let mut leaked = Sorter::<Block>::new(SPILL_AT);
     join(refs, blocks, &unsettled, &mut classes, &mut |b| {
         Ok(leaked.push(b)?)
@@ -149,8 +159,14 @@ pub fn run(a: GcArgs) -> Result<()> {
         return Ok(());
     }
     // The second pass: only what it finds unreferenced too goes.
+    let start = std::time::Instant::now();
     let unsettled = meta.unsettled_slices()?;
     let refs = references(&meta, a.threads, talk)?;
+    tracing::info!(
+        "slice references read in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    let _start = std::time::Instant::now();
     let mut deleted = Tally::default();
     let mut again = Classes::default();
     let mut failed = 0u64;

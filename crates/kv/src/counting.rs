@@ -111,6 +111,10 @@ impl KvEngine for Counting {
     fn packs_domains(&self) -> bool {
         self.inner.packs_domains()
     }
+
+    fn embedded(&self) -> bool {
+        self.inner.embedded()
+    }
 }
 
 struct CountingTxn<'a> {

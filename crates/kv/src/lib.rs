@@ -199,6 +199,12 @@ pub trait KvEngine: Send + Sync {
     fn packs_domains(&self) -> bool {
         false
     }
+    /// Whether the database runs in this process (SQLite, memory): its reads cost CPU
+    /// here, not round trips, so reading in parallel gains nothing and contends (a
+    /// metadata walk of SQLite ran twice as fast on one thread as on two).
+    fn embedded(&self) -> bool {
+        false
+    }
 }
 
 /// How the caller's keys group for range scans. An engine without ordered range scans

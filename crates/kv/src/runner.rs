@@ -210,6 +210,11 @@ impl<E: BodyError> Kv<E> {
         self.engine.packs_domains()
     }
 
+    /// See [`KvEngine::embedded`].
+    pub fn embedded(&self) -> bool {
+        self.engine.embedded()
+    }
+
     /// The sum of the increments of `key` committed by this client's transactions through
     /// [`KvTxn::incr_later`] and not yet written to it.
     pub fn deferred(&self, key: &[u8]) -> i64 {

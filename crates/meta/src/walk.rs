@@ -6,7 +6,8 @@
 //! A directory is listed a page at a time (whole on engines that keep a directory in one
 //! structure, where a page costs the whole directory anyway, see
 //! [`crate::kv::KvEngine::packs_domains`]); the nodes of a page are read in batches of
-//! [`BATCH`] entries by up to `threads` threads at once, each batch in two read
+//! [`BATCH`] entries by up to `threads` threads at once (one on an embedded engine, see
+//! [`crate::kv::KvEngine::embedded`]), each batch in two read
 //! transactions, and handed over in order. Memory holds a page per level of depth.
 //! Reads are not one snapshot: a walk under writes sees each entry as it was when read.
 
@@ -86,7 +87,11 @@ impl Meta {
             } else {
                 PAGE
             },
-            threads: threads.max(1),
+            threads: if self.kv.embedded() {
+                1
+            } else {
+                threads.max(1)
+            },
         };
         v.entry(None, name, top, &node)?;
         if node.attr.typ == FileType::Directory && depth > 0 {

@@ -268,6 +268,16 @@ impl OpendalStore {
     /// The entries of one directory (non-recursive): `(path, is_dir, size)`, where a
     /// directory's path ends in `/`.
     async fn list_dir(&self, dir: &str) -> Result<Vec<(String, bool, u64)>> {
+        if let Some(local) = &self.local {
+            let mut entries = local
+                .list_dir(dir)
+                .await
+                .map_err(|e| self.map_io_err("list", dir, e))?;
+            if dir.is_empty() {
+                entries.retain(|(path, _, _)| *path != format!("{FS_TMP_DIR}/"));
+            }
+            return Ok(entries);
+        }
         let path = if dir.is_empty() { "/" } else { dir };
         let entries = match attempt(self.op.list(path)).await {
             Ok(v) => v,

@@ -109,6 +109,10 @@ impl KvEngine for MemoryEngine {
         "memory"
     }
 
+    fn embedded(&self) -> bool {
+        true
+    }
+
     fn attempt(&self, body: &mut TxnBody<'_>, read_only: bool) -> Result<()> {
         if read_only {
             let map = self.map.read();
