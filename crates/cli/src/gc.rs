@@ -58,7 +58,7 @@ impl Record for Reference {
 
 /// A block object: (slice id, block index, block length, stored size).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Block(u64, u32, u32, u64);
+pub(crate) struct Block(pub u64, pub u32, pub u32, pub u64);
 
 impl Record for Block {
     const SIZE: usize = 24;
@@ -104,7 +104,7 @@ pub struct Classes {
     pub other: Tally,
 }
 
-const SPILL_AT: usize = 4 << 20;
+pub(crate) const SPILL_AT: usize = 4 << 20;
 
 pub fn run(a: GcArgs) -> Result<()> {
     let meta = Meta::connect(&crate::meta_url(&a.meta_url))?;
@@ -121,35 +121,11 @@ pub fn run(a: GcArgs) -> Result<()> {
         "slice references read in {:.1} s",
         start.elapsed().as_secs_f64()
     );
-    let start = std::time::Instant::now();
-    let mut blocks = Sorter::<Block>::new(SPILL_AT);
-    let mut classes = Classes::default();
-    let mut after: Option<String> = None;
-    let mut listed = 0u64;
-    loop {
-        let page = rt
-            .block_on(store.list("", after.as_deref(), 100_000))
-            .context("listing the bucket")?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.key.clone());
-        for o in &page {
-            listed += 1;
-            match nectar_chunk::parse_block_key(&o.key) {
-                Some((id, index, len)) => blocks.push(Block(id, index, len, o.size))?,
-                None => classes.other.add(o.size),
-            }
-        }
-        if talk {
-            eprint!("\rgc: {listed} objects listed");
-        }
-    }
-    if talk {
-        eprintln!();
-    }
-    tracing::info!(
-        "{listed} objects listed in {:.1} s",
-        start.elapsed().as_secs_f64()
-    );
+    let (blocks, other) = list_blocks(store.as_ref(), &rt, talk)?;
+    let mut classes = Classes {
+        other,
+        ..Classes::default()
+    };
     let mut leaked = Sorter::<Block>::new(SPILL_AT);
     join(refs, blocks, &unsettled, &mut classes, &mut |b| {
         Ok(leaked.push(b)?)
@@ -213,6 +189,45 @@ pub fn run(a: GcArgs) -> Result<()> {
         anyhow::bail!("{failed} leaked objects could not be deleted");
     }
     Ok(())
+}
+
+/// The block objects of the bucket sorted on disk by (id, index, length), and the
+/// count of the other objects.
+pub(crate) fn list_blocks(
+    store: &dyn nectar_object::ObjectStore,
+    rt: &tokio::runtime::Runtime,
+    talk: bool,
+) -> Result<(Sorter<Block>, Tally)> {
+    let start = std::time::Instant::now();
+    let mut blocks = Sorter::<Block>::new(SPILL_AT);
+    let mut other = Tally::default();
+    let mut after: Option<String> = None;
+    let mut listed = 0u64;
+    loop {
+        let page = rt
+            .block_on(store.list("", after.as_deref(), 100_000))
+            .context("listing the bucket")?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.key.clone());
+        for o in &page {
+            listed += 1;
+            match nectar_chunk::parse_block_key(&o.key) {
+                Some((id, index, len)) => blocks.push(Block(id, index, len, o.size))?,
+                None => other.add(o.size),
+            }
+        }
+        if talk {
+            eprint!("\rlisted {listed} objects");
+        }
+    }
+    if talk {
+        eprintln!();
+    }
+    tracing::info!(
+        "{listed} objects listed in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok((blocks, other))
 }
 
 /// Every slice metadata refers to, sorted on disk.

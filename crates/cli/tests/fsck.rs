@@ -75,6 +75,16 @@ fn fsck_finds_a_lost_block_and_repairs_the_tree() {
         "{text}"
     );
     assert!(!text.contains("/small"), "{text}");
+    // A subtree is checked block by block: the same broken file.
+    let sub = nectar(&["fsck", &vol.meta_url, "--path", "a", "--recursive"]);
+    assert!(!sub.status.success());
+    assert!(
+        stdout(&sub).contains(&format!(
+            "broken file /a/f: block chunks/0/0/{id}_1_1048576 is missing"
+        )),
+        "{}",
+        stdout(&sub)
+    );
 
     // --repair fixes the tree; the lost block stays lost.
     let repaired = nectar(&["fsck", &vol.meta_url, "--repair"]);
