@@ -64,7 +64,7 @@ fn valid_name(name: &str) -> bool {
 
 /// The object that names the volume a bucket belongs to (JuiceFS's name, so a bucket
 /// is recognised by either system).
-const UUID_OBJECT: &str = "juicefs_uuid";
+pub(crate) const UUID_OBJECT: &str = "juicefs_uuid";
 
 pub fn run(a: FormatArgs) -> Result<()> {
     if !valid_name(&a.name) {
@@ -84,19 +84,7 @@ pub fn run(a: FormatArgs) -> Result<()> {
         (None, "memory") => String::new(),
         (None, other) => bail!("--bucket is required for --storage {other}"),
     };
-    let bucket = if a.storage == "file" {
-        let p = std::path::Path::new(&bucket);
-        let path = if p.is_relative() {
-            std::env::current_dir()?.join(p).display().to_string()
-        } else {
-            bucket
-        };
-        // With the trailing slash JuiceFS stores, which it needs to find the objects of
-        // a volume it takes over from a dump.
-        nectar_meta::dump::file_bucket(&path)
-    } else {
-        bucket
-    };
+    let bucket = normalize_bucket(&a.storage, bucket)?;
     let url = crate::meta_url(&a.meta_url);
     let meta = Meta::connect(&url)?;
     let existing = match meta.load() {
@@ -149,27 +137,7 @@ pub fn run(a: FormatArgs) -> Result<()> {
         }
     }
     if !a.no_check_storage && fmt.storage != "memory" {
-        let rt = crate::runtime()?;
-        let cfg = crate::store_config(&fmt);
-        rt.block_on(async {
-            if fmt.storage == "s3" {
-                nectar_object::create_bucket(&cfg).await.context("cannot create the bucket")?;
-            }
-            let store = nectar_object::create_store(&cfg)?;
-            nectar_object::check_store(store.as_ref()).await?;
-            match store.get(UUID_OBJECT, None).await {
-                Ok(found) if found.as_ref() != fmt.uuid.as_bytes() && !a.force => bail!(
-                    "storage {} already holds volume {} (UUID {}): use another --bucket, or --force to take it over",
-                    store.describe(),
-                    fmt.name,
-                    String::from_utf8_lossy(&found)
-                ),
-                Ok(_) | Err(nectar_object::Error::NotFound(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-            store.put(UUID_OBJECT, fmt.uuid.clone().into_bytes().into()).await?;
-            anyhow::Ok(())
-        })?;
+        check_volume_storage(&fmt, true, a.force)?;
     }
     let stored = meta.format(fmt, a.force)?;
     let shown = serde_json::to_string_pretty(&stored.redacted())?;
@@ -179,4 +147,58 @@ pub fn run(a: FormatArgs) -> Result<()> {
         meta.url()
     );
     Ok(())
+}
+
+/// Checks that the storage of `fmt` works (put, get, list, delete of a probe object)
+/// and belongs to this volume: its UUID object names the volume, or is absent and then
+/// written (for a new volume: `create`, which also creates a missing S3 bucket; an
+/// existing volume's storage must hold the object already, or its data is not there).
+/// Another volume's UUID is refused unless `take_over`.
+pub(crate) fn check_volume_storage(fmt: &Format, create: bool, take_over: bool) -> Result<()> {
+    let rt = crate::runtime()?;
+    let cfg = crate::store_config(fmt);
+    rt.block_on(async {
+        if create && fmt.storage == "s3" {
+            nectar_object::create_bucket(&cfg)
+                .await
+                .context("cannot create the bucket")?;
+        }
+        let store = nectar_object::create_store(&cfg)?;
+        nectar_object::check_store(store.as_ref()).await?;
+        match store.get(UUID_OBJECT, None).await {
+            Ok(found) if found.as_ref() != fmt.uuid.as_bytes() && !take_over => bail!(
+                "storage {} already holds volume {} (UUID {}): use another --bucket, or --force to take it over",
+                store.describe(),
+                fmt.name,
+                String::from_utf8_lossy(&found)
+            ),
+            Err(nectar_object::Error::NotFound(_)) if !create && !take_over => bail!(
+                "storage {} holds no data of volume {} (no {UUID_OBJECT} object): copy its objects there first",
+                store.describe(),
+                fmt.name
+            ),
+            Ok(_) | Err(nectar_object::Error::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        store
+            .put(UUID_OBJECT, fmt.uuid.clone().into_bytes().into())
+            .await?;
+        anyhow::Ok(())
+    })
+}
+
+/// A bucket as stored: a `file` bucket as an absolute directory path ending in `/`
+/// (the trailing slash JuiceFS stores, which it needs to find the objects of a volume
+/// it takes over from a dump).
+pub(crate) fn normalize_bucket(storage: &str, bucket: String) -> Result<String> {
+    if storage != "file" {
+        return Ok(bucket);
+    }
+    let p = std::path::Path::new(&bucket);
+    let path = if p.is_relative() {
+        std::env::current_dir()?.join(p).display().to_string()
+    } else {
+        bucket
+    };
+    Ok(nectar_meta::dump::file_bucket(&path))
 }

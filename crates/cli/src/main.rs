@@ -3,6 +3,7 @@
 //! file-system behaviour lives here.
 
 mod bench;
+mod config;
 mod dump;
 mod duration;
 mod exporter;
@@ -59,6 +60,10 @@ enum Command {
     /// Explain what the volume's bucket holds: live data, trash, pending deletions,
     /// unfinished writes and leaked objects, in objects and bytes.
     Gc(gc::GcArgs),
+    /// Change a volume's settings (capacity, inodes, trash days, storage and keys).
+    Config(config::ConfigArgs),
+    /// Remove a volume: every object of it, then its metadata.
+    Destroy(config::DestroyArgs),
     /// Print the version.
     Version,
 }
@@ -109,6 +114,8 @@ fn main() -> ExitCode {
         Command::Objbench(a) => objbench::run(a),
         Command::Dump(a) => dump::dump(a),
         Command::Fsck(a) => fsck::run(a),
+        Command::Config(a) => config::config(a),
+        Command::Destroy(a) => config::destroy(a),
         Command::Gc(a) => gc::run(a),
         Command::Load(a) => dump::load(a),
         Command::Version => {

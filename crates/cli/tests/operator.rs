@@ -1,0 +1,118 @@
+//! The operator's commands on a real volume: `config` changes settings and moves the
+//! volume to a copy of its bucket (refusing a bucket that does not hold its data), and
+//! `destroy` asks for the UUID, refuses while the volume is mounted, then removes every
+//! object and the metadata.
+
+mod common;
+
+use common::*;
+
+fn setting(url: &str) -> serde_json::Value {
+    let out = nectar_ok(&["status", url]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["Setting"].clone()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn config_changes_settings_and_moves_the_bucket() {
+    require_fuse!();
+    let vol = Volume::new(&[]);
+    let m = vol.mount("mnt", &[]);
+    std::fs::write(m.path("f"), b"moved with its bucket").unwrap();
+    m.unmount();
+
+    nectar_ok(&[
+        "config",
+        &vol.meta_url,
+        "--trash-days",
+        "0",
+        "--capacity",
+        "2",
+        "--inodes",
+        "1000",
+    ]);
+    let s = setting(&vol.meta_url);
+    assert_eq!(s["TrashDays"], 0, "{s}");
+    assert_eq!(s["Capacity"], 2u64 << 30, "{s}");
+    assert_eq!(s["Inodes"], 1000, "{s}");
+
+    // An empty directory holds none of the volume's data.
+    let empty = vol.path("empty");
+    let out = nectar(&["config", &vol.meta_url, "--bucket", empty.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("holds no data of volume testvol"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        setting(&vol.meta_url)["Bucket"],
+        format!("{}/", vol.path("data").display())
+    );
+
+    // A copy of the bucket does.
+    let copy = vol.path("copy");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(vol.path("data"))
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    nectar_ok(&["config", &vol.meta_url, "--bucket", copy.to_str().unwrap()]);
+    assert_eq!(
+        setting(&vol.meta_url)["Bucket"],
+        format!("{}/", copy.display())
+    );
+    std::fs::remove_dir_all(vol.path("data")).unwrap();
+    let m = vol.mount("mnt", &[]);
+    assert_eq!(
+        std::fs::read(m.path("f")).unwrap(),
+        b"moved with its bucket"
+    );
+    m.unmount();
+}
+
+#[test]
+fn destroy_needs_the_uuid_and_no_mount() {
+    require_fuse!();
+    let vol = Volume::new(&[]);
+    let uuid = setting(&vol.meta_url)["UUID"].as_str().unwrap().to_string();
+    let m = vol.mount("mnt", &[]);
+    std::fs::write(m.path("f"), vec![5u8; 100_000]).unwrap();
+
+    let wrong = nectar(&[
+        "destroy",
+        &vol.meta_url,
+        "00000000-0000-0000-0000-000000000000",
+    ]);
+    assert!(!wrong.status.success());
+    assert!(
+        stderr(&wrong).contains(&format!("has UUID {uuid}")),
+        "{}",
+        stderr(&wrong)
+    );
+    let busy = nectar(&["destroy", &vol.meta_url, &uuid]);
+    assert!(!busy.status.success());
+    assert!(
+        stderr(&busy).contains("is mounted by 1 client(s)"),
+        "{}",
+        stderr(&busy)
+    );
+    m.unmount();
+
+    let done = nectar_ok(&["destroy", &vol.meta_url, &uuid]);
+    assert!(stderr(&done).contains("destroyed"), "{}", stderr(&done));
+    assert!(
+        files_under(&vol.path("data")).is_empty(),
+        "{:?}",
+        files_under(&vol.path("data"))
+    );
+    let gone = nectar(&["status", &vol.meta_url]);
+    assert!(!gone.status.success());
+    assert!(stderr(&gone).contains("no volume"), "{}", stderr(&gone));
+}
