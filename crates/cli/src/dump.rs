@@ -117,6 +117,15 @@ pub fn dump(a: DumpArgs) -> Result<()> {
         s
     } else {
         let path = a.file.clone().unwrap_or_default();
+        // A device, a pipe or a socket (/dev/null, a FIFO) is written as it is: renaming
+        // a file over it would replace it.
+        let special = std::fs::metadata(&path).is_ok_and(|m| !m.is_file());
+        if special {
+            let summary = write_dump(&meta, &path, compression_of(&path), &opts, &progress)?;
+            bar.finish_and_clear();
+            report("dumped", &summary, start);
+            return Ok(());
+        }
         let tmp = path.with_file_name(format!(
             ".{}.tmp",
             path.file_name().unwrap_or_default().to_string_lossy()
@@ -168,7 +177,9 @@ fn write_dump(
         }
     };
     let file = file.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
+    if file.metadata()?.is_file() {
+        file.sync_all()?;
+    }
     Ok(summary)
 }
 

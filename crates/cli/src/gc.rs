@@ -114,13 +114,8 @@ pub fn run(a: GcArgs) -> Result<()> {
     let talk = std::io::stderr().is_terminal();
 
     // Before the walk: what is in flight now may be committed while it runs.
-    let start = std::time::Instant::now();
     let unsettled = meta.unsettled_slices()?;
     let refs = references(&meta, a.threads, talk)?;
-    tracing::info!(
-        "slice references read in {:.1} s",
-        start.elapsed().as_secs_f64()
-    );
     let (blocks, other) = list_blocks(store.as_ref(), &rt, talk)?;
     let mut classes = Classes {
         other,
@@ -135,14 +130,8 @@ pub fn run(a: GcArgs) -> Result<()> {
         return Ok(());
     }
     // The second pass: only what it finds unreferenced too goes.
-    let start = std::time::Instant::now();
     let unsettled = meta.unsettled_slices()?;
     let refs = references(&meta, a.threads, talk)?;
-    tracing::info!(
-        "slice references read in {:.1} s",
-        start.elapsed().as_secs_f64()
-    );
-    let _start = std::time::Instant::now();
     let mut deleted = Tally::default();
     let mut again = Classes::default();
     let mut failed = 0u64;
@@ -232,6 +221,7 @@ pub(crate) fn list_blocks(
 
 /// Every slice metadata refers to, sorted on disk.
 fn references(meta: &Meta, threads: usize, talk: bool) -> Result<Sorter<Reference>> {
+    let start = std::time::Instant::now();
     let mut refs = Sorter::<Reference>::new(SPILL_AT);
     let mut n = 0u64;
     meta.slice_references(threads, &mut |id, size, used| {
@@ -241,6 +231,13 @@ fn references(meta: &Meta, threads: usize, talk: bool) -> Result<Sorter<Referenc
         }
         Ok(refs.push(Reference(id, size, used as u8))?)
     })?;
+    if talk {
+        eprintln!();
+    }
+    tracing::info!(
+        "{n} slice references read in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
     Ok(refs)
 }
 

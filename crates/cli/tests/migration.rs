@@ -258,3 +258,27 @@ fn a_juicefs_volume_is_taken_over_and_given_back() {
     let m = JuiceMount::start(&jfs, &url("juicefs-again.db"), &at("jmnt2"));
     assert_eq!(manifest(&m.mp), after, "the tree as JuiceFS shows it again");
 }
+
+/// A dump into a FIFO (or /dev/null) writes into it: the temporary file and rename
+/// that protect a regular file would replace the special file.
+#[test]
+fn a_dump_into_a_fifo_leaves_the_fifo() {
+    let vol = Volume::new(&[]);
+    let fifo = vol.path("pipe");
+    let c = CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    nectar_ok(&["dump", &vol.meta_url, fifo.to_str().unwrap()]);
+    // Checked before waiting for the reader, which a replaced FIFO would leave blocked.
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    let text = reader.join().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    assert_eq!(v["Setting"]["Name"], "testvol");
+}
