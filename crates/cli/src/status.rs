@@ -16,6 +16,10 @@ pub struct StatusArgs {
     /// staged there and has not uploaded yet (as given to `mount`).
     #[arg(long, value_name = "DIRS")]
     cache_dir: Option<String>,
+    /// Also count the tree (files, directories, symlinks, bytes), the trash and what
+    /// waits for release; walks the whole volume.
+    #[arg(long)]
+    more: bool,
 }
 
 #[derive(Args)]
@@ -59,12 +63,20 @@ pub fn run(a: StatusArgs) -> Result<()> {
             })
         })
         .collect();
-    let out = serde_json::json!({
+    let more = if a.more {
+        Some(meta.volume_counts(10)?)
+    } else {
+        None
+    };
+    let mut out = serde_json::json!({
         "Setting": fmt.redacted(),
         "Usage": { "UsedSpace": stat.total_space - stat.avail_space, "UsedInodes": stat.used_inodes },
         "Sessions": sessions,
         "Staging": staging,
     });
+    if let Some(more) = more {
+        out["More"] = serde_json::to_value(more)?;
+    }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! session has drawn and not settled (an unfinished write), blocks of ids nothing
 //! refers to (leaked), and the volume's UUID object. Every class must come out exact,
 //! in objects and bytes, and the total must be what the bucket holds; `--delete` removes
-//! the leaked objects only.
+//! the leaked objects only. `status --more` counts the same volume.
 
 mod common;
 
@@ -49,6 +49,17 @@ fn gc_explains_every_object_of_the_bucket() {
     // Nothing refers to these, and no session may still commit them.
     plant(&vol, 900_000, 10);
     plant(&vol, 5000, 20);
+
+    // `status --more` counts the same volume.
+    let out = nectar_ok(&["status", &vol.meta_url, "--more"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let more = &status["More"];
+    assert_eq!(more["Files"], 2, "{more}");
+    assert_eq!(more["FileBytes"], (5u64 << 20) + 100, "{more}");
+    assert_eq!(more["Directories"], 1, "{more}");
+    assert_eq!(more["Sustained"], 1, "the removed file still open: {more}");
+    assert_eq!(more["PendingDeletions"], 0, "{more}");
+    assert_eq!(more["TrashEntries"], 0, "{more}");
 
     let out = nectar_ok(&["gc", &vol.meta_url]);
     let report = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -1,4 +1,5 @@
-//! The metadata side of `gc`: every slice metadata still refers to, and why.
+//! The metadata side of `gc` (every slice metadata still refers to, and why) and of
+//! `status --more` (the tree counted by kind, and what waits for release).
 //!
 //! A slice's blocks belong in the bucket while anything refers to the slice: a file in
 //! the tree ([`SliceUse::Live`]), the trash or the delayed slices it keeps
@@ -110,5 +111,96 @@ impl Meta {
             }
         }
         Ok(())
+    }
+}
+
+/// What `status --more` counts: the tree by kind, and what waits for release.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VolumeCounts {
+    pub files: u64,
+    pub directories: u64,
+    pub symlinks: u64,
+    pub others: u64,
+    /// Bytes of the files (each inode once).
+    pub file_bytes: u64,
+    /// Entries under the trash.
+    pub trash_entries: u64,
+    /// Delayed slices kept for the trash time.
+    pub delayed_slices: u64,
+    /// Files queued for their data to be released.
+    pub pending_deletions: u64,
+    /// Files removed while open somewhere, kept until their last close.
+    pub sustained: u64,
+}
+
+/// Counts the entries of a walk by kind.
+struct Counter<'a> {
+    counts: &'a mut VolumeCounts,
+    trash: bool,
+    linked: std::collections::HashSet<Ino>,
+}
+
+impl Visitor for Counter<'_> {
+    fn entry(&mut self, parent: Option<Ino>, _name: &[u8], ino: Ino, node: &Node) -> Result<()> {
+        let c = &mut *self.counts;
+        if self.trash {
+            if parent.is_some() {
+                c.trash_entries += 1;
+            }
+            return Ok(());
+        }
+        match node.attr.typ {
+            FileType::Directory => c.directories += 1,
+            FileType::Symlink => c.symlinks += 1,
+            FileType::File => {
+                if node.attr.nlink <= 1 || self.linked.insert(ino) {
+                    c.files += 1;
+                    c.file_bytes += node.attr.length;
+                }
+            }
+            _ => c.others += 1,
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self, _dir: Ino) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl Meta {
+    /// Counts the volume's tree and what waits for release, walking it with up to
+    /// `threads` threads.
+    pub fn volume_counts(&self, threads: usize) -> Result<VolumeCounts> {
+        let mut counts = VolumeCounts::default();
+        let mut c = Counter {
+            counts: &mut counts,
+            trash: false,
+            linked: Default::default(),
+        };
+        self.walk(ROOT_INODE, b"/", threads, &mut c)?;
+        if self
+            .kv
+            .read(|tx| Ok(tx.get(&keys::attr(TRASH_INODE))?))?
+            .is_some()
+        {
+            c.trash = true;
+            self.walk(TRASH_INODE, b".trash", threads, &mut c)?;
+        }
+        let (delayed, pending) = self.kv.read(|tx| {
+            Ok((
+                tx.scan(b"L", b"M", usize::MAX)?,
+                tx.scan(b"D", b"E", usize::MAX)?.len(),
+            ))
+        })?;
+        counts.delayed_slices = delayed.iter().map(|(_, v)| v.len() as u64 / 12).sum();
+        counts.pending_deletions = pending as u64;
+        counts.sustained = self
+            .list_sessions()?
+            .iter()
+            .map(|s| s.sustained.len() as u64)
+            .sum();
+        Ok(counts)
     }
 }
