@@ -158,7 +158,7 @@ pub fn run(a: FsckArgs) -> Result<()> {
         Some(p) => {
             let top = crate::mount::resolve_path(&meta, p)?;
             let shown = format!("/{}", p.trim_matches('/'));
-            let problems = parking_lot::Mutex::new(Vec::new());
+            let mut problems = Vec::new();
             let mut tasks = Vec::new();
             let in_flight = a.threads.max(1) * 4;
             let mut check_file = |path: &str, _: u64, node: &Node| {
@@ -170,7 +170,7 @@ pub fn run(a: FsckArgs) -> Result<()> {
                     if tasks.len() >= in_flight {
                         for t in tasks.drain(..) {
                             if let Ok(done) = rt.block_on(t) {
-                                problems.lock().push(done);
+                                problems.push(done);
                             }
                         }
                     }
@@ -185,9 +185,9 @@ pub fn run(a: FsckArgs) -> Result<()> {
                 &mut check_file,
             )?;
             for t in tasks {
-                problems.lock().push(rt.block_on(t)?);
+                problems.push(rt.block_on(t)?);
             }
-            for (path, problem) in problems.into_inner() {
+            for (path, problem) in problems {
                 broken.blocks += 1;
                 if let Some(problem) = problem {
                     broken.files.entry(path).or_default().push(problem);

@@ -381,12 +381,6 @@ impl JsonOut<'_> {
     }
 }
 
-impl From<io::Error> for Error {
-    fn from(e: io::Error) -> Self {
-        Error::Storage(format!("writing the dump: {e}"))
-    }
-}
-
 impl Meta {
     /// Writes the volume's metadata to `out` as JuiceFS's JSON dump (see the module
     /// documentation). `progress` hears the entries written so far.
@@ -484,8 +478,7 @@ impl Meta {
             linked: Default::default(),
         };
         self.walk(opts.root, b"FSTree", opts.threads, &mut writer)?;
-        let has_trash = self.kv.read(|tx| Ok(tx.get(&keys::attr(TRASH_INODE))?))?;
-        if !opts.skip_trash && opts.root == ROOT_INODE && has_trash.is_some() {
+        if !opts.skip_trash && opts.root == ROOT_INODE && self.trash_exists()? {
             writer.w.raw(",")?;
             self.walk(TRASH_INODE, b"Trash", opts.threads, &mut writer)?;
         }
@@ -735,11 +728,6 @@ impl BatchWriter {
             if res.is_ok() {
                 res = r;
             }
-        }
-        if res.is_ok() && self.send.is_none() && !self.batch.is_empty() {
-            res = Err(Error::Storage(
-                "the load stopped before writing everything".into(),
-            ));
         }
         res
     }
@@ -1296,7 +1284,7 @@ impl Meta {
             for n in [q.max_space, q.max_inodes, 0, 0] {
                 v.extend_from_slice(&n.to_be_bytes());
             }
-            out.put([b"QD".as_slice(), &ino.to_le_bytes()].concat(), v)?;
+            out.put(keys::dir_quota(ino), v)?;
         }
         // Files with several names: one counter per parent now, their link count (and
         // parent 0) once their attributes are surely written.

@@ -32,6 +32,9 @@ pub enum Error {
     /// The database holds no volume.
     #[error("{0}")]
     NotFormatted(String),
+    /// A local file of a tool failed: a dump being written, a sort's temporary run.
+    #[error("local file I/O: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 impl Error {

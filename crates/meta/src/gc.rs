@@ -75,8 +75,7 @@ impl Meta {
             linked: Default::default(),
         };
         self.walk(ROOT_INODE, b"/", threads, &mut c)?;
-        let has_trash = self.kv.read(|tx| Ok(tx.get(&keys::attr(TRASH_INODE))?))?;
-        if has_trash.is_some() {
+        if self.trash_exists()? {
             c.used = SliceUse::Trash;
             self.walk(TRASH_INODE, b".trash", threads, &mut c)?;
         }
@@ -180,11 +179,7 @@ impl Meta {
             linked: Default::default(),
         };
         self.walk(ROOT_INODE, b"/", threads, &mut c)?;
-        if self
-            .kv
-            .read(|tx| Ok(tx.get(&keys::attr(TRASH_INODE))?))?
-            .is_some()
-        {
+        if self.trash_exists()? {
             c.trash = true;
             self.walk(TRASH_INODE, b".trash", threads, &mut c)?;
         }

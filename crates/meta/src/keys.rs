@@ -227,6 +227,13 @@ pub fn acl(id: u32) -> Vec<u8> {
     k
 }
 
+/// `QD<ino>`: a directory's quota (max space, max inodes, used space, used inodes).
+pub fn dir_quota(ino: Ino) -> Vec<u8> {
+    let mut k = b"QD".to_vec();
+    k.extend_from_slice(&ino.to_le_bytes());
+    k
+}
+
 pub fn acl_prefix() -> Vec<u8> {
     b"R".to_vec()
 }
