@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs the crates.io pjdfstest suite (POSIX conformance) on a fresh Nectar mount.
 #
-#   scripts/pjdfstest.sh NECTAR_BINARY [FORMAT OPTIONS...]   (e.g. --enable-acl)
+#   scripts/pjdfstest.sh NECTAR_BINARY [FORMAT OPTIONS...]   (e.g. --enable-acl --trash-days 0)
 #
+# The volume has the format defaults unless told otherwise, the trash on among them:
+# removing into the trash must look to POSIX exactly like removing.
 # Installs pjdfstest into .cache/tools if needed, formats a volume on SQLite + a local
 # directory in a temporary directory, mounts it, runs the suite as root, unmounts (also
 # on failure) and compares the failures with tests/pjdfstest-known-failures.txt: an
@@ -35,7 +37,7 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$MNT"
-"$NECTAR" format "sqlite3://$WORK/meta.db" pjdfstest --bucket "$WORK/data" --trash-days 0 "${FORMAT_OPTIONS[@]}" 2>/dev/null
+"$NECTAR" format "sqlite3://$WORK/meta.db" pjdfstest --bucket "$WORK/data" "${FORMAT_OPTIONS[@]}" 2>/dev/null
 "$NECTAR" mount -d "sqlite3://$WORK/meta.db" "$MNT" --log "$WORK/mount.log" --pid-file "$WORK/mount.pid" \
     --cache-dir "$WORK/cache"
 

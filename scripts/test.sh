@@ -91,10 +91,10 @@ echo "== Rust tests" >&2
 cargo build --workspace --all-targets --all-features --quiet
 cargo test --workspace --all-features --quiet 2>&1 | tee "$WORK/cargo-test.log"
 
-echo "== pjdfstest" >&2
+echo "== pjdfstest (the trash on, as by default)" >&2
 scripts/pjdfstest.sh target/debug/nectar
-echo "== pjdfstest, volume with POSIX ACLs" >&2
-scripts/pjdfstest.sh target/debug/nectar --enable-acl
+echo "== pjdfstest, volume with POSIX ACLs and no trash" >&2
+scripts/pjdfstest.sh target/debug/nectar --enable-acl --trash-days 0
 
 echo "== fsx" >&2
 scripts/fsx.sh target/debug/nectar "${NECTAR_FSX_OPS:-100000}"

@@ -12,6 +12,7 @@ mod fsck;
 mod gc;
 mod mount;
 mod objbench;
+mod restore;
 mod stats;
 mod status;
 mod umount;
@@ -62,6 +63,8 @@ enum Command {
     Gc(gc::GcArgs),
     /// Change a volume's settings (capacity, inodes, trash days, storage and keys).
     Config(config::ConfigArgs),
+    /// Bring removed files and directories back from the trash.
+    Restore(restore::RestoreArgs),
     /// Remove a volume: every object of it, then its metadata.
     Destroy(config::DestroyArgs),
     /// Print the version.
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
         Command::Config(a) => config::config(a),
         Command::Destroy(a) => config::destroy(a),
         Command::Gc(a) => gc::run(a),
+        Command::Restore(a) => restore::run(a),
         Command::Load(a) => dump::load(a),
         Command::Version => {
             println!("nectar {}", env!("CARGO_PKG_VERSION"));

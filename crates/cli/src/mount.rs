@@ -179,6 +179,10 @@ pub struct MountArgs {
     /// Leave the trash out of the metadata backups.
     #[arg(long)]
     backup_skip_trash: bool,
+    /// Leave the internal nodes (`.trash`) out of the root's listing; they can still be
+    /// reached by name.
+    #[arg(long)]
+    hide_internal: bool,
 }
 
 fn secs(name: &str, v: f64) -> Result<Duration> {
@@ -468,6 +472,7 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
         open_cache: a.open_cache,
         open_cache_limit: a.open_cache_limit,
         selinux_labels: a.enable_selinux,
+        hide_internal: a.hide_internal,
         ..VfsConfig::default()
     };
     let info = SessionInfo {
@@ -502,30 +507,26 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
         }
     }
     vfs.set_stats_renderer(Box::new(move || metrics.render()));
-    let stop = Arc::new(AtomicBool::new(false));
-    start_heartbeat(
+    if !a.backup_meta.is_zero() && a.backup_meta < Duration::from_secs(300) {
+        tracing::warn!(
+            "--backup-meta {}s: a backup dumps the whole volume; intervals under 5 minutes are for tests",
+            a.backup_meta.as_secs_f64()
+        );
+    }
+    let jobs = nectar_vfs::jobs::Jobs::start(
         meta.clone(),
-        Duration::from_secs(a.heartbeat.max(1)),
-        stop.clone(),
-    );
-    if !read_only {
-        if !a.backup_meta.is_zero() && a.backup_meta < Duration::from_secs(300) {
-            tracing::warn!(
-                "--backup-meta {}s: a backup dumps the whole volume; intervals under 5 minutes are for tests",
-                a.backup_meta.as_secs_f64()
-            );
-        }
-        nectar_vfs::backup::start_backups(
-            meta.clone(),
-            store.clone(),
-            rt.handle().clone(),
-            nectar_vfs::backup::BackupConfig {
+        store.clone(),
+        rt.handle().clone(),
+        nectar_vfs::jobs::JobsConfig {
+            heartbeat: Duration::from_secs(a.heartbeat.max(1)),
+            backup: nectar_vfs::backup::BackupConfig {
                 interval: a.backup_meta,
                 skip_trash: a.backup_skip_trash,
             },
-            stop.clone(),
-        );
-    }
+            trash_interval: Duration::from_secs(3600),
+            read_only,
+        },
+    );
     let mut fs = NectarFs::new(vfs.clone(), rt.handle().clone(), writeback_cache);
     if a.no_xattr {
         fs = fs.without_xattrs();
@@ -603,7 +604,7 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
         Err(_) => tracing::error!("the FUSE session thread panicked"),
         Ok(Ok(())) => {}
     }
-    stop.store(true, Ordering::SeqCst);
+    jobs.stop();
     let res = vfs.shutdown();
     let (staged, staged_bytes) = vfs.store().staged();
     if staged > 0 {
@@ -648,29 +649,4 @@ fn resolve(meta: &Meta, path: &str, flag: &str, dir: bool) -> Result<u64> {
         ino = child;
     }
     Ok(ino)
-}
-
-/// Keeps the session alive and cleans up after dead clients.
-fn start_heartbeat(meta: Arc<Meta>, every: Duration, stop: Arc<AtomicBool>) {
-    std::thread::Builder::new()
-        .name("nectar-heartbeat".into())
-        .spawn(move || {
-            let mut last_clean = Instant::now() - Duration::from_secs(3600);
-            while !stop.load(Ordering::SeqCst) {
-                if let Err(e) = meta.refresh_session() {
-                    tracing::warn!("session heartbeat failed: {e}");
-                }
-                if last_clean.elapsed() > (5 * every).min(Duration::from_secs(60)) {
-                    last_clean = Instant::now();
-                    if let Err(e) = meta.clean_stale_sessions() {
-                        tracing::warn!("cleaning stale sessions failed: {e}");
-                    }
-                }
-                let until = Instant::now() + every;
-                while Instant::now() < until && !stop.load(Ordering::SeqCst) {
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-            }
-        })
-        .ok();
 }

@@ -73,6 +73,10 @@ pub fn run(a: StatusArgs) -> Result<()> {
         "Usage": { "UsedSpace": stat.total_space - stat.avail_space, "UsedInodes": stat.used_inodes },
         "Sessions": sessions,
         "Staging": staging,
+        "Trash": {
+            "Days": fmt.trash_days,
+            "Hours": meta.trash_hours()?.into_iter().map(|(h, _)| h).collect::<Vec<_>>(),
+        },
     });
     if let Some(more) = more {
         out["More"] = serde_json::to_value(more)?;

@@ -265,7 +265,21 @@ fn writers_on(url: &str, server: bool) {
         }
         space += charged_space(got.len() as u64);
     }
-    let want_inodes = 2 + names.len() as u64;
+    // What the workers removed and replaced is in the trash (on by default): its hour
+    // directories and every entry count as well.
+    let mut trashed = 0;
+    for hour in fs::read_dir(m.path(".trash")).unwrap() {
+        let hour = hour.unwrap();
+        space += charged_space(0);
+        trashed += 1;
+        for e in fs::read_dir(hour.path()).unwrap() {
+            let meta = e.unwrap().metadata().unwrap();
+            space += charged_space(if meta.is_file() { meta.len() } else { 0 });
+            trashed += 1;
+        }
+    }
+    assert!(trashed > 1, "removed files are in the trash on {url}");
+    let want_inodes = 2 + names.len() as u64 + trashed;
     assert_eq!(
         (used, inodes),
         (space, want_inodes),

@@ -1,5 +1,6 @@
 //! `nectar gc` on a mounted volume with one object of every class planted: live files,
-//! a removed file still open (pending deletion), blocks of a slice id the mount's
+//! a removed file in the trash and data a truncate replaced (kept as long as the trash),
+//! a file removed from the trash while open (pending deletion), blocks of a slice id the mount's
 //! session has drawn and not settled (an unfinished write), blocks of ids nothing
 //! refers to (leaked), and the volume's UUID object. Every class must come out exact,
 //! in objects and bytes, and the total must be what the bucket holds; `--delete` removes
@@ -39,11 +40,31 @@ fn gc_explains_every_object_of_the_bucket() {
     Pattern::new(3).fill(&mut big);
     std::fs::write(m.path("a"), &big).unwrap();
     std::fs::write(m.path("b"), [1u8; 100]).unwrap();
-    // Removed while open: its data stays until the last close.
+    // Removed into the trash, then out of it while open: its data stays until the
+    // last close.
     let mut open = std::fs::File::create(m.path("c")).unwrap();
     open.write_all(&[2u8; 200]).unwrap();
     open.sync_all().unwrap();
     std::fs::remove_file(m.path("c")).unwrap();
+    let hour = std::fs::read_dir(m.path(".trash"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let trashed = std::fs::read_dir(&hour)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(std::fs::read(&trashed).unwrap(), [2u8; 200]);
+    std::fs::remove_file(&trashed).unwrap();
+    // In the trash: a removed file, and data a truncate replaced.
+    std::fs::write(m.path("d"), [3u8; 300]).unwrap();
+    std::fs::remove_file(m.path("d")).unwrap();
+    std::fs::write(m.path("e"), [4u8; 400]).unwrap();
+    std::fs::File::create(m.path("e")).unwrap();
     // The mount drew ids 1..4097 at its first write and used 1..4: 4000 is unsettled.
     plant(&vol, 4000, 30);
     // Nothing refers to these, and no session may still commit them.
@@ -54,12 +75,13 @@ fn gc_explains_every_object_of_the_bucket() {
     let out = nectar_ok(&["status", &vol.meta_url, "--more"]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let more = &status["More"];
-    assert_eq!(more["Files"], 2, "{more}");
+    assert_eq!(more["Files"], 3, "{more}");
     assert_eq!(more["FileBytes"], (5u64 << 20) + 100, "{more}");
     assert_eq!(more["Directories"], 1, "{more}");
     assert_eq!(more["Sustained"], 1, "the removed file still open: {more}");
     assert_eq!(more["PendingDeletions"], 0, "{more}");
-    assert_eq!(more["TrashEntries"], 0, "{more}");
+    assert_eq!(more["TrashEntries"], 1, "{more}");
+    assert_eq!(more["DelayedSlices"], 1, "{more}");
 
     let out = nectar_ok(&["gc", &vol.meta_url]);
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -67,7 +89,7 @@ fn gc_explains_every_object_of_the_bucket() {
     assert_eq!(class(&report, "pending deletion"), (1, 200), "{report}");
     assert_eq!(class(&report, "unfinished writes"), (1, 30), "{report}");
     assert_eq!(class(&report, "leaked"), (2, 30), "{report}");
-    assert_eq!(class(&report, "trash"), (0, 0), "{report}");
+    assert_eq!(class(&report, "trash"), (2, 700), "{report}");
     // The UUID object.
     assert_eq!(class(&report, "other objects"), (1, 36), "{report}");
     let on_disk: u64 = files_under(&vol.path("data/testvol"))
@@ -87,6 +109,7 @@ fn gc_explains_every_object_of_the_bucket() {
     assert_eq!(class(&again, "leaked"), (0, 0), "{again}");
     assert_eq!(class(&again, "unfinished writes"), (1, 30), "{again}");
     assert_eq!(class(&again, "pending deletion"), (1, 200), "{again}");
+    assert_eq!(class(&again, "trash"), (2, 700), "{again}");
     assert_eq!(std::fs::read(m.path("a")).unwrap(), big);
     drop(open);
     m.unmount();

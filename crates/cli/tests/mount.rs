@@ -318,7 +318,7 @@ fn untar_and_compile_a_source_tree() {
     let src = fs::read_dir(&m.mp)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.is_dir())
+        .find(|p| p.is_dir() && p.file_name().unwrap() != ".trash")
         .unwrap()
         .join("zstd");
     fs::write(

@@ -143,7 +143,7 @@ fn to_file_attr(ino: u64, a: &Attr) -> FileAttr {
         crtime: a.ctime.to_system_time(),
         kind: to_fuse_type(a.typ),
         perm: a.mode,
-        nlink: a.nlink,
+        nlink: a.visible_nlink(),
         uid: a.uid,
         gid: a.gid,
         rdev: a.rdev,

@@ -16,7 +16,7 @@ use crate::types::*;
 use libc::{EFBIG, EINVAL, EISDIR, ENOENT, EPERM};
 
 /// Drops one reference to a slice; returns it when this was the last one.
-fn deref_slice(tx: &mut dyn KvTxn, s: &Slice) -> Result<Option<(u64, u32)>> {
+pub(crate) fn deref_slice(tx: &mut dyn KvTxn, s: &Slice) -> Result<Option<(u64, u32)>> {
     if s.id == 0 {
         return Ok(None);
     }
@@ -117,8 +117,8 @@ impl Meta {
             self.check_access(tx, ctx, &attr, mask)?;
             Ok(attr)
         })?;
-        if attr.flags & 1 != 0 && mask & 2 != 0 {
-            // FLAG_IMMUTABLE
+        if (attr.flags & 1 != 0 || is_trash(attr.parent)) && mask & 2 != 0 {
+            // FLAG_IMMUTABLE, or a file in the trash: kept as it was removed.
             return sys(EPERM);
         }
         *self.open_files.lock().entry(ino).or_insert(0) += 1;
@@ -297,6 +297,9 @@ impl Meta {
                 FileType::Directory => return sys(EISDIR),
                 _ => return sys(EINVAL),
             }
+            if is_trash(attr.parent) {
+                return sys(EPERM);
+            }
             self.check_access(tx, ctx, &attr, 2)?;
             let old = attr.length;
             if cut == Cut::Step && length >= old {
@@ -322,9 +325,7 @@ impl Meta {
                         return Ok((None, Vec::new()));
                     }
                     for (k, v) in rows {
-                        for s in Slice::decode_all(&v)? {
-                            freed.extend(deref_slice(tx, &s)?);
-                        }
+                        freed.extend(self.release_replaced(tx, &Slice::decode_all(&v)?)?);
                         tx.delete(&k)?;
                     }
                     if last_page {
@@ -669,11 +670,7 @@ impl Meta {
                 tx.set(&key, &v)?;
             }
             self.record_commit(tx, commit)?;
-            let mut freed = Vec::new();
-            for s in old {
-                freed.extend(deref_slice(tx, s)?);
-            }
-            Ok((true, freed))
+            Ok((true, self.release_replaced(tx, old)?))
         })?;
         self.delete_slices(freed);
         Ok(done)

@@ -123,8 +123,10 @@ pub struct VolumeCounts {
     pub others: u64,
     /// Bytes of the files (each inode once).
     pub file_bytes: u64,
-    /// Entries under the trash.
+    /// Entries in the trash's hour directories (and below, in trees a restore rebuilt).
     pub trash_entries: u64,
+    /// Bytes of the files among them.
+    pub trash_bytes: u64,
     /// Delayed slices kept for the trash time.
     pub delayed_slices: u64,
     /// Files queued for their data to be released.
@@ -144,8 +146,11 @@ impl Visitor for Counter<'_> {
     fn entry(&mut self, parent: Option<Ino>, _name: &[u8], ino: Ino, node: &Node) -> Result<()> {
         let c = &mut *self.counts;
         if self.trash {
-            if parent.is_some() {
+            if parent.is_some_and(|p| p != TRASH_INODE) {
                 c.trash_entries += 1;
+                if node.attr.typ == FileType::File {
+                    c.trash_bytes += node.attr.length;
+                }
             }
             return Ok(());
         }

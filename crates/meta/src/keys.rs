@@ -153,6 +153,16 @@ pub fn del_file(ino: Ino, length: u64) -> Vec<u8> {
 }
 
 /// `K<id><size>`: slice reference count minus one.
+/// `L<time><id>` (both big-endian): slices replaced at `time` (seconds), the first of
+/// them `id`, kept for the trash time (see `trash.rs`).
+pub fn delayed_slices(time: i64, id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(b'L');
+    k.extend_from_slice(&(time as u64).to_be_bytes());
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
 pub fn slice_ref(id: u64, size: u32) -> Vec<u8> {
     let mut k = Vec::with_capacity(13);
     k.push(b'K');

@@ -24,6 +24,7 @@ pub mod meta;
 pub mod namespace;
 pub mod slice;
 pub mod spill;
+pub mod trash;
 pub mod types;
 pub mod unfinished;
 pub mod walk;
@@ -38,5 +39,6 @@ pub use namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE};
 /// The transactional KV layer beneath, its own crate so it cannot reach up into files.
 pub use nectar_kv as kv;
 pub use nectar_kv::redact_url;
+pub use trash::{parse_trash_name, RestoreReport, TrashCleanup};
 pub use types::*;
 pub use unfinished::{NewSlice, SliceSweeper};

@@ -110,6 +110,9 @@ pub struct Meta {
     contended_dirs: Mutex<HashMap<Ino, Instant>>,
     /// Files this client's session sustains (`SS` keys): unlinked while open here.
     pub(crate) sustained_here: Mutex<HashSet<Ino>>,
+    /// The trash's directory for the current hour (hours since the epoch, inode), once
+    /// made or found.
+    pub(crate) trash_hour: Mutex<Option<(i64, Ino)>>,
     deleter: RwLock<Option<SliceDeleter>>,
     pub(crate) sweeper: RwLock<Option<SliceSweeper>>,
     /// The session's info, kept to register again if another client cleaned it.
@@ -168,6 +171,7 @@ impl Meta {
             slices: Default::default(),
             open_files: Mutex::new(HashMap::new()),
             sustained_here: Mutex::default(),
+            trash_hour: Mutex::default(),
             deleter: RwLock::new(None),
             sweeper: RwLock::new(None),
             session_info: Mutex::new(Vec::new()),
@@ -280,6 +284,9 @@ impl Meta {
                 tx.set(&keys::counter("usedSpace"), &space_of(0).to_le_bytes())?;
                 tx.set(&keys::counter("totalInodes"), &1i64.to_le_bytes())?;
             }
+            if fmt.trash_days > 0 {
+                Self::ensure_trash(tx)?;
+            }
             Ok(fmt.clone())
         })?;
         *self.format.write() = Some(stored.clone());
@@ -308,6 +315,11 @@ impl Meta {
             .read()
             .clone()
             .ok_or_else(|| Error::NotFormatted("volume settings not loaded".into()))
+    }
+
+    /// Days removed entries are kept in the trash (0: the trash is off).
+    pub fn trash_days(&self) -> u32 {
+        self.format.read().as_ref().map_or(0, |f| f.trash_days)
     }
 
     /// Calls `watcher` with every inode attribute this client commits, after the

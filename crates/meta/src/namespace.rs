@@ -13,6 +13,7 @@ use crate::error::{sys, Error, Result};
 use crate::keys;
 use crate::kv::{prefix_end, KvTxn};
 use crate::meta::{space_of, Meta};
+use crate::trash::check_not_trash_name;
 use crate::types::*;
 use libc::{EACCES, EEXIST, EINVAL, EISDIR, ENAMETOOLONG, ENOENT, ENOTDIR, ENOTEMPTY, EPERM};
 
@@ -126,6 +127,12 @@ fn dir_of(value: Value) -> Result<Attr> {
     Ok(a)
 }
 
+/// Whether a directory is gone: removed for good (while someone still had it open), or
+/// into the trash, where nothing new goes.
+fn removed(dir: &Attr) -> bool {
+    dir.nlink == 0 || is_trash(dir.parent)
+}
+
 fn dir_attr(tx: &mut dyn KvTxn, ino: Ino) -> Result<Attr> {
     let a = get_attr(tx, ino)?;
     if a.typ != FileType::Directory {
@@ -215,6 +222,9 @@ impl Meta {
         if name.len() > MAX_NAME {
             return sys(ENAMETOOLONG);
         }
+        if parent == ROOT_INODE && name == TRASH_NAME {
+            return Ok((TRASH_INODE, self.get_attr(TRASH_INODE)?));
+        }
         // The cache answers only where the kernel checked permissions.
         let cacheable = !ctx.check_permission && name != b"." && name != b"..";
         if cacheable {
@@ -274,6 +284,10 @@ impl Meta {
         target: &[u8],
     ) -> Result<(Ino, Attr)> {
         check_name(name)?;
+        check_not_trash_name(parent, name)?;
+        if is_trash(parent) {
+            return sys(EPERM);
+        }
         if typ == FileType::Symlink && (target.is_empty() || target.len() > MAX_SYMLINK) {
             return sys(if target.is_empty() {
                 libc::ENOENT
@@ -291,7 +305,7 @@ impl Meta {
             attempt += 1;
             made.clear();
             let (mut pattr, existing, _) = dir_and_entry(tx, parent, name, &[])?;
-            if pattr.nlink == 0 {
+            if removed(&pattr) {
                 return sys(ENOENT);
             }
             self.check_access(tx, ctx, &pattr, 3)?;
@@ -364,11 +378,15 @@ impl Meta {
     /// Adds a name for an existing non-directory inode.
     pub fn link(&self, ctx: &Ctx, ino: Ino, parent: Ino, name: &[u8]) -> Result<Attr> {
         check_name(name)?;
+        check_not_trash_name(parent, name)?;
+        if is_trash(parent) {
+            return sys(EPERM);
+        }
         let mut attempt = 0;
         self.kv.txn(|tx| {
             attempt += 1;
             let (mut pattr, existing, more) = dir_and_entry(tx, parent, name, &[keys::attr(ino)])?;
-            if pattr.nlink == 0 {
+            if removed(&pattr) {
                 return sys(ENOENT);
             }
             self.check_access(tx, ctx, &pattr, 3)?;
@@ -502,6 +520,11 @@ impl Meta {
         if name.len() > MAX_NAME {
             return sys(ENAMETOOLONG);
         }
+        check_not_trash_name(parent, name)?;
+        if is_trash(parent) && ctx.uid != 0 {
+            return sys(EPERM);
+        }
+        let hour = self.trash_for(parent)?;
         let mut attempt = 0;
         // The inode the name had when this client last saw it (the kernel looked it up
         // just before): its attributes are read with the entry, in the same round trip,
@@ -538,6 +561,10 @@ impl Meta {
             if self.dir_changed(parent, &mut pattr, now, false, attempt) {
                 put_attr(tx, parent, &pattr)?;
             }
+            if let Some(hour) = Self::keeps_in_trash(hour, &attr) {
+                self.move_to_trash(tx, hour, parent, name, ino, &mut attr, now)?;
+                return Ok((ino, Dropped::StillLinked));
+            }
             let d = self.drop_link(tx, parent, ino, &mut attr, now)?;
             Ok((ino, d))
         })?;
@@ -552,6 +579,12 @@ impl Meta {
             _ if name.len() > MAX_NAME => return sys(ENAMETOOLONG),
             _ => {}
         }
+        check_not_trash_name(parent, name)?;
+        // The trash's hour directories go only when they expire.
+        if parent == TRASH_INODE || is_trash(parent) && ctx.uid != 0 {
+            return sys(EPERM);
+        }
+        let hour = self.trash_for(parent)?;
         // The entry is gone once this commits, as the cache then has it.
         let _restoring = self.cache.restoring(&[(parent, name)]);
         self.kv.txn(|tx| {
@@ -569,7 +602,15 @@ impl Meta {
             }
             let now = Time::now();
             tx.delete(&keys::dentry(parent, name))?;
-            self.remove_inode(tx, ino, &attr)?;
+            match Self::keeps_in_trash(hour, &attr) {
+                Some(hour) => {
+                    let mut attr = attr;
+                    self.move_to_trash(tx, hour, parent, name, ino, &mut attr, now)?;
+                }
+                None => {
+                    self.remove_inode(tx, ino, &attr)?;
+                }
+            }
             pattr.nlink = pattr.nlink.saturating_sub(1);
             pattr.mtime = now;
             pattr.ctime = now;
@@ -596,8 +637,7 @@ impl Meta {
     }
 
     /// Renames (or with RENAME_EXCHANGE swaps) an entry. Returns the moved inode and its
-    /// attributes.
-    #[allow(clippy::too_many_arguments)]
+    /// attributes. A name it replaces goes to the trash as an unlink would send it.
     pub fn rename(
         &self,
         ctx: &Ctx,
@@ -607,6 +647,28 @@ impl Meta {
         ndst: &[u8],
         flags: u32,
     ) -> Result<(Ino, Attr)> {
+        self.rename_entry(ctx, psrc, nsrc, pdst, ndst, flags, false)
+    }
+
+    /// [`Meta::rename`], or with `restore` the move of an entry out of the trash
+    /// (`nsrc` of the hour directory `psrc`) to its original place, which may be a
+    /// directory still in the trash.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn rename_entry(
+        &self,
+        ctx: &Ctx,
+        psrc: Ino,
+        nsrc: &[u8],
+        pdst: Ino,
+        ndst: &[u8],
+        flags: u32,
+        restore: bool,
+    ) -> Result<(Ino, Attr)> {
+        check_not_trash_name(psrc, nsrc)?;
+        check_not_trash_name(pdst, ndst)?;
+        if is_trash(pdst) || is_trash(psrc) && ctx.uid != 0 {
+            return sys(EPERM);
+        }
         if flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0
             || flags & RENAME_NOREPLACE != 0 && flags & RENAME_EXCHANGE != 0
         {
@@ -619,6 +681,13 @@ impl Meta {
             check_name(n)?;
         }
         let exchange = flags & RENAME_EXCHANGE != 0;
+        let hour = if exchange {
+            None
+        } else {
+            self.trash_for(pdst)?
+        };
+        // The trash's hour directories keep no link counts or times (see `trash.rs`).
+        let src_kept = !is_trash(psrc);
         let mut attempt = 0;
         let since = self.cache.seq();
         // The old name is gone once this commits, and the new one is kept below; an
@@ -646,7 +715,7 @@ impl Meta {
                     a => a,
                 },
             };
-            if dp.nlink == 0 {
+            if dp.nlink == 0 || !restore && removed(&dp) {
                 return sys(ENOENT);
             }
             let (sp_nlink, dp_nlink) = (sp.nlink, dp.nlink);
@@ -705,10 +774,19 @@ impl Meta {
                         if tx.exists(&p, &prefix_end(&p))? {
                             return sys(ENOTEMPTY);
                         }
-                        self.remove_inode(tx, dino, &dattr)?;
                         dp.nlink -= 1;
-                    } else {
-                        dropped = Some((dino, self.drop_link(tx, pdst, dino, &mut dattr, now)?));
+                    }
+                    match Self::keeps_in_trash(hour, &dattr) {
+                        Some(hour) => {
+                            self.move_to_trash(tx, hour, pdst, ndst, dino, &mut dattr, now)?;
+                        }
+                        None if dtyp == FileType::Directory => {
+                            self.remove_inode(tx, dino, &dattr)?;
+                        }
+                        None => {
+                            dropped =
+                                Some((dino, self.drop_link(tx, pdst, dino, &mut dattr, now)?));
+                        }
                     }
                 }
             }
@@ -723,15 +801,15 @@ impl Meta {
                 sp.nlink -= 1;
                 dp.nlink += 1;
             }
-            if psrc == pdst {
+            if psrc == pdst && src_kept {
                 // One directory: the link-count changes cancel out; keep `dp`'s view.
                 let nlink_changed = dp.nlink != dp_nlink;
                 if self.dir_changed(pdst, &mut dp, now, nlink_changed, attempt) {
                     put_attr(tx, pdst, &dp)?;
                 }
-            } else {
+            } else if psrc != pdst {
                 let (s_changed, d_changed) = (sp.nlink != sp_nlink, dp.nlink != dp_nlink);
-                if self.dir_changed(psrc, &mut sp, now, s_changed, attempt) {
+                if src_kept && self.dir_changed(psrc, &mut sp, now, s_changed, attempt) {
                     put_attr(tx, psrc, &sp)?;
                 }
                 if self.dir_changed(pdst, &mut dp, now, d_changed, attempt) {
@@ -751,7 +829,7 @@ impl Meta {
     }
 
     /// Records that one name of `ino` moved from directory `from` to `to`.
-    fn move_parent(
+    pub(crate) fn move_parent(
         &self,
         tx: &mut dyn KvTxn,
         ino: Ino,

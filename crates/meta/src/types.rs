@@ -7,7 +7,20 @@ use serde::{Deserialize, Serialize};
 pub type Ino = u64;
 
 pub const ROOT_INODE: Ino = 1;
+/// The trash directory, `.trash` at the root (see `trash.rs`); its hour directories
+/// take the inode numbers above it.
 pub const TRASH_INODE: Ino = 0x7FFF_FFFF_1000_0000;
+/// The name the trash is looked up by in the root directory.
+pub const TRASH_NAME: &[u8] = b".trash";
+
+/// Whether `ino` is the trash or one of its hour directories.
+pub fn is_trash(ino: Ino) -> bool {
+    ino >= TRASH_INODE
+}
+
+/// An attribute flag (JuiceFS's, set by `chattr +s` there): the inode skips the trash
+/// when removed.
+pub const FLAG_SKIP_TRASH: u8 = 1 << 5;
 /// Chunks are 64 MiB: `index = offset >> CHUNK_BITS`.
 pub const CHUNK_BITS: u32 = 26;
 pub const CHUNK_SIZE: u64 = 1 << CHUNK_BITS;
@@ -228,6 +241,19 @@ impl Utc {
         )
     }
 
+    /// `YYYY-MM-DD-HH`: the name of the trash's directory for this hour.
+    pub fn hour_name(self) -> String {
+        format!(
+            "{:04}-{:02}-{:02}-{:02}",
+            self.year, self.month, self.day, self.hour
+        )
+    }
+
+    /// Reads [`Utc::hour_name`]'s form back (minutes and seconds zero).
+    pub fn parse_hour(s: &str) -> Option<Utc> {
+        Self::parse_stamp(&format!("{s}0000")).filter(|_| s.len() == 13)
+    }
+
     /// Reads [`Utc::stamp`]'s form back.
     pub fn parse_stamp(s: &str) -> Option<Utc> {
         let b = s.as_bytes();
@@ -277,6 +303,17 @@ pub struct Attr {
 pub const ATTR_LEN: usize = 71;
 
 impl Attr {
+    /// The link count to show: a file in the trash has no name left in the tree, so it
+    /// shows 0, as POSIX has it for a file unlinked while open (`fstat` after `unlink`);
+    /// metadata keeps the trash's entry as its one link.
+    pub fn visible_nlink(&self) -> u32 {
+        if self.typ != FileType::Directory && is_trash(self.parent) {
+            0
+        } else {
+            self.nlink
+        }
+    }
+
     pub fn new(typ: FileType, mode: u16, uid: u32, gid: u32) -> Self {
         let now = Time::now();
         Attr {
@@ -633,6 +670,11 @@ mod tests {
         assert_eq!(t.stamp(), "2026-12-05-013246");
         assert_eq!(Utc::parse_stamp(&t.stamp()), Some(t));
         assert_eq!(Utc::from_secs(0).stamp(), "1970-01-01-000000");
+        assert_eq!(t.hour_name(), &t.stamp()[..13]);
+        let hour = Utc::parse_hour(&t.hour_name()).unwrap();
+        assert_eq!(hour.to_secs(), t.to_secs() - t.to_secs() % 3600);
+        assert_eq!(Utc::parse_hour("2026-13-01-00"), None);
+        assert_eq!(Utc::parse_hour("2026-12-01-0"), None);
         assert_eq!(Utc::from_secs(951_782_400).stamp(), "2000-02-29-000000");
         for secs in (-10_000_000_000i64..10_000_000_000).step_by(86_399 * 37) {
             assert_eq!(Utc::from_secs(secs).to_secs(), secs, "{secs}");

@@ -102,16 +102,6 @@ impl Meta {
     }
 }
 
-impl Meta {
-    /// Whether the volume has a trash directory (JuiceFS makes one; a dump may bring it).
-    pub(crate) fn trash_exists(&self) -> Result<bool> {
-        Ok(self
-            .kv
-            .read(|tx| Ok(tx.get(&keys::attr(TRASH_INODE))?))?
-            .is_some())
-    }
-}
-
 struct Walk<'a> {
     meta: &'a Meta,
     /// Entries of a directory listed at a time.

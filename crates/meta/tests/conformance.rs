@@ -162,6 +162,8 @@ on_every_engine!(
     locks_between_clients,
     unfinished_slices_of_a_dead_client,
     concurrent_transactions,
+    trash_keeps_restores_and_expires,
+    delayed_slices,
 );
 
 fn format_and_load(url: &str) {
@@ -1365,4 +1367,226 @@ fn compaction_swaps_a_chunk_prefix() {
     assert_eq!(d, vec![(31, 100), (32, 100)]);
     // A stale view is refused.
     assert!(!m.replace_chunk_prefix(f, 0, &old, Some(new)).unwrap());
+}
+
+/// The names in a directory, sorted.
+fn names(m: &Meta, dir: Ino) -> Vec<String> {
+    let mut n: Vec<String> = m
+        .readdir(&root(), dir, None, usize::MAX, false)
+        .unwrap()
+        .into_iter()
+        .map(|e| String::from_utf8(e.name).unwrap())
+        .collect();
+    n.sort();
+    n
+}
+
+/// Formats the test volume again with the trash on for `days` days.
+fn with_trash(m: &Meta, days: u32) {
+    let mut fmt = m.get_format().unwrap();
+    fmt.trash_days = days;
+    m.format(fmt, true).unwrap();
+}
+
+fn trash_keeps_restores_and_expires(url: &str) {
+    let (m, deleted) = setup(url);
+    // Made by format once the trash is on, and found by name in the root only.
+    assert_eq!(
+        errno(m.lookup(&root(), ROOT_INODE, b".trash")),
+        libc::ENOENT
+    );
+    with_trash(&m, 1);
+    let (t, ta) = m.lookup(&root(), ROOT_INODE, b".trash").unwrap();
+    assert_eq!(
+        (t, ta.mode, ta.typ),
+        (TRASH_INODE, 0o555, FileType::Directory)
+    );
+    assert!(
+        names(&m, ROOT_INODE).is_empty(),
+        ".trash is no entry of the root"
+    );
+    assert_eq!(
+        errno(m.mknod(
+            &root(),
+            ROOT_INODE,
+            b".trash",
+            FileType::File,
+            0o644,
+            0,
+            0,
+            b""
+        )),
+        libc::EPERM
+    );
+    let inodes = m.counter("totalInodes").unwrap();
+
+    // A tree removed as `rm -rf` removes it, a file with two names, a replaced file.
+    let d = mkdir(&m, ROOT_INODE, "d");
+    let sub = mkdir(&m, d, "sub");
+    let f = create(&m, d, "f");
+    let g = create(&m, sub, "g");
+    let (fid, gid) = (m.new_slice().unwrap().id(), m.new_slice().unwrap().id());
+    write(&m, f, 0, 0, fid, 100);
+    write(&m, g, 0, 0, gid, 200);
+    let top = create(&m, ROOT_INODE, "top");
+    m.link(&root(), top, ROOT_INODE, b"top2").unwrap();
+    let x = create(&m, ROOT_INODE, "x");
+    let xid = m.new_slice().unwrap().id();
+    write(&m, x, 0, 0, xid, 300);
+    let y = create(&m, ROOT_INODE, "y");
+    m.opened(f);
+    m.unlink(&root(), sub, b"g").unwrap();
+    m.rmdir(&root(), d, b"sub").unwrap();
+    m.unlink(&root(), d, b"f").unwrap();
+    m.rmdir(&root(), ROOT_INODE, b"d").unwrap();
+    m.unlink(&root(), ROOT_INODE, b"top").unwrap();
+    assert_eq!(
+        m.get_attr(top).unwrap().nlink,
+        1,
+        "another name remains: no trash"
+    );
+    m.unlink(&root(), ROOT_INODE, b"top2").unwrap();
+    m.rename(&root(), ROOT_INODE, b"y", ROOT_INODE, b"x", 0)
+        .unwrap();
+    m.close(f).unwrap();
+    assert!(deleted.lock().unwrap().is_empty(), "nothing is freed");
+    assert_eq!(names(&m, ROOT_INODE), ["x"]);
+    assert_eq!(m.lookup(&root(), ROOT_INODE, b"x").unwrap().0, y);
+
+    let hours = m.trash_hours().unwrap();
+    assert_eq!(hours.len(), 1, "{hours:?}");
+    let (hour, h) = hours[0].clone();
+    assert_eq!(hour, Utc::from_secs(Time::now().sec).hour_name());
+    assert!(h > TRASH_INODE);
+    let mut want = vec![
+        format!("1-{d}-d"),
+        format!("1-{top}-top2"),
+        format!("1-{x}-x"),
+        format!("{d}-{f}-f"),
+        format!("{d}-{sub}-sub"),
+        format!("{sub}-{g}-g"),
+    ];
+    want.sort();
+    assert_eq!(names(&m, h), want);
+    // Nodes keep their attributes and data; their parent is the hour.
+    assert_eq!(m.get_attr(f).unwrap().parent, h);
+    assert_eq!(m.get_attr(f).unwrap().nlink, 1);
+    assert_eq!(m.read_chunk(f, 0).unwrap()[0].id, fid);
+    assert_eq!(
+        m.counter("totalInodes").unwrap(),
+        inodes + 7 + 1,
+        "the hour directory counts"
+    );
+
+    // The trash's rules.
+    let name = format!("{d}-{f}-f");
+    assert_eq!(
+        errno(m.unlink(&user(1000), h, name.as_bytes())),
+        libc::EPERM
+    );
+    assert_eq!(
+        errno(m.rmdir(&root(), TRASH_INODE, hour.as_bytes())),
+        libc::EPERM
+    );
+    assert_eq!(
+        errno(m.mknod(&root(), h, b"new", FileType::File, 0o644, 0, 0, b"")),
+        libc::EPERM
+    );
+    assert_eq!(
+        errno(m.mknod(&root(), d, b"new", FileType::File, 0o644, 0, 0, b"")),
+        libc::ENOENT,
+        "nothing is created in a removed directory"
+    );
+    assert_eq!(
+        errno(m.rename(&root(), ROOT_INODE, b"x", h, b"x", 0)),
+        libc::EPERM
+    );
+    assert_eq!(
+        errno(m.rename(&user(1000), h, name.as_bytes(), ROOT_INODE, b"f", 0)),
+        libc::EPERM
+    );
+    assert_eq!(errno(m.open(&root(), f, libc::O_WRONLY)), libc::EPERM);
+    assert_eq!(errno(m.truncate(&root(), f, 0)), libc::EPERM);
+    m.open(&root(), f, libc::O_RDONLY).unwrap();
+    m.close(f).unwrap();
+
+    // Restore rebuilds the removed tree inside the trash, then puts it back; `x` was
+    // taken again meanwhile.
+    let r = m.restore_hour(&hour, false, 4).unwrap();
+    assert_eq!((r.restored, r.need_put_back, r.failed), (3, 3, 0), "{r:?}");
+    assert_eq!(names(&m, d), ["f", "sub"]);
+    let r = m.restore_hour(&hour, true, 4).unwrap();
+    assert_eq!((r.restored, r.conflicts, r.failed), (2, 1, 0), "{r:?}");
+    assert_eq!(names(&m, ROOT_INODE), ["d", "top2", "x"]);
+    assert_eq!(names(&m, sub), ["g"]);
+    let da = m.get_attr(d).unwrap();
+    assert_eq!((da.parent, da.nlink), (ROOT_INODE, 3));
+    assert_eq!(m.get_attr(ROOT_INODE).unwrap().nlink, 3);
+    assert_eq!(m.get_attr(g).unwrap().parent, sub);
+    assert_eq!(names(&m, h), [format!("1-{x}-x")]);
+    assert!(m.restore_hour("2000-01-01-00", true, 1).is_err());
+
+    // Expiry: nothing before the hour is over, then everything of it, for good.
+    m.unlink(&root(), sub, b"g").unwrap();
+    let now = Time::now().sec;
+    let none = m.expire_trash(now, 2, &Default::default()).unwrap();
+    assert_eq!(none.entries, 0);
+    let done = m.expire_trash(now + 7200, 2, &Default::default()).unwrap();
+    assert_eq!((done.entries, done.hours), (2, 1), "{done:?}");
+    assert!(m.trash_hours().unwrap().is_empty());
+    let mut d2 = deleted.lock().unwrap().clone();
+    d2.sort();
+    let mut want = vec![(gid, 200), (xid, 300)];
+    want.sort();
+    assert_eq!(d2, want);
+    assert_eq!(errno(m.get_attr(x)), libc::ENOENT);
+    assert_eq!(m.get_attr(TRASH_INODE).unwrap().nlink, 2);
+    assert_eq!(
+        m.counter("totalInodes").unwrap(),
+        inodes + 5,
+        "d f sub top y"
+    );
+
+    // One client per hour cleans; with the trash off, removal frees at once.
+    assert!(m.cleanup_trash_if_due(now, 1).unwrap().is_some());
+    assert!(m.cleanup_trash_if_due(now + 60, 1).unwrap().is_none());
+    with_trash(&m, 0);
+    deleted.lock().unwrap().clear();
+    m.unlink(&root(), d, b"f").unwrap();
+    assert_eq!(*deleted.lock().unwrap(), vec![(fid, 100)]);
+    assert!(m.trash_hours().unwrap().is_empty());
+}
+
+fn delayed_slices(url: &str) {
+    let (m, deleted) = setup(url);
+    with_trash(&m, 1);
+    let f = create(&m, ROOT_INODE, "f");
+    let (a, b) = (m.new_slice().unwrap().id(), m.new_slice().unwrap().id());
+    write(&m, f, 0, 0, a, 4096);
+    write(&m, f, 1, 0, b, 4096);
+    // Truncate and compaction replace data: kept for the trash time.
+    m.truncate(&root(), f, 10).unwrap();
+    let c = m.new_slice().unwrap();
+    let first = m.read_chunk(f, 0).unwrap();
+    let merged = Slice {
+        pos: 0,
+        id: c.id(),
+        size: 10,
+        off: 0,
+        len: 10,
+    };
+    assert!(m.replace_chunk_prefix(f, 0, &first, Some(merged)).unwrap());
+    drop(c);
+    assert!(deleted.lock().unwrap().is_empty());
+    let now = Time::now().sec;
+    assert_eq!(m.expire_delayed_slices(now - 10).unwrap(), 0);
+    assert_eq!(m.expire_delayed_slices(now + 1).unwrap(), 2);
+    let mut d = deleted.lock().unwrap().clone();
+    d.sort();
+    assert_eq!(d, vec![(a, 4096), (b, 4096)]);
+    assert_eq!(
+        m.expire_delayed_slices(now + 1).unwrap(),
+        0,
+        "released once"
+    );
 }

@@ -20,7 +20,7 @@ use flate2::write::GzEncoder;
 use nectar_meta::{DumpOptions, Meta, Utc};
 use nectar_object::ObjectStore;
 use std::io::{Read, Seek, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,41 +47,16 @@ pub fn start_backups(
     cfg: BackupConfig,
     stop: Arc<AtomicBool>,
 ) {
-    if cfg.interval.is_zero() {
-        return;
-    }
-    let started = std::thread::Builder::new()
-        .name("nectar-backup".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let tenth = cfg.interval / 10;
-                let jitter = tenth.mul_f64(rand_fraction() * 0.2);
-                let until = Instant::now() + tenth.mul_f64(0.9) + jitter;
-                while Instant::now() < until {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(100).min(tenth));
-                }
-                match backup_if_due(&meta, &store, &rt, &cfg) {
-                    Ok(Some(name)) => tracing::info!("metadata backed up to {name}"),
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!("metadata backup failed: {e}"),
-                }
-            }
-        });
-    if let Err(e) = started {
-        tracing::warn!("cannot start the metadata backup job: {e}");
-    }
-}
-
-/// A number in [0, 1) that differs between clients and calls.
-fn rand_fraction() -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    f64::from(nanos.wrapping_mul(2_654_435_761) % 1_000_000) / 1_000_000.0
+    crate::jobs::every(
+        "nectar-backup",
+        cfg.interval / 10,
+        stop,
+        move || match backup_if_due(&meta, &store, &rt, &cfg) {
+            Ok(Some(name)) => tracing::info!("metadata backed up to {name}"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("metadata backup failed: {e}"),
+        },
+    );
 }
 
 /// Makes a backup when none was made within the interval and this client wins the
@@ -93,23 +68,10 @@ pub fn backup_if_due(
     cfg: &BackupConfig,
 ) -> Result<Option<String>, String> {
     let now = nectar_meta::Time::now().sec;
-    let key = nectar_meta::keys::counter(LAST_BACKUP);
     let interval = cfg.interval.as_secs().max(1) as i64;
     let claimed = meta
-        .kv()
-        .txn(|tx| {
-            let last = tx
-                .get(&key)?
-                .and_then(|v| v.try_into().ok())
-                .map(i64::from_le_bytes)
-                .unwrap_or(0);
-            if now - last < interval {
-                return Ok(false);
-            }
-            tx.set(&key, &now.to_le_bytes())?;
-            Ok(true)
-        })
-        .map_err(|e: nectar_meta::Error| e.to_string())?;
+        .claim_periodic(LAST_BACKUP, now, interval)
+        .map_err(|e| e.to_string())?;
     if !claimed {
         return Ok(None);
     }

@@ -4,7 +4,8 @@
 //! directory where the engine lists directories whole, see `Meta::lists_whole`, as
 //! JuiceFS does on every engine). Offsets are
 //! positions in the listing: 1 and 2 follow "." and "..", entry `i` (from 0) is followed
-//! by offset `i + 3`. The kernel reads forward, so the next page is fetched after the
+//! by offset `i + 3`; internal entries (`.trash` in the root) come right after "..", and
+//! shift the listing's offsets by their number. The kernel reads forward, so the next page is fetched after the
 //! last name seen — entries added or removed meanwhile never make the listing skip or
 //! repeat a name that stayed. Seeking back restarts from the beginning.
 
@@ -37,6 +38,8 @@ pub struct DirPage {
 pub(crate) struct DirStream {
     ino: Ino,
     parent: Ino,
+    /// Entries listed before the directory's own (the root's internal nodes).
+    internal: Vec<nectar_meta::Entry>,
     window: Vec<nectar_meta::Entry>,
     /// See [`DirPage::listed_at`], for the window.
     listed_at: Option<ChangeSeq>,
@@ -46,10 +49,11 @@ pub(crate) struct DirStream {
 }
 
 impl DirStream {
-    pub fn new(ino: Ino, parent: Ino) -> Self {
+    pub fn new(ino: Ino, parent: Ino, internal: Vec<nectar_meta::Entry>) -> Self {
         DirStream {
             ino,
             parent,
+            internal,
             window: Vec::new(),
             listed_at: None,
             window_start: 0,
@@ -134,7 +138,24 @@ impl DirStream {
                 next_offset: 2,
             });
         }
-        let index = offset.saturating_sub(2);
+        let first = 2 + self.internal.len() as u64;
+        for (j, e) in self.internal.iter().enumerate() {
+            let at = 2 + j as u64;
+            if offset <= at && out.len() < max {
+                out.push(DirEntry {
+                    ino: e.ino,
+                    name: e.name.clone(),
+                    typ: e.typ,
+                    attr: if plus {
+                        meta.get_attr(e.ino).ok()
+                    } else {
+                        None
+                    },
+                    next_offset: at + 1,
+                });
+            }
+        }
+        let index = offset.saturating_sub(first);
         if index < self.window_start
             || (offset == 0 && self.window_start + self.window.len() as u64 > 0)
         {
@@ -164,7 +185,7 @@ impl DirStream {
                 name: e.name.clone(),
                 typ: e.typ,
                 attr: e.attr.clone(),
-                next_offset: self.window_start + i as u64 + 3,
+                next_offset: first + self.window_start + i as u64 + 1,
             });
         }
         Ok(DirPage {

@@ -15,6 +15,7 @@ pub mod backup;
 mod dir;
 mod error;
 mod file;
+pub mod jobs;
 mod locks;
 mod stats;
 mod sync;
@@ -73,6 +74,9 @@ pub struct VfsConfig {
     /// system without labels: tools such as `ls -l` then stop asking for it after the
     /// first file instead of sending one request per entry.
     pub selinux_labels: bool,
+    /// Leave the internal nodes (`.trash`) out of the root's listing
+    /// (`--hide-internal`); they can still be looked up by name.
+    pub hide_internal: bool,
 }
 
 impl Default for VfsConfig {
@@ -88,6 +92,7 @@ impl Default for VfsConfig {
             open_cache: Duration::ZERO,
             open_cache_limit: 10_000,
             selinux_labels: false,
+            hide_internal: false,
         }
     }
 }
@@ -1365,9 +1370,14 @@ impl Vfs {
         } else {
             self.to_kernel(attr.parent)
         };
+        let internal = if mino == ROOT_INODE && !self.cfg.hide_internal {
+            self.meta.internal_entries()?
+        } else {
+            Vec::new()
+        };
         Ok(self.add_handle(
             mino,
-            HandleKind::Dir(Mutex::new(DirStream::new(ino, parent))),
+            HandleKind::Dir(Mutex::new(DirStream::new(ino, parent, internal))),
         ))
     }
 

@@ -720,3 +720,51 @@ fn a_full_chunk_is_committed_alone() {
     assert_stream(&e.vfs, fh, 68 * MIB);
     e.vfs.release(fh).unwrap();
 }
+
+/// With the trash on, the root lists `.trash` right after "..": offsets stay exact when
+/// the kernel takes one entry per call, and the trash holds what an unlink removed.
+#[test]
+fn the_root_lists_the_trash_first() {
+    let e = env();
+    let meta = e.vfs.meta();
+    let mut fmt = meta.load().unwrap();
+    fmt.trash_days = 1;
+    meta.format(fmt, true).unwrap();
+    for name in ["a", "b", "c"] {
+        e.vfs
+            .mknod(
+                &root(),
+                ROOT_INODE,
+                name.as_bytes(),
+                libc::S_IFREG | 0o644,
+                0,
+                0,
+            )
+            .unwrap();
+    }
+    e.vfs.unlink(&root(), ROOT_INODE, b"c").unwrap();
+    let fh = e.vfs.opendir(&root(), ROOT_INODE).unwrap();
+    let (mut names, mut offset) = (Vec::new(), 0);
+    loop {
+        let batch = e.vfs.readdir(&root(), fh, offset, true, 1).unwrap().entries;
+        // (Only "." and ".." come together whatever the room.)
+        let Some(ent) = batch.first() else { break };
+        assert!(batch.len() <= 2, "{batch:?}");
+        names.push(String::from_utf8(ent.name.clone()).unwrap());
+        offset = ent.next_offset;
+    }
+    assert_eq!(names, [".", "..", ".trash", "a", "b"]);
+    e.vfs.releasedir(fh).unwrap();
+    let (trash, attr) = e.vfs.lookup(&root(), ROOT_INODE, b".trash").unwrap();
+    assert_eq!((trash, attr.mode), (nectar_meta::TRASH_INODE, 0o555));
+    let hours = e.vfs.meta().trash_hours().unwrap();
+    assert_eq!(hours.len(), 1);
+    let kept = e
+        .vfs
+        .meta()
+        .readdir(&root(), hours[0].1, None, 10, true)
+        .unwrap();
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0].name.ends_with(b"-c"));
+    assert_eq!(kept[0].attr.as_ref().unwrap().visible_nlink(), 0);
+}
