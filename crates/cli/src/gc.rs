@@ -14,7 +14,8 @@
 //! into one already walked is not seen, and its blocks look leaked. So `--delete` walks
 //! a second time (with the unsettled ids read again) and deletes only the leaked blocks
 //! that pass finds unreferenced too; a file would have to be moved that way during both
-//! walks to be lost.
+//! walks to be lost. `--delete` first expires the trash and the delayed slices past
+//! the trash time (as the mounts' hourly job would), so their blocks go as leaked.
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -27,8 +28,9 @@ use std::io::IsTerminal;
 pub struct GcArgs {
     /// Metadata engine URL of the volume.
     meta_url: String,
-    /// Delete the leaked objects (after a second pass over metadata confirms that
-    /// nothing refers to them).
+    /// Expire the trash entries and delayed slices older than the trash time first,
+    /// then delete the leaked objects (after a second pass over metadata confirms that
+    /// nothing refers to them), the expired data's among them.
     #[arg(long)]
     delete: bool,
     /// Threads reading metadata, and deletions in flight.
@@ -113,6 +115,18 @@ pub fn run(a: GcArgs) -> Result<()> {
     let store = nectar_object::create_store(&crate::store_config(&fmt))?;
     let talk = std::io::stderr().is_terminal();
 
+    if a.delete {
+        // What expires loses its last reference here; its blocks are then leaked
+        // objects that the deletion below removes, so nothing is deleted twice.
+        meta.set_slice_deleter(std::sync::Arc::new(|_| {}));
+        let edge = nectar_meta::Time::now().sec - i64::from(fmt.trash_days) * 86_400;
+        let done = meta.expire_trash(edge, a.threads, &Default::default())?;
+        let slices = meta.expire_delayed_slices(edge)?;
+        println!(
+            "expired {} trash entries ({} hours) and {slices} delayed slices older than {} days",
+            done.entries, done.hours, fmt.trash_days
+        );
+    }
     // Before the walk: what is in flight now may be committed while it runs.
     let unsettled = meta.unsettled_slices()?;
     let refs = references(&meta, a.threads, talk)?;

@@ -282,3 +282,80 @@ fn a_dump_into_a_fifo_leaves_the_fifo() {
     let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
     assert_eq!(v["Setting"]["Name"], "testvol");
 }
+
+/// The names in a directory, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut n: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    n.sort();
+    n
+}
+
+/// The trash moves with a volume both ways: what JuiceFS removed, Nectar restores; what
+/// Nectar removed, `juicefs restore` puts back.
+#[test]
+fn the_trash_moves_with_the_volume_both_ways() {
+    require_fuse!();
+    let Some(jfs) = juicefs() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let at = |p: &str| dir.path().join(p);
+    let url = |db: &str| format!("sqlite3://{}", at(db).display());
+    let bucket = format!("{}/", at("bucket").display());
+    run(Command::new(&jfs)
+        .args(["format", &url("juicefs.db"), "jvol", "--storage", "file"])
+        .args(["--bucket", &bucket, "--trash-days", "1", "--no-update"]));
+    {
+        let m = JuiceMount::start(&jfs, &url("juicefs.db"), &at("jmnt"));
+        std::fs::create_dir_all(m.mp.join("tree/sub")).unwrap();
+        write_pattern(&m.mp.join("tree/sub/f"), 5, 5 << 20);
+        std::fs::write(m.mp.join("g"), b"removed by juicefs").unwrap();
+        std::fs::remove_dir_all(m.mp.join("tree")).unwrap();
+        std::fs::remove_file(m.mp.join("g")).unwrap();
+    }
+    run(Command::new(&jfs)
+        .args(["dump", &url("juicefs.db")])
+        .arg(at("jfs-dump.json")));
+    nectar_ok(&[
+        "load",
+        &url("nectar.db"),
+        at("jfs-dump.json").to_str().unwrap(),
+    ]);
+    let hours = {
+        let m = Mount::start(&url("nectar.db"), &at("nmnt"), &[]);
+        let hours = names(&m.path(".trash"));
+        assert_eq!(hours.len(), 1, "{hours:?}");
+        assert_eq!(names(&m.path(&format!(".trash/{}", hours[0]))).len(), 4);
+        m.unmount();
+        hours
+    };
+    nectar_ok(&["restore", &url("nectar.db"), &hours[0], "--put-back"]);
+    let m = Mount::start(&url("nectar.db"), &at("nmnt"), &[]);
+    let mut want = vec![0u8; 5 << 20];
+    Pattern::new(5).fill(&mut want);
+    assert!(std::fs::read(m.path("tree/sub/f")).unwrap() == want);
+    assert_eq!(std::fs::read(m.path("g")).unwrap(), b"removed by juicefs");
+    // Nectar removes; JuiceFS restores.
+    std::fs::remove_file(m.path("g")).unwrap();
+    m.unmount();
+    nectar_ok(&[
+        "dump",
+        &url("nectar.db"),
+        at("nectar-dump.json").to_str().unwrap(),
+    ]);
+    run(Command::new(&jfs)
+        .args(["load", &url("juicefs-again.db")])
+        .arg(at("nectar-dump.json")));
+    run(Command::new(&jfs).args(["restore", &url("juicefs-again.db"), &hours[0], "--put-back"]));
+    let now = nectar_meta::Utc::from_secs(nectar_meta::Time::now().sec).hour_name();
+    if now != hours[0] {
+        run(Command::new(&jfs).args(["restore", &url("juicefs-again.db"), &now, "--put-back"]));
+    }
+    let m = JuiceMount::start(&jfs, &url("juicefs-again.db"), &at("jmnt2"));
+    assert_eq!(
+        std::fs::read(m.mp.join("g")).unwrap(),
+        b"removed by juicefs"
+    );
+    assert!(std::fs::read(m.mp.join("tree/sub/f")).unwrap() == want);
+}

@@ -227,8 +227,9 @@ impl Meta {
         if !self.claim_periodic(LAST_CLEANUP_TRASH, now, 3600 * 9 / 10)? {
             return Ok(None);
         }
+        // An hour goes when its last entry is `days` old: when it ended that long ago.
         let edge = now - i64::from(days) * 86_400;
-        let mut done = self.expire_trash(edge, threads, &AtomicU64::new(0))?;
+        let mut done = self.expire_trash(edge - 3600, threads, &AtomicU64::new(0))?;
         done.delayed_slices = self.expire_delayed_slices(edge)?;
         Ok(Some(done))
     }
@@ -293,8 +294,9 @@ impl Meta {
             .collect())
     }
 
-    /// Removes, for good, every hour directory of the trash whose hour ended before
-    /// `edge` (seconds), with what it holds, `threads` removals at a time; `removed`
+    /// Removes, for good, every hour directory of the trash whose hour began before
+    /// `edge` (seconds), with what it holds (JuiceFS's rule: `gc --delete` gives the
+    /// trash time ago, the hourly job an hour more), `threads` removals at a time; `removed`
     /// counts the entries as they go.
     pub fn expire_trash(
         &self,
@@ -307,7 +309,7 @@ impl Meta {
             let Some(start) = Utc::parse_hour(&name) else {
                 continue;
             };
-            if start.to_secs() + 3600 > edge {
+            if start.to_secs() >= edge {
                 continue;
             }
             let before = removed.load(Ordering::Relaxed);
@@ -349,12 +351,12 @@ impl Meta {
         })
     }
 
-    /// Releases the delayed slices recorded before `edge` (seconds); returns how many
-    /// slices were released.
+    /// Releases the delayed slices recorded at `edge` (seconds) or before; returns how
+    /// many slices were released.
     pub fn expire_delayed_slices(&self, edge: i64) -> Result<u64> {
         let (begin, end) = (
             keys::delayed_slices(0, 0),
-            keys::delayed_slices(edge.max(0), 0),
+            keys::delayed_slices(edge.max(-1) + 1, 0),
         );
         let mut count = 0;
         loop {

@@ -250,16 +250,33 @@ impl Meta {
     }
 
     /// The slice ids of session `sid` (whose recorded ranges are `ranges`) that are not
-    /// settled: at or above its mark, as `(start, end)` ranges.
+    /// settled: at or above its mark and not committed, as `(start, end)` ranges.
     fn unsettled_of(&self, sid: u64, ranges: &[(u64, u64)]) -> Result<Vec<(u64, u64)>> {
-        let mark = self
-            .kv
-            .read(|tx| Ok(tx.get(&keys::session_mark(sid))?))?
-            .and_then(|v| keys::read_u64_be(&v))
-            .unwrap_or(0);
+        let commits = keys::session_commits_prefix(sid);
+        let (mark, committed) = self.kv.read(|tx| {
+            let mark = tx.get(&keys::session_mark(sid))?;
+            Ok((mark, tx.scan(&commits, &prefix_end(&commits), usize::MAX)?))
+        })?;
+        let mark = mark.and_then(|v| keys::read_u64_be(&v)).unwrap_or(0);
+        let mut committed: Vec<u64> = committed
+            .iter()
+            .filter_map(|(k, _)| keys::read_u64_be(&k[commits.len()..]))
+            .collect();
+        committed.sort_unstable();
         Ok(ranges
             .iter()
-            .map(|&(start, end)| (start.max(mark), end))
+            .flat_map(|&(start, end)| {
+                // The range from the mark on, cut around the committed ids in it.
+                let mut pieces = Vec::new();
+                let mut from = start.max(mark);
+                let inside = committed.partition_point(|&id| id < from);
+                for &id in committed[inside..].iter().take_while(|&&id| id < end) {
+                    pieces.push((from, id));
+                    from = id + 1;
+                }
+                pieces.push((from, end));
+                pieces
+            })
             .filter(|(start, end)| start < end)
             .collect())
     }
