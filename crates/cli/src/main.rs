@@ -13,6 +13,7 @@ mod gc;
 mod mount;
 mod objbench;
 mod restore;
+mod rmr;
 mod stats;
 mod status;
 mod umount;
@@ -63,6 +64,8 @@ enum Command {
     Gc(gc::GcArgs),
     /// Change a volume's settings (capacity, inodes, trash days, storage and keys).
     Config(config::ConfigArgs),
+    /// Remove trees of a mounted volume in parallel on the metadata side.
+    Rmr(rmr::RmrArgs),
     /// Bring removed files and directories back from the trash.
     Restore(restore::RestoreArgs),
     /// Remove a volume: every object of it, then its metadata.
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
         Command::Destroy(a) => config::destroy(a),
         Command::Gc(a) => gc::run(a),
         Command::Restore(a) => restore::run(a),
+        Command::Rmr(a) => rmr::run(a),
         Command::Load(a) => dump::load(a),
         Command::Version => {
             println!("nectar {}", env!("CARGO_PKG_VERSION"));

@@ -43,6 +43,13 @@ fn as_user(uid: u32, script: &str) -> Output {
         .unwrap()
 }
 
+/// Lets other users reach the volume's directory and mount point.
+fn open_to_all(vol: &Volume, m: &Mount) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(vol.path(""), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&m.mp, fs::Permissions::from_mode(0o777)).unwrap();
+}
+
 fn ino(p: &Path) -> u64 {
     fs::metadata(p).unwrap().ino()
 }
@@ -104,8 +111,11 @@ fn removed_files_wait_in_the_trash_and_come_back() {
     assert_eq!(fs::read(hour.join(format!("{dir}-{ia}-a"))).unwrap(), a);
     assert_eq!(fs::read(hour.join(format!("1-{g}-g"))).unwrap(), b"old g");
 
-    // Only root removes from the trash, and nothing is written into it.
+    // Only root removes from the trash, and nothing is written into it; others read.
+    open_to_all(&vol, &m);
     let entry = hour.join(format!("1-{f}-f"));
+    let out = as_user(1000, &format!("cat '{}'", entry.display()));
+    assert_eq!(out.stdout, b"file f", "{out:?}");
     let out = as_user(1000, &format!("rm -f '{}'", entry.display()));
     assert!(!out.status.success(), "a user removed from the trash");
     assert!(
@@ -185,6 +195,74 @@ fn removed_files_wait_in_the_trash_and_come_back() {
         names(&hour),
         [format!("1-{g}-g")],
         "nothing more in the trash"
+    );
+    m.unmount();
+}
+
+/// `nectar rmr` empties a tree through the mount and removes it: into the trash, or
+/// with `--skip-trash` (root only) for good; the caller's rights are checked.
+#[test]
+fn rmr_removes_trees_into_the_trash_or_past_it() {
+    require_fuse!();
+    let vol = Volume::new(&[]);
+    let m = vol.mount("mnt", &[]);
+    let make_tree = |top: &str| {
+        for d in 0..5 {
+            let dir = m.path(&format!("{top}/d{d}/deeper"));
+            fs::create_dir_all(&dir).unwrap();
+            for f in 0..40 {
+                fs::write(dir.join(format!("f{f}")), format!("{top} {d} {f}")).unwrap();
+            }
+        }
+        fs::write(m.path(&format!("{top}/top")), b"x").unwrap();
+    };
+    make_tree("one");
+    make_tree("two");
+    open_to_all(&vol, &m);
+    let bin = vol.path("nectar");
+    fs::copy(BIN, &bin).unwrap();
+    // 5 x (d, deeper, 40 files) + top, and the tree's own directory.
+    let entries = 5 * 42 + 1 + 1;
+
+    // Another user may not remove what is not theirs, nor skip the trash.
+    let out = as_user(
+        1000,
+        &format!("{} rmr '{}'", bin.display(), m.path("one").display()),
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+        "{out:?}"
+    );
+    assert!(m.path("one/top").exists());
+
+    nectar_ok(&["rmr", m.path("one").to_str().unwrap()]);
+    assert!(!m.path("one").exists());
+    let hours = names(&m.path(".trash"));
+    let kept: usize = hours
+        .iter()
+        .map(|h| names(&m.path(&format!(".trash/{h}"))).len())
+        .sum();
+    assert_eq!(kept, entries);
+
+    let blocks = || files_under(&vol.path("data/testvol/chunks")).len();
+    let before = blocks();
+    nectar_ok(&["rmr", "--skip-trash", m.path("two/d0").to_str().unwrap()]);
+    assert!(!m.path("two/d0").exists());
+    assert!(m.path("two/d1/deeper/f0").exists());
+    eventually("the blocks of what skipped the trash are deleted", || {
+        blocks() == before - 40
+    });
+    let kept_after: usize = names(&m.path(".trash"))
+        .iter()
+        .map(|h| names(&m.path(&format!(".trash/{h}"))).len())
+        .sum();
+    assert_eq!(kept_after, entries, "nothing more in the trash");
+    let out = nectar(&["rmr", "/tmp"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not inside a mounted Nectar volume"),
+        "{out:?}"
     );
     m.unmount();
 }

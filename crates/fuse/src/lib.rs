@@ -905,7 +905,7 @@ impl Filesystem for NectarFs {
         });
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         if !self.xattrs {
             return reply.error(Errno::from_i32(libc::ENOSYS));
         }
@@ -913,6 +913,20 @@ impl Filesystem for NectarFs {
             Ok(v) => reply_xattr(reply, &v, size),
             Err(e) => reply.error(errno("getxattr", e)),
         };
+        let rmr = match name.as_bytes() {
+            n if n == nectar_vfs::RMR_XATTR => Some(true),
+            n if n == nectar_vfs::RMR_SKIP_TRASH_XATTR => Some(false),
+            _ => None,
+        };
+        if let Some(to_trash) = rmr {
+            // Removals are checked here with the caller's rights: the kernel checked
+            // only its right to read this directory's xattrs.
+            let c = ctx_with_groups(req);
+            return self.spawn("rmr", move |vfs| {
+                let res = vfs.remove_below(&c, ino.0, to_trash);
+                answer(res.map(|n| n.to_string().into_bytes()), reply)
+            });
+        }
         // A known answer is given on this thread: a hand-off to a worker costs more
         // than the answer.
         let start = std::time::Instant::now();

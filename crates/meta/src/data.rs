@@ -9,21 +9,106 @@
 
 use crate::error::{sys, Error, Result};
 use crate::keys;
-use crate::kv::{prefix_end, KvTxn};
+use crate::kv::{prefix_end, KvTxn, Scanned};
 use crate::meta::{space_of, Meta};
 use crate::namespace::{attr_of, get_attr, put_attr};
 use crate::types::*;
 use libc::{EFBIG, EINVAL, EISDIR, ENOENT, EPERM};
+use std::collections::HashMap;
+
+/// Keys of inodes about to be deleted, read for a whole batch of removals at once (two
+/// round trips for the batch instead of one or more per inode): each inode's xattrs and
+/// first two chunks, and the reference counts of the slices of the small files among
+/// them. What a transaction changes afterwards is kept up to date here.
+#[derive(Default)]
+pub(crate) struct Prefetched {
+    /// Per inode: its xattr keys, and its first two chunks (files only).
+    inodes: HashMap<Ino, (Scanned, Scanned)>,
+    slice_refs: HashMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl Prefetched {
+    /// Reads what deleting the inodes `doomed` (with their types) needs.
+    pub(crate) fn read(tx: &mut dyn KvTxn, doomed: &[(Ino, FileType)]) -> Result<Prefetched> {
+        let mut pre = Prefetched::default();
+        if doomed.is_empty() {
+            return Ok(pre);
+        }
+        let bounds: Vec<[Vec<u8>; 4]> = doomed
+            .iter()
+            .map(|&(ino, _)| {
+                let (xp, cp) = (keys::xattr_prefix(ino), keys::chunk_prefix(ino));
+                let (xe, ce) = (prefix_end(&xp), prefix_end(&cp));
+                [xp, xe, cp, ce]
+            })
+            .collect();
+        let mut ranges = Vec::new();
+        for (b, &(_, typ)) in bounds.iter().zip(doomed) {
+            ranges.push((&b[0][..], &b[1][..], usize::MAX));
+            if typ == FileType::File {
+                ranges.push((&b[2][..], &b[3][..], 2));
+            }
+        }
+        let mut scanned = tx.scans(&ranges)?.into_iter();
+        for &(ino, typ) in doomed {
+            let xattrs = scanned.next().unwrap_or_default();
+            let chunks = if typ == FileType::File {
+                scanned.next().unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            pre.inodes.insert(ino, (xattrs, chunks));
+        }
+        let mut refs = Vec::new();
+        for (_, chunks) in pre.inodes.values() {
+            if let [(_, value)] = &chunks[..] {
+                for s in Slice::decode_all(value)? {
+                    if s.id != 0 {
+                        refs.push(keys::slice_ref(s.id, s.size));
+                    }
+                }
+            }
+        }
+        if !refs.is_empty() {
+            let values = tx.gets(&refs)?;
+            pre.slice_refs = refs.into_iter().zip(values).collect();
+        }
+        Ok(pre)
+    }
+
+    /// Takes in what another read found.
+    pub(crate) fn add(&mut self, other: Prefetched) {
+        self.inodes.extend(other.inodes);
+        for (k, v) in other.slice_refs {
+            // A count this transaction already changed stays as changed.
+            self.slice_refs.entry(k).or_insert(v);
+        }
+    }
+
+    /// The xattrs and first two chunks of `ino`, if read in advance.
+    pub(crate) fn take(&mut self, ino: Ino) -> Option<(Scanned, Scanned)> {
+        self.inodes.remove(&ino)
+    }
+}
 
 /// Drops one reference to a slice; returns it when this was the last one.
 pub(crate) fn deref_slice(tx: &mut dyn KvTxn, s: &Slice) -> Result<Option<(u64, u32)>> {
+    deref_known(tx, s, &mut Prefetched::default())
+}
+
+/// [`deref_slice`], with the reference count taken from `pre` when it was read there.
+fn deref_known(tx: &mut dyn KvTxn, s: &Slice, pre: &mut Prefetched) -> Result<Option<(u64, u32)>> {
     if s.id == 0 {
         return Ok(None);
     }
     // `K<id><size>` counts the slice's references beyond the first (absent: none), so
     // most slices have no key and their last dereference writes nothing.
     let k = keys::slice_ref(s.id, s.size);
-    let extra = match tx.get(&k)? {
+    let value = match pre.slice_refs.get_mut(&k) {
+        Some(known) => known.take(),
+        None => tx.get(&k)?,
+    };
+    let extra = match value {
         Some(v) => crate::kv::parse_counter(&v)?,
         None => return Ok(Some((s.id, s.size))),
     };
@@ -31,7 +116,11 @@ pub(crate) fn deref_slice(tx: &mut dyn KvTxn, s: &Slice) -> Result<Option<(u64, 
         tx.delete(&k)?;
         return Ok(Some((s.id, s.size)));
     }
-    tx.set(&k, &(extra - 1).to_le_bytes())?;
+    let left = (extra - 1).to_le_bytes();
+    tx.set(&k, &left)?;
+    if let Some(known) = pre.slice_refs.get_mut(&k) {
+        *known = Some(left.to_vec());
+    }
     Ok(None)
 }
 
@@ -44,6 +133,7 @@ pub(crate) fn release_small_file(
     tx: &mut dyn KvTxn,
     max_slices: usize,
     rows: &[(Vec<u8>, Vec<u8>)],
+    pre: &mut Prefetched,
 ) -> Result<Option<Vec<(u64, u32)>>> {
     let [(key, value)] = rows else {
         return Ok(rows.is_empty().then(Vec::new));
@@ -54,7 +144,7 @@ pub(crate) fn release_small_file(
     }
     let mut freed = Vec::new();
     for s in &slices {
-        freed.extend(deref_slice(tx, s)?);
+        freed.extend(deref_known(tx, s, pre)?);
     }
     tx.delete(key)?;
     Ok(Some(freed))
@@ -173,7 +263,12 @@ impl Meta {
             if attr.nlink > 0 {
                 return Ok(None);
             }
-            Ok(Some(self.remove_inode(tx, ino, &attr)?))
+            Ok(Some(self.remove_inode(
+                tx,
+                ino,
+                &attr,
+                &mut Prefetched::default(),
+            )?))
         })?;
         match data {
             Some(data) => self.after_remove(ino, data),

@@ -22,6 +22,7 @@ pub mod keys;
 pub mod locks;
 pub mod meta;
 pub mod namespace;
+pub mod remove;
 pub mod slice;
 pub mod spill;
 pub mod trash;

@@ -9,6 +9,7 @@
 
 use crate::acl::NewRules;
 use crate::cache::{Listed, Listing, MAX_LISTING};
+use crate::data::Prefetched;
 use crate::error::{sys, Error, Result};
 use crate::keys;
 use crate::kv::{prefix_end, KvTxn};
@@ -16,6 +17,7 @@ use crate::meta::{space_of, Meta};
 use crate::trash::check_not_trash_name;
 use crate::types::*;
 use libc::{EACCES, EEXIST, EINVAL, EISDIR, ENAMETOOLONG, ENOENT, ENOTDIR, ENOTEMPTY, EPERM};
+use std::collections::HashMap;
 
 pub const RENAME_NOREPLACE: u32 = 1;
 pub const RENAME_EXCHANGE: u32 = 2;
@@ -425,6 +427,7 @@ impl Meta {
         ino: Ino,
         attr: &mut Attr,
         now: Time,
+        pre: &mut Prefetched,
     ) -> Result<Dropped> {
         if attr.parent == 0 {
             let k = keys::parent(ino, parent);
@@ -446,7 +449,7 @@ impl Meta {
             tx.set(&keys::sustained(self.session_id(), ino), &[1])?;
             return Ok(Dropped::Sustained);
         }
-        Ok(Dropped::Deleted(self.remove_inode(tx, ino, attr)?))
+        Ok(Dropped::Deleted(self.remove_inode(tx, ino, attr, pre)?))
     }
 
     /// Deletes an inode with no names left. A small file's data (one chunk of a few
@@ -456,26 +459,26 @@ impl Meta {
         tx: &mut dyn KvTxn,
         ino: Ino,
         attr: &Attr,
+        pre: &mut Prefetched,
     ) -> Result<FileData> {
         tx.delete(&keys::attr(ino))?;
         if attr.typ == FileType::Symlink {
             tx.delete(&keys::symlink(ino))?;
         }
         // Its xattrs and, for a file, its first two chunks (one means a small file), in
-        // one batch.
-        let (xp, cp) = (keys::xattr_prefix(ino), keys::chunk_prefix(ino));
-        let (xe, ce) = (prefix_end(&xp), prefix_end(&cp));
-        let mut ranges = vec![(&xp[..], &xe[..], usize::MAX)];
-        if attr.typ == FileType::File {
-            ranges.push((&cp[..], &ce[..], 2));
-        }
-        let mut scanned = tx.scans(&ranges)?.into_iter();
-        for (k, _) in scanned.next().unwrap_or_default() {
+        // one batch, unless read in advance.
+        let (xattrs, chunks) = match pre.take(ino) {
+            Some(known) => known,
+            None => {
+                pre.add(Prefetched::read(tx, &[(ino, attr.typ)])?);
+                pre.take(ino).unwrap_or_default()
+            }
+        };
+        for (k, _) in xattrs {
             tx.delete(&k)?;
         }
-        let chunks = scanned.next().unwrap_or_default();
         let data = if attr.typ == FileType::File {
-            match crate::data::release_small_file(tx, RELEASE_INLINE_SLICES, &chunks)? {
+            match crate::data::release_small_file(tx, RELEASE_INLINE_SLICES, &chunks, pre)? {
                 Some(freed) => FileData::Freed(freed),
                 None => {
                     tx.set(
@@ -517,62 +520,156 @@ impl Meta {
     }
 
     pub fn unlink(&self, ctx: &Ctx, parent: Ino, name: &[u8]) -> Result<()> {
-        if name.len() > MAX_NAME {
-            return sys(ENAMETOOLONG);
-        }
-        check_not_trash_name(parent, name)?;
-        if is_trash(parent) && ctx.uid != 0 {
-            return sys(EPERM);
-        }
-        let hour = self.trash_for(parent)?;
-        let mut attempt = 0;
+        self.unlink_as(ctx, parent, name, true)
+    }
+
+    /// [`Meta::unlink`]; with `to_trash` false the trash is skipped.
+    pub(crate) fn unlink_as(
+        &self,
+        ctx: &Ctx,
+        parent: Ino,
+        name: &[u8],
+        to_trash: bool,
+    ) -> Result<()> {
         // The inode the name had when this client last saw it (the kernel looked it up
         // just before): its attributes are read with the entry, in the same round trip,
         // and used when the entry still names it.
         let guess = self.cache.entry(parent, name).map(|(ino, _)| ino);
-        let more: Vec<Vec<u8>> = guess.map(keys::attr).into_iter().collect();
-        // The entry is gone once this commits, as the cache then has it.
-        let restoring = self.cache.restoring(&[(parent, name)]);
-        let (ino, dropped) = self.kv.txn(|tx| {
-            attempt += 1;
-            let (mut pattr, entry, extra) = dir_and_entry(tx, parent, name, &more)?;
-            self.check_access(tx, ctx, &pattr, 3)?;
-            let (typ, ino) = entry.ok_or(Error::Sys(ENOENT))?;
-            if typ == FileType::Directory {
-                return sys(EISDIR);
+        let mut outcome = self.unlink_entries(ctx, parent, &[(name, guess)], to_trash)?;
+        outcome.pop().unwrap_or(Ok(()))
+    }
+
+    /// Removes the non-directory entries `names` of `parent` in one transaction, each
+    /// given with the inode it is thought to name (its attributes are then read with
+    /// the entries, in one round trip). Returns the outcome of each entry (a name that
+    /// is gone, a directory, or a sticky directory's refusal fail that entry only); an
+    /// error of the whole (rights on the parent, the engine) changes nothing.
+    pub(crate) fn unlink_entries(
+        &self,
+        ctx: &Ctx,
+        parent: Ino,
+        names: &[(&[u8], Option<Ino>)],
+        to_trash: bool,
+    ) -> Result<Vec<Result<()>>> {
+        for (name, _) in names {
+            if name.len() > MAX_NAME {
+                return sys(ENAMETOOLONG);
             }
+            check_not_trash_name(parent, name)?;
+        }
+        if is_trash(parent) && ctx.uid != 0 {
+            return sys(EPERM);
+        }
+        let hour = if to_trash {
+            self.trash_for(parent)?
+        } else {
+            None
+        };
+        let mut attempt = 0;
+        let mut asked = vec![keys::attr(parent)];
+        asked.extend(names.iter().map(|(n, _)| keys::dentry(parent, n)));
+        asked.extend(names.iter().filter_map(|(_, g)| g.map(keys::attr)));
+        let gone: Vec<(Ino, &[u8])> = names.iter().map(|(n, _)| (parent, *n)).collect();
+        // The entries are gone once this commits, as the cache then has it.
+        let restoring = self.cache.restoring(&gone);
+        let (outcomes, dropped) = self.kv.txn(|tx| {
+            attempt += 1;
+            let mut got = tx.gets(&asked)?.into_iter();
+            let mut pattr = dir_of(got.next().flatten())?;
+            self.check_access(tx, ctx, &pattr, 3)?;
+            let entries = (0..names.len())
+                .map(|_| got.next().flatten().map(|v| decode_entry(&v)).transpose())
+                .collect::<Result<Vec<_>>>()?;
+            let mut guessed: HashMap<Ino, Value> =
+                names.iter().filter_map(|(_, g)| *g).zip(got).collect();
+            // Attributes of entries that name another inode than thought: one more read.
+            let unguessed: Vec<Ino> = entries
+                .iter()
+                .flatten()
+                .filter(|(typ, ino)| *typ != FileType::Directory && !guessed.contains_key(ino))
+                .map(|(_, ino)| *ino)
+                .collect();
+            if !unguessed.is_empty() {
+                let keys: Vec<Vec<u8>> = unguessed.iter().map(|&i| keys::attr(i)).collect();
+                guessed.extend(unguessed.into_iter().zip(tx.gets(&keys)?));
+            }
+            // What deleting the inodes that lose their last name needs, in one go where
+            // reads cost round trips (an engine inside this process reads each as it
+            // goes: measured, reading ahead there made `rmr` of 100,000 files on SQLite
+            // take 4.4 s instead of 2.4 s).
+            let ahead = !self.kv.embedded();
+            let doomed: Vec<(Ino, FileType)> = entries
+                .iter()
+                .flatten()
+                .filter(|_| ahead)
+                .filter_map(|&(typ, ino)| {
+                    let attr = attr_of(guessed.get(&ino).cloned().flatten()).ok()?;
+                    let deleted = typ != FileType::Directory
+                        && attr.nlink <= 1
+                        && Self::keeps_in_trash(hour, &attr).is_none();
+                    deleted.then_some((ino, typ))
+                })
+                .collect();
+            let mut pre = Prefetched::read(tx, &doomed)?;
             let now = Time::now();
-            let read_with_entry = extra.into_iter().next().filter(|_| guess == Some(ino));
-            let attr = match read_with_entry {
-                Some(value) => attr_of(value),
-                None => get_attr(tx, ino),
-            };
-            let mut attr = match attr {
-                Ok(a) => a,
-                Err(Error::Sys(ENOENT)) => {
-                    // A dangling entry: remove it.
-                    tx.delete(&keys::dentry(parent, name))?;
-                    return Ok((ino, Dropped::StillLinked));
-                }
-                Err(e) => return Err(e),
-            };
-            check_sticky(ctx, &pattr, &attr)?;
-            tx.delete(&keys::dentry(parent, name))?;
-            if self.dir_changed(parent, &mut pattr, now, false, attempt) {
+            let (mut outcomes, mut dropped) = (Vec::with_capacity(names.len()), Vec::new());
+            for ((name, _), entry) in names.iter().zip(entries) {
+                let outcome = match entry {
+                    None => sys(ENOENT),
+                    Some((FileType::Directory, _)) => sys(EISDIR),
+                    Some((_, ino)) => match attr_of(guessed.get(&ino).cloned().flatten()) {
+                        // A dangling entry: remove it.
+                        Err(Error::Sys(ENOENT)) => {
+                            tx.delete(&keys::dentry(parent, name))?;
+                            Ok(())
+                        }
+                        Err(e) => return Err(e),
+                        Ok(mut attr) => match check_sticky(ctx, &pattr, &attr) {
+                            Err(e) => Err(e),
+                            Ok(()) => {
+                                tx.delete(&keys::dentry(parent, name))?;
+                                match Self::keeps_in_trash(hour, &attr) {
+                                    Some(hour) => self.move_to_trash(
+                                        tx, hour, parent, name, ino, &mut attr, now,
+                                    )?,
+                                    None => dropped.push((
+                                        ino,
+                                        self.drop_link(tx, parent, ino, &mut attr, now, &mut pre)?,
+                                    )),
+                                }
+                                Ok(())
+                            }
+                        },
+                    },
+                };
+                outcomes.push(outcome);
+            }
+            if outcomes.iter().any(|o| o.is_ok())
+                && self.dir_changed(parent, &mut pattr, now, false, attempt)
+            {
                 put_attr(tx, parent, &pattr)?;
             }
-            if let Some(hour) = Self::keeps_in_trash(hour, &attr) {
-                self.move_to_trash(tx, hour, parent, name, ino, &mut attr, now)?;
-                return Ok((ino, Dropped::StillLinked));
-            }
-            let d = self.drop_link(tx, parent, ino, &mut attr, now)?;
-            Ok((ino, d))
+            Ok((outcomes, dropped))
         })?;
         drop(restoring);
-        self.after_drop(ino, dropped)
+        for (ino, d) in dropped {
+            self.after_drop(ino, d)?;
+        }
+        Ok(outcomes)
     }
 
     pub fn rmdir(&self, ctx: &Ctx, parent: Ino, name: &[u8]) -> Result<()> {
+        self.rmdir_as(ctx, parent, name, true)
+    }
+
+    /// [`Meta::rmdir`]; with `to_trash` false the trash is skipped.
+    pub(crate) fn rmdir_as(
+        &self,
+        ctx: &Ctx,
+        parent: Ino,
+        name: &[u8],
+        to_trash: bool,
+    ) -> Result<()> {
         match name {
             b"." => return sys(EINVAL),
             b".." => return sys(ENOTEMPTY),
@@ -584,7 +681,11 @@ impl Meta {
         if parent == TRASH_INODE || is_trash(parent) && ctx.uid != 0 {
             return sys(EPERM);
         }
-        let hour = self.trash_for(parent)?;
+        let hour = if to_trash {
+            self.trash_for(parent)?
+        } else {
+            None
+        };
         // The entry is gone once this commits, as the cache then has it.
         let _restoring = self.cache.restoring(&[(parent, name)]);
         self.kv.txn(|tx| {
@@ -608,7 +709,7 @@ impl Meta {
                     self.move_to_trash(tx, hour, parent, name, ino, &mut attr, now)?;
                 }
                 None => {
-                    self.remove_inode(tx, ino, &attr)?;
+                    self.remove_inode(tx, ino, &attr, &mut Prefetched::default())?;
                 }
             }
             pattr.nlink = pattr.nlink.saturating_sub(1);
@@ -781,11 +882,20 @@ impl Meta {
                             self.move_to_trash(tx, hour, pdst, ndst, dino, &mut dattr, now)?;
                         }
                         None if dtyp == FileType::Directory => {
-                            self.remove_inode(tx, dino, &dattr)?;
+                            self.remove_inode(tx, dino, &dattr, &mut Prefetched::default())?;
                         }
                         None => {
-                            dropped =
-                                Some((dino, self.drop_link(tx, pdst, dino, &mut dattr, now)?));
+                            dropped = Some((
+                                dino,
+                                self.drop_link(
+                                    tx,
+                                    pdst,
+                                    dino,
+                                    &mut dattr,
+                                    now,
+                                    &mut Prefetched::default(),
+                                )?,
+                            ));
                         }
                     }
                 }

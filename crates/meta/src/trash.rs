@@ -186,6 +186,18 @@ impl Meta {
         })
     }
 
+    /// Marks a node to skip the trash when it is removed ([`FLAG_SKIP_TRASH`]).
+    pub fn mark_skip_trash(&self, ino: Ino) -> Result<()> {
+        self.kv.txn(|tx| {
+            let mut attr = crate::namespace::get_attr(tx, ino)?;
+            if attr.flags & FLAG_SKIP_TRASH == 0 {
+                attr.flags |= FLAG_SKIP_TRASH;
+                put_attr(tx, ino, &attr)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Inside a transaction that replaces data: drops the references `slices` hold,
     /// returning those that lost their last one; with the trash on, keeps them instead
     /// as delayed slices, released when the trash time is over.
@@ -313,7 +325,7 @@ impl Meta {
                 continue;
             }
             let before = removed.load(Ordering::Relaxed);
-            self.empty_dir(&Ctx::root(), ino, threads, removed)?;
+            self.empty_dir(&Ctx::root(), ino, threads, false, removed)?;
             done.entries += removed.load(Ordering::Relaxed) - before;
             self.remove_hour_dir(name.as_bytes(), ino)?;
             done.hours += 1;
@@ -457,63 +469,6 @@ impl Meta {
             }
         });
         Ok(report.into_inner())
-    }
-
-    /// Removes everything below directory `dir` for good (or, outside the trash with the
-    /// trash on, into it), `threads` removals at a time; `removed` counts the entries
-    /// removed. Subdirectories are emptied first, then removed.
-    pub fn empty_dir(
-        &self,
-        ctx: &Ctx,
-        dir: Ino,
-        threads: usize,
-        removed: &AtomicU64,
-    ) -> Result<()> {
-        const PAGE: usize = 1000;
-        loop {
-            // Every entry of a page goes (for good, or into the trash), so the next page
-            // is again the first.
-            let page = self.readdir(ctx, dir, None, PAGE, false)?;
-            if page.is_empty() {
-                return Ok(());
-            }
-            let (dirs, others): (Vec<Entry>, Vec<Entry>) =
-                page.into_iter().partition(|e| e.typ == FileType::Directory);
-            let failed = parking_lot::Mutex::new(None);
-            let next = AtomicU64::new(0);
-            std::thread::scope(|s| {
-                for _ in 0..threads.clamp(1, 64).min(others.len()) {
-                    s.spawn(|| loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                        let Some(e) = others.get(i) else { return };
-                        match self.unlink(ctx, dir, &e.name) {
-                            Ok(()) => {
-                                removed.fetch_add(1, Ordering::Relaxed);
-                            }
-                            // Removed meanwhile by someone else.
-                            Err(Error::Sys(ENOENT)) => {}
-                            Err(err) => {
-                                failed.lock().get_or_insert(err);
-                                return;
-                            }
-                        }
-                    });
-                }
-            });
-            if let Some(err) = failed.into_inner() {
-                return Err(err);
-            }
-            for d in dirs {
-                self.empty_dir(ctx, d.ino, threads, removed)?;
-                match self.rmdir(ctx, dir, &d.name) {
-                    Ok(()) => {
-                        removed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(Error::Sys(ENOENT)) => {}
-                    Err(err) => return Err(err),
-                }
-            }
-        }
     }
 }
 

@@ -164,6 +164,7 @@ on_every_engine!(
     concurrent_transactions,
     trash_keeps_restores_and_expires,
     delayed_slices,
+    remove_a_tree,
 );
 
 fn format_and_load(url: &str) {
@@ -1589,4 +1590,55 @@ fn delayed_slices(url: &str) {
         0,
         "released once"
     );
+}
+
+fn remove_a_tree(url: &str) {
+    let (m, deleted) = setup(url);
+    let top = mkdir(&m, ROOT_INODE, "top");
+    // More files than a page of the walk, a few with data, one with another name.
+    let mut ids = Vec::new();
+    for i in 0..1500 {
+        let f = create(&m, top, &format!("f{i:04}"));
+        if i % 500 == 0 {
+            let id = m.new_slice().unwrap().id();
+            write(&m, f, 0, 0, id, 10);
+            ids.push((id, 10));
+        }
+    }
+    let linked = m.lookup(&root(), top, b"f0001").unwrap().0;
+    m.link(&root(), linked, ROOT_INODE, b"kept").unwrap();
+    let mut dir = top;
+    for depth in 0..4 {
+        dir = mkdir(&m, dir, &format!("d{depth}"));
+        for j in 0..3 {
+            create(&m, dir, &format!("g{j}"));
+        }
+        mkdir(&m, dir, "empty");
+    }
+    let removed = std::sync::atomic::AtomicU64::new(0);
+    m.empty_dir(&root(), top, 3, false, &removed).unwrap();
+    assert_eq!(removed.into_inner(), 1500 + 4 * (1 + 3 + 1));
+    assert!(names(&m, top).is_empty());
+    let mut d = deleted.lock().unwrap().clone();
+    d.sort();
+    assert_eq!(d, ids);
+    let kept = m.get_attr(linked).unwrap();
+    assert_eq!((kept.nlink, kept.parent), (1, 0));
+    assert_eq!(m.get_attr(top).unwrap().nlink, 2);
+    // Another user may not; into the trash, everything is kept.
+    let sub = mkdir(&m, top, "sub");
+    for i in 0..120 {
+        create(&m, sub, &format!("h{i}"));
+    }
+    assert_eq!(
+        errno(m.empty_dir(&user(1000), sub, 2, true, &Default::default())),
+        libc::EACCES
+    );
+    assert_eq!(names(&m, sub).len(), 120);
+    with_trash(&m, 1);
+    m.empty_dir(&root(), top, 2, true, &Default::default())
+        .unwrap();
+    assert!(names(&m, top).is_empty());
+    let (_, hour) = m.trash_hours().unwrap()[0];
+    assert_eq!(names(&m, hour).len(), 121);
 }

@@ -1462,6 +1462,38 @@ impl Vfs {
         Ok(out)
     }
 
+    /// Removes everything below directory `ino` in parallel on the metadata side (into
+    /// the trash when it is on and `to_trash`; skipping it is for root), checking
+    /// `ctx`'s rights on every directory; returns how many entries went. The work of
+    /// `nectar rmr`, asked for through [`RMR_XATTR`], which then removes the directory
+    /// itself through the kernel.
+    pub fn remove_below(&self, ctx: &Ctx, ino: Ino, to_trash: bool) -> Result<u64> {
+        self.check_writable()?;
+        if !to_trash && ctx.uid != 0 {
+            return sys(libc::EPERM);
+        }
+        let mino = self.to_meta(ino);
+        if self.meta.get_attr(mino)?.typ != FileType::Directory {
+            return sys(libc::ENOTDIR);
+        }
+        if !to_trash {
+            // So that the directory itself, removed next through the kernel, skips the
+            // trash as well.
+            self.meta.mark_skip_trash(mino)?;
+        }
+        let ctx = Ctx {
+            check_permission: true,
+            ..ctx.clone()
+        };
+        // Engines that run in this process write one transaction at a time.
+        let threads = if self.meta.kv().embedded() { 4 } else { 50 };
+        let removed = AtomicU64::new(0);
+        let done = self.meta.empty_dir(&ctx, mino, threads, to_trash, &removed);
+        let n = removed.load(Ordering::Relaxed);
+        tracing::info!("rmr of inode {mino}: {n} entries removed");
+        done.map(|()| n).map_err(Error::from)
+    }
+
     /// Warms, empties or measures this client's cache for the data of file `ino`: the
     /// work of `nectar warmup`, asked for through [`WARMUP_XATTR`], [`EVICT_XATTR`] and
     /// [`CHECK_XATTR`]. Only the stored pieces the file shows are looked at (not the
@@ -1600,6 +1632,11 @@ pub const INFO_XATTR: &[u8] = b"nectar.info";
 /// Virtual xattrs whose value is the [`CacheReport`] of a [`Vfs::cache_action`] on the
 /// file: reading one warms the cache, empties it, or only measures it.
 pub const WARMUP_XATTR: &[u8] = b"nectar.warmup";
+/// Read on a directory, removes everything below it (into the trash when it is on),
+/// answering with the count: the work of `nectar rmr`.
+pub const RMR_XATTR: &[u8] = b"nectar.rmr";
+/// [`RMR_XATTR`] past the trash (root only).
+pub const RMR_SKIP_TRASH_XATTR: &[u8] = b"nectar.rmr.skip-trash";
 pub const EVICT_XATTR: &[u8] = b"nectar.evict";
 pub const CHECK_XATTR: &[u8] = b"nectar.check";
 
