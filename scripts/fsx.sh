@@ -7,6 +7,11 @@
 #   scripts/fsx.sh NECTAR_BINARY [OPERATIONS] [SEED]     (default 100000 operations)
 #   scripts/fsx.sh local [OPERATIONS] [SEED]             (the same run on a local directory)
 #
+# NECTAR_FSX_META names another metadata engine (a META-URL holding no volume, e.g.
+# redis://127.0.0.1:6379/1?prefix=fsx: ), instead of a SQLite file in the work
+# directory; the volume made there is destroyed at the end. The volume has no trash
+# (NECTAR_FSX_TRASH_DAYS to change that), so data is deleted as soon as fsx replaces it.
+#
 # The seed is random unless given and is printed, so any run can be replayed; `local`
 # tells whether a failure is Nectar's or one that a local file system shows too.
 #
@@ -56,18 +61,25 @@ fi
 
 WORK=$(mktemp -d /tmp/nectar-fsx.XXXXXX)
 MNT=$WORK/mnt
+META=${NECTAR_FSX_META:-sqlite3://$WORK/meta.db}
 cleanup() {
     if [[ -n $NECTAR ]] && mountpoint -q "$MNT" 2>/dev/null; then
         "$NECTAR" umount "$MNT" 2>/dev/null || "$NECTAR" umount --force "$MNT" || true
     fi
     [[ -f $WORK/mount.pid ]] && kill "$(cat "$WORK/mount.pid")" 2>/dev/null || true
+    if [[ -n $NECTAR && -n ${NECTAR_FSX_META:-} ]]; then
+        local uuid
+        uuid=$("$NECTAR" status "$META" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["Setting"]["UUID"])' 2>/dev/null) &&
+            "$NECTAR" destroy "$META" "$uuid" --force >/dev/null 2>&1 || true
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 mkdir -p "$MNT"
 if [[ -n $NECTAR ]]; then
-    "$NECTAR" format "sqlite3://$WORK/meta.db" fsxvol --bucket "$WORK/data" --trash-days 0 2>/dev/null
-    "$NECTAR" mount -d "sqlite3://$WORK/meta.db" "$MNT" --log "$WORK/mount.log" --pid-file "$WORK/mount.pid" \
+    "$NECTAR" format "$META" fsxvol --bucket "$WORK/data" --trash-days "${NECTAR_FSX_TRASH_DAYS:-0}" 2>/dev/null
+    echo "fsx: metadata in $(sed -E 's#://[^@/]*@#://***@#' <<<"$META")" >&2
+    "$NECTAR" mount -d "$META" "$MNT" --log "$WORK/mount.log" --pid-file "$WORK/mount.pid" \
         --cache-dir "$WORK/cache"
 else
     echo "fsx: on a local directory ($(stat -f -c %T "$MNT")), not on Nectar" >&2

@@ -98,3 +98,5 @@ scripts/pjdfstest.sh target/debug/nectar --enable-acl --trash-days 0
 
 echo "== fsx" >&2
 scripts/fsx.sh target/debug/nectar "${NECTAR_FSX_OPS:-100000}"
+echo "== fsx on Redis, no trash" >&2
+NECTAR_FSX_META="$NECTAR_TEST_REDIS_URL?prefix=fsx:" scripts/fsx.sh target/debug/nectar "${NECTAR_FSX_REDIS_OPS:-30000}"

@@ -3,6 +3,7 @@
 //! file-system behaviour lives here.
 
 mod bench;
+mod compact;
 mod config;
 mod dump;
 mod duration;
@@ -66,6 +67,8 @@ enum Command {
     Config(config::ConfigArgs),
     /// Remove trees of a mounted volume in parallel on the metadata side.
     Rmr(rmr::RmrArgs),
+    /// Rewrite fragmented files of a mounted volume as one slice per chunk.
+    Compact(compact::CompactArgs),
     /// Bring removed files and directories back from the trash.
     Restore(restore::RestoreArgs),
     /// Remove a volume: every object of it, then its metadata.
@@ -124,6 +127,7 @@ fn main() -> ExitCode {
         Command::Destroy(a) => config::destroy(a),
         Command::Gc(a) => gc::run(a),
         Command::Restore(a) => restore::run(a),
+        Command::Compact(a) => compact::run(a),
         Command::Rmr(a) => rmr::run(a),
         Command::Load(a) => dump::load(a),
         Command::Version => {

@@ -114,7 +114,7 @@ pub fn run(a: WarmupArgs) -> Result<()> {
             });
         }
         for root in &roots {
-            walk(root, &tx, &progress);
+            walk(root, &tx, &|p, e| failed(&progress, p, e));
         }
         drop(tx);
     });
@@ -178,14 +178,18 @@ fn detach() -> Result<()> {
 }
 
 /// Sends every regular file under `path` (or `path` itself) to the workers. Errors
-/// are counted, and the walk goes on.
-fn walk(path: &Path, tx: &mpsc::SyncSender<PathBuf>, progress: &Progress) {
+/// go to `failed`, and the walk goes on.
+pub(crate) fn walk(
+    path: &Path,
+    tx: &mpsc::SyncSender<PathBuf>,
+    failed: &dyn Fn(&Path, &dyn std::fmt::Display),
+) {
     let mut stack = vec![path.to_path_buf()];
     while let Some(p) = stack.pop() {
         let meta = match std::fs::symlink_metadata(&p) {
             Ok(m) => m,
             Err(e) => {
-                failed(progress, &p, &e);
+                failed(&p, &e);
                 continue;
             }
         };
@@ -199,11 +203,11 @@ fn walk(path: &Path, tx: &mpsc::SyncSender<PathBuf>, progress: &Progress) {
                     for entry in entries {
                         match entry {
                             Ok(e) => stack.push(e.path()),
-                            Err(e) => failed(progress, &p, &e),
+                            Err(e) => failed(&p, &e),
                         }
                     }
                 }
-                Err(e) => failed(progress, &p, &e),
+                Err(e) => failed(&p, &e),
             }
         }
     }

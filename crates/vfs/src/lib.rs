@@ -622,6 +622,10 @@ impl Vfs {
         if name == STATS_XATTR {
             return self.stats_text();
         }
+        if name == COMPACT_XATTR {
+            let (chunks, before, after) = self.compact_file(ino)?;
+            return Ok(format!("{chunks} {before} {after}").into_bytes());
+        }
         if let Some(action) = cache_action_of(name) {
             return Ok(self.cache_action(ino, action)?.to_string().into_bytes());
         }
@@ -1543,6 +1547,29 @@ impl Vfs {
         r
     }
 
+    /// Compacts every chunk of file `ino` that holds several slice records (what
+    /// `nectar compact` asks for); returns the chunks compacted and their records
+    /// before and after. Anything but a regular file has nothing to compact.
+    pub fn compact_file(&self, ino: Ino) -> Result<(u64, u64, u64)> {
+        self.check_writable()?;
+        let mino = self.to_meta(ino);
+        if self.meta.get_attr(mino)?.typ != FileType::File {
+            return Ok((0, 0, 0));
+        }
+        let (mut chunks, mut before, mut after) = (0, 0, 0);
+        for index in self.meta.chunk_indexes(mino, 0, usize::MAX)? {
+            let records = self.meta.read_chunk(mino, index)?.len() as u64;
+            if records < 2 {
+                continue;
+            }
+            self.compact_chunk(mino, index)?;
+            chunks += 1;
+            before += records;
+            after += self.meta.read_chunk(mino, index)?.len() as u64;
+        }
+        Ok((chunks, before, after))
+    }
+
     /// Rewrites a chunk's visible data as one slice and swaps it in for the records it
     /// was built from. Records committed meanwhile stay after it; if the chunk changed
     /// in any other way the new slice is thrown away.
@@ -1635,6 +1662,9 @@ pub const WARMUP_XATTR: &[u8] = b"nectar.warmup";
 /// Read on a directory, removes everything below it (into the trash when it is on),
 /// answering with the count: the work of `nectar rmr`.
 pub const RMR_XATTR: &[u8] = b"nectar.rmr";
+/// Read on a file, compacts every chunk of it made of several slice records, answering
+/// with what it did: the work of `nectar compact`.
+pub const COMPACT_XATTR: &[u8] = b"nectar.compact";
 /// [`RMR_XATTR`] past the trash (root only).
 pub const RMR_SKIP_TRASH_XATTR: &[u8] = b"nectar.rmr.skip-trash";
 pub const EVICT_XATTR: &[u8] = b"nectar.evict";
