@@ -62,6 +62,11 @@ fi
 WORK=$(mktemp -d /tmp/nectar-fsx.XXXXXX)
 MNT=$WORK/mnt
 META=${NECTAR_FSX_META:-sqlite3://$WORK/meta.db}
+# A password goes through META_PASSWORD, out of the process list.
+if [[ $META =~ ^([a-z0-9]+://[^:/@]*):([^@/]*)@(.*)$ ]]; then
+    export META_PASSWORD=${BASH_REMATCH[2]}
+    META="${BASH_REMATCH[1]}@${BASH_REMATCH[3]}"
+fi
 cleanup() {
     if [[ -n $NECTAR ]] && mountpoint -q "$MNT" 2>/dev/null; then
         "$NECTAR" umount "$MNT" 2>/dev/null || "$NECTAR" umount --force "$MNT" || true

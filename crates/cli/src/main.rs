@@ -17,6 +17,7 @@ mod restore;
 mod rmr;
 mod stats;
 mod status;
+mod summary;
 mod umount;
 mod warmup;
 
@@ -67,6 +68,8 @@ enum Command {
     Config(config::ConfigArgs),
     /// Remove trees of a mounted volume in parallel on the metadata side.
     Rmr(rmr::RmrArgs),
+    /// Show the size, directories and files of a tree of a mounted volume.
+    Summary(summary::SummaryArgs),
     /// Rewrite fragmented files of a mounted volume as one slice per chunk.
     Compact(compact::CompactArgs),
     /// Bring removed files and directories back from the trash.
@@ -128,6 +131,7 @@ fn main() -> ExitCode {
         Command::Gc(a) => gc::run(a),
         Command::Restore(a) => restore::run(a),
         Command::Compact(a) => compact::run(a),
+        Command::Summary(a) => summary::run(a),
         Command::Rmr(a) => rmr::run(a),
         Command::Load(a) => dump::load(a),
         Command::Version => {

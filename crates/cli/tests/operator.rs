@@ -162,3 +162,51 @@ fn compact_rewrites_fragmented_files() {
     assert_eq!(std::fs::read(m.path("d/f")).unwrap(), want);
     m.unmount();
 }
+
+/// `nectar summary` counts a tree on the metadata side: totals, the largest entries per
+/// directory down to the depth asked, the rest summed.
+#[test]
+fn summary_counts_a_tree() {
+    require_fuse!();
+    let vol = Volume::new(&[]);
+    let m = vol.mount("mnt", &[]);
+    std::fs::create_dir_all(m.path("t/big/deeper")).unwrap();
+    std::fs::create_dir_all(m.path("t/small")).unwrap();
+    std::fs::write(m.path("t/big/deeper/f"), vec![1u8; 100_000]).unwrap();
+    for i in 0..5 {
+        std::fs::write(m.path(&format!("t/small/s{i}")), b"tiny").unwrap();
+    }
+    let top = m.path("t").to_str().unwrap().to_string();
+    let csv = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["summary", &top, "--csv"];
+        all.extend_from_slice(args);
+        let out = nectar_ok(&all);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.replace(&top, "T"))
+            .collect()
+    };
+    // 4 KiB per directory and small file, 100,000 bytes rounded up to 4 KiB.
+    let big = 102_400 + 2 * 4096;
+    assert_eq!(
+        csv(&["--depth", "1"]),
+        [
+            "path,size,length,dirs,files".to_string(),
+            format!("T,{},{},4,6", big + 4096 + 6 * 4096, 100_000 + 20),
+            format!("T/big,{big},100000,2,1"),
+            format!("T/small,{},20,1,5", 6 * 4096),
+        ]
+    );
+    assert_eq!(
+        csv(&["--depth", "2", "--entries", "2"])[4..],
+        [
+            "T/small,24576,20,1,5".to_string(),
+            "T/small/s0,4096,4,0,1".to_string(),
+            "T/small/s1,4096,4,0,1".to_string(),
+            "T/small/...,12288,12,0,3".to_string(),
+        ]
+    );
+    let out = nectar(&["summary", "/tmp"]);
+    assert!(!out.status.success());
+    m.unmount();
+}

@@ -25,6 +25,7 @@ pub mod namespace;
 pub mod remove;
 pub mod slice;
 pub mod spill;
+pub mod summary;
 pub mod trash;
 pub mod types;
 pub mod unfinished;
@@ -40,6 +41,7 @@ pub use namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE};
 /// The transactional KV layer beneath, its own crate so it cannot reach up into files.
 pub use nectar_kv as kv;
 pub use nectar_kv::redact_url;
+pub use summary::Summary;
 pub use trash::{parse_trash_name, RestoreReport, TrashCleanup};
 pub use types::*;
 pub use unfinished::{NewSlice, SliceSweeper};

@@ -622,6 +622,9 @@ impl Vfs {
         if name == STATS_XATTR {
             return self.stats_text();
         }
+        if let Some(args) = name.strip_prefix(SUMMARY_XATTR_PREFIX.as_bytes()) {
+            return self.summary_json(ino, args);
+        }
         if name == COMPACT_XATTR {
             let (chunks, before, after) = self.compact_file(ino)?;
             return Ok(format!("{chunks} {before} {after}").into_bytes());
@@ -1547,6 +1550,19 @@ impl Vfs {
         r
     }
 
+    /// The summary of the tree at `ino` as JSON, for `args` = `DEPTH.ENTRIES`.
+    fn summary_json(&self, ino: Ino, args: &[u8]) -> Result<Vec<u8>> {
+        let args = String::from_utf8_lossy(args);
+        let (depth, entries) = args
+            .split_once('.')
+            .and_then(|(d, e)| Some((d.parse::<usize>().ok()?, e.parse::<usize>().ok()?)))
+            .ok_or(Error::Sys(libc::EINVAL))?;
+        let summary = self
+            .meta
+            .summary(self.to_meta(ino), b".", depth, entries, 10)?;
+        serde_json::to_vec(&summary).map_err(|_| Error::Sys(libc::EIO))
+    }
+
     /// Compacts every chunk of file `ino` that holds several slice records (what
     /// `nectar compact` asks for); returns the chunks compacted and their records
     /// before and after. Anything but a regular file has nothing to compact.
@@ -1665,6 +1681,9 @@ pub const RMR_XATTR: &[u8] = b"nectar.rmr";
 /// Read on a file, compacts every chunk of it made of several slice records, answering
 /// with what it did: the work of `nectar compact`.
 pub const COMPACT_XATTR: &[u8] = b"nectar.compact";
+/// `nectar.summary.DEPTH.ENTRIES`, read on a directory: the JSON of its
+/// [`nectar_meta::Summary`] (the work of `nectar summary`).
+pub const SUMMARY_XATTR_PREFIX: &str = "nectar.summary.";
 /// [`RMR_XATTR`] past the trash (root only).
 pub const RMR_SKIP_TRASH_XATTR: &[u8] = b"nectar.rmr.skip-trash";
 pub const EVICT_XATTR: &[u8] = b"nectar.evict";
