@@ -43,21 +43,6 @@ fn setfacl(args: &[&str]) {
     assert!(out.status.success(), "setfacl {args:?}: {out:?}");
 }
 
-/// Runs a shell command as `uid` (gid the same, no supplementary groups).
-fn as_user(uid: u32, script: &str) -> Output {
-    Command::new("setpriv")
-        .args([
-            &format!("--reuid={uid}"),
-            &format!("--regid={uid}"),
-            "--clear-groups",
-            "sh",
-            "-c",
-            script,
-        ])
-        .output()
-        .unwrap()
-}
-
 fn transcript(dir: &Path) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/acl-transcript.sh");
     let out = Command::new("bash").arg(script).arg(dir).output().unwrap();

@@ -44,6 +44,21 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Formats JuiceFS volume `jvol` in `url` on a `file` bucket.
+fn format_juicefs(jfs: &Path, url: &str, bucket: &str, trash_days: u32) {
+    run(Command::new(jfs)
+        .args([
+            "format",
+            url,
+            "jvol",
+            "--storage",
+            "file",
+            "--bucket",
+            bucket,
+        ])
+        .args(["--trash-days", &trash_days.to_string(), "--no-update"]));
+}
+
 /// A JuiceFS mount, unmounted when dropped (forcefully if a test failed).
 struct JuiceMount {
     bin: PathBuf,
@@ -210,9 +225,7 @@ fn a_juicefs_volume_is_taken_over_and_given_back() {
     let bucket = format!("{}/", at("bucket").display());
 
     // A JuiceFS volume with everything in it.
-    run(Command::new(&jfs)
-        .args(["format", &url("juicefs.db"), "jvol", "--storage", "file"])
-        .args(["--bucket", &bucket, "--trash-days", "0", "--no-update"]));
+    format_juicefs(&jfs, &url("juicefs.db"), &bucket, 0);
     let before = {
         let m = JuiceMount::start(&jfs, &url("juicefs.db"), &at("jmnt"));
         populate(&m.mp);
@@ -303,9 +316,7 @@ fn the_trash_moves_with_the_volume_both_ways() {
     let at = |p: &str| dir.path().join(p);
     let url = |db: &str| format!("sqlite3://{}", at(db).display());
     let bucket = format!("{}/", at("bucket").display());
-    run(Command::new(&jfs)
-        .args(["format", &url("juicefs.db"), "jvol", "--storage", "file"])
-        .args(["--bucket", &bucket, "--trash-days", "1", "--no-update"]));
+    format_juicefs(&jfs, &url("juicefs.db"), &bucket, 1);
     {
         let m = JuiceMount::start(&jfs, &url("juicefs.db"), &at("jmnt"));
         std::fs::create_dir_all(m.mp.join("tree/sub")).unwrap();

@@ -10,7 +10,7 @@ use common::*;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn content(seed: u64, len: usize) -> Vec<u8> {
@@ -26,21 +26,6 @@ fn names(dir: &Path) -> Vec<String> {
         .collect();
     n.sort();
     n
-}
-
-/// Runs a shell command as `uid` (gid the same, no supplementary groups).
-fn as_user(uid: u32, script: &str) -> Output {
-    Command::new("setpriv")
-        .args([
-            &format!("--reuid={uid}"),
-            &format!("--regid={uid}"),
-            "--clear-groups",
-            "sh",
-            "-c",
-            script,
-        ])
-        .output()
-        .unwrap()
 }
 
 /// Lets other users reach the volume's directory and mount point.
