@@ -3,6 +3,7 @@
 //! file-system behaviour lives here.
 
 mod bench;
+mod clone;
 mod compact;
 mod config;
 mod dump;
@@ -70,6 +71,8 @@ enum Command {
     Rmr(rmr::RmrArgs),
     /// Show the size, directories and files of a tree of a mounted volume.
     Summary(summary::SummaryArgs),
+    /// Copy a file or tree of a mounted volume by sharing its data (no block copied).
+    Clone(clone::CloneArgs),
     /// Rewrite fragmented files of a mounted volume as one slice per chunk.
     Compact(compact::CompactArgs),
     /// Bring removed files and directories back from the trash.
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
         Command::Gc(a) => gc::run(a),
         Command::Restore(a) => restore::run(a),
         Command::Compact(a) => compact::run(a),
+        Command::Clone(a) => clone::run(a),
         Command::Summary(a) => summary::run(a),
         Command::Rmr(a) => rmr::run(a),
         Command::Load(a) => dump::load(a),

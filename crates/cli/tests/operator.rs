@@ -210,3 +210,60 @@ fn summary_counts_a_tree() {
     assert!(!out.status.success());
     m.unmount();
 }
+
+/// `nectar clone` copies a tree through the mount by sharing slices: no object is
+/// added, the copy reads the same, a change to one side leaves the other alone, and
+/// the copy outlives its source.
+#[test]
+fn clone_shares_data_and_outlives_its_source() {
+    require_fuse!();
+    use std::os::unix::fs::MetadataExt;
+    let vol = Volume::new(&["--trash-days", "0"]);
+    let m = vol.mount("mnt", &[]);
+    let mut big = vec![0u8; 5 << 20];
+    Pattern::new(4).fill(&mut big);
+    std::fs::create_dir_all(m.path("src/sub")).unwrap();
+    std::fs::write(m.path("src/big"), &big).unwrap();
+    std::fs::write(m.path("src/sub/small"), b"small").unwrap();
+    std::fs::hard_link(m.path("src/sub/small"), m.path("src/sub/link")).unwrap();
+    std::os::unix::fs::symlink("../big", m.path("src/sub/sym")).unwrap();
+    let objects = || files_under(&vol.path("data/testvol/chunks")).len();
+    let before = objects();
+
+    let out = nectar_ok(&[
+        "clone",
+        m.path("src").to_str().unwrap(),
+        m.path("dst").to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("cloned 2 files (5242885 bytes shared"),
+        "{text}"
+    );
+    assert_eq!(objects(), before, "no data was copied");
+    assert_eq!(std::fs::read(m.path("dst/big")).unwrap(), big);
+    assert_eq!(std::fs::read(m.path("dst/sub/link")).unwrap(), b"small");
+    assert_eq!(
+        std::fs::metadata(m.path("dst/sub/small")).unwrap().nlink(),
+        2
+    );
+    assert_eq!(
+        std::fs::read_link(m.path("dst/sub/sym")).unwrap().to_str(),
+        Some("../big")
+    );
+    // Copy on write: each side changes alone.
+    std::fs::write(m.path("dst/sub/small"), b"changed").unwrap();
+    assert_eq!(std::fs::read(m.path("src/sub/small")).unwrap(), b"small");
+    let out = nectar(&[
+        "clone",
+        m.path("src").to_str().unwrap(),
+        m.path("dst").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "a clone over an existing path");
+    // The copy outlives its source.
+    nectar_ok(&["rmr", m.path("src").to_str().unwrap()]);
+    m.unmount();
+    let m = vol.mount("mnt", &[]);
+    assert_eq!(std::fs::read(m.path("dst/big")).unwrap(), big);
+    m.unmount();
+}
