@@ -35,6 +35,11 @@ fn fsck_finds_a_lost_block_and_repairs_the_tree() {
     Pattern::new(7).fill(&mut data);
     std::fs::write(m.path("a/f"), &data).unwrap();
     std::fs::write(m.path("small"), b"small").unwrap();
+    // In the trash: a file, and a directory (the trash keeps no link counts).
+    std::fs::write(m.path("gone"), &data[..2 << 20]).unwrap();
+    std::fs::remove_file(m.path("gone")).unwrap();
+    std::fs::create_dir(m.path("old")).unwrap();
+    std::fs::remove_dir(m.path("old")).unwrap();
     m.unmount();
 
     let ok = nectar(&["fsck", &vol.meta_url]);
@@ -54,6 +59,20 @@ fn fsck_finds_a_lost_block_and_repairs_the_tree() {
     std::fs::remove_file(&block).unwrap();
     set_attr(&meta, a, |at| at.nlink = 7);
     set_attr(&meta, f, |at| at.parent = 999);
+    // And the block of the file in the trash.
+    let hour = meta.trash_hours().unwrap()[0].1;
+    let trashed = meta
+        .readdir(&Ctx::root(), hour, None, 10, false)
+        .unwrap()
+        .into_iter()
+        .find(|e| e.name.ends_with(b"-gone"))
+        .unwrap();
+    let gone_id = meta.read_chunk(trashed.ino, 0).unwrap()[0].id;
+    let gone_block = vol
+        .path("data/testvol/chunks/0/0")
+        .join(format!("{gone_id}_0_2097152"));
+    let gone_saved = std::fs::read(&gone_block).unwrap();
+    std::fs::remove_file(&gone_block).unwrap();
 
     let bad = nectar(&["fsck", &vol.meta_url]);
     let text = stdout(&bad);
@@ -75,6 +94,16 @@ fn fsck_finds_a_lost_block_and_repairs_the_tree() {
         "{text}"
     );
     assert!(!text.contains("/small"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "-gone: block chunks/0/0/{gone_id}_0_2097152 is missing"
+        )) && text.contains("broken file /.trash/"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("-old"),
+        "the trash keeps no link counts: {text}"
+    );
     // A subtree is checked block by block: the same broken file.
     let sub = nectar(&["fsck", &vol.meta_url, "--path", "a", "--recursive"]);
     assert!(!sub.status.success());
@@ -106,6 +135,7 @@ fn fsck_finds_a_lost_block_and_repairs_the_tree() {
     let sub = nectar(&["fsck", &vol.meta_url, "--path", "a/c"]);
     assert!(sub.status.success(), "{sub:?}");
     std::fs::write(&block, saved).unwrap();
+    std::fs::write(&gone_block, gone_saved).unwrap();
     let clean = nectar(&["fsck", &vol.meta_url, "--path", "/a", "--recursive"]);
     assert!(clean.status.success(), "{clean:?}");
     let clean = nectar(&["fsck", &vol.meta_url]);

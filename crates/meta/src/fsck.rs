@@ -7,7 +7,8 @@
 //! what it fixes (the directory's entries are counted inside it, the entry is checked to
 //! still name the inode), so a repair on a mounted volume never writes a value that was
 //! true only when the walk passed. Entries naming missing inodes are reported, never
-//! removed: which of the two is wrong is for the operator to judge. The data side
+//! removed: which of the two is wrong is for the operator to judge. A check of the
+//! whole volume walks the trash too (its hour directories keep no link counts). The data side
 //! (every block of every slice in the object store) is the caller's: it hears each
 //! file with its slices ([`Meta::fsck`]'s `file`).
 
@@ -144,7 +145,8 @@ impl Visitor for Checker<'_> {
         };
         debug_assert_eq!(ino, dir);
         let counted = 2 + subdirs;
-        if stored != counted {
+        // The trash and its hour directories keep no link counts (see `trash.rs`).
+        if stored != counted && !is_trash(ino) {
             let p = Problem::DirLinks {
                 path,
                 ino,
@@ -189,6 +191,10 @@ impl Meta {
         };
         let depth = if recursive { usize::MAX } else { 1 };
         self.walk_to(top, path.as_bytes(), threads, depth, &mut checker)?;
+        // The whole volume includes what the trash keeps: it may be restored.
+        if top == ROOT_INODE && recursive && self.trash_exists()? {
+            self.walk(TRASH_INODE, b"/.trash", threads, &mut checker)?;
+        }
         Ok(checker.report)
     }
 
