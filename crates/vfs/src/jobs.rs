@@ -164,3 +164,33 @@ fn start_heartbeat(meta: Arc<Meta>, beat: Duration, stop: Arc<AtomicBool>) {
         tracing::warn!("cannot start the session heartbeat: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn a_periodic_job_runs_about_every_interval_and_stops() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        every(
+            "test-job",
+            Duration::from_millis(50),
+            stop.clone(),
+            move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+            },
+        );
+        std::thread::sleep(Duration::from_millis(400));
+        stop.store(true, Ordering::SeqCst);
+        let seen = runs.load(Ordering::SeqCst);
+        // 0.9 to 1.1 intervals apart: 3 to 8 runs in 400 ms, on a busy machine fewer.
+        assert!((2..=8).contains(&seen), "{seen} runs");
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(runs.load(Ordering::SeqCst), seen, "it ran after the stop");
+        // An interval of zero starts nothing.
+        every("none", Duration::ZERO, stop, || panic!("ran"));
+    }
+}
