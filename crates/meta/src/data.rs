@@ -730,6 +730,17 @@ impl Meta {
 }
 
 impl Meta {
+    /// Slice records of a chunk one compaction swaps at most: releasing each replaced
+    /// slice reads its reference count, and etcd caps a transaction at 128 operations
+    /// (with compares); elsewhere a compaction takes the whole chunk.
+    pub fn compaction_limit(&self) -> usize {
+        if self.kv.engine_name() == "etcd" {
+            48
+        } else {
+            usize::MAX
+        }
+    }
+
     /// Swaps the first `old.len()` records of a chunk for one record `new` (compaction),
     /// if the chunk still begins with exactly those records; records appended since are
     /// kept after it. Returns false (and changes nothing) when the chunk changed. The old

@@ -165,6 +165,7 @@ on_every_engine!(
     trash_keeps_restores_and_expires,
     delayed_slices,
     remove_a_tree,
+    compaction_of_a_long_chunk,
 );
 
 fn format_and_load(url: &str) {
@@ -1641,4 +1642,49 @@ fn remove_a_tree(url: &str) {
     assert!(names(&m, top).is_empty());
     let (_, hour) = m.trash_hours().unwrap()[0];
     assert_eq!(names(&m, hour).len(), 121);
+}
+
+/// A chunk of many records compacts in swaps of at most `compaction_limit` records,
+/// each a transaction the engine accepts (etcd caps them at 128 operations).
+fn compaction_of_a_long_chunk(url: &str) {
+    let (m, deleted) = setup(url);
+    m.load().unwrap();
+    let f = create(&m, ROOT_INODE, "f");
+    let sid = m.new_session(&SessionInfo::default()).unwrap();
+    assert!(sid > 0);
+    for i in 0..150u32 {
+        let s = m.new_slice().unwrap();
+        write(&m, f, 0, i * 10, s.id(), 10);
+    }
+    let mut swaps = 0;
+    loop {
+        let all = m.read_chunk(f, 0).unwrap();
+        let take = all.len().min(m.compaction_limit());
+        if take < 2 {
+            break;
+        }
+        let prefix = &all[..take];
+        let end = prefix.iter().map(|s| s.pos + s.len).max().unwrap();
+        let new = m.new_slice().unwrap();
+        let merged = Slice {
+            pos: 0,
+            id: new.id(),
+            size: end,
+            off: 0,
+            len: end,
+        };
+        assert!(
+            m.replace_chunk_prefix(f, 0, prefix, Some(merged)).unwrap(),
+            "swap {swaps}"
+        );
+        drop(new);
+        swaps += 1;
+    }
+    assert_eq!(m.read_chunk(f, 0).unwrap().len(), 1);
+    assert!(swaps >= 1);
+    assert!(
+        deleted.lock().unwrap().len() >= 150,
+        "the replaced slices are released"
+    );
+    m.close_session().unwrap();
 }

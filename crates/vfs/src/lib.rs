@@ -210,6 +210,8 @@ const READAHEAD_BUFFER_SHARE: u64 = 5;
 
 /// A chunk with this many slice records gets compacted into one slice.
 const COMPACT_AT: usize = 64;
+/// Compaction swaps of one chunk in a row (see [`Vfs::compact_chunk`]).
+const COMPACT_ROUNDS: usize = 64;
 /// Attributes kept of what this client wrote (about 200 bytes each).
 const MAX_WRITTEN_ATTRS: usize = 100_000;
 
@@ -1588,13 +1590,31 @@ impl Vfs {
 
     /// Rewrites a chunk's visible data as one slice and swaps it in for the records it
     /// was built from. Records committed meanwhile stay after it; if the chunk changed
-    /// in any other way the new slice is thrown away.
+    /// in any other way the new slice is thrown away. Where one swap may take only part
+    /// of the records (etcd), swaps follow each other until the chunk is one slice or
+    /// [`COMPACT_ROUNDS`] were made (the chunk is then queued again).
     pub fn compact_chunk(&self, ino: Ino, index: u32) -> Result<()> {
-        let records = self.meta.read_chunk(ino, index)?;
-        if records.len() < 2 {
-            return Ok(());
+        for _ in 0..COMPACT_ROUNDS {
+            if !self.compact_prefix(ino, index)? {
+                return Ok(());
+            }
         }
-        let view = nectar_meta::slice::resolve(&records);
+        self.fragmented.lock().insert((ino, index));
+        Ok(())
+    }
+
+    /// One compaction swap of a chunk's first records; whether more records are left
+    /// to swap.
+    fn compact_prefix(&self, ino: Ino, index: u32) -> Result<bool> {
+        let all = self.meta.read_chunk(ino, index)?;
+        // A prefix of the records is as good as all of them (those after it still
+        // apply on top), and keeps the swap within what one transaction may hold.
+        let limit = self.meta.compaction_limit();
+        let records = &all[..all.len().min(limit)];
+        if records.len() < 2 {
+            return Ok(false);
+        }
+        let view = nectar_meta::slice::resolve(records);
         let data: Vec<&Slice> = view.iter().filter(|s| s.id != 0).collect();
         let mut writer = None;
         let mut new = None;
@@ -1623,22 +1643,29 @@ impl Vfs {
             });
             writer = Some((w, id));
         }
-        let swapped = self.meta.replace_chunk_prefix(ino, index, &records, new)?;
-        if !swapped {
+        // This client's own commits to the file wait while the swap runs: on an engine
+        // that detects conflicts optimistically (etcd), a writer appending to the chunk
+        // all the time would otherwise make every swap conflict, and the chunk grow
+        // without end.
+        let file = self.files.lock().get(&ino).cloned();
+        let mut held = file.as_ref().map(|f| f.inner.lock());
+        let swapped = self.meta.replace_chunk_prefix(ino, index, records, new);
+        if let (Ok(true), Some(inner)) = (&swapped, held.as_mut()) {
+            inner.slices.remove(&index);
+        }
+        drop(held);
+        if !swapped? {
             if let Some((w, _id)) = writer {
                 self.rt.block_on(w.abort());
             }
-            return Ok(());
-        }
-        if let Some(f) = self.files.lock().get(&ino).cloned() {
-            f.inner.lock().slices.remove(&index);
+            return Ok(false);
         }
         self.closed.forget(ino);
         tracing::debug!(
             "inode {ino} chunk {index}: {} records compacted",
             records.len()
         );
-        Ok(())
+        Ok(all.len() > limit)
     }
 
     /// One pass of the background committer.
