@@ -100,3 +100,5 @@ echo "== fsx" >&2
 scripts/fsx.sh target/debug/nectar "${NECTAR_FSX_OPS:-100000}"
 echo "== fsx on Redis, no trash" >&2
 NECTAR_FSX_META="$NECTAR_TEST_REDIS_URL?prefix=fsx:" scripts/fsx.sh target/debug/nectar "${NECTAR_FSX_REDIS_OPS:-30000}"
+echo "== fsx on etcd, no trash (compaction must keep up with appends)" >&2
+NECTAR_FSX_META="${NECTAR_TEST_ETCD_URL}-fsx" scripts/fsx.sh target/debug/nectar "${NECTAR_FSX_ETCD_OPS:-20000}"

@@ -580,18 +580,24 @@ impl Meta {
             let entries = (0..names.len())
                 .map(|_| got.next().flatten().map(|v| decode_entry(&v)).transpose())
                 .collect::<Result<Vec<_>>>()?;
-            let mut guessed: HashMap<Ino, Value> =
+            let mut values: HashMap<Ino, Value> =
                 names.iter().filter_map(|(_, g)| *g).zip(got).collect();
             // Attributes of entries that name another inode than thought: one more read.
             let unguessed: Vec<Ino> = entries
                 .iter()
                 .flatten()
-                .filter(|(typ, ino)| *typ != FileType::Directory && !guessed.contains_key(ino))
+                .filter(|(typ, ino)| *typ != FileType::Directory && !values.contains_key(ino))
                 .map(|(_, ino)| *ino)
                 .collect();
             if !unguessed.is_empty() {
                 let keys: Vec<Vec<u8>> = unguessed.iter().map(|&i| keys::attr(i)).collect();
-                guessed.extend(unguessed.into_iter().zip(tx.gets(&keys)?));
+                values.extend(unguessed.into_iter().zip(tx.gets(&keys)?));
+            }
+            // Decoded once, and kept as this transaction changes them: two names of one
+            // file may go in one batch.
+            let mut attrs: HashMap<Ino, Option<Attr>> = HashMap::with_capacity(values.len());
+            for (ino, v) in values {
+                attrs.insert(ino, v.map(|v| Attr::decode(&v)).transpose()?);
             }
             // What deleting the inodes that lose their last name needs, in one go where
             // reads cost round trips (an engine inside this process reads each as it
@@ -603,10 +609,10 @@ impl Meta {
                 .flatten()
                 .filter(|_| ahead)
                 .filter_map(|&(typ, ino)| {
-                    let attr = attr_of(guessed.get(&ino).cloned().flatten()).ok()?;
+                    let attr = attrs.get(&ino)?.as_ref()?;
                     let deleted = typ != FileType::Directory
                         && attr.nlink <= 1
-                        && Self::keeps_in_trash(hour, &attr).is_none();
+                        && Self::keeps_in_trash(hour, attr).is_none();
                     deleted.then_some((ino, typ))
                 })
                 .collect();
@@ -617,14 +623,13 @@ impl Meta {
                 let outcome = match entry {
                     None => sys(ENOENT),
                     Some((FileType::Directory, _)) => sys(EISDIR),
-                    Some((_, ino)) => match attr_of(guessed.get(&ino).cloned().flatten()) {
-                        // A dangling entry: remove it.
-                        Err(Error::Sys(ENOENT)) => {
+                    Some((_, ino)) => match attrs.get(&ino).cloned().flatten() {
+                        // A dangling entry (or a name of a file this batch deleted).
+                        None => {
                             tx.delete(&keys::dentry(parent, name))?;
                             Ok(())
                         }
-                        Err(e) => return Err(e),
-                        Ok(mut attr) => match check_sticky(ctx, &pattr, &attr) {
+                        Some(mut attr) => match check_sticky(ctx, &pattr, &attr) {
                             Err(e) => Err(e),
                             Ok(()) => {
                                 tx.delete(&keys::dentry(parent, name))?;
@@ -632,10 +637,13 @@ impl Meta {
                                     Some(hour) => self.move_to_trash(
                                         tx, hour, parent, name, ino, &mut attr, now,
                                     )?,
-                                    None => dropped.push((
-                                        ino,
-                                        self.drop_link(tx, parent, ino, &mut attr, now, &mut pre)?,
-                                    )),
+                                    None => {
+                                        let d = self
+                                            .drop_link(tx, parent, ino, &mut attr, now, &mut pre)?;
+                                        let gone = matches!(d, Dropped::Deleted(_));
+                                        dropped.push((ino, d));
+                                        attrs.insert(ino, (!gone).then(|| attr.clone()));
+                                    }
                                 }
                                 Ok(())
                             }

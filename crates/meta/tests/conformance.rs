@@ -1608,6 +1608,12 @@ fn remove_a_tree(url: &str) {
     }
     let linked = m.lookup(&root(), top, b"f0001").unwrap().0;
     m.link(&root(), linked, ROOT_INODE, b"kept").unwrap();
+    // Two names of one file, removed in one batch: the file goes with the second.
+    let pair = create(&m, top, "p1");
+    let pair_id = m.new_slice().unwrap().id();
+    write(&m, pair, 0, 0, pair_id, 10);
+    ids.push((pair_id, 10));
+    m.link(&root(), pair, top, b"p2").unwrap();
     let mut dir = top;
     for depth in 0..4 {
         dir = mkdir(&m, dir, &format!("d{depth}"));
@@ -1618,7 +1624,8 @@ fn remove_a_tree(url: &str) {
     }
     let removed = std::sync::atomic::AtomicU64::new(0);
     m.empty_dir(&root(), top, 3, false, &removed).unwrap();
-    assert_eq!(removed.into_inner(), 1500 + 4 * (1 + 3 + 1));
+    assert_eq!(removed.into_inner(), 1500 + 2 + 4 * (1 + 3 + 1));
+    assert_eq!(errno(m.get_attr(pair)), libc::ENOENT);
     assert!(names(&m, top).is_empty());
     let mut d = deleted.lock().unwrap().clone();
     d.sort();
