@@ -87,7 +87,6 @@ pub fn run(a: CloneArgs) -> Result<()> {
                 continue;
             }
             fs::create_dir(&dst).with_context(|| format!("making {}", dst.display()))?;
-            fs::set_permissions(&dst, fs::Permissions::from_mode(md.mode() & 0o7777))?;
             copy_xattrs(&src, &dst);
             for e in fs::read_dir(&src).with_context(|| format!("{}", src.display()))? {
                 let e = e?;
@@ -101,11 +100,20 @@ pub fn run(a: CloneArgs) -> Result<()> {
         Ok(())
     });
     walked?;
+    // A directory gets its mode (and times) once filled: a read-only source directory
+    // would otherwise refuse the copy's own entries.
     for (dst, md) in dirs.iter().rev() {
-        if a.preserve {
-            if let Err(e) = preserve(dst, md, false) {
-                errors.lock().push(format!("{}: {e:#}", dst.display()));
-            }
+        let done = fs::set_permissions(dst, fs::Permissions::from_mode(md.mode() & 0o7777))
+            .map_err(anyhow::Error::from)
+            .and_then(|()| {
+                if a.preserve {
+                    preserve(dst, md, false)
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = done {
+            errors.lock().push(format!("{}: {e:#}", dst.display()));
         }
     }
     let errors = errors.into_inner();

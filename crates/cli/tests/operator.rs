@@ -227,6 +227,14 @@ fn clone_shares_data_and_outlives_its_source() {
     std::fs::write(m.path("src/sub/small"), b"small").unwrap();
     std::fs::hard_link(m.path("src/sub/small"), m.path("src/sub/link")).unwrap();
     std::os::unix::fs::symlink("../big", m.path("src/sub/sym")).unwrap();
+    // A read-only directory is copied with its mode, by a user too.
+    std::fs::create_dir(m.path("src/ro")).unwrap();
+    std::fs::write(m.path("src/ro/in"), b"inside").unwrap();
+    std::fs::set_permissions(
+        m.path("src/ro"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o555),
+    )
+    .unwrap();
     let objects = || files_under(&vol.path("data/testvol/chunks")).len();
     let before = objects();
 
@@ -237,9 +245,26 @@ fn clone_shares_data_and_outlives_its_source() {
     ]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        text.contains("cloned 2 files (5242885 bytes shared"),
+        text.contains("cloned 3 files (5242891 bytes shared"),
         "{text}"
     );
+    assert_eq!(std::fs::read(m.path("dst/ro/in")).unwrap(), b"inside");
+    assert_eq!(
+        std::fs::metadata(m.path("dst/ro")).unwrap().mode() & 0o777,
+        0o555
+    );
+    let bin = open_to_all(&vol, &m);
+    let out = as_user(
+        1000,
+        &format!(
+            "{} clone '{}' '{}'",
+            bin.display(),
+            m.path("src/ro").display(),
+            m.path("mine").display()
+        ),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read(m.path("mine/in")).unwrap(), b"inside");
     assert_eq!(objects(), before, "no data was copied");
     assert_eq!(std::fs::read(m.path("dst/big")).unwrap(), big);
     assert_eq!(std::fs::read(m.path("dst/sub/link")).unwrap(), b"small");

@@ -28,13 +28,6 @@ fn names(dir: &Path) -> Vec<String> {
     n
 }
 
-/// Lets other users reach the volume's directory and mount point.
-fn open_to_all(vol: &Volume, m: &Mount) {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(vol.path(""), fs::Permissions::from_mode(0o755)).unwrap();
-    fs::set_permissions(&m.mp, fs::Permissions::from_mode(0o777)).unwrap();
-}
-
 fn ino(p: &Path) -> u64 {
     fs::metadata(p).unwrap().ino()
 }
@@ -203,9 +196,7 @@ fn rmr_removes_trees_into_the_trash_or_past_it() {
     };
     make_tree("one");
     make_tree("two");
-    open_to_all(&vol, &m);
-    let bin = vol.path("nectar");
-    fs::copy(BIN, &bin).unwrap();
+    let bin = open_to_all(&vol, &m);
     // 5 x (d, deeper, 40 files) + top, and the tree's own directory.
     let entries = 5 * 42 + 1 + 1;
 
