@@ -14,6 +14,7 @@ mod fsck;
 mod gc;
 mod mount;
 mod objbench;
+mod quota;
 mod restore;
 mod rmr;
 mod stats;
@@ -77,6 +78,8 @@ enum Command {
     Compact(compact::CompactArgs),
     /// Bring removed files and directories back from the trash.
     Restore(restore::RestoreArgs),
+    /// Set, show, remove, list and check directory quotas.
+    Quota(quota::QuotaArgs),
     /// Remove a volume: every object of it, then its metadata.
     Destroy(config::DestroyArgs),
     /// Print the version.
@@ -133,6 +136,7 @@ fn main() -> ExitCode {
         Command::Destroy(a) => config::destroy(a),
         Command::Gc(a) => gc::run(a),
         Command::Restore(a) => restore::run(a),
+        Command::Quota(a) => quota::run(a),
         Command::Compact(a) => compact::run(a),
         Command::Clone(a) => clone::run(a),
         Command::Summary(a) => summary::run(a),

@@ -33,6 +33,7 @@ fn juicefs() -> Option<PathBuf> {
     None
 }
 
+/// Runs a command that must succeed; returns what it printed, stdout then stderr.
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run");
     assert!(
@@ -41,7 +42,11 @@ fn run(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// Formats JuiceFS volume `jvol` in `url` on a `file` bucket.
@@ -232,6 +237,17 @@ fn a_juicefs_volume_is_taken_over_and_given_back() {
         manifest(&m.mp)
     };
     assert!(before.len() >= 10, "{before:?}");
+    run(Command::new(&jfs).args([
+        "quota",
+        "set",
+        &url("juicefs.db"),
+        "--path",
+        "/d1",
+        "--inodes",
+        "100",
+        "--capacity",
+        "1",
+    ]));
     run(Command::new(&jfs)
         .args(["dump", &url("juicefs.db")])
         .arg(at("jfs-dump.json")));
@@ -248,7 +264,16 @@ fn a_juicefs_volume_is_taken_over_and_given_back() {
         String::from_utf8_lossy(&loaded.stderr).contains("loaded"),
         "{loaded:?}"
     );
+    // The quota comes along, its usage counted from the tree (dumps do not carry it).
+    let quota = String::from_utf8_lossy(
+        &nectar_ok(&["quota", "get", &url("nectar.db"), "--path", "/d1"]).stdout,
+    )
+    .into_owned();
+    let row: Vec<&str> = quota.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!((row[1], row[4]), ("1.0GiB", "100"), "{quota}");
     let m = Mount::start(&url("nectar.db"), &at("nmnt"), &[]);
+    let in_d1 = files_under(&m.path("d1")).len();
+    assert!(row[5].parse::<usize>().unwrap() >= in_d1, "{quota}");
     assert_eq!(manifest(&m.mp), before, "the tree as Nectar shows it");
     std::fs::write(m.path("written by nectar"), b"from nectar").unwrap();
     std::fs::write(m.path("d1/small"), b"changed").unwrap();
@@ -268,6 +293,12 @@ fn a_juicefs_volume_is_taken_over_and_given_back() {
     run(Command::new(&jfs)
         .args(["load", &url("juicefs-again.db")])
         .arg(at("nectar-dump.json.gz")));
+    let quota =
+        run(Command::new(&jfs).args(["quota", "get", &url("juicefs-again.db"), "--path", "/d1"]));
+    assert!(
+        quota.contains("| /d1 ") && quota.contains(" 100 "),
+        "{quota}"
+    );
     let m = JuiceMount::start(&jfs, &url("juicefs-again.db"), &at("jmnt2"));
     assert_eq!(manifest(&m.mp), after, "the tree as JuiceFS shows it again");
 }

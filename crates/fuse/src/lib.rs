@@ -855,8 +855,8 @@ impl Filesystem for NectarFs {
         reply.ok();
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        self.spawn("statfs", move |vfs| match vfs.statfs() {
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        self.spawn("statfs", move |vfs| match vfs.statfs(ino.0) {
             Ok(s) => {
                 let bsize = 4096u64;
                 let blocks = s.total_space / bsize;

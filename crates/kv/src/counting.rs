@@ -188,6 +188,9 @@ impl KvTxn for CountingTxn<'_> {
     fn incr_later(&mut self, key: &[u8], delta: i64) -> Result<()> {
         self.inner.incr_later(key, delta)
     }
+    fn claim(&mut self, key: &[u8], amount: i64, budget: &[u8]) -> Result<bool> {
+        self.inner.claim(key, amount, budget)
+    }
 }
 
 #[cfg(test)]

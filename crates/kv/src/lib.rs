@@ -98,6 +98,16 @@ pub trait KvTxn {
     fn incr_later(&mut self, key: &[u8], delta: i64) -> Result<()> {
         self.incr_by(key, delta).map(drop)
     }
+    /// Claims `amount` of the client's in-memory budget `budget` for this transaction,
+    /// counted on `key`: granted when the deferred increments of `budget` minus those of
+    /// `key` minus what running transactions claimed on `key` leave that much. A granted
+    /// claim becomes an increment of `key` ([`KvTxn::incr_later`]) if the transaction
+    /// commits, and is dropped if it does not; while it runs, no other transaction can
+    /// claim the same amount. False (not granted) outside [`Kv::txn`].
+    fn claim(&mut self, key: &[u8], amount: i64, budget: &[u8]) -> Result<bool> {
+        let _ = (key, amount, budget);
+        Ok(false)
+    }
 }
 
 /// How [`KvTxn::gets_and_follow`] makes a key of a value: `prefix`, bytes

@@ -37,6 +37,9 @@ impl BodyError for Error {
 struct Tracked<'a> {
     inner: &'a mut dyn KvTxn,
     deferred: Vec<(Vec<u8>, i64)>,
+    /// The client's counters, for claims ([`KvTxn::claim`]), and this attempt's claims.
+    ledger: &'a Mutex<Ledger>,
+    claims: Vec<(Vec<u8>, i64)>,
     /// Which keys' writes to report when the transaction commits (see
     /// [`Kv::watch_commits`]), and those writes (`None`: deleted).
     watched: Option<WatchedKeys>,
@@ -94,6 +97,30 @@ impl KvTxn for Tracked<'_> {
         }
         Ok(())
     }
+    fn claim(&mut self, key: &[u8], amount: i64, budget: &[u8]) -> Result<bool> {
+        let mut ledger = self.ledger.lock();
+        let available = value_of(&ledger.committed, budget)
+            - value_of(&ledger.committed, key)
+            - value_of(&ledger.claimed, key);
+        if amount > available {
+            return Ok(false);
+        }
+        add_delta(&mut ledger.claimed, key, amount);
+        add_delta(&mut self.claims, key, amount);
+        Ok(true)
+    }
+}
+
+/// A client's in-memory counters: increments committed and not yet written
+/// ([`KvTxn::incr_later`]), and what running transactions claimed ([`KvTxn::claim`]).
+#[derive(Default)]
+struct Ledger {
+    committed: Vec<(Vec<u8>, i64)>,
+    claimed: Vec<(Vec<u8>, i64)>,
+}
+
+fn value_of(deltas: &[(Vec<u8>, i64)], key: &[u8]) -> i64 {
+    deltas.iter().find(|(k, _)| k == key).map_or(0, |(_, d)| *d)
 }
 
 /// Adds `delta` to the entry of `key` in a short list of counter deltas.
@@ -128,8 +155,9 @@ pub struct Kv<E = Error> {
     url: String,
     retry_timeout: Duration,
     /// Increments committed by this client's transactions ([`KvTxn::incr_later`]) and
-    /// not yet written to their counters; a handful of counters at most.
-    deferred: Mutex<Vec<(Vec<u8>, i64)>>,
+    /// not yet written to their counters, and claims of running ones; a handful of
+    /// counters at most.
+    deferred: Mutex<Ledger>,
     /// Since when transactions of this client have been failing with temporary engine
     /// errors (an outage), to log its start and end once.
     outage: Mutex<Option<Instant>>,
@@ -218,17 +246,30 @@ impl<E: BodyError> Kv<E> {
     /// The sum of the increments of `key` committed by this client's transactions through
     /// [`KvTxn::incr_later`] and not yet written to it.
     pub fn deferred(&self, key: &[u8]) -> i64 {
-        let deferred = self.deferred.lock();
-        deferred
-            .iter()
-            .find(|(k, _)| k == key)
-            .map_or(0, |(_, d)| *d)
+        value_of(&self.deferred.lock().committed, key)
     }
 
     /// Takes back `delta` of the deferred increments of `key`, which the caller wrote to
     /// the counter.
     pub fn settle(&self, key: &[u8], delta: i64) {
-        add_delta(&mut self.deferred.lock(), key, -delta);
+        add_delta(&mut self.deferred.lock().committed, key, -delta);
+    }
+
+    /// Takes, at one moment, the deferred increments of `budget` that running
+    /// transactions did not claim ([`KvTxn::claim`] against it, on `key`) and all of
+    /// `key`'s; returns them, `(budget, key)`, for the caller to write (or to give back
+    /// with [`Kv::settle`] of their negatives). What is still claimed stays, so it is
+    /// there for those transactions when they commit.
+    pub fn take_unclaimed(&self, budget: &[u8], key: &[u8]) -> (i64, i64) {
+        let mut ledger = self.deferred.lock();
+        let claimed = value_of(&ledger.claimed, key);
+        let taken = (
+            value_of(&ledger.committed, budget) - claimed,
+            value_of(&ledger.committed, key),
+        );
+        add_delta(&mut ledger.committed, budget, -taken.0);
+        add_delta(&mut ledger.committed, key, -taken.1);
+        taken
     }
 
     /// Runs a read-write transaction, retrying conflicts and temporary engine errors.
@@ -272,6 +313,7 @@ impl<E: BodyError> Kv<E> {
             let mut out = None;
             let mut body_error = None;
             let mut deferred = Vec::new();
+            let mut claims = Vec::new();
             let mut writes = Vec::new();
             let watch = self.watch.get();
             let res = self.engine.attempt(
@@ -279,10 +321,14 @@ impl<E: BodyError> Kv<E> {
                     let mut t = Tracked {
                         inner: tx,
                         deferred: Vec::new(),
+                        ledger: &self.deferred,
+                        claims: Vec::new(),
                         watched: watch.map(|w| w.0),
                         writes: Vec::new(),
                     };
-                    match f(&mut t) {
+                    let done = f(&mut t);
+                    claims.append(&mut t.claims);
+                    match done {
                         Ok(v) => out = Some(v),
                         Err(e) => {
                             // The engine must see a KV failure as what it is (a conflict
@@ -298,14 +344,20 @@ impl<E: BodyError> Kv<E> {
                 },
                 read_only,
             );
+            if !claims.is_empty() || res.is_ok() && !deferred.is_empty() {
+                // Claims end with the attempt; they count as increments if it committed.
+                let mut ledger = self.deferred.lock();
+                for (key, amount) in &claims {
+                    add_delta(&mut ledger.claimed, key, -amount);
+                }
+                if res.is_ok() {
+                    for (key, delta) in deferred.iter().chain(&claims) {
+                        add_delta(&mut ledger.committed, key, *delta);
+                    }
+                }
+            }
             match res {
                 Ok(()) => {
-                    if !deferred.is_empty() {
-                        let mut all = self.deferred.lock();
-                        for (key, delta) in &deferred {
-                            add_delta(&mut all, key, *delta);
-                        }
-                    }
                     if let (Some((_, watcher)), false) = (watch, writes.is_empty()) {
                         watcher(&writes);
                     }
@@ -541,6 +593,42 @@ mod tests {
         // A KV error raised in the body keeps its kind.
         let corrupt = || Caller::Kv(Error::Corrupt("x".into()));
         assert_eq!(kv.read(|_| Err::<(), _>(corrupt())), Err(corrupt()));
+    }
+
+    #[test]
+    fn claims_hold_while_their_transaction_runs_and_count_if_it_commits() {
+        let kv: Kv = Kv::new(Box::new(memory::MemoryEngine::new()));
+        kv.txn(|tx| tx.incr_later(b"budget", 10)).unwrap();
+        // A claim that fails its transaction is given back.
+        let _ = kv.txn(|tx| {
+            assert!(tx.claim(b"spent", 8, b"budget")?);
+            Err::<(), _>(Error::Invalid("the body gives up".into()))
+        });
+        // What is claimed is not there for another claim (another transaction's alike:
+        // the ledger is the client's).
+        kv.txn(|tx| {
+            assert!(tx.claim(b"spent", 8, b"budget")?);
+            assert!(
+                !tx.claim(b"spent", 3, b"budget")?,
+                "only 2 left while 8 are claimed"
+            );
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            kv.deferred(b"spent"),
+            8,
+            "a committed claim is an increment"
+        );
+        assert!(!kv.txn(|tx| tx.claim(b"spent", 3, b"budget")).unwrap());
+        // What is taken leaves what is still claimed.
+        kv.txn(|tx| {
+            assert!(tx.claim(b"spent", 2, b"budget")?);
+            assert_eq!(kv.take_unclaimed(b"budget", b"spent"), (8, 8));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((kv.deferred(b"budget"), kv.deferred(b"spent")), (2, 2));
     }
 
     #[test]

@@ -313,10 +313,9 @@ impl Meta {
             if attr.typ != FileType::File {
                 return sys(EPERM);
             }
-            let mut delta = 0;
             if end > attr.length {
-                delta = space_of(end) - space_of(attr.length);
-                self.check_limits(tx, delta, 0)?;
+                let delta = space_of(end) - space_of(attr.length);
+                self.file_space_changed(tx, ino, &attr, delta)?;
                 attr.length = end;
             }
             tx.append(&key, &slice.encode())?;
@@ -332,7 +331,6 @@ impl Meta {
                 }
             }
             put_attr(tx, ino, &attr)?;
-            self.update_usage(tx, delta, 0)?;
             Ok((attr, records + 1))
         })
     }
@@ -402,9 +400,6 @@ impl Meta {
                 return Ok((Some(attr), Vec::new()));
             }
             let delta = space_of(length) - space_of(old);
-            if delta > 0 {
-                self.check_limits(tx, delta, 0)?;
-            }
             let mut freed = Vec::new();
             if length < old {
                 // Whole chunks past the new end go; the last kept chunk gets a hole over
@@ -443,12 +438,13 @@ impl Meta {
                     }
                 }
             }
+            // Charged before the length changes: the quotas are found from the names.
+            self.file_space_changed(tx, ino, &attr, delta)?;
             let now = Time::now();
             attr.length = length;
             attr.mtime = now;
             attr.ctime = now;
             put_attr(tx, ino, &attr)?;
-            self.update_usage(tx, delta, 0)?;
             Ok((Some(attr), freed))
         })?;
         self.delete_slices(freed);
@@ -574,9 +570,7 @@ impl Meta {
             }
             let now = Time::now();
             if grows {
-                let delta = space_of(end) - space_of(old);
-                self.check_limits(tx, delta, 0)?;
-                self.update_usage(tx, delta, 0)?;
+                self.file_space_changed(tx, ino, &attr, space_of(end) - space_of(old))?;
                 attr.length = end;
             }
             if grows || mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) != 0 {
@@ -702,8 +696,7 @@ impl Meta {
             let now = Time::now();
             if end > dattr.length {
                 let delta = space_of(end) - space_of(dattr.length);
-                self.check_limits(tx, delta, 0)?;
-                self.update_usage(tx, delta, 0)?;
+                self.file_space_changed(tx, dst, &dattr, delta)?;
                 dattr.length = end;
             }
             dattr.mtime = now;

@@ -469,6 +469,27 @@ impl Meta {
         w.key(1, "DelFiles")?;
         w.value(&del_files)?;
         w.raw(",")?;
+        // Directory quotas by inode (the volume's limits are in the settings); their
+        // usage is counted again by the load, as JuiceFS's is.
+        let quotas: BTreeMap<String, DumpedQuota> = if opts.root == ROOT_INODE {
+            self.list_quotas()?
+                .into_iter()
+                .map(|(ino, q)| {
+                    let dumped = DumpedQuota {
+                        max_space: q.max_space,
+                        max_inodes: q.max_inodes,
+                    };
+                    (ino.to_string(), dumped)
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        if !quotas.is_empty() {
+            w.key(1, "Quotas")?;
+            w.value(&quotas)?;
+            w.raw(",")?;
+        }
 
         let mut writer = TreeWriter {
             w: &mut w,
@@ -1276,15 +1297,22 @@ impl Meta {
                 d.expire.to_be_bytes().to_vec(),
             )?;
         }
+        let mut quotas = Vec::new();
         for (ino, q) in &head.dir_quotas {
-            let Ok(ino) = ino.parse::<Ino>() else {
+            let ino = ino
+                .parse::<Ino>()
+                .map_err(|_| Error::Invalid(format!("the dump's Quotas name inode {ino:?}")))?;
+            if ino == ROOT_INODE {
+                // The volume's limits come with its settings.
                 continue;
-            };
-            let mut v = Vec::with_capacity(32);
-            for n in [q.max_space, q.max_inodes, 0, 0] {
-                v.extend_from_slice(&n.to_be_bytes());
             }
-            out.put(keys::dir_quota(ino), v)?;
+            let q = crate::quota::Quota {
+                max_space: q.max_space,
+                max_inodes: q.max_inodes,
+                ..Default::default()
+            };
+            out.put(keys::dir_quota(ino), q.encode())?;
+            quotas.push(ino);
         }
         // Files with several names: one counter per parent now, their link count (and
         // parent 0) once their attributes are surely written.
@@ -1350,6 +1378,13 @@ impl Meta {
         let json = serde_json::to_vec(&fmt)
             .map_err(|e| Error::Invalid(format!("cannot encode settings: {e}")))?;
         self.kv.txn(|tx| Ok(tx.set(keys::SETTING, &json)?))?;
+        // Quotas' usage, which dumps do not carry, counted from their trees.
+        for dir in quotas {
+            if let Err(e) = self.check_quota(dir, true, opts.threads) {
+                tracing::warn!("the quota of inode {dir} was not counted ({e}); run `nectar quota check --repair`");
+            }
+        }
+        self.sync_volume_quota(&fmt)?;
         progress(loader.summary.entries);
         Ok(loader.summary)
     }

@@ -22,6 +22,7 @@ pub mod keys;
 pub mod locks;
 pub mod meta;
 pub mod namespace;
+pub mod quota;
 pub mod remove;
 pub mod slice;
 pub mod spill;
@@ -41,6 +42,7 @@ pub use namespace::{RENAME_EXCHANGE, RENAME_NOREPLACE};
 /// The transactional KV layer beneath, its own crate so it cannot reach up into files.
 pub use nectar_kv as kv;
 pub use nectar_kv::redact_url;
+pub use quota::Quota;
 pub use summary::Summary;
 pub use trash::{parse_trash_name, RestoreReport, TrashCleanup};
 pub use types::*;

@@ -135,6 +135,8 @@ pub struct Meta {
     pub(crate) feed_stop: AtomicBool,
     /// Hears the attributes this client commits ([`Meta::watch_attrs`]).
     attr_watcher: std::sync::OnceLock<AttrWatcher>,
+    /// The quotas this client knows and the credit it holds (see `quota.rs`).
+    pub(crate) quotas: crate::quota::QuotaState,
 }
 
 fn now_secs() -> i64 {
@@ -186,6 +188,7 @@ impl Meta {
             feed_supported,
             feed_stop: AtomicBool::new(false),
             attr_watcher: Default::default(),
+            quotas: Default::default(),
         });
         let me = Arc::downgrade(&meta);
         // Without a feed nothing is ever cached here: only the attribute watcher needs
@@ -290,6 +293,7 @@ impl Meta {
             Ok(fmt.clone())
         })?;
         *self.format.write() = Some(stored.clone());
+        self.sync_volume_quota(&stored)?;
         Ok(stored)
     }
 
@@ -306,6 +310,11 @@ impl Meta {
             })?;
         let fmt = parse_format(&v)?;
         *self.format.write() = Some(fmt.clone());
+        self.reload_quotas()?;
+        if let Err(e) = self.sync_volume_quota(&fmt) {
+            // A read-only client cannot write it; the next writer will.
+            tracing::debug!("the volume's quota record is not written yet: {e}");
+        }
         Ok(fmt)
     }
 
@@ -416,6 +425,13 @@ impl Meta {
                 if let Err(e) = m.flush_usage() {
                     tracing::debug!("usage counters not written yet: {e}");
                 }
+                // Quotas ride along (see `quota.rs`): credit given back, table read.
+                if let Err(e) = m.flush_quotas() {
+                    tracing::debug!("quota credit not given back yet: {e}");
+                }
+                if let Err(e) = m.reload_quotas() {
+                    tracing::debug!("quotas not read again: {e}");
+                }
             });
         if let Err(e) = spawned {
             tracing::warn!(
@@ -430,19 +446,31 @@ impl Meta {
     /// checks never miss them (they may count them twice meanwhile).
     pub fn flush_usage(&self) -> Result<()> {
         let _one = self.flush_lock.lock();
+        // First (see `take_volume_credit`): the volume's credit, given back in the same
+        // transaction.
+        let credit = self.take_volume_credit();
         let (space, inodes) = self.pending_usage();
-        if (space, inodes) == (0, 0) {
+        if (space, inodes) == (0, 0) && credit.is_none() {
             return Ok(());
         }
-        self.kv.txn(|tx| {
+        let written = self.kv.txn(|tx| {
             if space != 0 {
                 tx.incr_by(&keys::counter("usedSpace"), space)?;
             }
             if inodes != 0 {
                 tx.incr_by(&keys::counter("totalInodes"), inodes)?;
             }
+            if let Some(taken) = credit {
+                self.give_back_volume_credit(tx, taken)?;
+            }
             Ok(())
-        })?;
+        });
+        if let Err(e) = written {
+            if let Some(taken) = credit {
+                self.restore_credit(ROOT_INODE, taken);
+            }
+            return Err(e);
+        }
         self.kv.settle(&keys::counter("usedSpace"), space);
         self.kv.settle(&keys::counter("totalInodes"), inodes);
         Ok(())
@@ -505,7 +533,8 @@ impl Meta {
             Ok(())
         };
         let flushed = self.flush_usage();
-        cleaned.and(flushed)
+        let given_back = self.flush_quotas();
+        cleaned.and(flushed).and(given_back)
     }
 
     /// Removes a session: its locks, the unlinked files it kept open and, when the
@@ -585,7 +614,12 @@ impl Meta {
     // ----- statfs ---------------------------------------------------------------------
 
     pub fn statfs(&self) -> Result<StatFs> {
-        let fmt = self.get_format()?;
+        let mut fmt = self.get_format()?;
+        // The limits as the quota table has them: it is read every second, the
+        // settings only every minute.
+        if let Some((capacity, inodes)) = self.volume_limits() {
+            (fmt.capacity, fmt.inodes) = (capacity, inodes);
+        }
         let (space, inodes) = self.pending_usage();
         let (used, inodes) = self.kv.read(|tx| {
             let [u, i]: [Option<Vec<u8>>; 2] = tx
@@ -615,41 +649,6 @@ impl Meta {
             used_inodes: inodes,
             avail_inodes,
         })
-    }
-
-    /// Checks the volume's capacity and inode limits before adding `space` bytes and
-    /// `inodes` inodes. The counters are read in the transaction (only when a limit is
-    /// set), plus this client's changes not written yet; other clients' unwritten changes
-    /// (at most about a second of them) are not seen.
-    pub(crate) fn check_limits(&self, tx: &mut dyn KvTxn, space: i64, inodes: i64) -> Result<()> {
-        let fmt = self.format.read();
-        let Some(fmt) = fmt.as_ref() else {
-            return Ok(());
-        };
-        let (local_space, local_inodes) = self.pending_usage();
-        if space > 0 && fmt.capacity > 0 {
-            let used = tx
-                .get(&keys::counter("usedSpace"))?
-                .map(|v| crate::kv::parse_counter(&v))
-                .transpose()?
-                .unwrap_or(0)
-                + local_space;
-            if used + space > fmt.capacity as i64 {
-                return Err(Error::Sys(libc::ENOSPC));
-            }
-        }
-        if inodes > 0 && fmt.inodes > 0 {
-            let used = tx
-                .get(&keys::counter("totalInodes"))?
-                .map(|v| crate::kv::parse_counter(&v))
-                .transpose()?
-                .unwrap_or(0)
-                + local_inodes;
-            if used + inodes > fmt.inodes as i64 {
-                return Err(Error::Sys(libc::ENOSPC));
-            }
-        }
-        Ok(())
     }
 
     /// Records in a directory's attributes that its entries changed at `now`, and says
@@ -692,12 +691,15 @@ impl Meta {
         true
     }
 
-    /// Records a usage change: kept in memory when a flusher runs (see the module
-    /// doc), otherwise written to the counters in this transaction.
+    /// Records a usage change of the volume: kept in memory when a flusher runs (see
+    /// the module doc), otherwise written to the counters in this transaction. A growth
+    /// is charged to the volume's quota first, which refuses it with ENOSPC past
+    /// `--capacity` or `--inodes` (see `quota.rs`).
     pub(crate) fn update_usage(&self, tx: &mut dyn KvTxn, space: i64, inodes: i64) -> Result<()> {
         if space == 0 && inodes == 0 {
             return Ok(());
         }
+        self.charge(tx, self.volume_domain(), space, inodes)?;
         if self.defer_usage.load(Ordering::SeqCst) {
             tx.incr_later(&keys::counter("usedSpace"), space)?;
             tx.incr_later(&keys::counter("totalInodes"), inodes)?;
@@ -710,6 +712,11 @@ impl Meta {
             tx.incr_by(&keys::counter("totalInodes"), inodes)?;
         }
         Ok(())
+    }
+
+    /// Whether usage changes are kept in memory and written by the flusher.
+    pub(crate) fn deferring_usage(&self) -> bool {
+        self.defer_usage.load(Ordering::SeqCst)
     }
 
     /// Counter value (for tests and `status`); `usedSpace` and `totalInodes` include

@@ -315,7 +315,8 @@ impl Meta {
                 return sys(EEXIST);
             }
             let space = space_of(0);
-            self.check_limits(tx, space, 1)?;
+            let domains = self.quota_domains(tx, parent)?;
+            self.charge(tx, &domains, space, 1)?;
             let perm = if typ == FileType::Symlink {
                 0o777
             } else {
@@ -402,6 +403,9 @@ impl Meta {
             if existing.is_some() {
                 return sys(EEXIST);
             }
+            let (space, names) = Self::name_usage(&attr);
+            let domains = self.quota_domains(tx, parent)?;
+            self.charge(tx, &domains, space, names)?;
             if attr.parent != 0 {
                 tx.incr_by(&keys::parent(ino, attr.parent), 1)?;
                 attr.parent = 0;
@@ -429,6 +433,7 @@ impl Meta {
         now: Time,
         pre: &mut Prefetched,
     ) -> Result<Dropped> {
+        self.release_name(tx, parent, attr)?;
         if attr.parent == 0 {
             let k = keys::parent(ino, parent);
             if tx.incr_by(&k, -1)? <= 0 {
@@ -711,12 +716,14 @@ impl Meta {
             }
             let now = Time::now();
             tx.delete(&keys::dentry(parent, name))?;
+            self.drop_quota_of_removed(tx, ino)?;
             match Self::keeps_in_trash(hour, &attr) {
                 Some(hour) => {
                     let mut attr = attr;
                     self.move_to_trash(tx, hour, parent, name, ino, &mut attr, now)?;
                 }
                 None => {
+                    self.release_name(tx, parent, &attr)?;
                     self.remove_inode(tx, ino, &attr, &mut Prefetched::default())?;
                 }
             }
@@ -797,6 +804,12 @@ impl Meta {
         };
         // The trash's hour directories keep no link counts or times (see `trash.rs`).
         let src_kept = !is_trash(psrc);
+        // Trees that move between quotas, summed before the transaction.
+        let mut moves = vec![(psrc, nsrc, pdst)];
+        if exchange {
+            moves.push((pdst, ndst, psrc));
+        }
+        let trees = self.moved_trees(ctx, &moves)?;
         let mut attempt = 0;
         let since = self.cache.seq();
         // The old name is gone once this commits, and the new one is kept below; an
@@ -866,7 +879,8 @@ impl Meta {
                     }
                     tx.set(&keys::dentry(psrc, nsrc), &encode_entry(dtyp, dino))?;
                     dattr.ctime = now;
-                    self.move_parent(tx, dino, &mut dattr, pdst, psrc)?;
+                    let usage = Self::moved_usage(dino, &dattr, &trees);
+                    self.move_parent(tx, dino, &mut dattr, pdst, psrc, usage)?;
                     put_attr(tx, dino, &dattr)?;
                     if psrc != pdst && dtyp == FileType::Directory {
                         dp.nlink -= 1;
@@ -885,11 +899,15 @@ impl Meta {
                         }
                         dp.nlink -= 1;
                     }
+                    if dtyp == FileType::Directory {
+                        self.drop_quota_of_removed(tx, dino)?;
+                    }
                     match Self::keeps_in_trash(hour, &dattr) {
                         Some(hour) => {
                             self.move_to_trash(tx, hour, pdst, ndst, dino, &mut dattr, now)?;
                         }
                         None if dtyp == FileType::Directory => {
+                            self.release_name(tx, pdst, &dattr)?;
                             self.remove_inode(tx, dino, &dattr, &mut Prefetched::default())?;
                         }
                         None => {
@@ -913,7 +931,8 @@ impl Meta {
             }
             tx.set(&keys::dentry(pdst, ndst), &encode_entry(styp, sino))?;
             sattr.ctime = now;
-            self.move_parent(tx, sino, &mut sattr, psrc, pdst)?;
+            let usage = Self::moved_usage(sino, &sattr, &trees);
+            self.move_parent(tx, sino, &mut sattr, psrc, pdst, usage)?;
             put_attr(tx, sino, &sattr)?;
             if psrc != pdst && styp == FileType::Directory {
                 sp.nlink -= 1;
@@ -946,7 +965,8 @@ impl Meta {
         Ok((ino, attr))
     }
 
-    /// Records that one name of `ino` moved from directory `from` to `to`.
+    /// Records that one name of `ino` moved from directory `from` to `to`, and moves
+    /// `usage` (the name's, its tree's for a directory) between their quotas.
     pub(crate) fn move_parent(
         &self,
         tx: &mut dyn KvTxn,
@@ -954,9 +974,14 @@ impl Meta {
         attr: &mut Attr,
         from: Ino,
         to: Ino,
+        usage: (i64, i64),
     ) -> Result<()> {
         if from == to {
             return Ok(());
+        }
+        self.move_usage(tx, from, to, usage)?;
+        if attr.typ == FileType::Directory {
+            self.dir_moved(ino, to);
         }
         if attr.parent != 0 {
             attr.parent = to;

@@ -172,7 +172,8 @@ impl Meta {
             &keys::dentry(hour, &trash_name(parent, ino, name)),
             &encode_entry(attr.typ, ino),
         )?;
-        self.move_parent(tx, ino, attr, parent, hour)?;
+        // Only files and empty directories go to the trash: a name's usage moves.
+        self.move_parent(tx, ino, attr, parent, hour, Self::name_usage(attr))?;
         attr.ctime = now;
         put_attr(tx, ino, attr)
     }

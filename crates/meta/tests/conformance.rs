@@ -166,6 +166,7 @@ on_every_engine!(
     delayed_slices,
     remove_a_tree,
     compaction_of_a_long_chunk,
+    directory_quotas,
 );
 
 fn format_and_load(url: &str) {
@@ -1694,4 +1695,219 @@ fn compaction_of_a_long_chunk(url: &str) {
         "the replaced slices are released"
     );
     m.close_session().unwrap();
+}
+
+/// Directory quotas: usage follows creates, writes, links, renames and removals; a
+/// change past a limit fails with EDQUOT; clients with sessions (spending credit from
+/// memory) never take a quota past its limit together.
+fn directory_quotas(url: &str) {
+    let (m, _) = setup(url);
+    let d = mkdir(&m, ROOT_INODE, "d");
+    let sub = mkdir(&m, d, "sub");
+    let f = create(&m, sub, "f");
+    write(&m, f, 0, 0, 1, 10_000);
+    // A new quota counts its tree: sub, f (12 KiB).
+    let q = m.set_quota(d, Some(1 << 20), Some(6), 2).unwrap();
+    assert_eq!((q.used_space, q.used_inodes), (4096 + 12288, 2));
+    let used = |m: &Meta| {
+        let q = m.get_quota(d).unwrap().unwrap();
+        (q.used_space, q.used_inodes)
+    };
+    // Creates and writes below it are charged; past a limit they fail.
+    let g = create(&m, sub, "g");
+    write(&m, g, 0, 0, 2, 100_000);
+    assert_eq!(used(&m), (4096 + 12288 + 102400, 3));
+    let s = Slice {
+        pos: 0,
+        id: 3,
+        size: 1 << 20,
+        off: 0,
+        len: 1 << 20,
+    };
+    assert_eq!(errno(m.write_slice(g, 0, s, Time::now())), libc::EDQUOT);
+    assert_eq!(
+        errno(m.truncate(&root(), g, 2 << 20)),
+        libc::EDQUOT,
+        "a truncate that grows is charged too"
+    );
+    for name in ["h1", "h2", "h3"] {
+        create(&m, d, name);
+    }
+    assert_eq!(
+        errno(m.mknod(&root(), d, b"h4", FileType::File, 0o644, 0, 0, b"")),
+        libc::EDQUOT
+    );
+    assert_eq!(
+        errno(m.mknod(&root(), sub, b"h4", FileType::Directory, 0o755, 0, 0, b"")),
+        libc::EDQUOT,
+        "a subdirectory is covered by its ancestor's quota"
+    );
+    // Outside the quota nothing is refused.
+    let outside = create(&m, ROOT_INODE, "outside");
+    // A removal gives its usage back; a hard link into the quota is charged.
+    m.unlink(&root(), d, b"h1").unwrap();
+    assert_eq!(used(&m).1, 5);
+    m.link(&root(), outside, d, b"linked").unwrap();
+    assert_eq!(used(&m).1, 6);
+    m.unlink(&root(), d, b"linked").unwrap();
+    // Renames move usage across quotas, a directory's whole tree.
+    m.rename(&root(), sub, b"g", ROOT_INODE, b"g", 0).unwrap();
+    assert_eq!(used(&m), (4096 + 12288 + 2 * 4096, 4));
+    let tree = mkdir(&m, ROOT_INODE, "tree");
+    let t1 = create(&m, tree, "t1");
+    write(&m, t1, 0, 0, 4, 5000);
+    mkdir(&m, tree, "t2");
+    assert_eq!(
+        errno(m.rename(&root(), ROOT_INODE, b"tree", d, b"tree", 0)),
+        libc::EDQUOT,
+        "three inodes do not fit in two"
+    );
+    m.unlink(&root(), d, b"h2").unwrap();
+    m.rename(&root(), ROOT_INODE, b"tree", d, b"tree", 0)
+        .unwrap();
+    // sub, f, h3; tree, t1 (8 KiB), t2.
+    assert_eq!(used(&m), (4096 + 12288 + 4096 + 4096 + 8192 + 4096, 6));
+    // The stored usage is what the tree holds.
+    let (stored, counted) = m.check_quota(d, false, 2).unwrap();
+    assert_eq!(
+        (stored.used_space, stored.used_inodes),
+        (counted.used_space, counted.used_inodes)
+    );
+    // `df` of the directory shows the quota.
+    let st = m.quota_statfs(sub).unwrap().expect("covered by d's quota");
+    assert_eq!(st.total_space, 1 << 20);
+    assert_eq!(st.avail_inodes, 0);
+    assert!(m.quota_statfs(ROOT_INODE).unwrap().is_none());
+    // A repair writes the counted usage over a wrong one.
+    m.kv()
+        .txn(|tx| {
+            let q = Quota {
+                max_space: 1 << 20,
+                max_inodes: 6,
+                used_space: 7,
+                used_inodes: 70,
+            };
+            let mut v = Vec::new();
+            for n in [q.max_space, q.max_inodes, q.used_space, q.used_inodes] {
+                v.extend_from_slice(&n.to_be_bytes());
+            }
+            Ok(tx.set(&keys::dir_quota(d), &v)?)
+        })
+        .unwrap();
+    let (stored, counted) = m.check_quota(d, true, 2).unwrap();
+    assert_eq!((stored.used_space, stored.used_inodes), (7, 70));
+    assert_eq!(used(&m), (counted.used_space, counted.used_inodes));
+    // Raising the limit lets creates in again; removing the directory drops its quota.
+    m.set_quota(d, None, Some(1000), 2).unwrap();
+    create(&m, d, "h4");
+    assert_eq!(m.list_quotas().unwrap().len(), 1);
+    assert_eq!(m.dir_path(sub).unwrap(), "/d/sub");
+
+    // Two clients with sessions spend credit from memory, in parallel: together they
+    // stop exactly at the limit, and give back what they did not spend.
+    let q = mkdir(&m, ROOT_INODE, "q");
+    m.set_quota(q, Some(1 << 30), Some(40), 2).unwrap();
+    let info = SessionInfo::default();
+    let a = Meta::connect(url).unwrap();
+    let b = Meta::connect(url).unwrap();
+    for c in [&a, &b] {
+        c.load().unwrap();
+        c.new_session(&info).unwrap();
+    }
+    let made = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for (t, c) in [&a, &b, &a, &b].into_iter().enumerate() {
+            let made = &made;
+            s.spawn(move || {
+                for i in 0..30 {
+                    let name = format!("c{t}-{i}");
+                    match c.mknod(
+                        &root(),
+                        q,
+                        name.as_bytes(),
+                        FileType::File,
+                        0o644,
+                        0,
+                        0,
+                        b"",
+                    ) {
+                        Ok(_) => {
+                            made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(e) => assert_eq!(e.errno(), libc::EDQUOT),
+                    }
+                }
+            });
+        }
+    });
+    let made = made.into_inner();
+    assert!(
+        (36..=40).contains(&made),
+        "{made} files made under a quota of 40 inodes"
+    );
+    for c in [&a, &b] {
+        c.close_session().unwrap();
+    }
+    let after = m.get_quota(q).unwrap().unwrap();
+    assert_eq!(
+        (after.used_inodes, after.used_space),
+        (made as i64, made as i64 * 4096),
+        "credit not spent was given back"
+    );
+
+    // The volume's inode limit, the same way: clients with sessions stop exactly at it
+    // and give back the grants they did not use.
+    let mut fmt = m.get_format().unwrap();
+    let before = m.counter("totalInodes").unwrap();
+    fmt.inodes = before as u64 + 30;
+    m.format(fmt, true).unwrap();
+    let made = std::sync::atomic::AtomicUsize::new(0);
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let c = Meta::connect(url).unwrap();
+            c.load().unwrap();
+            c.new_session(&info).unwrap();
+            c
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (c, made) = (&clients[t % 2], &made);
+            s.spawn(move || {
+                for i in 0..20 {
+                    let name = format!("v{t}-{i}");
+                    match c.mknod(
+                        &root(),
+                        ROOT_INODE,
+                        name.as_bytes(),
+                        FileType::File,
+                        0o644,
+                        0,
+                        0,
+                        b"",
+                    ) {
+                        Ok(_) => {
+                            made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(e) => assert_eq!(e.errno(), libc::ENOSPC),
+                    }
+                }
+            });
+        }
+    });
+    let made = made.into_inner();
+    assert!(
+        (26..=30).contains(&made),
+        "{made} inodes made under a limit of 30 more"
+    );
+    for c in &clients {
+        c.close_session().unwrap();
+    }
+    assert_eq!(m.counter("totalInodes").unwrap(), before + made as i64);
+    let grants = m.get_quota(ROOT_INODE).unwrap().unwrap();
+    assert_eq!(
+        (grants.used_space, grants.used_inodes),
+        (0, 0),
+        "grants given back"
+    );
 }

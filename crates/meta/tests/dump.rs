@@ -96,6 +96,7 @@ fn build(m: &Meta) {
         .unwrap();
     m.set_facl(&root(), d2, AclType::Default, Some(rule))
         .unwrap();
+    m.set_quota(d1, Some(1 << 30), Some(100), 2).unwrap();
     // More entries than one batch of the walk: on a server engine their nodes are read
     // by several threads and must still come out in name order.
     let many = node(m, ROOT_INODE, b"many", FileType::Directory, 0o755, b"");
@@ -174,6 +175,14 @@ fn check_loaded(m: &Meta, source: &Meta, url: &str) {
     assert_eq!(
         m.get_facl(linked, AclType::Access).unwrap().named_users,
         vec![AclEntry { id: 1000, perm: 6 }]
+    );
+    let (d1, _) = m.lookup(&root(), ROOT_INODE, b"d1").unwrap();
+    let quota = m.get_quota(d1).unwrap();
+    assert!(quota.is_some_and(|q| q.max_inodes == 100 && q.used_inodes == 5));
+    assert_eq!(
+        quota,
+        source.get_quota(d1).unwrap(),
+        "{url}: the quota and its usage, counted again"
     );
     let fmt = m.get_format().unwrap();
     assert_eq!(fmt.secret_key, None, "{url}: the dump had no secret key");

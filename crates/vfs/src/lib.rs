@@ -560,8 +560,13 @@ impl Vfs {
         self.merge_pending(ino, Some(attr))
     }
 
-    pub fn statfs(&self) -> Result<StatFs> {
-        Ok(self.meta.statfs()?)
+    /// The volume's space and inodes as `df` shows them at `ino`: the tightest quota
+    /// covering it (a `--subdir` mount's own, or a directory's below), else the volume's.
+    pub fn statfs(&self, ino: Ino) -> Result<StatFs> {
+        match self.meta.quota_statfs(self.to_meta(ino))? {
+            Some(fs) => Ok(fs),
+            None => Ok(self.meta.statfs()?),
+        }
     }
 
     pub fn access(&self, ctx: &Ctx, ino: Ino, mask: u32) -> Result<()> {
@@ -833,6 +838,11 @@ impl Vfs {
             return Ok(0);
         }
         let mut inner = file.inner.lock();
+        if let Some(e @ (libc::EDQUOT | libc::ENOSPC)) = inner.write_error {
+            // A commit in the background found the quota or the volume full: further
+            // writes would only be dropped too. Close or fsync reports it as well.
+            return sys(e);
+        }
         // Under buffer pressure, commit our own half-filled blocks first: waiting for
         // space while holding them could wait forever.
         if self.store.buffered() > self.store.buffer_capacity() / 10 * 8 {
