@@ -469,6 +469,12 @@ impl Meta {
                 }
                 if rows.is_empty() {
                     tx.delete(&keys::del_file(ino, length))?;
+                    // A file kept for readers elsewhere still has its attribute.
+                    if let Some(v) = tx.get(&keys::attr(ino))? {
+                        if Attr::decode(&v)?.nlink == 0 {
+                            tx.delete(&keys::attr(ino))?;
+                        }
+                    }
                 }
                 Ok((rows.is_empty(), freed))
             })?;
@@ -477,24 +483,6 @@ impl Meta {
                 return Ok(());
             }
         }
-    }
-
-    /// Finishes deletions a crashed client left behind (`D` keys).
-    pub fn cleanup_deleted_files(&self) -> Result<usize> {
-        let rows = self.kv.read(|tx| Ok(tx.scan(b"D", b"E", 10_000)?))?;
-        let mut n = 0;
-        for (k, _) in rows {
-            if k.len() != 17 {
-                continue;
-            }
-            let (Some(ino), Some(len)) = (keys::read_ino(&k[1..9]), keys::read_u64_be(&k[9..17]))
-            else {
-                continue;
-            };
-            self.delete_file_data(ino, len)?;
-            n += 1;
-        }
-        Ok(n)
     }
 }
 

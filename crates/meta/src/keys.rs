@@ -152,6 +152,14 @@ pub fn del_file(ino: Ino, length: u64) -> Vec<u8> {
     k
 }
 
+/// `O<ino><sid>`: session `sid` has file `ino` open (published at its heartbeat, see
+/// `readers.rs`).
+pub fn open_by(ino: Ino, sid: u64) -> Vec<u8> {
+    let mut k = with_ino(b'O', ino, 8);
+    k.extend_from_slice(&sid.to_be_bytes());
+    k
+}
+
 /// `K<id><size>`: slice reference count minus one.
 /// `L<time><id>` (both big-endian): slices replaced at `time` (seconds), the first of
 /// them `id`, kept for the trash time (see `trash.rs`).

@@ -23,6 +23,7 @@ pub mod locks;
 pub mod meta;
 pub mod namespace;
 pub mod quota;
+pub mod readers;
 pub mod remove;
 pub mod slice;
 pub mod spill;

@@ -137,6 +137,8 @@ pub struct Meta {
     attr_watcher: std::sync::OnceLock<AttrWatcher>,
     /// The quotas this client knows and the credit it holds (see `quota.rs`).
     pub(crate) quotas: crate::quota::QuotaState,
+    /// Other clients' readers (see `readers.rs`).
+    pub(crate) readers: crate::readers::ReaderState,
 }
 
 fn now_secs() -> i64 {
@@ -189,6 +191,7 @@ impl Meta {
             feed_stop: AtomicBool::new(false),
             attr_watcher: Default::default(),
             quotas: Default::default(),
+            readers: Default::default(),
         });
         let me = Arc::downgrade(&meta);
         // Without a feed nothing is ever cached here: only the attribute watcher needs
@@ -311,6 +314,7 @@ impl Meta {
         let fmt = parse_format(&v)?;
         *self.format.write() = Some(fmt.clone());
         self.reload_quotas()?;
+        self.note_sessions()?;
         if let Err(e) = self.sync_volume_quota(&fmt) {
             // A read-only client cannot write it; the next writer will.
             tracing::debug!("the volume's quota record is not written yet: {e}");
@@ -388,6 +392,7 @@ impl Meta {
         *self.session_info.lock() = json;
         self.start_session(sid);
         self.defer_usage_changes();
+        self.note_sessions()?;
         Ok(sid)
     }
 
@@ -476,6 +481,11 @@ impl Meta {
         Ok(())
     }
 
+    /// Seconds a session of this client lives without a refresh.
+    pub fn session_timeout_secs(&self) -> i64 {
+        self.session_timeout
+    }
+
     pub fn session_id(&self) -> u64 {
         self.sid.load(Ordering::Relaxed)
     }
@@ -520,7 +530,8 @@ impl Meta {
         if let Err(e) = self.prune_slice_records(sid, mark) {
             tracing::debug!("session {sid}: slice records not pruned yet: {e}");
         }
-        Ok(())
+        self.note_sessions()?;
+        self.publish_open_files(sid)
     }
 
     /// Ends this client's session: frees what it kept alive, then writes the usage
@@ -559,6 +570,7 @@ impl Meta {
             }
         }
         self.release_session_locks(sid)?;
+        self.unpublish_open_files(sid)?;
         self.clean_session_slices(sid, dead)?;
         self.kv.txn(|tx| Ok(tx.delete(&keys::session_expire(sid))?))
     }

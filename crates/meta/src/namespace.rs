@@ -163,6 +163,9 @@ pub(crate) enum FileData {
     /// Queued under a `D` key, to release in transactions of their own (a file of this
     /// length).
     Queued(u64),
+    /// Kept for readers on other clients under a `D` key, with its attribute (see
+    /// `readers.rs`): released later by `Meta::cleanup_deleted_files`.
+    Kept,
 }
 
 /// A file with at most this many slice records in one chunk has its data released in
@@ -466,7 +469,15 @@ impl Meta {
         attr: &Attr,
         pre: &mut Prefetched,
     ) -> Result<FileData> {
-        tx.delete(&keys::attr(ino))?;
+        // Readers on other clients may have the file open: it waits for them.
+        let kept = attr.typ == FileType::File && self.others_alive();
+        if kept {
+            let mut gone = attr.clone();
+            gone.nlink = 0;
+            put_attr(tx, ino, &gone)?;
+        } else {
+            tx.delete(&keys::attr(ino))?;
+        }
         if attr.typ == FileType::Symlink {
             tx.delete(&keys::symlink(ino))?;
         }
@@ -482,7 +493,13 @@ impl Meta {
         for (k, _) in xattrs {
             tx.delete(&k)?;
         }
-        let data = if attr.typ == FileType::File {
+        let data = if kept {
+            tx.set(
+                &keys::del_file(ino, attr.length),
+                &Time::now().sec.to_be_bytes(),
+            )?;
+            FileData::Kept
+        } else if attr.typ == FileType::File {
             match crate::data::release_small_file(tx, RELEASE_INLINE_SLICES, &chunks, pre)? {
                 Some(freed) => FileData::Freed(freed),
                 None => {
@@ -521,6 +538,7 @@ impl Meta {
                 Ok(())
             }
             FileData::Queued(len) => self.delete_file_data(ino, len),
+            FileData::Kept => Ok(()),
         }
     }
 

@@ -167,6 +167,7 @@ on_every_engine!(
     remove_a_tree,
     compaction_of_a_long_chunk,
     directory_quotas,
+    readers_on_other_clients,
 );
 
 fn format_and_load(url: &str) {
@@ -1910,4 +1911,74 @@ fn directory_quotas(url: &str) {
         (0, 0),
         "grants given back"
     );
+}
+
+/// A file removed while another client may read it keeps its data until that client
+/// closes it (published at its heartbeat) or, unpublished, for the grace period.
+fn readers_on_other_clients(url: &str) {
+    let (_m, _) = setup(url);
+    let cfg = nectar_meta::meta::MetaConfig {
+        session_timeout: std::time::Duration::from_secs(2),
+        ..nectar_meta::meta::MetaConfig::default()
+    };
+    let client = || {
+        let c = Meta::connect_with(url, cfg.clone()).unwrap();
+        c.load().unwrap();
+        let deleted: Deleted = Default::default();
+        let d = deleted.clone();
+        c.set_slice_deleter(Arc::new(move |s| d.lock().unwrap().extend(s)));
+        c.new_session(&SessionInfo::default()).unwrap();
+        (c, deleted)
+    };
+    let (a, a_deleted) = client();
+    let (b, _) = client();
+    a.refresh_session().unwrap();
+    let f = create(&a, ROOT_INODE, "f");
+    let g = create(&a, ROOT_INODE, "g");
+    let (idf, idg) = (a.new_slice().unwrap().id(), a.new_slice().unwrap().id());
+    write(&a, f, 0, 0, idf, 1000);
+    write(&a, g, 0, 0, idg, 1000);
+    // B reads f, and its heartbeat publishes that; g it never opens.
+    b.open(&root(), f, libc::O_RDONLY).unwrap();
+    b.refresh_session().unwrap();
+    let usage = a.counter("usedSpace").unwrap();
+    a.unlink(&root(), ROOT_INODE, b"f").unwrap();
+    a.unlink(&root(), ROOT_INODE, b"g").unwrap();
+    assert_eq!(
+        a.counter("usedSpace").unwrap(),
+        usage - 2 * 4096,
+        "freed at once"
+    );
+    assert_eq!(errno(a.lookup(&root(), ROOT_INODE, b"f")), libc::ENOENT);
+    // Both are still readable by inode, as B's open handle reads them.
+    assert_eq!(b.get_attr(f).unwrap().nlink, 0);
+    assert_eq!(b.read_chunk(f, 0).unwrap().len(), 1);
+    assert_eq!(b.read_chunk(g, 0).unwrap().len(), 1);
+    assert_eq!(
+        a.cleanup_deleted_files().unwrap(),
+        0,
+        "within the grace period"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    for c in [&a, &b] {
+        c.refresh_session().unwrap();
+    }
+    // Past the grace period: g goes; f stays while B has it open.
+    assert_eq!(a.cleanup_deleted_files().unwrap(), 1);
+    assert_eq!(a_deleted.lock().unwrap().clone(), vec![(idg, 1000)]);
+    assert_eq!(errno(b.get_attr(g)), libc::ENOENT);
+    assert_eq!(b.read_chunk(f, 0).unwrap().len(), 1, "B still reads f");
+    b.close(f).unwrap();
+    b.refresh_session().unwrap();
+    assert_eq!(a.cleanup_deleted_files().unwrap(), 1);
+    assert_eq!(errno(b.get_attr(f)), libc::ENOENT);
+    assert!(a_deleted.lock().unwrap().contains(&(idf, 1000)));
+    // Alone on the volume, a client deletes at once.
+    b.close_session().unwrap();
+    a.refresh_session().unwrap();
+    let h = create(&a, ROOT_INODE, "h");
+    write(&a, h, 0, 0, a.new_slice().unwrap().id(), 10);
+    a.unlink(&root(), ROOT_INODE, b"h").unwrap();
+    assert_eq!(errno(a.get_attr(h)), libc::ENOENT);
+    a.close_session().unwrap();
 }

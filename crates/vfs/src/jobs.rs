@@ -7,6 +7,8 @@
 //!   again, so a `nectar config` (trash days, capacity) reaches running clients.
 //! - Trash: once an hour (with jitter), [`Meta::cleanup_trash_if_due`]: one client per
 //!   volume expires the trash and the delayed slices.
+//! - Removed files: every half grace period, [`Meta::cleanup_deleted_files_if_due`]:
+//!   one client per volume deletes the files kept for readers on other clients.
 //! - Metadata backup: see [`crate::backup`].
 //!
 //! Jobs that change the volume do not run on a read-only client.
@@ -67,6 +69,19 @@ impl Jobs {
                         Ok(_) => {}
                         Err(e) => tracing::warn!("cleaning the trash failed: {e}"),
                     }
+                },
+            );
+            // Files removed while other clients may read them (see
+            // `nectar_meta::readers`), deleted once their grace period passed.
+            let m = meta.clone();
+            every(
+                "nectar-deleted",
+                Duration::from_secs((meta.deletion_grace() as u64 / 2).max(1)),
+                stop.clone(),
+                move || match m.cleanup_deleted_files_if_due(nectar_meta::Time::now().sec) {
+                    Ok(Some(n)) if n > 0 => tracing::debug!("{n} removed files deleted"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("deleting removed files failed: {e}"),
                 },
             );
             start_backups(meta, store, rt, cfg.backup, stop.clone());
