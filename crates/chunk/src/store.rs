@@ -107,7 +107,7 @@ impl ChunkStore {
         let this = Arc::new(Self {
             inner: Arc::new(Inner {
                 store,
-                codec: Codec::new(cfg.compression),
+                codec: Codec::new(cfg.compression).with_encryption(cfg.encrypted),
                 cache: MemCache::new(cfg.mem_cache_size),
                 disk,
                 staged_tx,

@@ -34,6 +34,11 @@ pub struct ConfigArgs {
     /// give it to each mount as SECRET_KEY.
     #[arg(long)]
     secret_key: Option<String>,
+    /// Put back the RSA key of an encrypted volume whose key was left out of the dump
+    /// it was loaded from (a PEM file; checked against the volume's objects). The key
+    /// of a volume cannot change: its data is encrypted with it.
+    #[arg(long, value_name = "PEM")]
+    encrypt_rsa_key: Option<std::path::PathBuf>,
     /// Enable POSIX ACLs. Cannot be turned off again.
     #[arg(long)]
     enable_acl: bool,
@@ -68,11 +73,24 @@ pub fn config(a: ConfigArgs) -> Result<()> {
         fmt.secret_key = a.secret_key.clone();
     }
     fmt.enable_acl |= a.enable_acl;
+    if let Some(path) = &a.encrypt_rsa_key {
+        let pem = std::fs::read_to_string(path)
+            .with_context(|| format!("--encrypt-rsa-key {}: cannot read it", path.display()))?;
+        match old.other.get("EncryptKey").and_then(|k| k.as_str()) {
+            Some("removed") => {}
+            Some(k) if k == pem => {}
+            Some(_) => bail!("volume {} has another RSA key: the key of a volume cannot change, its data is encrypted with it", old.name),
+            None => bail!("volume {} is not encrypted: its data cannot be encrypted afterwards", old.name),
+        }
+        fmt.other.insert("EncryptKey".into(), pem.into());
+        crate::encryptor(&fmt)?;
+    }
     if fmt == old {
         println!("{}", serde_json::to_string_pretty(&old.redacted())?);
         return Ok(());
     }
     let storage_changed = fmt.storage != old.storage
+        || fmt.other.get("EncryptKey") != old.other.get("EncryptKey")
         || fmt.bucket != old.bucket
         || fmt.access_key != old.access_key
         || fmt.secret_key != old.secret_key;
@@ -131,7 +149,7 @@ pub fn destroy(a: DestroyArgs) -> Result<()> {
         );
     }
     let rt = crate::runtime()?;
-    let store = nectar_object::create_store(&crate::store_config(&fmt))?;
+    let store = nectar_object::create_store(&crate::store_config(&fmt)?)?;
     let (mut objects, mut bytes) = (0u64, 0u64);
     loop {
         // Deleting what was listed, the next listing starts from the beginning again.

@@ -50,6 +50,14 @@ pub struct LoadArgs {
     /// Transactions writing in parallel.
     #[arg(long, default_value_t = 10)]
     threads: usize,
+    /// The dump is encrypted with this RSA private key (a PEM; passphrase from
+    /// NECTAR_RSA_PASSPHRASE or JFS_RSA_PASSPHRASE): the metadata backup of an encrypted
+    /// volume, as JuiceFS writes it into the bucket.
+    #[arg(long, value_name = "PEM")]
+    encrypt_rsa_key: Option<PathBuf>,
+    /// Cipher of the encrypted dump: aes256gcm-rsa or chacha20-rsa.
+    #[arg(long, default_value = "aes256gcm-rsa")]
+    encrypt_algo: String,
 }
 
 /// Whether `file` names stdin/stdout.
@@ -191,6 +199,15 @@ pub fn load(a: LoadArgs) -> Result<()> {
         let path = a.file.clone().unwrap_or_default();
         let file = std::fs::File::open(&path)
             .with_context(|| format!("cannot open the dump {}", path.display()))?;
+        let file: Box<dyn Read> = match &a.encrypt_rsa_key {
+            None => Box::new(file),
+            Some(key) => Box::new(std::io::Cursor::new(decrypt_dump(
+                file,
+                &path,
+                key,
+                &a.encrypt_algo,
+            )?)),
+        };
         match compression_of(&path) {
             "gzip" => Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
                 file,
@@ -212,4 +229,22 @@ pub fn load(a: LoadArgs) -> Result<()> {
     bar.finish_and_clear();
     report("loaded", &summary, start);
     Ok(())
+}
+
+/// The plain bytes of an encrypted dump (an encrypted object is opened whole, as
+/// JuiceFS's `load --encrypt-rsa-key` opens it).
+fn decrypt_dump(mut file: std::fs::File, path: &Path, key: &Path, algo: &str) -> Result<Vec<u8>> {
+    let pem = std::fs::read_to_string(key)
+        .with_context(|| format!("--encrypt-rsa-key {}: cannot read it", key.display()))?;
+    let algo = nectar_object::EncryptAlgo::parse(algo)?;
+    let enc = nectar_object::Encryptor::from_pem(&pem, crate::rsa_passphrase().as_deref(), algo)?;
+    let mut stored = Vec::new();
+    file.read_to_end(&mut stored)
+        .with_context(|| format!("cannot read the dump {}", path.display()))?;
+    enc.decrypt(&stored).with_context(|| {
+        format!(
+            "the dump {} does not decrypt with --encrypt-rsa-key",
+            path.display()
+        )
+    })
 }

@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use nectar_meta::{Format, Meta};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 #[derive(Args)]
@@ -42,6 +43,14 @@ pub struct FormatArgs {
     /// Maximum number of inodes (0 = unlimited).
     #[arg(long, default_value_t = 0)]
     inodes: u64,
+    /// Encrypt every object with a fresh key wrapped by this RSA private key (a PEM
+    /// file; a passphrase, if any, from NECTAR_RSA_PASSPHRASE), as JuiceFS does. The key
+    /// is kept in the volume's settings; it cannot change later.
+    #[arg(long, value_name = "PEM")]
+    encrypt_rsa_key: Option<PathBuf>,
+    /// Cipher of the objects' keys: aes256gcm-rsa or chacha20-rsa.
+    #[arg(long, default_value = "aes256gcm-rsa")]
+    encrypt_algo: String,
     /// Enable POSIX ACLs (getfacl/setfacl). Cannot be turned off again.
     #[arg(long)]
     enable_acl: bool,
@@ -128,7 +137,21 @@ pub fn run(a: FormatArgs) -> Result<()> {
             .map(|f| f.other.clone())
             .unwrap_or_default(),
     };
+    let mut fmt = fmt;
+    if let Some(path) = &a.encrypt_rsa_key {
+        let pem = std::fs::read_to_string(path)
+            .with_context(|| format!("--encrypt-rsa-key {}: cannot read it", path.display()))?;
+        let algo = nectar_object::EncryptAlgo::parse(&a.encrypt_algo)?;
+        fmt.other.insert("EncryptKey".into(), pem.into());
+        fmt.other.insert("EncryptAlgo".into(), algo.name().into());
+        // Fails here, naming the problem, if the key does not open.
+        crate::encryptor(&fmt)?;
+    }
     if let Some(old) = &existing {
+        let key = |f: &Format| f.other.get("EncryptKey").cloned();
+        if key(old) != key(&fmt) {
+            bail!("--encrypt-rsa-key cannot change on an existing volume: its data is encrypted with the old key");
+        }
         if old.block_size != fmt.block_size
             || old.compression != fmt.compression
             || old.hash_prefix != fmt.hash_prefix
@@ -156,7 +179,7 @@ pub fn run(a: FormatArgs) -> Result<()> {
 /// Another volume's UUID is refused unless `take_over`.
 pub(crate) fn check_volume_storage(fmt: &Format, create: bool, take_over: bool) -> Result<()> {
     let rt = crate::runtime()?;
-    let cfg = crate::store_config(fmt);
+    let cfg = crate::store_config(fmt)?;
     rt.block_on(async {
         if create && fmt.storage == "s3" {
             nectar_object::create_bucket(&cfg)

@@ -1,6 +1,6 @@
 //! `nectar fsck`: checks a volume's tree (`nectar_meta::fsck`) and that every block of
 //! every slice of every file is in the object store, with the right size when blocks are
-//! stored as they are (no compression). Broken files are named by path.
+//! stored as they are (no compression, no encryption). Broken files are named by path.
 //!
 //! The whole volume is checked by a sorted join on disk (`nectar_meta::spill`) of the
 //! blocks the walk expects with the bucket's listing, so memory and requests do not grow
@@ -82,9 +82,11 @@ pub fn run(a: FsckArgs) -> Result<()> {
     let meta = Meta::connect(&crate::meta_url(&a.meta_url))?;
     let fmt = meta.load()?;
     let rt = crate::runtime()?;
-    let store = nectar_object::create_store(&crate::store_config(&fmt))?;
+    let store = nectar_object::create_store(&crate::store_config(&fmt)?)?;
     let block_size = fmt.block_size as u64 * 1024;
-    let sized = fmt.compression.as_deref().unwrap_or("none") == "none";
+    // Compressed or encrypted blocks are stored with another size than their length.
+    let sized =
+        fmt.compression.as_deref().unwrap_or("none") == "none" && crate::encryptor(&fmt)?.is_none();
     let key_of = |b: Expected| nectar_chunk::block_key(b.0, b.1, b.2, fmt.hash_prefix);
     let mut broken = Broken::default();
     let report = match &a.path {
@@ -231,7 +233,7 @@ pub fn run(a: FsckArgs) -> Result<()> {
 }
 
 /// What is wrong with block `key` of `len` bytes, if anything (its size is checked when
-/// `sized`: blocks stored uncompressed).
+/// `sized`: blocks stored as they are, neither compressed nor encrypted).
 async fn check_block(store: &dyn ObjectStore, key: &str, len: u32, sized: bool) -> Option<String> {
     match store.head(key).await {
         Ok(Some(n)) if sized && n != len as u64 => {

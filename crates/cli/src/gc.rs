@@ -112,7 +112,7 @@ pub fn run(a: GcArgs) -> Result<()> {
     let meta = Meta::connect(&crate::meta_url(&a.meta_url))?;
     let fmt = meta.load()?;
     let rt = crate::runtime()?;
-    let store = nectar_object::create_store(&crate::store_config(&fmt))?;
+    let store = nectar_object::create_store(&crate::store_config(&fmt)?)?;
     let talk = std::io::stderr().is_terminal();
 
     if a.delete {

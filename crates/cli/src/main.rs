@@ -23,6 +23,7 @@ mod summary;
 mod umount;
 mod warmup;
 
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -182,8 +183,8 @@ pub(crate) fn meta_url(url: &str) -> String {
 }
 
 /// The object store of a volume, with credentials from the environment when given.
-pub(crate) fn store_config(fmt: &nectar_meta::Format) -> nectar_object::StoreConfig {
-    nectar_object::StoreConfig {
+pub(crate) fn store_config(fmt: &nectar_meta::Format) -> Result<nectar_object::StoreConfig> {
+    Ok(nectar_object::StoreConfig {
         storage: fmt.storage.clone(),
         bucket: fmt.bucket.clone(),
         access_key: std::env::var("ACCESS_KEY")
@@ -193,5 +194,38 @@ pub(crate) fn store_config(fmt: &nectar_meta::Format) -> nectar_object::StoreCon
             .ok()
             .or_else(|| fmt.secret_key.clone()),
         prefix: format!("{}/", fmt.name),
+        encryption: encryptor(fmt)?,
+    })
+}
+
+/// The volume's object encryption, from its settings (`EncryptKey`, `EncryptAlgo`, as
+/// JuiceFS names them) and the key's passphrase from the environment.
+pub(crate) fn encryptor(
+    fmt: &nectar_meta::Format,
+) -> Result<Option<std::sync::Arc<nectar_object::Encryptor>>> {
+    let setting = |name: &str| fmt.other.get(name).and_then(|v| v.as_str()).unwrap_or("");
+    let pem = setting("EncryptKey");
+    if pem.is_empty() {
+        return Ok(None);
     }
+    if pem == "removed" {
+        anyhow::bail!(
+            "volume {} is encrypted but its RSA key was left out of the dump it was loaded from: \
+             put it back with `nectar config META-URL --encrypt-rsa-key KEY.pem`",
+            fmt.name
+        );
+    }
+    let algo = nectar_object::EncryptAlgo::parse(setting("EncryptAlgo"))?;
+    let passphrase = rsa_passphrase();
+    let enc = nectar_object::Encryptor::from_pem(pem, passphrase.as_deref(), algo)
+        .with_context(|| format!("volume {} is encrypted", fmt.name))?;
+    Ok(Some(std::sync::Arc::new(enc)))
+}
+
+/// The passphrase of the RSA key: `NECTAR_RSA_PASSPHRASE`, or JuiceFS's
+/// `JFS_RSA_PASSPHRASE` for volumes that came from it.
+pub(crate) fn rsa_passphrase() -> Option<String> {
+    ["NECTAR_RSA_PASSPHRASE", "JFS_RSA_PASSPHRASE"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|p| !p.is_empty()))
 }

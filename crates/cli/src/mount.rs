@@ -414,26 +414,29 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
     };
     let meta = Meta::connect_with(&url, meta_cfg)?;
     let fmt = meta.load()?;
-    if fmt
-        .other
-        .get("EncryptKey")
-        .and_then(|k| k.as_str())
-        .is_some_and(|k| !k.is_empty())
-    {
-        bail!(
-            "volume {} stores its data encrypted (EncryptKey, set by JuiceFS's --encrypt-rsa-key): Nectar cannot read encrypted volumes yet",
-            fmt.name
-        );
-    }
     let compression = Compression::from_str(fmt.compression.as_deref().unwrap_or("none"))
         .map_err(|e| anyhow::anyhow!("volume settings: {e}"))?;
-    let store = nectar_object::create_store(&crate::store_config(&fmt))?;
+    let store_cfg = crate::store_config(&fmt)?;
+    let encrypted = store_cfg.encryption.is_some();
+    let store = nectar_object::create_store(&store_cfg)?;
     rt.block_on(nectar_object::check_store(store.as_ref()))
         .context("the volume's object storage is not usable")?;
+    if encrypted {
+        // A probe written with the key reads back whatever the key; the volume's own
+        // objects only open with the right one.
+        match rt.block_on(store.get(crate::format::UUID_OBJECT, None)) {
+            Ok(_) | Err(nectar_object::Error::NotFound(_)) => {}
+            Err(e) => bail!(
+                "the RSA key of volume {} does not open its objects ({e}): is it the key the volume was formatted with?",
+                fmt.name
+            ),
+        }
+    }
     let (mem_cache_size, disk_cache) = cache_settings(a, &fmt.uuid)?;
     let chunk_cfg = ChunkConfig {
         block_size: fmt.block_size as usize * 1024,
         compression,
+        encrypted,
         hash_prefix: fmt.hash_prefix,
         max_uploads: a.max_uploads.max(1),
         max_downloads: a.max_downloads,

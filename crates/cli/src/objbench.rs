@@ -75,6 +75,7 @@ pub fn run(a: ObjbenchArgs) -> Result<()> {
         access_key: a.access_key.clone(),
         secret_key: a.secret_key.clone(),
         prefix: prefix.clone(),
+        encryption: None,
     })?;
     let rt = crate::runtime()?;
     println!("object storage: {}", store.describe());

@@ -401,3 +401,78 @@ fn the_trash_moves_with_the_volume_both_ways() {
     );
     assert!(std::fs::read(m.mp.join("tree/sub/f")).unwrap() == want);
 }
+
+/// A volume JuiceFS encrypted (`juicefs format --encrypt-rsa-key`, a key behind a
+/// passphrase in OpenSSL 3's PKCS#8 form, AES-256-GCM) is taken over with its key
+/// (`dump --keep-secret-key`): Nectar reads every file and writes new ones encrypted
+/// the same way, which JuiceFS reads after the way back.
+#[test]
+fn an_encrypted_juicefs_volume_is_taken_over_and_given_back() {
+    require_fuse!();
+    let Some(jfs) = juicefs() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let at = |p: &str| dir.path().join(p);
+    let url = |db: &str| format!("sqlite3://{}", at(db).display());
+    let bucket = format!("{}/", at("bucket").display());
+    let key = at("key.pem");
+    let out = Command::new("openssl")
+        .args(["genrsa", "-aes256", "-passout", "pass:jfs pass", "-out"])
+        .arg(&key)
+        .arg("2048")
+        .output()
+        .expect("openssl (scripts/install-deps.sh --test installs it)");
+    assert!(out.status.success(), "{out:?}");
+    // Both file systems' processes read the passphrase from the environment.
+    std::env::set_var("JFS_RSA_PASSPHRASE", "jfs pass");
+    run(Command::new(&jfs)
+        .args([
+            "format",
+            &url("juicefs.db"),
+            "jvol",
+            "--storage",
+            "file",
+            "--bucket",
+            &bucket,
+        ])
+        .arg("--encrypt-rsa-key")
+        .arg(&key)
+        .args(["--trash-days", "0", "--no-update"]));
+    let before = {
+        let m = JuiceMount::start(&jfs, &url("juicefs.db"), &at("jmnt"));
+        populate(&m.mp);
+        manifest(&m.mp)
+    };
+    run(Command::new(&jfs)
+        .args(["dump", "--keep-secret-key", &url("juicefs.db")])
+        .arg(at("jfs-dump.json")));
+    nectar_ok(&[
+        "load",
+        &url("nectar.db"),
+        at("jfs-dump.json").to_str().unwrap(),
+    ]);
+    let m = Mount::start(&url("nectar.db"), &at("nmnt"), &[]);
+    assert_eq!(
+        manifest(&m.mp),
+        before,
+        "the encrypted tree as Nectar reads it"
+    );
+    write_pattern(&m.path("written by nectar"), 9, 5 << 20);
+    let after = manifest(&m.mp);
+    m.unmount();
+
+    nectar_ok(&[
+        "dump",
+        "--keep-secret-key",
+        &url("nectar.db"),
+        at("nectar-dump.json").to_str().unwrap(),
+    ]);
+    run(Command::new(&jfs)
+        .args(["load", &url("juicefs-again.db")])
+        .arg(at("nectar-dump.json")));
+    let m = JuiceMount::start(&jfs, &url("juicefs-again.db"), &at("jmnt2"));
+    assert_eq!(
+        manifest(&m.mp),
+        after,
+        "what Nectar wrote, as JuiceFS decrypts it"
+    );
+}

@@ -391,9 +391,11 @@ impl Meta {
         progress: DumpProgress<'_>,
     ) -> Result<DumpSummary> {
         let mut fmt = self.load()?;
-        if !opts.keep_secret_key && fmt.secret_key.is_some() {
-            fmt.secret_key = Some("removed".into());
-        }
+        fmt = if opts.keep_secret_key {
+            fmt.with_secrets_sealed()
+        } else {
+            fmt.redacted()
+        };
         if fmt.storage == "file" {
             fmt.bucket = file_bucket(&fmt.bucket);
         }
@@ -1427,13 +1429,9 @@ fn check_setting(fmt: &mut Format) -> Result<()> {
             "the dump has no secret key of the object store (dumped without --keep-secret-key): give it to mounts with SECRET_KEY"
         );
     }
-    if fmt
-        .other
-        .get("EncryptKey")
-        .is_some_and(|k| k.as_str().is_some_and(|k| !k.is_empty()))
-    {
+    if fmt.other.get("EncryptKey").and_then(|k| k.as_str()) == Some("removed") {
         tracing::warn!(
-            "the volume's data is encrypted (EncryptKey): Nectar cannot read it until it supports JuiceFS's encryption"
+            "the dump has no RSA key of the volume's encrypted data (dumped without --keep-secret-key): put it back with `nectar config --encrypt-rsa-key` before mounting"
         );
     }
     Ok(())

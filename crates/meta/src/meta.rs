@@ -275,7 +275,7 @@ impl Meta {
                 }
                 fmt.uuid = old.uuid.clone();
             }
-            let json = serde_json::to_vec(&fmt)
+            let json = serde_json::to_vec(&fmt.with_secrets_sealed())
                 .map_err(|e| Error::Invalid(format!("cannot encode settings: {e}")))?;
             tx.set(keys::SETTING, &json)?;
             if tx.get(&keys::attr(ROOT_INODE))?.is_none() {
@@ -751,7 +751,10 @@ impl Meta {
 }
 
 fn parse_format(v: &[u8]) -> Result<Format> {
-    serde_json::from_slice(v).map_err(|e| Error::Corrupt(format!("volume settings: {e}")))
+    let fmt: Format =
+        serde_json::from_slice(v).map_err(|e| Error::Corrupt(format!("volume settings: {e}")))?;
+    fmt.with_secrets_opened()
+        .map_err(|e| Error::Corrupt(format!("volume settings: {e}")))
 }
 
 #[cfg(test)]

@@ -513,6 +513,14 @@ pub struct Format {
     pub other: serde_json::Map<String, serde_json::Value>,
 }
 
+/// JuiceFS's cipher of the secrets in the settings: AES-128-GCM keyed by MD5(UUID).
+fn secrets_cipher(uuid: &str) -> aes_gcm::Aes128Gcm {
+    use aes_gcm::KeyInit;
+    use md5::Digest;
+    let key = md5::Md5::digest(uuid.as_bytes());
+    aes_gcm::Aes128Gcm::new(&key)
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -521,11 +529,101 @@ fn is_zero(v: &u64) -> bool {
 }
 
 impl Format {
-    /// A copy safe to print: secrets replaced.
+    /// The settings with the secrets JuiceFS obfuscates (`KeyEncrypted`: the object
+    /// store's secret key and session token and the RSA key of encrypted data, each
+    /// AES-GCM-sealed with a key derived from the UUID and base64-encoded) opened, as
+    /// they are used in memory. An obfuscation, not a protection: anyone with the
+    /// settings has the UUID.
+    pub fn with_secrets_opened(mut self) -> Result<Format, String> {
+        if self.other.remove("KeyEncrypted").and_then(|v| v.as_bool()) != Some(true) {
+            return Ok(self);
+        }
+        let cipher = secrets_cipher(&self.uuid);
+        let open = |v: &str| -> Result<String, String> {
+            if v.is_empty() || v == "removed" {
+                return Ok(v.to_string());
+            }
+            use aes_gcm::aead::Aead;
+            use base64::Engine;
+            let b = base64::engine::general_purpose::STANDARD
+                .decode(v)
+                .map_err(|e| format!("an obfuscated secret is not base64 ({e})"))?;
+            if b.len() < 12 {
+                return Err("an obfuscated secret is too short".into());
+            }
+            let plain = cipher
+                .decrypt(aes_gcm::Nonce::from_slice(&b[..12]), &b[12..])
+                .map_err(|_| {
+                    "an obfuscated secret does not open with the volume's UUID".to_string()
+                })?;
+            String::from_utf8(plain).map_err(|_| "an obfuscated secret is not text".into())
+        };
+        if let Some(k) = &self.secret_key {
+            self.secret_key = Some(open(k)?);
+        }
+        for name in ["SessionToken", "EncryptKey"] {
+            if let Some(v) = self.other.get(name).and_then(|v| v.as_str()) {
+                let opened = open(v)?;
+                self.other.insert(name.into(), opened.into());
+            }
+        }
+        Ok(self)
+    }
+
+    /// The settings as they are stored and dumped: secrets obfuscated as JuiceFS does
+    /// (see [`Format::with_secrets_opened`]), so either system reads them.
+    pub fn with_secrets_sealed(&self) -> Format {
+        use aes_gcm::aead::{Aead, AeadCore};
+        use base64::Engine;
+        let mut f = self.clone();
+        let cipher = secrets_cipher(&f.uuid);
+        let mut sealed_any = false;
+        let mut seal = |v: &str| -> String {
+            if v.is_empty() || v == "removed" {
+                return v.to_string();
+            }
+            let nonce = aes_gcm::Aes128Gcm::generate_nonce(&mut aes_gcm::aead::OsRng);
+            let Ok(ct) = cipher.encrypt(&nonce, v.as_bytes()) else {
+                return v.to_string();
+            };
+            sealed_any = true;
+            let mut b = nonce.to_vec();
+            b.extend_from_slice(&ct);
+            base64::engine::general_purpose::STANDARD.encode(b)
+        };
+        if let Some(k) = &f.secret_key {
+            f.secret_key = Some(seal(k));
+        }
+        for name in ["SessionToken", "EncryptKey"] {
+            if let Some(v) = f
+                .other
+                .get(name)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+            {
+                let sealed = seal(&v);
+                f.other.insert(name.into(), sealed.into());
+            }
+        }
+        if sealed_any {
+            f.other.insert("KeyEncrypted".into(), true.into());
+        }
+        f
+    }
+
+    /// A copy safe to print or dump: secrets replaced by "removed" (the object store's
+    /// secret key and session token, the RSA key of encrypted data), as JuiceFS does.
     pub fn redacted(&self) -> Format {
         let mut f = self.clone();
         if f.secret_key.is_some() {
             f.secret_key = Some("removed".into());
+        }
+        for name in ["SessionToken", "EncryptKey"] {
+            if let Some(v) = f.other.get_mut(name) {
+                if v.as_str().is_some_and(|s| !s.is_empty()) {
+                    *v = "removed".into();
+                }
+            }
         }
         f
     }
@@ -719,6 +817,18 @@ mod tests {
             "JuiceFS's settings Nectar does not use are kept: {j}"
         );
         assert!(f.redacted().secret_key.as_deref() == Some("removed"));
+        // Secrets are stored obfuscated as JuiceFS stores them, and open again.
+        let mut g = f.clone();
+        g.other
+            .insert("EncryptKey".into(), "-----BEGIN PRIVATE KEY-----".into());
+        let sealed = g.with_secrets_sealed();
+        assert_eq!(sealed.other["KeyEncrypted"], true);
+        assert_ne!(sealed.secret_key, g.secret_key);
+        assert_ne!(sealed.other["EncryptKey"], g.other["EncryptKey"]);
+        assert_eq!(sealed.clone().with_secrets_opened().unwrap(), g);
+        let mut other_uuid = sealed;
+        other_uuid.uuid = "another".into();
+        assert!(other_uuid.with_secrets_opened().is_err());
         assert_eq!(serde_json::from_str::<Format>(&j).unwrap(), f);
     }
 }

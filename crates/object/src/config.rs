@@ -5,17 +5,21 @@
 //! JuiceFS's `--storage`/`--bucket`/`--access-key`/`--secret-key` do. [`create_store`]
 //! checks all of it up front and fails with [`Error::Config`] saying what is accepted,
 //! builds the backend, and wraps it in a [`PrefixStore`] so the rest of Nectar only ever
-//! sees keys relative to the volume. It does no I/O beyond creating a local directory:
+//! sees keys relative to the volume, and in an [`EncryptedStore`] when the volume is
+//! encrypted. It does no I/O beyond creating a local directory:
 //! reachability and credentials are verified by [`crate::check_store`].
 
 use crate::s3::{create_s3_bucket, keys, s3_store, S3Location};
-use crate::{Error, MemStore, Metered, ObjectStore, OpendalStore, PrefixStore, Result};
+use crate::{
+    EncryptedStore, Encryptor, Error, MemStore, Metered, ObjectStore, OpendalStore, PrefixStore,
+    Result,
+};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 /// The storage settings of a volume.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct StoreConfig {
     /// `file`, `s3` or `memory`.
     pub storage: String,
@@ -29,6 +33,8 @@ pub struct StoreConfig {
     pub secret_key: Option<String>,
     /// Where the volume's objects live inside the bucket, e.g. `myvol/`; may be empty.
     pub prefix: String,
+    /// Encrypts every object, as JuiceFS's `--encrypt-rsa-key` does (see `encrypt.rs`).
+    pub encryption: Option<Arc<Encryptor>>,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -43,6 +49,7 @@ impl std::fmt::Debug for StoreConfig {
                 &self.secret_key.as_ref().map(|_| "<redacted>"),
             )
             .field("prefix", &self.prefix)
+            .field("encryption", &self.encryption)
             .finish()
     }
 }
@@ -75,11 +82,14 @@ pub fn create_store(cfg: &StoreConfig) -> Result<Arc<dyn ObjectStore>> {
             )))
         }
     };
-    let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+    let mut store: Arc<dyn ObjectStore> = if prefix.is_empty() {
         base
     } else {
         Arc::new(PrefixStore::new(base, prefix))
     };
+    if let Some(enc) = &cfg.encryption {
+        store = Arc::new(EncryptedStore::new(store, enc.clone()));
+    }
     Ok(Arc::new(Metered::new(store)))
 }
 

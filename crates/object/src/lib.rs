@@ -6,8 +6,8 @@
 //! OpenDAL-backed stores for local directories (whose puts and gets use plain file calls
 //! and sync in batches, see `local`) and S3-compatible services, an in-process
 //! memory store, a prefix wrapper that places a volume under `<volume-name>/`, a
-//! wrapper that records every request in the metrics, and a fault-injecting wrapper
-//! for tests. Keeping the trait this small is what lets later
+//! wrapper that records every request in the metrics, a wrapper that encrypts objects
+//! as JuiceFS does (`encrypt`), and a fault-injecting wrapper for tests. Keeping the trait this small is what lets later
 //! backends (HDFS, WebDAV, ...) and wrappers (encryption, sharding) slot in without
 //! touching the data path.
 //!
@@ -20,6 +20,7 @@
 
 mod check;
 mod config;
+mod encrypt;
 mod error;
 mod fault;
 mod local;
@@ -31,6 +32,7 @@ mod s3;
 
 pub use check::check_store;
 pub use config::{create_bucket, create_store, StoreConfig};
+pub use encrypt::{EncryptAlgo, EncryptedStore, Encryptor};
 pub use error::{Error, Result};
 pub use fault::FaultStore;
 pub use local::DirectWrites;

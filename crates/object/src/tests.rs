@@ -622,6 +622,7 @@ async fn unreachable_s3_says_is_the_server_running() {
         access_key: Some("k".into()),
         secret_key: Some("s".into()),
         prefix: "vol/".into(),
+        encryption: None,
     })
     .unwrap();
     assert_eq!(store.describe(), "s3://127.0.0.1:1/nectar-test/vol/");
@@ -690,6 +691,7 @@ async fn s3_server_errors_are_retried_only_when_temporary() {
             access_key: Some("k".into()),
             secret_key: Some("s".into()),
             prefix: String::new(),
+            encryption: None,
         })
         .unwrap()
     };
@@ -736,6 +738,7 @@ async fn s3_store_conformance() {
         access_key: ak.clone(),
         secret_key: sk.clone(),
         prefix: run.clone(),
+        encryption: None,
     };
     // The bucket exists (or is made now).
     create_bucket(&c).await.unwrap();
