@@ -36,6 +36,9 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// Concurrent DELETEs of one `remove` (JuiceFS's `--max-deletes` default).
 const MAX_DELETES: usize = 10;
+/// Objects in one bulk delete ([`ChunkStore::remove_slices`]); S3 takes 1,000 per
+/// DeleteObjects request.
+const BULK_DELETE: usize = 1000;
 
 /// A whole-block fetch that several readers can wait on.
 type Fetch = Shared<BoxFuture<'static, Result<Bytes>>>;
@@ -264,6 +267,34 @@ impl ChunkStore {
     /// cache. All blocks are tried; the first error is returned.
     pub async fn remove(&self, id: u64, size: u32) -> Result<()> {
         self.delete_all(self.block_keys(id, size)).await
+    }
+
+    /// Deletes the blocks of many slices (and their cached copies), in bulk deletes of
+    /// up to [`BULK_DELETE`] objects, each retried on temporary errors: what a removal
+    /// of many files frees. All are tried; the first error is returned.
+    pub async fn remove_slices(&self, slices: &[(u64, u32)]) -> Result<()> {
+        let keys: Vec<String> = slices
+            .iter()
+            .flat_map(|&(id, size)| self.block_keys(id, size))
+            .collect();
+        let mut first = None;
+        for batch in keys.chunks(BULK_DELETE) {
+            for k in batch {
+                self.inner.cache.remove(k);
+                if let Some(disk) = &self.inner.disk {
+                    disk.remove_background(k);
+                }
+            }
+            let inner = &self.inner;
+            let done = retry("delete", &batch[0], inner.cfg.io_retries, None, || {
+                inner.store.delete_many(batch)
+            })
+            .await;
+            if let Err(e) = done {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 
     /// Deletes objects (and their cached blocks), [`MAX_DELETES`] at a time; all are

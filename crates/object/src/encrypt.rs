@@ -346,6 +346,10 @@ impl ObjectStore for EncryptedStore {
         self.inner.delete(key).await
     }
 
+    async fn delete_many(&self, keys: &[String]) -> Result<()> {
+        self.inner.delete_many(keys).await
+    }
+
     async fn sync(&self) -> Result<()> {
         self.inner.sync().await
     }

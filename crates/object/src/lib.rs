@@ -72,6 +72,13 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn head(&self, key: &str) -> Result<Option<u64>>;
     /// Deletes an object; deleting a missing object succeeds.
     async fn delete(&self, key: &str) -> Result<()>;
+    /// Deletes several objects (missing ones are fine); all are tried, the first error
+    /// is returned. A store that can delete in bulk overrides it (a local directory
+    /// removes them all in one blocking task); the default deletes them one by one, a
+    /// few at once.
+    async fn delete_many(&self, keys: &[String]) -> Result<()> {
+        delete_each(self, keys).await
+    }
     /// Makes every object whose put completed before this call durable. A store whose
     /// puts are durable when they return (S3 and its kin) has nothing to do; a local
     /// directory keeps new objects in the page cache until this syncs them. The data
@@ -88,3 +95,18 @@ pub trait ObjectStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<ObjectInfo>>;
 }
+
+/// Deletes `keys` one request each, [`DELETES_AT_ONCE`] at a time: what
+/// [`ObjectStore::delete_many`] does unless a store has a bulk delete.
+pub async fn delete_each<S: ObjectStore + ?Sized>(store: &S, keys: &[String]) -> Result<()> {
+    use futures::StreamExt;
+    let results: Vec<Result<()>> = futures::stream::iter(keys.iter().cloned())
+        .map(|k| async move { store.delete(&k).await })
+        .buffer_unordered(DELETES_AT_ONCE)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Single deletes in flight at once in [`delete_each`].
+pub const DELETES_AT_ONCE: usize = 16;

@@ -93,6 +93,26 @@ impl LocalFiles {
         blocking(move || read_range(&path, range)).await
     }
 
+    /// Deletes objects `keys` (already validated) in one blocking task; missing ones
+    /// are fine. The first error is returned after all were tried.
+    pub(crate) async fn delete_many(&self, keys: Vec<String>) -> io::Result<()> {
+        let root = self.root.clone();
+        blocking(move || {
+            let mut first = None;
+            for k in keys {
+                match std::fs::remove_file(root.join(&k)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        first.get_or_insert(io::Error::new(e.kind(), format!("{k}: {e}")));
+                    }
+                }
+            }
+            first.map_or(Ok(()), Err)
+        })
+        .await
+    }
+
     /// The entries of directory `dir` (a key prefix ending in `/`, or empty for the
     /// root), read in one blocking task: `(path, is_dir, size)`, a directory's path
     /// ending in `/`. OpenDAL stats each entry in a task of its own; a listing of a

@@ -75,6 +75,11 @@ impl ObjectStore for Metered {
         record("DELETE", self.inner.delete(key), |_| 0).await
     }
 
+    /// One request as the store sees it (a bulk delete), recorded as one.
+    async fn delete_many(&self, keys: &[String]) -> Result<()> {
+        record("DELETE", self.inner.delete_many(keys), |_| 0).await
+    }
+
     /// Not a request: a store durable on put answers at once, which would only
     /// dilute the latencies of the others.
     async fn sync(&self) -> Result<()> {

@@ -733,6 +733,19 @@ impl ObjectStore for OpendalStore {
         }
     }
 
+    async fn delete_many(&self, keys: &[String]) -> Result<()> {
+        let Some(local) = &self.local else {
+            return crate::delete_each(self, keys).await;
+        };
+        for k in keys {
+            validate_key(k)?;
+        }
+        local
+            .delete_many(keys.to_vec())
+            .await
+            .map_err(|e| self.map_io_err("delete", &format!("({} objects)", keys.len()), e))
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         validate_key(key)?;
         match attempt(self.op.delete(key)).await {

@@ -72,6 +72,11 @@ impl ObjectStore for PrefixStore {
         self.inner.delete(&self.full(key)).await
     }
 
+    async fn delete_many(&self, keys: &[String]) -> Result<()> {
+        let full: Vec<String> = keys.iter().map(|k| self.full(k)).collect();
+        self.inner.delete_many(&full).await
+    }
+
     async fn list(
         &self,
         prefix: &str,

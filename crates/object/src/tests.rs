@@ -353,6 +353,33 @@ async fn fault_store_passes_conformance() {
 // ---- OpendalStore: file and memory ----------------------------------------------
 
 #[tokio::test]
+async fn bulk_deletes_remove_what_exists_and_pass_over_what_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = create_store(&cfg("file", dir.path().to_str().unwrap(), "vol/")).unwrap();
+    let mem: Arc<dyn ObjectStore> = Arc::new(MemStore::new());
+    for store in [file, mem] {
+        for i in 0..5 {
+            store
+                .put(&format!("chunks/0/0/{i}_0_3"), data(3, 0))
+                .await
+                .unwrap();
+        }
+        let doomed: Vec<String> = [0, 2, 4, 9]
+            .iter()
+            .map(|i| format!("chunks/0/0/{i}_0_3"))
+            .collect();
+        store.delete_many(&doomed).await.unwrap();
+        let left = list_all(store.as_ref(), "chunks/", 100).await;
+        assert_eq!(
+            keys(&left),
+            ["chunks/0/0/1_0_3", "chunks/0/0/3_0_3"],
+            "{}",
+            store.describe()
+        );
+    }
+}
+
+#[tokio::test]
 async fn file_store_conformance() {
     let dir = tempfile::tempdir().unwrap();
     // The directory does not exist yet: it is created, like JuiceFS does.

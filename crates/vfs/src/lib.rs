@@ -241,10 +241,11 @@ impl Vfs {
             let store = deleter_store.clone();
             deleter_rt.spawn(async move {
                 tokio::time::sleep(delay).await;
-                for (id, size) in slices {
-                    if let Err(e) = store.remove(id, size).await {
-                        tracing::warn!("cannot delete slice {id}: {e}; `nectar gc` will find it");
-                    }
+                if let Err(e) = store.remove_slices(&slices).await {
+                    tracing::warn!(
+                        "cannot delete the blocks of {} slices: {e}; `nectar gc` will find them",
+                        slices.len()
+                    );
                 }
             });
         }));
