@@ -1,8 +1,8 @@
 //! `nectar dump` and `nectar load`: a volume's metadata as JuiceFS's JSON dump.
 //!
 //! The format and the streaming are `nectar_meta::dump`'s; this adds the files: a
-//! name ending in `.gz` is gzip, `.zst` zstd, anything else plain JSON, and no name (or
-//! `-`) is stdout or stdin. A dump goes to a temporary name beside the file and is
+//! name ending in `.gz` is gzip, `.zst` or `.zstd` (JuiceFS's name) zstd, anything
+//! else plain JSON, and no name (or `-`) is stdout or stdin. A dump goes to a temporary name beside the file and is
 //! renamed when complete, so a failed dump never leaves a file that looks whole.
 
 use anyhow::{Context, Result};
@@ -17,7 +17,7 @@ use std::time::Instant;
 pub struct DumpArgs {
     /// Metadata engine URL of the volume.
     meta_url: String,
-    /// Where to write the dump: `.gz` is compressed with gzip, `.zst` with zstd;
+    /// Where to write the dump: `.gz` is compressed with gzip, `.zst`/`.zstd` with zstd;
     /// stdout when absent or `-`.
     file: Option<PathBuf>,
     /// Dump only this directory of the volume (a path from its root); the dump loads as
@@ -44,7 +44,7 @@ pub struct DumpArgs {
 pub struct LoadArgs {
     /// Metadata engine URL of an empty database to load the volume into.
     meta_url: String,
-    /// The dump to load (`.gz` gzip, `.zst` zstd, else plain JSON); stdin when absent
+    /// The dump to load (`.gz` gzip, `.zst`/`.zstd` zstd, else plain JSON); stdin when absent
     /// or `-`.
     file: Option<PathBuf>,
     /// Transactions writing in parallel.
@@ -68,7 +68,8 @@ fn is_std(file: &Option<PathBuf>) -> bool {
 fn compression_of(path: &Path) -> &'static str {
     match path.extension().and_then(|e| e.to_str()) {
         Some("gz") => "gzip",
-        Some("zst") => "zstd",
+        // `.zstd` is what JuiceFS names its zstd dumps.
+        Some("zst" | "zstd") => "zstd",
         _ => "none",
     }
 }
@@ -247,4 +248,18 @@ fn decrypt_dump(mut file: std::fs::File, path: &Path, key: &Path, algo: &str) ->
             path.display()
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_suffix_names_the_compression() {
+        let of = |p: &str| compression_of(Path::new(p));
+        assert_eq!(of("d.json.gz"), "gzip");
+        assert_eq!(of("d.json.zst"), "zstd");
+        assert_eq!(of("dump-2026.json.zstd"), "zstd", "JuiceFS's name");
+        assert_eq!(of("d.json"), "none");
+    }
 }
