@@ -281,9 +281,9 @@ impl ChunkStore {
         for batch in keys.chunks(BULK_DELETE) {
             for k in batch {
                 self.inner.cache.remove(k);
-                if let Some(disk) = &self.inner.disk {
-                    disk.remove_background(k);
-                }
+            }
+            if let Some(disk) = &self.inner.disk {
+                disk.remove_many_background(batch);
             }
             let inner = &self.inner;
             let done = retry("delete", &batch[0], inner.cfg.io_retries, None, || {
