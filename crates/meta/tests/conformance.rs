@@ -1808,45 +1808,13 @@ fn directory_quotas(url: &str) {
     // stop exactly at the limit, and give back what they did not spend.
     let q = mkdir(&m, ROOT_INODE, "q");
     m.set_quota(q, Some(1 << 30), Some(40), 2).unwrap();
-    let info = SessionInfo::default();
-    let a = Meta::connect(url).unwrap();
-    let b = Meta::connect(url).unwrap();
-    for c in [&a, &b] {
-        c.load().unwrap();
-        c.new_session(&info).unwrap();
-    }
-    let made = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for (t, c) in [&a, &b, &a, &b].into_iter().enumerate() {
-            let made = &made;
-            s.spawn(move || {
-                for i in 0..30 {
-                    let name = format!("c{t}-{i}");
-                    match c.mknod(
-                        &root(),
-                        q,
-                        name.as_bytes(),
-                        FileType::File,
-                        0o644,
-                        0,
-                        0,
-                        b"",
-                    ) {
-                        Ok(_) => {
-                            made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        Err(e) => assert_eq!(e.errno(), libc::EDQUOT),
-                    }
-                }
-            });
-        }
-    });
-    let made = made.into_inner();
+    let clients = session_clients(url, 2);
+    let made = create_until_refused(&clients, q, "c", 30, libc::EDQUOT);
     assert!(
         (36..=40).contains(&made),
         "{made} files made under a quota of 40 inodes"
     );
-    for c in [&a, &b] {
+    for c in &clients {
         c.close_session().unwrap();
     }
     let after = m.get_quota(q).unwrap().unwrap();
@@ -1862,41 +1830,8 @@ fn directory_quotas(url: &str) {
     let before = m.counter("totalInodes").unwrap();
     fmt.inodes = before as u64 + 30;
     m.format(fmt, true).unwrap();
-    let made = std::sync::atomic::AtomicUsize::new(0);
-    let clients: Vec<_> = (0..2)
-        .map(|_| {
-            let c = Meta::connect(url).unwrap();
-            c.load().unwrap();
-            c.new_session(&info).unwrap();
-            c
-        })
-        .collect();
-    std::thread::scope(|s| {
-        for t in 0..4 {
-            let (c, made) = (&clients[t % 2], &made);
-            s.spawn(move || {
-                for i in 0..20 {
-                    let name = format!("v{t}-{i}");
-                    match c.mknod(
-                        &root(),
-                        ROOT_INODE,
-                        name.as_bytes(),
-                        FileType::File,
-                        0o644,
-                        0,
-                        0,
-                        b"",
-                    ) {
-                        Ok(_) => {
-                            made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        Err(e) => assert_eq!(e.errno(), libc::ENOSPC),
-                    }
-                }
-            });
-        }
-    });
-    let made = made.into_inner();
+    let clients = session_clients(url, 2);
+    let made = create_until_refused(&clients, ROOT_INODE, "v", 20, libc::ENOSPC);
     assert!(
         (26..=30).contains(&made),
         "{made} inodes made under a limit of 30 more"
@@ -1911,6 +1846,48 @@ fn directory_quotas(url: &str) {
         (0, 0),
         "grants given back"
     );
+}
+
+/// `n` clients of `url`, each with a session.
+fn session_clients(url: &str, n: usize) -> Vec<Arc<Meta>> {
+    (0..n)
+        .map(|_| {
+            let c = Meta::connect(url).unwrap();
+            c.load().unwrap();
+            c.new_session(&SessionInfo::default()).unwrap();
+            c
+        })
+        .collect()
+}
+
+/// Four threads, two per client in turn, each creating `per_thread` files in `dir`
+/// (named `<tag><thread>-<i>`) where a refusal must be `refused`; how many were made.
+fn create_until_refused(
+    clients: &[Arc<Meta>],
+    dir: Ino,
+    tag: &str,
+    per_thread: usize,
+    refused: i32,
+) -> usize {
+    let made = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (c, made) = (&clients[t % clients.len()], &made);
+            s.spawn(move || {
+                for i in 0..per_thread {
+                    let name = format!("{tag}{t}-{i}");
+                    let mode = FileType::File;
+                    match c.mknod(&root(), dir, name.as_bytes(), mode, 0o644, 0, 0, b"") {
+                        Ok(_) => {
+                            made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(e) => assert_eq!(e.errno(), refused),
+                    }
+                }
+            });
+        }
+    });
+    made.into_inner()
 }
 
 /// A file removed while another client may read it keeps its data until that client
