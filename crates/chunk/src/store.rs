@@ -24,7 +24,7 @@ use crate::writer::SliceWriter;
 use crate::{block_key, parse_block_key, ChunkConfig, Codec, Error, Result};
 use bytes::{Bytes, BytesMut};
 use futures::future::{BoxFuture, Shared};
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use nectar_object::ObjectStore;
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -34,8 +34,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-/// Concurrent DELETEs of one `remove` (JuiceFS's `--max-deletes` default).
-const MAX_DELETES: usize = 10;
 /// Objects in one bulk delete ([`ChunkStore::remove_slices`]); S3 takes 1,000 per
 /// DeleteObjects request.
 const BULK_DELETE: usize = 1000;
@@ -269,23 +267,29 @@ impl ChunkStore {
         self.delete_all(self.block_keys(id, size)).await
     }
 
-    /// Deletes the blocks of many slices (and their cached copies), in bulk deletes of
-    /// up to [`BULK_DELETE`] objects, each retried on temporary errors: what a removal
-    /// of many files frees. All are tried; the first error is returned.
+    /// [`ChunkStore::remove`] of many slices at once: what a removal of many files
+    /// frees, in bulk deletes.
     pub async fn remove_slices(&self, slices: &[(u64, u32)]) -> Result<()> {
-        let keys: Vec<String> = slices
+        let keys = slices
             .iter()
             .flat_map(|&(id, size)| self.block_keys(id, size))
             .collect();
+        self.delete_all(keys).await
+    }
+
+    /// Deletes objects and their cached copies, in bulk deletes of up to
+    /// [`BULK_DELETE`] objects (`ObjectStore::delete_many`), each retried on temporary
+    /// errors. All are tried; the first error is returned.
+    async fn delete_all(&self, keys: Vec<String>) -> Result<()> {
+        let inner = &self.inner;
         let mut first = None;
         for batch in keys.chunks(BULK_DELETE) {
             for k in batch {
-                self.inner.cache.remove(k);
+                inner.cache.remove(k);
             }
-            if let Some(disk) = &self.inner.disk {
+            if let Some(disk) = &inner.disk {
                 disk.remove_many_background(batch);
             }
-            let inner = &self.inner;
             let done = retry("delete", &batch[0], inner.cfg.io_retries, None, || {
                 inner.store.delete_many(batch)
             })
@@ -295,17 +299,6 @@ impl ChunkStore {
             }
         }
         first.map_or(Ok(()), Err)
-    }
-
-    /// Deletes objects (and their cached blocks), [`MAX_DELETES`] at a time; all are
-    /// tried, the first error is returned.
-    async fn delete_all(&self, keys: Vec<String>) -> Result<()> {
-        let results: Vec<Result<()>> = futures::stream::iter(keys)
-            .map(|k| async move { self.inner.delete(&k, None).await })
-            .buffer_unordered(MAX_DELETES)
-            .collect()
-            .await;
-        results.into_iter().collect()
     }
 
     /// Deletes every block of the slices with ids in `ranges` (each `[start, end)`),

@@ -108,5 +108,6 @@ pub async fn delete_each<S: ObjectStore + ?Sized>(store: &S, keys: &[String]) ->
     results.into_iter().collect()
 }
 
-/// Single deletes in flight at once in [`delete_each`].
-pub const DELETES_AT_ONCE: usize = 16;
+/// Single deletes in flight at once in [`delete_each`] (JuiceFS's `--max-deletes`
+/// default).
+pub const DELETES_AT_ONCE: usize = 10;
