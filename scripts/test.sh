@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (`.ci/run` calls exactly this). Run as root on
-# Debian: it installs what is missing, checks formatting and lints, starts a local
-# S3 server (SeaweedFS) and the metadata servers (Redis, PostgreSQL, MariaDB, etcd) on
-# 127.0.0.1, runs every Rust test (unit, metadata conformance on every engine,
-# data path, VFS, and real FUSE mounts), runs pjdfstest and fsx on mounts, and stops what it
-# started even when a step fails.
+# Debian: it installs what is missing, checks formatting and lints, starts a local S3
+# server (SeaweedFS), a Kerberized HDFS and the metadata servers (Redis, PostgreSQL,
+# MariaDB, etcd) on 127.0.0.1, runs every Rust test (unit, metadata conformance on every
+# engine, data path, VFS, and real FUSE mounts), runs pjdfstest and fsx on mounts, and
+# stops what it started even when a step fails.
 #
 # Nothing here depends on what the machine happens to have or to run: each server takes
 # its usual port if it is free and the next free one otherwise; messages are in the C
@@ -25,6 +25,7 @@ source scripts/lib/ports.sh
 stop_all() {
     local dir=$1
     scripts/stop-seaweedfs.sh "$dir/seaweed" >/dev/null 2>&1 || true
+    scripts/stop-hdfs.sh "$dir/hdfs" >/dev/null 2>&1 || true
     for s in redis postgres mariadb etcd; do
         scripts/stop-$s.sh "$dir/$s" >/dev/null 2>&1 || true
     done
@@ -58,6 +59,7 @@ mkdir -p "$WORK/tmp"
 chmod 1777 "$WORK/tmp"
 export TMPDIR=$WORK/tmp
 export NECTAR_WEED_PKG=$ROOT/.cache/weed-pkg
+export NECTAR_HADOOP_PKG=$ROOT/.cache/hadoop
 cleanup() {
     # Best effort: nothing here may change the suite's exit status.
     set +e
@@ -77,6 +79,12 @@ start() {
 
 echo "== S3 server" >&2
 start scripts/start-seaweedfs.sh "$WORK/seaweed" "$(free_port 8333 1 2 3 4 10000 10001 10002 10003 10004)"
+
+echo "== Kerberized HDFS (KDC, two NameNodes, a DataNode)" >&2
+# Tickets of the tenant's principal live 90 s, less than the HDFS tests run: the mounts
+# must renew them from the keytab.
+NECTAR_HDFS_TICKET_LIFETIME=${NECTAR_HDFS_TICKET_LIFETIME:-90s} \
+    start scripts/start-hdfs.sh "$WORK/hdfs" "$(free_port 18200 1 2 3 4)"
 
 echo "== metadata servers" >&2
 start scripts/start-redis.sh "$WORK/redis" standalone "$(free_port 6379)"

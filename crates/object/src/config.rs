@@ -11,8 +11,8 @@
 
 use crate::s3::{create_s3_bucket, keys, s3_store, S3Location};
 use crate::{
-    EncryptedStore, Encryptor, Error, MemStore, Metered, ObjectStore, OpendalStore, PrefixStore,
-    Result,
+    EncryptedStore, Encryptor, Error, HdfsStore, MemStore, Metered, ObjectStore, OpendalStore,
+    PrefixStore, Result,
 };
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -21,12 +21,15 @@ use std::sync::{Arc, OnceLock};
 /// The storage settings of a volume.
 #[derive(Clone, Default)]
 pub struct StoreConfig {
-    /// `file`, `s3` or `memory`.
+    /// `file`, `s3`, `hdfs` or `memory`.
     pub storage: String,
     /// `file`: a local directory (created if missing; `~` is not expanded; a trailing
     /// slash is optional; a `file://` prefix is accepted). `s3`:
     /// `http(s)://host[:port]/bucket` (path-style) or
-    /// `https://bucket.s3.region.amazonaws.com`. `memory`: any name; stores of the same
+    /// `https://bucket.s3.region.amazonaws.com`. `hdfs`: `hdfs://NAMESERVICE/path`,
+    /// `hdfs://namenode:port/path` or `hdfs://nn1:port,nn2:port/path` (Kerberos
+    /// credentials from `KRB5PRINCIPAL`/`KRB5KEYTAB`/`KRB5KEYTAB_BASE64`, the access key
+    /// as the HDFS user otherwise). `memory`: any name; stores of the same
     /// name in one process share their objects.
     pub bucket: String,
     pub access_key: Option<String>,
@@ -54,8 +57,9 @@ impl std::fmt::Debug for StoreConfig {
     }
 }
 
-const STORAGE_TYPES: &str = "file (a local directory), s3 (an S3-compatible bucket URL) or \
-     memory (process-local, for tests)";
+const STORAGE_TYPES: &str = "file (a local directory), s3 (an S3-compatible bucket URL), \
+     hdfs (hdfs://NAMESERVICE/path or hdfs://namenode:port/path) or memory (process-local, \
+     for tests)";
 
 /// Builds the store of a volume: the backend for `storage`/`bucket`, under `prefix`.
 pub fn create_store(cfg: &StoreConfig) -> Result<Arc<dyn ObjectStore>> {
@@ -70,6 +74,7 @@ pub fn create_store(cfg: &StoreConfig) -> Result<Arc<dyn ObjectStore>> {
             let keys = keys(cfg.access_key.as_deref(), cfg.secret_key.as_deref())?;
             Arc::new(s3_store(&loc, keys)?)
         }
+        "hdfs" => Arc::new(HdfsStore::from_env(&cfg.bucket, cfg.access_key.as_deref())?),
         "memory" => memory_store(&cfg.bucket),
         "" => {
             return Err(Error::Config(format!(
@@ -103,7 +108,7 @@ pub async fn create_bucket(cfg: &StoreConfig) -> Result<bool> {
             let keys = keys(cfg.access_key.as_deref(), cfg.secret_key.as_deref())?;
             create_s3_bucket(&loc, keys).await
         }
-        "file" | "memory" => Ok(false),
+        "file" | "hdfs" | "memory" => Ok(false),
         other => Err(Error::Config(format!(
             "unknown storage type {other:?}; accepted: {STORAGE_TYPES}"
         ))),

@@ -4,7 +4,8 @@
 //! defines the narrow [`ObjectStore`] trait that the rest of Nectar uses (put a whole
 //! object, get it or a byte range of it, head, delete, list) and its implementations:
 //! OpenDAL-backed stores for local directories (whose puts and gets use plain file calls
-//! and sync in batches, see `local`) and S3-compatible services, an in-process
+//! and sync in batches, see `local`) and S3-compatible services, HDFS through
+//! `hdfs-native` with Kerberos keytabs and nameservices (`hdfs`), an in-process
 //! memory store, a prefix wrapper that places a volume under `<volume-name>/`, a
 //! wrapper that records every request in the metrics, a wrapper that encrypts objects
 //! as JuiceFS does (`encrypt`), and a fault-injecting wrapper for tests. Keeping the trait this small is what lets later
@@ -23,18 +24,21 @@ mod config;
 mod encrypt;
 mod error;
 mod fault;
+mod hdfs;
 mod local;
 mod mem;
 mod metered;
 mod opendal;
 mod prefix;
 mod s3;
+mod walk;
 
 pub use check::check_store;
 pub use config::{create_bucket, create_store, StoreConfig};
 pub use encrypt::{EncryptAlgo, EncryptedStore, Encryptor};
 pub use error::{Error, Result};
 pub use fault::FaultStore;
+pub use hdfs::HdfsStore;
 pub use local::DirectWrites;
 pub use mem::MemStore;
 pub use metered::Metered;

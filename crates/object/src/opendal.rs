@@ -15,6 +15,7 @@
 //! paged listing of a large volume proportional to the page, not to the volume.
 
 use crate::local::{LocalFiles, FS_TMP_DIR};
+use crate::walk::list_by_walking;
 use crate::{Error, ObjectInfo, ObjectStore, Result};
 use ::opendal::layers::{RetryEvent, RetryLayer, TimeoutLayer};
 use ::opendal::{EntryMode, ErrorKind, Operator};
@@ -312,60 +313,17 @@ impl OpendalStore {
         Ok(out)
     }
 
-    /// Lists by walking directories depth-first. Sorting each directory's entries by
-    /// path, with a directory's path ending in `/`, visits keys in exactly the byte
-    /// order of the full keys (`d/a.b` < `d/a/b` because `.` < `/`).
+    /// Lists by walking directories depth-first (see [`crate::walk`]).
     async fn list_walk(
         &self,
         prefix: &str,
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<ObjectInfo>> {
-        enum Item {
-            Dir(String),
-            File(String, u64),
-        }
-        let start_dir = match prefix.rfind('/') {
-            Some(i) => &prefix[..=i],
-            None => "",
-        };
-        let mut out = Vec::new();
-        // Pending items, the smallest on top.
-        let mut stack = vec![Item::Dir(start_dir.to_string())];
-        while let Some(item) = stack.pop() {
-            match item {
-                Item::File(key, size) => {
-                    out.push(ObjectInfo { key, size });
-                    if out.len() >= limit {
-                        break;
-                    }
-                }
-                Item::Dir(dir) => {
-                    let mut children: Vec<_> = self
-                        .list_dir(&dir)
-                        .await?
-                        .into_iter()
-                        .filter(|(path, is_dir, _)| {
-                            if *is_dir {
-                                dir_may_match(path, prefix, start_after)
-                            } else {
-                                path.starts_with(prefix)
-                                    && start_after.is_none_or(|s| path.as_str() > s)
-                            }
-                        })
-                        .collect();
-                    children.sort_by(|a, b| b.0.cmp(&a.0));
-                    stack.extend(children.into_iter().map(|(path, is_dir, size)| {
-                        if is_dir {
-                            Item::Dir(path)
-                        } else {
-                            Item::File(path, size)
-                        }
-                    }));
-                }
-            }
-        }
-        Ok(out)
+        list_by_walking(prefix, start_after, limit, |dir| async move {
+            self.list_dir(&dir).await
+        })
+        .await
     }
 
     async fn list_native(
@@ -433,21 +391,6 @@ fn remove_stale_temp_files(tmp: &Path) {
         if stale && entry.file_type().is_ok_and(|t| t.is_file()) {
             let _ = std::fs::remove_file(entry.path());
         }
-    }
-}
-
-/// Whether the subtree under directory `dir` (ending in `/`) may hold a key that starts
-/// with `prefix` and sorts after `start_after`.
-fn dir_may_match(dir: &str, prefix: &str, start_after: Option<&str>) -> bool {
-    if !(dir.starts_with(prefix) || prefix.starts_with(dir)) {
-        return false;
-    }
-    // Every key in the subtree starts with `dir`. If `start_after` is past `dir` and
-    // does not start with it, it differs from `dir` at some byte where it is larger,
-    // so it is larger than every key of the subtree.
-    match start_after {
-        Some(s) => s <= dir || s.starts_with(dir),
-        None => true,
     }
 }
 

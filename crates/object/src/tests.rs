@@ -857,3 +857,161 @@ async fn s3_store_conformance() {
     assert!(create_bucket(&mc).await.unwrap());
     check_store(missing.as_ref()).await.unwrap();
 }
+
+// ---- HDFS against a real, Kerberized cluster ----------------------------------------
+
+/// The cluster of `scripts/start-hdfs.sh`, or why the test is skipped. Points the
+/// Kerberos library and the HDFS client at the cluster's configuration (process-wide
+/// variables, the same for every test that sets them).
+fn hdfs_cluster(test: &str) -> Option<String> {
+    let Ok(url) = std::env::var("NECTAR_TEST_HDFS_URL") else {
+        eprintln!(
+            "SKIPPED {test}: NECTAR_TEST_HDFS_URL is not set (start a cluster with \
+             `eval \"$(scripts/start-hdfs.sh DIR)\"`)"
+        );
+        return None;
+    };
+    static ENV: std::sync::Once = std::sync::Once::new();
+    ENV.call_once(|| {
+        std::env::set_var(
+            "KRB5_CONFIG",
+            std::env::var("NECTAR_TEST_KRB5_CONFIG").unwrap(),
+        );
+        std::env::set_var(
+            "HADOOP_CONF_DIR",
+            std::env::var("NECTAR_TEST_HADOOP_CONF_DIR").unwrap(),
+        );
+    });
+    Some(url)
+}
+
+fn test_kerberos() -> Option<crate::hdfs::Kerberos> {
+    crate::hdfs::Kerberos::new(
+        std::env::var("NECTAR_TEST_KRB5PRINCIPAL").ok(),
+        std::env::var("NECTAR_TEST_KRB5KEYTAB").ok(),
+        None,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn hdfs_store_conformance() {
+    let Some(url) = hdfs_cluster("hdfs_store_conformance") else {
+        return;
+    };
+    let run = format!("{url}/nectar-test-{:08x}", rand::random::<u32>());
+    let store = HdfsStore::new(&run, test_kerberos(), None).unwrap();
+    assert_eq!(store.describe(), format!("{run}/"));
+    check_store(&store).await.unwrap();
+    conformance(&store).await;
+
+    // A block-sized object (several data packets), ranged reads inside it.
+    let big = data(4 << 20, 3);
+    store
+        .put("chunks/0/0/1_0_4194304", big.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("chunks/0/0/1_0_4194304", None).await.unwrap(),
+        big
+    );
+    assert_eq!(
+        store
+            .get("chunks/0/0/1_0_4194304", Some(4_000_000..4_100_000))
+            .await
+            .unwrap(),
+        big.slice(4_000_000..4_100_000)
+    );
+    // Puts in parallel to one directory, then all listed.
+    use futures::StreamExt;
+    let puts = futures::stream::iter(0..64).map(|i| {
+        let store = &store;
+        async move { store.put(&format!("many/{i:03}"), data(10, i as u8)).await }
+    });
+    let results: Vec<_> = puts.buffer_unordered(16).collect().await;
+    results.into_iter().for_each(|r| r.unwrap());
+    assert_eq!(list_all(&store, "many/", 10).await.len(), 64);
+    let mut keys: Vec<String> = list_all(&store, "", 1000)
+        .await
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    store.delete_many(&keys).await.unwrap();
+    assert!(store.list("", None, 10).await.unwrap().is_empty());
+
+    // The same cluster through its list of NameNodes, whichever is active.
+    let namenodes = std::env::var("NECTAR_TEST_HDFS_NAMENODES").unwrap();
+    let path = run.split_once("://").unwrap().1.split_once('/').unwrap().1;
+    let listed =
+        HdfsStore::new(&format!("hdfs://{namenodes}/{path}"), test_kerberos(), None).unwrap();
+    listed.put("via/list", data(5, 5)).await.unwrap();
+    assert_eq!(store.get("via/list", None).await.unwrap(), data(5, 5));
+    keys = vec!["via/list".into()];
+    store.delete_many(&keys).await.unwrap();
+}
+
+#[tokio::test]
+async fn hdfs_keytab_in_base64_is_enough() {
+    let Some(url) = hdfs_cluster("hdfs_keytab_in_base64_is_enough") else {
+        return;
+    };
+    use base64::Engine;
+    let keytab = std::fs::read(std::env::var("NECTAR_TEST_KRB5KEYTAB").unwrap()).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(keytab);
+    let k = crate::hdfs::Kerberos::new(
+        std::env::var("NECTAR_TEST_KRB5PRINCIPAL").ok(),
+        None,
+        Some(b64),
+    )
+    .unwrap();
+    let run = format!("{url}/nectar-test-{:08x}", rand::random::<u32>());
+    let store = HdfsStore::new(&run, k, None).unwrap();
+    check_store(&store).await.unwrap();
+}
+
+#[tokio::test]
+async fn hdfs_failures_say_what_is_wrong() {
+    let Some(url) = hdfs_cluster("hdfs_failures_say_what_is_wrong") else {
+        return;
+    };
+    // Another tenant's directory: refused, permanently, saying who lacks what.
+    let other = std::env::var("NECTAR_TEST_HDFS_OTHER_URL").unwrap();
+    let store = HdfsStore::new(&format!("{other}/x"), test_kerberos(), None).unwrap();
+    let e = check_store(&store).await.unwrap_err();
+    eprintln!("outside the tenant's directory: {e}");
+    assert!(matches!(e, Error::Permanent(_)), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("permission denied") && msg.contains("nectar@"),
+        "{msg}"
+    );
+    assert!(msg.contains("/user/other/x/"), "{msg}");
+
+    // A principal the KDC does not know.
+    let keytab = std::env::var("NECTAR_TEST_KRB5KEYTAB").ok();
+    let k = crate::hdfs::Kerberos::new(Some("nobody@NECTAR.TEST".into()), keytab, None).unwrap();
+    let store = HdfsStore::new(&url, k, None).unwrap();
+    let e = check_store(&store).await.unwrap_err();
+    eprintln!("principal without a key in the keytab: {e}");
+    assert!(matches!(e, Error::Permanent(_)), "{e}");
+    assert!(
+        e.to_string()
+            .contains("keytab holds no key for KRB5PRINCIPAL"),
+        "{e}"
+    );
+
+    // No credentials at all on a Kerberized cluster.
+    let store = HdfsStore::new(&url, None, Some("nectar")).unwrap();
+    let e = check_store(&store).await.unwrap_err();
+    eprintln!("no credentials: {e}");
+    assert!(matches!(e, Error::Permanent(_)), "{e}");
+    assert!(e.to_string().contains("set KRB5PRINCIPAL"), "{e}");
+
+    // A nameservice the configuration does not define.
+    let e = HdfsStore::new("hdfs://nosuchns/x", test_kerberos(), None)
+        .err()
+        .expect("an unknown nameservice");
+    eprintln!("unknown nameservice: {e}");
+    assert!(matches!(e, Error::Config(_)), "{e}");
+    assert!(e.to_string().contains("dfs.nameservices"), "{e}");
+}
