@@ -5,21 +5,33 @@
 #
 #   scripts/hdfs-admin.sh DIR fs -ls -R /user/nectar
 #   scripts/hdfs-admin.sh DIR haadmin -failover nn1 nn2
-#   scripts/hdfs-admin.sh DIR kill nn1        (SIGKILL to a NameNode, as a crash)
+#   scripts/hdfs-admin.sh DIR restart         (both NameNodes killed with SIGKILL, as in a
+#                                             crash, started again, nn1 made active)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/lib/daemon.sh"
 source "$HERE/lib/hdfs.sh"
 
 if [[ $# -lt 2 ]]; then
-    echo "usage: $0 DIR fs|haadmin ARGS... | $0 DIR kill nn1|nn2" >&2
+    echo "usage: $0 DIR fs|haadmin ARGS... | $0 DIR restart" >&2
     exit 2
 fi
 hdfs_paths "$1"
 shift
-if [[ $1 == kill ]]; then
-    [[ ${2:-} == nn1 || ${2:-} == nn2 ]] || { echo "hdfs-admin: kill nn1 or nn2" >&2; exit 2; }
-    kill -KILL "$(cat "$HDFS/$2.pid")"
-    exit 0
+if [[ $1 == restart ]]; then
+    for nn in nn1 nn2; do
+        kill -KILL "$(cat "$HDFS/$nn.pid")" 2>/dev/null || true
+    done
+    for nn in nn1 nn2; do
+        while ! exited "$HDFS/$nn.pid"; do sleep 0.1; done
+        mv -f "$HDFS/logs/$nn.log" "$HDFS/logs/$nn.log.$(date +%s)"
+        hdfs_java_detached "$HDFS/conf-$nn" "$HDFS/logs/$nn.log" "$HDFS/$nn.pid" \
+            org.apache.hadoop.hdfs.server.namenode.NameNode
+    done
+    for nn in nn1 nn2; do
+        wait_log "$HDFS/logs/$nn.log" "$HDFS/$nn.pid" "IPC Server listener on"
+    done
+    hdfs_admin haadmin -transitionToActive nn1
+    exit
 fi
 hdfs_admin "$@" 2> >(grep -v -e '^[0-9:]* WARN util.NativeCodeLoader' >&2)

@@ -20,8 +20,8 @@
 #
 # Principals and keytabs (DIR/kdc/*.keytab, mode 0600):
 #   nectar@NECTAR.TEST        the tenant; owns /user/nectar (mode 700); its tickets live
-#                             at most NECTAR_HDFS_TICKET_LIFETIME (default 24h), so a test
-#                             can make them expire while it runs
+#                             at most NECTAR_HDFS_TICKET_SECONDS (default a day), so a
+#                             test can make them expire while it runs
 #   hdfs/localhost@...        the superuser (NameNodes, DataNode, admin commands)
 #   other@NECTAR.TEST         a second tenant owning /user/other (mode 700)
 #
@@ -53,7 +53,11 @@ fi
 mkdir -p "$1"
 DIR=$(cd "$1" && pwd)
 PKG=${NECTAR_HADOOP_PKG:-$(dirname "$DIR")/hadoop-pkg}
-TICKET_LIFETIME=${NECTAR_HDFS_TICKET_LIFETIME:-24h}
+TICKET_SECONDS=${NECTAR_HDFS_TICKET_SECONDS:-86400}
+if ! [[ $TICKET_SECONDS =~ ^[0-9]+$ ]] || ((TICKET_SECONDS < 10)); then
+    echo "start-hdfs: NECTAR_HDFS_TICKET_SECONDS must be a number of seconds, 10 or more" >&2
+    exit 2
+fi
 hdfs_paths "$DIR"
 
 log() { echo "start-hdfs: $*" >&2; }
@@ -68,6 +72,7 @@ print_env() {
     echo "export NECTAR_TEST_KRB5PRINCIPAL=nectar@$REALM"
     echo "export NECTAR_TEST_KRB5KEYTAB=$KDC/nectar.keytab"
     echo "export NECTAR_TEST_KDC_LOG=$KDC/kdc.log"
+    echo "export NECTAR_TEST_HDFS_TICKET_SECONDS=$(cat "$KDC/ticket-seconds" 2>/dev/null || echo "$TICKET_SECONDS")"
 }
 
 if [[ -f $KDC/kdc.pid ]] && ! exited "$KDC/kdc.pid" && [[ -f $HDFS/nn1.pid ]] && ! exited "$HDFS/nn1.pid"; then
@@ -138,7 +143,7 @@ EOF
 export KRB5_CONFIG=$KDC/krb5.conf KRB5_KDC_PROFILE=$KDC/kdc.conf
 kdb5_util create -s -r "$REALM" -P "$(head -c 18 /dev/urandom | base64)" >/dev/null
 kadm() { kadmin.local -q "$1" >/dev/null; }
-kadm "addprinc -randkey -maxlife $TICKET_LIFETIME nectar@$REALM"
+kadm "addprinc -randkey -maxlife \"$TICKET_SECONDS seconds\" nectar@$REALM"
 kadm "addprinc -randkey other@$REALM"
 kadm "addprinc -randkey hdfs/localhost@$REALM"
 kadm "addprinc -randkey HTTP/localhost@$REALM"
@@ -146,6 +151,7 @@ kadm "ktadd -k $KDC/nectar.keytab nectar@$REALM"
 kadm "ktadd -k $KDC/other.keytab other@$REALM"
 kadm "ktadd -k $KDC/hdfs.keytab hdfs/localhost@$REALM HTTP/localhost@$REALM"
 chmod 600 "$KDC"/*.keytab
+echo "$TICKET_SECONDS" >"$KDC/ticket-seconds"
 log "starting the KDC on 127.0.0.1:$PORT (log: $KDC/kdc.log)"
 start_detached "$KDC/kdc.pid" krb5kdc -n </dev/null >"$KDC/krb5kdc.out" 2>&1 &
 for _ in $(seq 1 100); do

@@ -83,7 +83,7 @@ start scripts/start-seaweedfs.sh "$WORK/seaweed" "$(free_port 8333 1 2 3 4 10000
 echo "== Kerberized HDFS (KDC, two NameNodes, a DataNode)" >&2
 # Tickets of the tenant's principal live 90 s, less than the HDFS tests run: the mounts
 # must renew them from the keytab.
-NECTAR_HDFS_TICKET_LIFETIME=${NECTAR_HDFS_TICKET_LIFETIME:-90s} \
+NECTAR_HDFS_TICKET_SECONDS=${NECTAR_HDFS_TICKET_SECONDS:-90} \
     start scripts/start-hdfs.sh "$WORK/hdfs" "$(free_port 18200 1 2 3 4)"
 
 echo "== metadata servers" >&2
