@@ -28,7 +28,10 @@
 #   BENCH_STORAGE      file (default: a directory in $WORK) or s3: then BENCH_S3_BUCKET
 #                      is the bucket URL (http://host:port/bucket), ACCESS_KEY and
 #                      SECRET_KEY its keys (from the environment, never the command
-#                      line), and each volume lives under a prefix of its own name
+#                      line), and each volume lives under a prefix of its own name;
+#                      or hdfs: then BENCH_HDFS_BUCKET is hdfs://NAMESERVICE/path, with
+#                      HADOOP_CONF_DIR, KRB5_CONFIG, KRB5PRINCIPAL and KRB5KEYTAB in the
+#                      environment (both clients read the same variables)
 
 set -euo pipefail
 
@@ -152,11 +155,14 @@ storage_args() {
     s3)
         [ -n "${BENCH_S3_BUCKET:-}" ] || die "BENCH_STORAGE=s3 needs BENCH_S3_BUCKET"
         echo "--storage s3 --bucket $BENCH_S3_BUCKET" ;;
-    *) die "BENCH_STORAGE must be file or s3" ;;
+    hdfs)
+        [ -n "${BENCH_HDFS_BUCKET:-}" ] || die "BENCH_STORAGE=hdfs needs BENCH_HDFS_BUCKET"
+        echo "--storage hdfs --bucket $BENCH_HDFS_BUCKET" ;;
+    *) die "BENCH_STORAGE must be file, s3 or hdfs" ;;
     esac
 }
 vol_name() {
-    if [ "${BENCH_STORAGE:-file}" = s3 ]; then echo "bench-$1-$$"; else echo "bench-$1"; fi
+    if [ "${BENCH_STORAGE:-file}" != file ]; then echo "bench-$1-$$"; else echo "bench-$1"; fi
 }
 
 fs_format() {
