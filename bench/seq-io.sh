@@ -184,7 +184,7 @@ EOF
 record_detail "warm-up: local dir write (MiB/s)" local "$WARMUP"
 
 echo
-echo "== seq-io: fio, bs=1M, $JOBS_LIST jobs, $SIZE in all, $ROUNDS round(s), SQLite + local directory ($(nproc) cores, load average now $(loadavg)) =="
+echo "== seq-io: fio, bs=1M, $JOBS_LIST jobs, $SIZE in all, $ROUNDS round(s), SQLite + ${BENCH_STORAGE:-file} storage ($(nproc) cores, load average now $(loadavg)) =="
 print_table "$WORK/results.tsv"
 echo
 echo "details (first in odd rounds: $(round_order 1 | awk '{print $1}'); client CPU s = user+system seconds of the mount processes):"

@@ -131,7 +131,7 @@ for fs in $BENCH_FS; do
 done
 
 echo
-echo "== small-files: $TOTAL files of $FSIZE B, $LOOPS parallel loops of one cp per file, $([ "${BENCH_META:-sqlite}" = url ] && echo "${BENCH_META_NECTAR%%:*}" || echo "${BENCH_META:-sqlite}") metadata + local directory ($(nproc) cores, load average now $(loadavg)) =="
+echo "== small-files: $TOTAL files of $FSIZE B, $LOOPS parallel loops of one cp per file, $([ "${BENCH_META:-sqlite}" = url ] && echo "${BENCH_META_NECTAR%%:*}" || echo "${BENCH_META:-sqlite}") metadata + ${BENCH_STORAGE:-file} storage ($(nproc) cores, load average now $(loadavg)) =="
 print_table "$WORK/results.tsv"
 echo
 echo "details (client CPU s = user+system seconds of the mount processes during the copy):"

@@ -30,9 +30,11 @@
 //! `dfs.client.failover.*`); what still fails is reported as temporary and retried by the
 //! data path like any store's error.
 //!
-//! hdfs-native spawns its connection tasks on a runtime of its own here (two threads for
-//! the whole process), so a store works whichever runtime calls it and outlives the one it
-//! was built in.
+//! hdfs-native keeps its NameNode connections on a runtime of the process (one thread;
+//! the client is built inside it), so a store outlives the runtime it was built in; the
+//! tasks of a block's transfer run on the runtime of the caller, next to the data path
+//! (on a runtime of their own every packet crossed threads: a cold read took twice the
+//! CPU).
 
 use crate::walk::{list_by_walking, DirEntry};
 use crate::{opendal::validate_key, Error, ObjectInfo, ObjectStore, Result};
@@ -278,22 +280,22 @@ fn memory_file(bytes: &[u8]) -> Result<OwnedFd> {
     Ok(file.into())
 }
 
-/// The runtime hdfs-native's connection tasks run on, for the whole process.
-fn io_runtime() -> Result<tokio::runtime::Handle> {
+/// The runtime of every HDFS client's NameNode connections, for the whole process (never
+/// dropped: a runtime may not be dropped inside another, where a store may end).
+fn namenode_runtime() -> Result<&'static tokio::runtime::Runtime> {
     static RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> =
         OnceLock::new();
     RUNTIME
         .get_or_init(|| {
             tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+                .worker_threads(1)
                 .thread_name("nectar-hdfs")
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())
         })
         .as_ref()
-        .map(|rt| rt.handle().clone())
-        .map_err(|e| Error::Config(format!("cannot start the HDFS client's threads: {e}")))
+        .map_err(|e| Error::Config(format!("cannot start the HDFS client's thread: {e}")))
 }
 
 /// An [`ObjectStore`] on HDFS.
@@ -322,9 +324,7 @@ impl HdfsStore {
     ) -> Result<Self> {
         let location = HdfsLocation::parse(bucket)?;
         let mut config = location.config.clone();
-        let mut builder = ClientBuilder::new()
-            .with_url(&location.url)
-            .with_io_runtime(io_runtime()?);
+        let mut builder = ClientBuilder::new().with_url(&location.url);
         let (principal, keytab) = match kerberos {
             Some(k) => {
                 // Without this a client configured for SIMPLE would not even try the
@@ -343,7 +343,14 @@ impl HdfsStore {
                 (None, None)
             }
         };
-        let client = builder.with_config(config).build().map_err(|e| {
+        // Built inside the process's HDFS runtime: the client's NameNode connections run
+        // there and outlive whichever runtime builds the store, while block reads and
+        // writes spawn their tasks on the runtime that calls them, next to the data path.
+        let client = {
+            let _runtime = namenode_runtime()?.enter();
+            builder.with_config(config).build()
+        };
+        let client = client.map_err(|e| {
             let hint = match &e {
                 HdfsError::InvalidArgument(m) if m.contains("No NameNode hosts") => format!(
                     "; {} is neither host:port nor a nameservice defined in \
