@@ -142,7 +142,10 @@ cat >"$KDC/kdc.conf" <<EOF
 EOF
 export KRB5_CONFIG=$KDC/krb5.conf KRB5_KDC_PROFILE=$KDC/kdc.conf
 kdb5_util create -s -r "$REALM" -P "$(head -c 18 /dev/urandom | base64)" >/dev/null
-kadm() { kadmin.local -q "$1" >/dev/null; }
+kadm() {
+    local out
+    out=$(kadmin.local -q "$1" 2>&1) || { echo "$out" >&2; return 1; }
+}
 kadm "addprinc -randkey -maxlife \"$TICKET_SECONDS seconds\" nectar@$REALM"
 kadm "addprinc -randkey other@$REALM"
 kadm "addprinc -randkey hdfs/localhost@$REALM"

@@ -6,7 +6,9 @@
 //! cannot fail, so it also clamps nonsense (a zero block size or zero concurrency would
 //! otherwise hang every writer) and logs a warning.
 
+use crate::retry::Policy;
 use crate::{Compression, DiskCacheConfig, Error, Result};
+use std::time::Duration;
 
 /// Largest slice, the size of a chunk: a slice never crosses a chunk boundary.
 pub const MAX_SLICE_SIZE: u32 = 64 << 20;
@@ -40,6 +42,14 @@ pub struct ChunkConfig {
     pub mem_cache_size: u64,
     /// Retries of temporary object errors, with exponential backoff. Default 10.
     pub io_retries: usize,
+    /// Time one GET may take before it is abandoned and retried. Default 60 s.
+    pub get_timeout: Duration,
+    /// Time one PUT may take before it is abandoned and retried. Default 60 s.
+    pub put_timeout: Duration,
+    /// Bytes per second all uploads together may send; `None` for no limit.
+    pub upload_limit: Option<u64>,
+    /// Bytes per second all downloads together may receive; `None` for no limit.
+    pub download_limit: Option<u64>,
     /// The local disk cache behind the memory cache; `None` (the default) for none.
     /// Directories that cannot be used are left out with an error in the log (a
     /// mount checks them first with [`DiskCacheConfig::check`]).
@@ -59,6 +69,10 @@ impl Default for ChunkConfig {
             buffer_size: 300 << 20,
             mem_cache_size: 256 << 20,
             io_retries: 10,
+            get_timeout: Duration::from_secs(60),
+            put_timeout: Duration::from_secs(60),
+            upload_limit: None,
+            download_limit: None,
             disk_cache: None,
         }
     }
@@ -84,6 +98,18 @@ impl ChunkConfig {
                 "max-downloads must be at least 1 (default 200)".into(),
             ));
         }
+        if self.get_timeout.is_zero() || self.put_timeout.is_zero() {
+            return Err(Error::Invalid(
+                "get-timeout and put-timeout must be longer than 0 (default 60 s)".into(),
+            ));
+        }
+        if self.upload_limit == Some(0) || self.download_limit == Some(0) {
+            return Err(Error::Invalid(
+                "an upload or download limit of 0 would stop all transfers: leave it out \
+                 for no limit"
+                    .into(),
+            ));
+        }
         if self.buffer_size < self.block_size as u64 {
             return Err(Error::Invalid(format!(
                 "buffer size {} is smaller than one block ({}): raise buffer-size",
@@ -102,7 +128,36 @@ impl ChunkConfig {
         self.max_uploads = self.max_uploads.max(1);
         self.max_downloads = self.max_downloads.max(1);
         self.buffer_size = self.buffer_size.max(self.block_size as u64);
+        let second = Duration::from_secs(1);
+        self.get_timeout = self.get_timeout.max(second);
+        self.put_timeout = self.put_timeout.max(second);
+        self.upload_limit = self.upload_limit.filter(|&l| l > 0);
+        self.download_limit = self.download_limit.filter(|&l| l > 0);
         self
+    }
+
+    /// How gets are retried.
+    pub(crate) fn get_policy(&self) -> Policy {
+        Policy {
+            retries: self.io_retries,
+            timeout: self.get_timeout,
+        }
+    }
+
+    /// How puts are retried.
+    pub(crate) fn put_policy(&self) -> Policy {
+        Policy {
+            retries: self.io_retries,
+            timeout: self.put_timeout,
+        }
+    }
+
+    /// How other requests (deletes, listings) are retried.
+    pub(crate) fn other_policy(&self) -> Policy {
+        Policy {
+            retries: self.io_retries,
+            timeout: self.get_timeout.max(self.put_timeout),
+        }
     }
 }
 

@@ -19,6 +19,7 @@ use crate::buffer::{BufferPool, Reservation};
 use crate::cache::MemCache;
 use crate::disk::DiskCache;
 use crate::key::{block_len, blocks, listing_prefixes};
+use crate::limit::Limiter;
 use crate::retry::retry;
 use crate::writer::SliceWriter;
 use crate::{block_key, parse_block_key, ChunkConfig, Codec, Error, Result};
@@ -65,6 +66,9 @@ pub(crate) struct Inner {
     pub(crate) buffer: BufferPool,
     uploads: Arc<Semaphore>,
     downloads: Semaphore,
+    /// `--upload-limit` and `--download-limit`.
+    upload_limit: Option<Limiter>,
+    download_limit: Option<Limiter>,
     /// Keys of staged blocks for the background uploader (`--writeback` only).
     staged_tx: Option<mpsc::UnboundedSender<String>>,
     /// Slots for whole-block prefetches of partially read blocks (`--prefetch`).
@@ -115,6 +119,8 @@ impl ChunkStore {
                 buffer: BufferPool::new(cfg.buffer_size),
                 uploads: Arc::new(Semaphore::new(cfg.max_uploads)),
                 downloads: Semaphore::new(cfg.max_downloads),
+                upload_limit: cfg.upload_limit.map(Limiter::new),
+                download_limit: cfg.download_limit.map(Limiter::new),
                 prefetches: Arc::new(Semaphore::new(cfg.prefetch)),
                 inflight: Mutex::new(HashMap::new()),
                 cfg,
@@ -290,7 +296,7 @@ impl ChunkStore {
             if let Some(disk) = &inner.disk {
                 disk.remove_many_background(batch);
             }
-            let done = retry("delete", &batch[0], inner.cfg.io_retries, None, || {
+            let done = retry("delete", &batch[0], inner.cfg.other_policy(), None, || {
                 inner.store.delete_many(batch)
             })
             .await;
@@ -323,7 +329,7 @@ impl ChunkStore {
         for prefix in &prefixes {
             let mut after: Option<String> = None;
             loop {
-                let page = retry("list", prefix, self.inner.cfg.io_retries, None, || {
+                let page = retry("list", prefix, self.inner.cfg.other_policy(), None, || {
                     self.inner.store.list(prefix, after.as_deref(), PAGE)
                 })
                 .await?;
@@ -420,10 +426,7 @@ impl Inner {
             .await
             .map_err(|_| Error::Internal("upload semaphore closed".into()))?;
         let stored = self.encode(key, raw.clone()).await?;
-        retry("put", key, self.cfg.io_retries, Some((cancel, id)), || {
-            self.store.put(key, stored.clone())
-        })
-        .await?;
+        self.put_limited(key, stored, Some((cancel, id))).await?;
         // Not kept in the memory cache: a reader of this client has the kernel's page
         // cache, and keeping every block written would fill the memory cache (and
         // the process's memory) with data nobody reads, pushing out what readers use.
@@ -467,10 +470,7 @@ impl Inner {
             Ok(s) => s,
             Err(e) => return tracing::error!("cannot encode staged block {key}: {e}"),
         };
-        let put = retry("put", &key, self.cfg.io_retries, None, || {
-            self.store.put(&key, stored.clone())
-        })
-        .await;
+        let put = self.put_limited(&key, stored, None).await;
         // The staging file is the block's only durable copy until the store has synced.
         let put = match put {
             Ok(()) => self.store.sync().await.map_err(Error::from),
@@ -491,13 +491,29 @@ impl Inner {
         }
     }
 
+    /// One PUT under the upload limit, with retries.
+    async fn put_limited(
+        &self,
+        key: &str,
+        stored: Bytes,
+        cancel: Option<(&AtomicBool, u64)>,
+    ) -> Result<()> {
+        if let Some(limit) = &self.upload_limit {
+            limit.take(stored.len()).await;
+        }
+        retry("put", key, self.cfg.put_policy(), cancel, || {
+            self.store.put(key, stored.clone())
+        })
+        .await
+    }
+
     /// Deletes one object, retrying temporary errors; a missing object is fine.
     pub(crate) async fn delete(&self, key: &str, cancel: Option<(&AtomicBool, u64)>) -> Result<()> {
         self.cache.remove(key);
         if let Some(disk) = &self.disk {
             disk.remove_background(key);
         }
-        match retry("delete", key, self.cfg.io_retries, cancel, || {
+        match retry("delete", key, self.cfg.other_policy(), cancel, || {
             self.store.delete(key)
         })
         .await
@@ -538,17 +554,22 @@ impl Inner {
             .flatten()
     }
 
-    /// One GET (whole object or a range) under the download limit, with retries.
+    /// One GET (whole object or a range) under the download concurrency and bandwidth
+    /// limits, with retries.
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
         let _permit = self
             .downloads
             .acquire()
             .await
             .map_err(|_| Error::Internal("download semaphore closed".into()))?;
-        retry("get", key, self.cfg.io_retries, None, || {
+        let got = retry("get", key, self.cfg.get_policy(), None, || {
             self.store.get(key, range.clone())
         })
-        .await
+        .await?;
+        if let Some(limit) = &self.download_limit {
+            limit.take(got.len()).await;
+        }
+        Ok(got)
     }
 
     /// Bytes `range` of block `key` (of length `len`).

@@ -181,7 +181,7 @@ pub(crate) fn check_volume_storage(fmt: &Format, create: bool, take_over: bool) 
     let rt = crate::runtime()?;
     let cfg = crate::store_config(fmt)?;
     rt.block_on(async {
-        if create && fmt.storage == "s3" {
+        if create && matches!(fmt.storage.as_str(), "s3" | "minio") {
             nectar_object::create_bucket(&cfg)
                 .await
                 .context("cannot create the bucket")?;

@@ -115,6 +115,23 @@ pub struct MountArgs {
     /// Concurrent downloads of blocks.
     #[arg(long, default_value_t = 200)]
     max_downloads: usize,
+    /// Retries of a failed request to object storage (with backoff from 50 ms doubling
+    /// to 10 s: 10 retries give up about 45 s after the first failure). A write whose
+    /// blocks cannot be stored fails at fsync or close with EIO.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    io_retries: usize,
+    /// Time one GET from object storage may take before it is abandoned and retried.
+    #[arg(long, default_value = "60", value_name = "DURATION", value_parser = crate::duration::parse)]
+    get_timeout: Duration,
+    /// Time one PUT to object storage may take before it is abandoned and retried.
+    #[arg(long, default_value = "60", value_name = "DURATION", value_parser = crate::duration::parse)]
+    put_timeout: Duration,
+    /// Bandwidth of all uploads together, in Mbps (megabits per second); 0 for no limit.
+    #[arg(long, default_value_t = 0, value_name = "Mbps")]
+    upload_limit: u64,
+    /// Bandwidth of all downloads together, in Mbps; 0 for no limit.
+    #[arg(long, default_value_t = 0, value_name = "Mbps")]
+    download_limit: u64,
     /// Whole blocks fetched at once in the background when a block is read in a small
     /// part, so the next read of it is a cache hit; 0 turns this off.
     #[arg(long, default_value_t = 1, value_name = "N")]
@@ -444,7 +461,12 @@ fn serve(a: &MountArgs, mp: &Path) -> Result<()> {
         buffer_size: a.buffer_size.max(32) << 20,
         mem_cache_size,
         disk_cache,
-        ..ChunkConfig::default()
+        io_retries: a.io_retries,
+        get_timeout: a.get_timeout,
+        put_timeout: a.put_timeout,
+        upload_limit: (a.upload_limit > 0).then(|| nectar_chunk::mbps_to_bytes(a.upload_limit)),
+        download_limit: (a.download_limit > 0)
+            .then(|| nectar_chunk::mbps_to_bytes(a.download_limit)),
     };
     chunk_cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     let chunks = {

@@ -10,6 +10,7 @@
 //! reachability and credentials are verified by [`crate::check_store`].
 
 use crate::s3::{create_s3_bucket, keys, s3_store, S3Location};
+use crate::services;
 use crate::{
     EncryptedStore, Encryptor, Error, HdfsStore, MemStore, Metered, ObjectStore, OpendalStore,
     PrefixStore, Result,
@@ -58,8 +59,8 @@ impl std::fmt::Debug for StoreConfig {
 }
 
 const STORAGE_TYPES: &str = "file (a local directory), s3 (an S3-compatible bucket URL), \
-     hdfs (hdfs://NAMESERVICE/path or hdfs://namenode:port/path) or memory (process-local, \
-     for tests)";
+     minio, hdfs (hdfs://NAMESERVICE/path or hdfs://namenode:port/path), webdav, sftp, \
+     azblob, gcs, swift, oss, cos, or memory (process-local, for tests)";
 
 /// Builds the store of a volume: the backend for `storage`/`bucket`, under `prefix`.
 pub fn create_store(cfg: &StoreConfig) -> Result<Arc<dyn ObjectStore>> {
@@ -75,6 +76,22 @@ pub fn create_store(cfg: &StoreConfig) -> Result<Arc<dyn ObjectStore>> {
             Arc::new(s3_store(&loc, keys)?)
         }
         "hdfs" => Arc::new(HdfsStore::from_env(&cfg.bucket, cfg.access_key.as_deref())?),
+        "minio" | "webdav" | "sftp" | "azblob" | "gcs" | "swift" | "oss" | "cos" => {
+            let keys = services::Keys {
+                access: cfg.access_key.as_deref().filter(|k| !k.is_empty()),
+                secret: cfg.secret_key.as_deref().filter(|k| !k.is_empty()),
+            };
+            Arc::new(match cfg.storage.as_str() {
+                "minio" => services::minio(&cfg.bucket, &keys)?,
+                "webdav" => services::webdav(&cfg.bucket, &keys)?,
+                "sftp" => services::sftp(&cfg.bucket, &keys)?,
+                "azblob" => services::azblob(&cfg.bucket, &keys)?,
+                "gcs" => services::gcs(&cfg.bucket)?,
+                "swift" => services::swift(&cfg.bucket, &keys)?,
+                "oss" => services::oss(&cfg.bucket, &keys)?,
+                _ => services::cos(&cfg.bucket, &keys)?,
+            })
+        }
         "memory" => memory_store(&cfg.bucket),
         "" => {
             return Err(Error::Config(format!(
@@ -103,12 +120,13 @@ pub fn create_store(cfg: &StoreConfig) -> Result<Arc<dyn ObjectStore>> {
 /// needs nothing). Returns whether a bucket was created.
 pub async fn create_bucket(cfg: &StoreConfig) -> Result<bool> {
     match cfg.storage.as_str() {
-        "s3" => {
+        "s3" | "minio" => {
             let loc = S3Location::parse(&cfg.bucket, std::env::var("AWS_REGION").ok())?;
             let keys = keys(cfg.access_key.as_deref(), cfg.secret_key.as_deref())?;
             create_s3_bucket(&loc, keys).await
         }
-        "file" | "hdfs" | "memory" => Ok(false),
+        "file" | "hdfs" | "memory" | "webdav" | "sftp" | "azblob" | "gcs" | "swift" | "oss"
+        | "cos" => Ok(false),
         other => Err(Error::Config(format!(
             "unknown storage type {other:?}; accepted: {STORAGE_TYPES}"
         ))),

@@ -31,6 +31,7 @@ mod metered;
 mod opendal;
 mod prefix;
 mod s3;
+mod services;
 mod walk;
 
 pub use check::check_store;

@@ -1,10 +1,12 @@
 //! [`ObjectStore`] over Apache OpenDAL: local directories, S3-compatible services and
 //! OpenDAL's in-memory service.
 //!
-//! An [`OpendalStore`] is an OpenDAL `Operator` wrapped in two layers, a per-attempt
-//! timeout (inner) and a retry with exponential backoff and jitter for errors OpenDAL
-//! marks temporary (outer), so a stalled request is cut off and tried again rather than
-//! hanging a writer. Everything else is translation: object keys are checked before they
+//! An [`OpendalStore`] is an OpenDAL `Operator` wrapped in a timeout layer, so a stalled
+//! request is cut off rather than hanging its caller. It retries nothing: the data path
+//! retries temporary errors in one place (`nectar-chunk`'s `retry`, `--io-retries`),
+//! and a retry layer here as well would multiply the budget users set (OpenDAL's retry
+//! layer also marks every error it gives up on "persistent", hiding whether waiting may
+//! help). Everything else is translation: object keys are checked before they
 //! reach OpenDAL (which would silently normalise `a//b` or `/a`), a range read past the
 //! end is clamped like [`crate::MemStore`] does, and OpenDAL's errors become this
 //! crate's [`Error`] with a message that says what to check (credentials, a missing
@@ -17,12 +19,11 @@
 use crate::local::{LocalFiles, FS_TMP_DIR};
 use crate::walk::list_by_walking;
 use crate::{Error, ObjectInfo, ObjectStore, Result};
-use ::opendal::layers::{RetryEvent, RetryLayer, TimeoutLayer};
+use ::opendal::layers::TimeoutLayer;
 use ::opendal::{EntryMode, ErrorKind, Operator};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::TryStreamExt;
-use std::cell::Cell;
 use std::error::Error as StdError;
 use std::io;
 use std::ops::Range;
@@ -30,15 +31,11 @@ use std::path::Path;
 use std::sync::Once;
 use std::time::Duration;
 
-/// Time one attempt of a request (a stat, a delete, opening a read or a write) may take
-/// before it is abandoned and retried.
+/// Time one request (a stat, a delete, opening a read or a write) may take before it is
+/// abandoned (the data path's own `--get-timeout`/`--put-timeout` are usually shorter).
 pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time one read or write of a body chunk may stall.
 pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(60);
-/// Retries after the first attempt of an operation that failed with a temporary error.
-const RETRIES: usize = 3;
-const RETRY_MIN_DELAY: Duration = Duration::from_millis(200);
-const RETRY_MAX_DELAY: Duration = Duration::from_secs(5);
 /// Page size asked of a service that lists natively.
 const LIST_PAGE: usize = 1000;
 
@@ -73,39 +70,8 @@ pub(crate) fn init_opendal() {
     INIT.call_once(::opendal::install_default);
 }
 
-tokio::task_local! {
-    /// Set by the retry layer's notifier when it retries the current call.
-    static RETRIED: Cell<bool>;
-}
-
-/// An OpenDAL error and whether the retry layer had retried the call.
-///
-/// The retry layer marks every error it returns "persistent", whether it was temporary
-/// (and retried until the retries ran out) or permanent (returned at once), so the
-/// error alone no longer says whether trying later may help. Its notifier runs only
-/// before a retry, within the task of the call: a task-local flag set there tells the
-/// two cases apart.
-struct Failed {
-    err: ::opendal::Error,
-    retried: bool,
-}
-
-/// Runs one OpenDAL call, noting whether it was retried.
-async fn attempt<T>(
-    fut: impl std::future::IntoFuture<Output = ::opendal::Result<T>>,
-) -> std::result::Result<T, Failed> {
-    RETRIED
-        .scope(Cell::new(false), async move {
-            fut.await.map_err(|err| Failed {
-                err,
-                retried: RETRIED.with(|r| r.get()),
-            })
-        })
-        .await
-}
-
 impl OpendalStore {
-    /// Wraps any OpenDAL operator, adding the timeout and retry layers. `describe` is
+    /// Wraps any OpenDAL operator, adding the timeout layer. `describe` is
     /// the location shown to users (without secrets).
     pub fn new(op: Operator, describe: impl Into<String>) -> Self {
         let describe = describe.into();
@@ -123,29 +89,11 @@ impl OpendalStore {
         // S3 lists everything under a prefix, in key order, from a resume point; the
         // file system and the memory service cannot resume, so we walk them ourselves.
         let native_list = cap.list_with_recursive && cap.list_with_start_after;
-        let op = op
-            .layer(
-                TimeoutLayer::new()
-                    .with_timeout(OP_TIMEOUT)
-                    .with_io_timeout(IO_TIMEOUT),
-            )
-            .layer(
-                RetryLayer::new()
-                    .with_max_times(RETRIES)
-                    .with_min_delay(RETRY_MIN_DELAY)
-                    .with_max_delay(RETRY_MAX_DELAY)
-                    .with_jitter()
-                    .with_notify(|ev: RetryEvent<'_>| {
-                        let _ = RETRIED.try_with(|r| r.set(true));
-                        tracing::warn!(
-                            op = ?ev.op,
-                            attempt = ev.attempt,
-                            retry_in = ?ev.retry_after,
-                            "object storage request failed, retrying: {}",
-                            ev.err
-                        );
-                    }),
-            );
+        let op = op.layer(
+            TimeoutLayer::new()
+                .with_timeout(OP_TIMEOUT)
+                .with_io_timeout(IO_TIMEOUT),
+        );
         let mut describe = describe;
         if !describe.ends_with('/') {
             describe.push('/');
@@ -221,8 +169,8 @@ impl OpendalStore {
     }
 
     /// Translates an OpenDAL error of an operation on `key` into ours.
-    fn map_err(&self, what: &str, key: &str, f: Failed) -> Error {
-        map_opendal_error(self.backend, &self.location, what, key, f.err, f.retried)
+    fn map_err(&self, what: &str, key: &str, e: ::opendal::Error) -> Error {
+        map_opendal_error(self.backend, &self.location, what, key, e)
     }
 
     /// Translates an error of a file store's direct file I/O. None of them is worth
@@ -251,14 +199,14 @@ impl OpendalStore {
     }
 
     async fn read_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, RangeError> {
-        match attempt(self.op.read_with(key).range(range)).await {
+        match self.op.read_with(key).range(range).await {
             Ok(b) => Ok(b.to_bytes()),
             // The memory and file services refuse a range past the end; on S3 the
             // server sends what there is and OpenDAL's completeness check refuses that.
             Err(f)
-                if f.err.kind() == ErrorKind::RangeNotSatisfied
-                    || (f.err.kind() == ErrorKind::Unexpected
-                        && f.err.message().contains("reader got too little data")) =>
+                if f.kind() == ErrorKind::RangeNotSatisfied
+                    || (f.kind() == ErrorKind::Unexpected
+                        && f.message().contains("reader got too little data")) =>
             {
                 Err(RangeError::PastEnd)
             }
@@ -280,10 +228,10 @@ impl OpendalStore {
             return Ok(entries);
         }
         let path = if dir.is_empty() { "/" } else { dir };
-        let entries = match attempt(self.op.list(path)).await {
+        let entries = match self.op.list(path).await {
             Ok(v) => v,
             // A directory removed since its parent was listed holds nothing.
-            Err(f) if f.err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(f) if f.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
             Err(f) => return Err(self.map_err("list", dir, f)),
         };
         let mut out = Vec::with_capacity(entries.len());
@@ -340,12 +288,11 @@ impl OpendalStore {
         if let Some(s) = start_after {
             fut = fut.start_after(s);
         }
-        let mut lister = attempt(fut)
-            .await
-            .map_err(|f| self.map_err("list", prefix, f))?;
+        let mut lister = fut.await.map_err(|f| self.map_err("list", prefix, f))?;
         let mut out = Vec::new();
         while out.len() < limit {
-            let Some(entry) = attempt(lister.try_next())
+            let Some(entry) = lister
+                .try_next()
                 .await
                 .map_err(|f| self.map_err("list", prefix, f))?
             else {
@@ -490,7 +437,6 @@ pub(crate) fn map_opendal_error(
     what: &str,
     key: &str,
     e: ::opendal::Error,
-    retried: bool,
 ) -> Error {
     let text = chain_text(&e);
     let ctx = if key.is_empty() {
@@ -556,9 +502,7 @@ pub(crate) fn map_opendal_error(
             "cannot reach {location}: is the server running? ({cause})"
         ));
     }
-    // A temporary error that outlived every retry comes back "persistent"; so does a
-    // permanent one, hence `retried` (see `Failed`).
-    if e.is_temporary() || retried {
+    if e.is_temporary() {
         return Error::Temporary(format!("{ctx}: {text}"));
     }
     let hint = match code.as_str() {
@@ -616,7 +560,8 @@ impl ObjectStore for OpendalStore {
                 .await
                 .map_err(|e| self.map_io_err("put", key, e));
         }
-        attempt(self.op.write(key, data))
+        self.op
+            .write(key, data)
             .await
             .map(|_| ())
             .map_err(|f| self.map_err("put", key, f))
@@ -631,7 +576,9 @@ impl ObjectStore for OpendalStore {
                 .map_err(|e| self.map_io_err("get", key, e));
         }
         let Some(range) = range else {
-            return attempt(self.op.read(key))
+            return self
+                .op
+                .read(key)
                 .await
                 .map(|b| b.to_bytes())
                 .map_err(|f| self.map_err("get", key, f));
@@ -666,7 +613,7 @@ impl ObjectStore for OpendalStore {
 
     async fn head(&self, key: &str) -> Result<Option<u64>> {
         validate_key(key)?;
-        match attempt(self.op.stat(key)).await {
+        match self.op.stat(key).await {
             Ok(meta) if meta.mode() == EntryMode::FILE => Ok(Some(meta.content_length())),
             Ok(_) => Ok(None),
             Err(f) => match self.map_err("head", key, f) {
@@ -691,7 +638,7 @@ impl ObjectStore for OpendalStore {
 
     async fn delete(&self, key: &str) -> Result<()> {
         validate_key(key)?;
-        match attempt(self.op.delete(key)).await {
+        match self.op.delete(key).await {
             Ok(()) => Ok(()),
             Err(f) => match self.map_err("delete", key, f) {
                 Error::NotFound(_) => Ok(()),

@@ -258,7 +258,6 @@ async fn bucket_request(
             "bucket request",
             "",
             e,
-            false,
         )),
         Err(_) => Err(Error::Temporary(format!(
             "no answer from {url} within {OP_TIMEOUT:?}"
