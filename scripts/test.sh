@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (`.ci/run` calls exactly this). Run as root on
 # Debian: it installs what is missing, checks formatting and lints, starts a local S3
-# server (SeaweedFS), a Kerberized HDFS and the metadata servers (Redis, PostgreSQL,
-# MariaDB, etcd) on 127.0.0.1, runs every Rust test (unit, metadata conformance on every
+# server (SeaweedFS), a WebDAV server (rclone), a Kerberized HDFS and the metadata
+# servers (Redis, PostgreSQL, MariaDB, etcd) on 127.0.0.1, runs every Rust test (unit,
+# metadata conformance on every
 # engine, data path, VFS, and real FUSE mounts), runs pjdfstest and fsx on mounts, and
 # stops what it started even when a step fails.
 #
@@ -26,6 +27,7 @@ stop_all() {
     local dir=$1
     scripts/stop-seaweedfs.sh "$dir/seaweed" >/dev/null 2>&1 || true
     scripts/stop-hdfs.sh "$dir/hdfs" >/dev/null 2>&1 || true
+    scripts/stop-webdav.sh "$dir/webdav" >/dev/null 2>&1 || true
     for s in redis postgres mariadb etcd; do
         scripts/stop-$s.sh "$dir/$s" >/dev/null 2>&1 || true
     done
@@ -79,6 +81,9 @@ start() {
 
 echo "== S3 server" >&2
 start scripts/start-seaweedfs.sh "$WORK/seaweed" "$(free_port 8333 1 2 3 4 10000 10001 10002 10003 10004)"
+
+echo "== WebDAV server (rclone)" >&2
+start scripts/start-webdav.sh "$WORK/webdav" "$(free_port 8480)"
 
 echo "== Kerberized HDFS (KDC, two NameNodes, a DataNode)" >&2
 # Tickets of the tenant's principal live 90 s, less than the HDFS tests run: the mounts

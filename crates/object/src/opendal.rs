@@ -202,11 +202,13 @@ impl OpendalStore {
         match self.op.read_with(key).range(range).await {
             Ok(b) => Ok(b.to_bytes()),
             // The memory and file services refuse a range past the end; on S3 the
-            // server sends what there is and OpenDAL's completeness check refuses that.
+            // server sends what there is and OpenDAL's completeness check refuses that;
+            // a WebDAV server answers a range wholly past the end with 416.
             Err(f)
                 if f.kind() == ErrorKind::RangeNotSatisfied
                     || (f.kind() == ErrorKind::Unexpected
-                        && f.message().contains("reader got too little data")) =>
+                        && (f.message().contains("reader got too little data")
+                            || f.to_string().contains("status: 416"))) =>
             {
                 Err(RangeError::PastEnd)
             }
@@ -448,6 +450,21 @@ pub(crate) fn map_opendal_error(
         return Error::NoSpace(disk_full(&ctx, &text));
     }
     let code = s3_code(e.message()).unwrap_or_default().to_string();
+    // A WebDAV server refuses to GET a collection (a directory): no such object.
+    if backend == Backend::Other
+        && matches!(what, "get" | "head")
+        && e.to_string().contains("status: 405")
+    {
+        return Error::NotFound(key.to_string());
+    }
+    if backend == Backend::Other
+        && (e.to_string().contains("status: 401") || e.to_string().contains("status: 403"))
+    {
+        return Error::Permanent(format!(
+            "{ctx}: access denied: check the credentials (--access-key/--secret-key, or \
+             ACCESS_KEY/SECRET_KEY) and that they may read and write there ({text})"
+        ));
+    }
     match e.kind() {
         ErrorKind::NotFound => return Error::NotFound(key.to_string()),
         // A directory of a file store is not an object.

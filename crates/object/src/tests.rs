@@ -1016,3 +1016,61 @@ async fn hdfs_failures_say_what_is_wrong() {
     assert!(matches!(e, Error::Config(_)), "{e}");
     assert!(e.to_string().contains("dfs.nameservices"), "{e}");
 }
+
+// ---- Other services against real servers -------------------------------------------
+
+/// `--storage minio` is S3 with MinIO's path-style bucket URL: the same SeaweedFS.
+#[tokio::test]
+async fn minio_store_conformance() {
+    let Ok(bucket) = std::env::var("NECTAR_TEST_S3") else {
+        eprintln!("SKIPPED minio_store_conformance: NECTAR_TEST_S3 is not set");
+        return;
+    };
+    let c = StoreConfig {
+        storage: "minio".into(),
+        bucket,
+        access_key: std::env::var("NECTAR_TEST_S3_ACCESS_KEY").ok(),
+        secret_key: std::env::var("NECTAR_TEST_S3_SECRET_KEY").ok(),
+        prefix: format!("nectar-minio-{:08x}/", rand::random::<u32>()),
+        encryption: None,
+    };
+    let store = create_store(&c).unwrap();
+    conformance(store.as_ref()).await;
+}
+
+/// Runs against the WebDAV server of `scripts/start-webdav.sh` (rclone).
+#[tokio::test]
+async fn webdav_store_conformance() {
+    let Ok(url) = std::env::var("NECTAR_TEST_WEBDAV") else {
+        eprintln!(
+            "SKIPPED webdav_store_conformance: NECTAR_TEST_WEBDAV is not set (start a server \
+             with scripts/start-webdav.sh)"
+        );
+        return;
+    };
+    let user = std::env::var("NECTAR_TEST_WEBDAV_USER").ok();
+    let password = std::env::var("NECTAR_TEST_WEBDAV_PASSWORD").ok();
+    let c = StoreConfig {
+        storage: "webdav".into(),
+        bucket: format!("{url}nectar-{:08x}/", rand::random::<u32>()),
+        access_key: user,
+        secret_key: password,
+        prefix: "vol/".into(),
+        encryption: None,
+    };
+    let store = create_store(&c).unwrap();
+    check_store(store.as_ref()).await.unwrap();
+    conformance(store.as_ref()).await;
+
+    // A wrong password is refused, permanently, by the check `format` runs.
+    let wrong = create_store(&StoreConfig {
+        secret_key: Some("wrong".into()),
+        ..c.clone()
+    })
+    .unwrap();
+    let e = check_store(wrong.as_ref()).await.unwrap_err();
+    eprintln!("wrong webdav password: {e}");
+    assert!(matches!(e, Error::Permanent(_)), "{e}");
+    assert!(e.to_string().contains("check the credentials"), "{e}");
+    assert!(!e.to_string().contains("wrong"), "{e}");
+}
