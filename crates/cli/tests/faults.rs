@@ -137,6 +137,23 @@ fn format_s3(url: &str, name: &str, bucket: &str, ak: &str, sk: &str) {
     );
 }
 
+/// A volume named `name` (made unique) whose bucket is `bucket` seen through a new
+/// [`Proxy`] (faults off); returns the proxy and the volume's META-URL.
+fn behind_proxy(dir: &Path, name: &str, bucket: &str, ak: &str, sk: &str) -> (Proxy, String) {
+    let (upstream, bucket_name) = split_bucket(bucket);
+    let proxy = Proxy::start(dir, upstream);
+    let url = format!("sqlite3://{}/meta.db", dir.display());
+    let through = format!("http://127.0.0.1:{}/{bucket_name}", proxy.port);
+    format_s3(
+        &url,
+        &format!("{name}{}", std::process::id()),
+        &through,
+        ak,
+        sk,
+    );
+    (proxy, url)
+}
+
 fn pattern(seed: u64, len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
     Pattern::new(seed).fill(&mut v);
@@ -150,17 +167,7 @@ fn a_store_failing_one_request_in_ten_loses_nothing() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (upstream, bucket_name) = split_bucket(&bucket);
-    let proxy = Proxy::start(dir.path(), upstream);
-    let url = format!("sqlite3://{}/meta.db", dir.path().display());
-    let name = format!("faulty{}", std::process::id());
-    format_s3(
-        &url,
-        &name,
-        &format!("http://127.0.0.1:{}/{bucket_name}", proxy.port),
-        &ak,
-        &sk,
-    );
+    let (proxy, url) = behind_proxy(dir.path(), "faulty", &bucket, &ak, &sk);
     let timeouts = [
         "--get-timeout",
         "2",
@@ -332,17 +339,7 @@ fn a_store_that_stays_down_fails_fsync_with_eio() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (upstream, bucket_name) = split_bucket(&bucket);
-    let proxy = Proxy::start(dir.path(), upstream);
-    let url = format!("sqlite3://{}/meta.db", dir.path().display());
-    let name = format!("down{}", std::process::id());
-    format_s3(
-        &url,
-        &name,
-        &format!("http://127.0.0.1:{}/{bucket_name}", proxy.port),
-        &ak,
-        &sk,
-    );
+    let (proxy, url) = behind_proxy(dir.path(), "down", &bucket, &ak, &sk);
     let opts = ["--io-retries", "2", "--cache-size", "0"];
     let m = Mount::start(&url, &dir.path().join("mnt"), &opts);
     let before = pattern(4, 5 << 20);
